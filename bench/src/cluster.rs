@@ -1,0 +1,384 @@
+//! The in-process test cluster.
+//!
+//! Addresses: site `s` (0-based, named `a`, `b`, …) is `127.{s+1}.0.0/16`;
+//! access servers are `127.{s+1}.0.{1..}`, core servers `127.{s+1}.0.{11..}`,
+//! meta voters `127.{s+1}.0.{21..}`. Every node listens on port 0; the ports
+//! are read back and written into the cluster's [`ClusterConfig`] before any
+//! node starts, so every node knows every other's address. A restarted node
+//! binds the same address and port again.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use geonfs::node::RunningNode;
+use geonfs_rpc::{Network, NetworkOptions, RpcChannel, WanParams};
+use geonfs_site_config::{ClusterConfig, SiteId};
+
+/// The shape of a test cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// Number of sites (1..=9).
+    pub sites: u8,
+    /// Core servers per site.
+    pub cores_per_site: u8,
+    /// Meta-kvs voters per site.
+    pub meta_per_site: u8,
+    /// Access servers per site.
+    pub access_per_site: u8,
+    /// Replication factor n (defaults to the number of sites, at most 3).
+    pub replication_factor: Option<usize>,
+    /// Block size in bytes.
+    pub block_size: u64,
+    /// Emulated WAN between every pair of sites from the start.
+    pub wan: WanParams,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            sites: 3,
+            cores_per_site: 3,
+            meta_per_site: 1,
+            access_per_site: 1,
+            replication_factor: None,
+            block_size: 4 * 1024 * 1024,
+            wan: WanParams::default(),
+        }
+    }
+}
+
+/// The secret test clusters use.
+pub const TEST_SECRET: &str = "geonfs-test-cluster-secret";
+
+/// Builds a [`TestCluster`] step by step.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterBuilder {
+    spec: ClusterSpec,
+}
+
+impl ClusterBuilder {
+    /// Number of sites.
+    pub fn sites(mut self, sites: u8) -> Self {
+        self.spec.sites = sites;
+        self
+    }
+    /// Core servers per site.
+    pub fn cores_per_site(mut self, cores: u8) -> Self {
+        self.spec.cores_per_site = cores;
+        self
+    }
+    /// Meta voters per site.
+    pub fn meta_per_site(mut self, meta: u8) -> Self {
+        self.spec.meta_per_site = meta;
+        self
+    }
+    /// Access servers per site.
+    pub fn access_per_site(mut self, access: u8) -> Self {
+        self.spec.access_per_site = access;
+        self
+    }
+    /// Replication factor n.
+    pub fn replication_factor(mut self, n: usize) -> Self {
+        self.spec.replication_factor = Some(n);
+        self
+    }
+    /// Block size in bytes.
+    pub fn block_size(mut self, bytes: u64) -> Self {
+        self.spec.block_size = bytes;
+        self
+    }
+    /// Emulated WAN between every pair of sites.
+    pub fn wan(mut self, params: WanParams) -> Self {
+        self.spec.wan = params;
+        self
+    }
+    /// Starts the cluster.
+    pub async fn start(self) -> anyhow::Result<TestCluster> {
+        TestCluster::start(self.spec).await
+    }
+}
+
+/// A whole geonfs cluster in this process.
+pub struct TestCluster {
+    config: Arc<ClusterConfig>,
+    network: Network,
+    nodes: BTreeMap<String, Option<RunningNode>>,
+    data: tempfile::TempDir,
+}
+
+/// The name of site `index` (0 → `a`).
+pub fn site_name(index: u8) -> String {
+    char::from(b'a' + index).to_string()
+}
+
+struct PlannedNode {
+    name: String,
+    ip: Ipv4Addr,
+    role: &'static str,
+}
+
+fn plan(spec: &ClusterSpec) -> Vec<PlannedNode> {
+    let mut nodes = Vec::new();
+    for s in 0..spec.sites {
+        let site = site_name(s);
+        let mut add = |role: &'static str, count: u8, first_host: u8| {
+            for i in 1..=count {
+                nodes.push(PlannedNode {
+                    name: format!("{site}-{role}-{i}"),
+                    ip: Ipv4Addr::new(127, s + 1, 0, first_host + i - 1),
+                    role,
+                });
+            }
+        };
+        add("access", spec.access_per_site, 1);
+        add("core", spec.cores_per_site, 11);
+        add("meta", spec.meta_per_site, 21);
+    }
+    nodes
+}
+
+fn config_text(
+    spec: &ClusterSpec,
+    nodes: &[(PlannedNode, SocketAddr)],
+    data: &std::path::Path,
+) -> String {
+    let n = spec
+        .replication_factor
+        .unwrap_or_else(|| usize::from(spec.sites).min(3));
+    let mut text = format!(
+        "[cluster]\nname = \"test\"\nreplication_factor = {n}\nblock_size = \"{}B\"\nsecret = \"{TEST_SECRET}\"\n\n",
+        spec.block_size
+    );
+    for s in 0..spec.sites {
+        text += &format!(
+            "[[site]]\nname = \"{}\"\nsubnets = [\"127.{}.0.0/16\"]\ntakes_writes = {}\n\n",
+            site_name(s),
+            s + 1,
+            spec.cores_per_site >= 2
+        );
+    }
+    for (node, addr) in nodes {
+        text += &format!(
+            "[[node]]\nname = \"{}\"\naddress = \"{addr}\"\nroles = [\"{}\"]\n",
+            node.name, node.role
+        );
+        if node.role != "access" {
+            text += &format!("data_dir = \"{}\"\n", data.join(&node.name).display());
+        }
+        if node.role == "core" {
+            text += "capacity = \"1GiB\"\n";
+        }
+        text += "\n";
+    }
+    text
+}
+
+impl TestCluster {
+    /// A builder with the default shape (3 sites × 3 cores, 1 meta voter and
+    /// 1 access server per site).
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// Starts a cluster of shape `spec`.
+    pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        if spec.sites == 0 || spec.sites > 9 {
+            bail!("a test cluster has 1 to 9 sites, not {}", spec.sites);
+        }
+        let data = tempfile::Builder::new()
+            .prefix("geonfs-test-")
+            .tempdir()
+            .context("cannot create the cluster's data directory")?;
+        let mut bound = Vec::new();
+        for node in plan(&spec) {
+            let addr = SocketAddr::new(IpAddr::V4(node.ip), 0);
+            let listener = geonfs_rpc::server::bind(addr).await?;
+            let addr = listener.local_addr()?;
+            bound.push((node, addr, listener));
+        }
+        let planned: Vec<(PlannedNode, SocketAddr)> = bound
+            .iter()
+            .map(|(node, addr, _)| {
+                (
+                    PlannedNode {
+                        name: node.name.clone(),
+                        ip: node.ip,
+                        role: node.role,
+                    },
+                    *addr,
+                )
+            })
+            .collect();
+        let config = Arc::new(
+            ClusterConfig::from_toml_str(&config_text(&spec, &planned, data.path()))
+                .context("the test cluster's own configuration is invalid")?,
+        );
+        let mut options = NetworkOptions::from_config(&config);
+        options.always_emulate = true;
+        options.call_timeout = Duration::from_secs(10);
+        options.connect_timeout = Duration::from_secs(2);
+        let network = Network::new(options)?;
+        for a in 0..spec.sites {
+            for b in (a + 1)..spec.sites {
+                network.set_wan(SiteId(u16::from(a)), SiteId(u16::from(b)), spec.wan);
+            }
+        }
+        let mut nodes = BTreeMap::new();
+        for (node, _, listener) in bound {
+            let running = RunningNode::start(config.clone(), &node.name, network.clone(), listener)
+                .await
+                .with_context(|| format!("starting {}", node.name))?;
+            nodes.insert(node.name, Some(running));
+        }
+        Ok(TestCluster {
+            config,
+            network,
+            nodes,
+            data,
+        })
+    }
+
+    /// The cluster's configuration (with the real ports).
+    pub fn config(&self) -> &Arc<ClusterConfig> {
+        &self.config
+    }
+
+    /// The network every node of the cluster uses (faults, WAN).
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Where the nodes keep their data.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
+    }
+
+    /// Every node's name, running or not.
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    /// The node's configured address.
+    pub fn addr(&self, name: &str) -> anyhow::Result<SocketAddr> {
+        Ok(self
+            .config
+            .node(name)
+            .with_context(|| format!("no node {name}"))?
+            .address)
+    }
+
+    /// The id of the site named `name`.
+    pub fn site(&self, name: &str) -> anyhow::Result<SiteId> {
+        self.config
+            .site_by_name(name)
+            .with_context(|| format!("no site {name}"))
+    }
+
+    /// Whether the node is running.
+    pub fn is_running(&self, name: &str) -> bool {
+        matches!(self.nodes.get(name), Some(Some(_)))
+    }
+
+    /// The running node, for its identity.
+    pub fn node(&self, name: &str) -> anyhow::Result<&RunningNode> {
+        match self.nodes.get(name) {
+            Some(Some(node)) => Ok(node),
+            Some(None) => bail!("node {name} is not running"),
+            None => bail!("no node {name}"),
+        }
+    }
+
+    /// A channel from node `from` to node `to` (through WAN and faults).
+    pub fn channel(&self, from: &str, to: &str) -> anyhow::Result<RpcChannel> {
+        let from = self.addr(from)?.ip();
+        Ok(self.network.channel(from, self.addr(to)?)?)
+    }
+
+    fn take(&mut self, name: &str) -> anyhow::Result<RunningNode> {
+        match self.nodes.get_mut(name) {
+            Some(slot) => slot
+                .take()
+                .with_context(|| format!("node {name} is not running")),
+            None => bail!("no node {name}"),
+        }
+    }
+
+    /// Stops a node gracefully.
+    pub async fn stop_node(&mut self, name: &str) -> anyhow::Result<()> {
+        Ok(self.take(name)?.stop().await?)
+    }
+
+    /// Kills a node abruptly (every connection dropped, nothing flushed).
+    pub async fn kill_node(&mut self, name: &str) -> anyhow::Result<()> {
+        Ok(self.take(name)?.kill().await?)
+    }
+
+    /// Starts a stopped or killed node again on the same address and port.
+    pub async fn restart_node(&mut self, name: &str) -> anyhow::Result<()> {
+        if self.is_running(name) {
+            bail!("node {name} is running");
+        }
+        let running = RunningNode::bind_and_start(self.config.clone(), name, self.network.clone())
+            .await
+            .with_context(|| format!("restarting {name}"))?;
+        self.nodes.insert(name.to_string(), Some(running));
+        Ok(())
+    }
+
+    /// Cuts both directions between two nodes.
+    pub fn cut_nodes(&self, a: &str, b: &str) -> anyhow::Result<()> {
+        self.network
+            .faults()
+            .cut_nodes(self.addr(a)?.ip(), self.addr(b)?.ip());
+        Ok(())
+    }
+
+    /// Cuts a node off from every other node.
+    pub fn isolate_node(&self, name: &str) -> anyhow::Result<()> {
+        self.network.faults().isolate_node(self.addr(name)?.ip());
+        Ok(())
+    }
+
+    /// Cuts both directions between two sites.
+    pub fn cut_sites(&self, a: &str, b: &str) -> anyhow::Result<()> {
+        self.network
+            .faults()
+            .cut_sites(self.site(a)?, self.site(b)?);
+        Ok(())
+    }
+
+    /// Removes every fault.
+    pub fn heal_all(&self) {
+        self.network.faults().heal_all();
+    }
+
+    /// Sets the emulated WAN between two sites.
+    pub fn set_wan(&self, a: &str, b: &str, params: WanParams) -> anyhow::Result<()> {
+        self.network.set_wan(self.site(a)?, self.site(b)?, params);
+        Ok(())
+    }
+
+    /// Stops every node gracefully and removes the data directory.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let names = self.node_names();
+        let mut first_error = None;
+        for name in names {
+            if self.is_running(&name) {
+                if let Err(err) = self.stop_node(&name).await {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        let path = self.data.path().to_path_buf();
+        self.data
+            .close()
+            .with_context(|| format!("cannot remove {}", path.display()))?;
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The test-cluster builder itself: shape, addresses, stop/kill/restart,
+//! teardown without leaks.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use geonfs_bench::cluster::TestCluster;
+
+use crate::support::{eventually, init_logging, ping};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_cluster_has_the_documented_shape() {
+    init_logging();
+    let cluster = TestCluster::builder().start().await.unwrap();
+    let names = cluster.node_names();
+    assert_eq!(names.len(), 3 * (3 + 1 + 1), "{names:?}");
+    let mut addresses = BTreeSet::new();
+    for name in &names {
+        let addr = cluster.addr(name).unwrap();
+        assert_ne!(addr.port(), 0, "ports are read back");
+        assert!(
+            addresses.insert(addr.ip()),
+            "every node has its own address"
+        );
+        let site = cluster.config().node(name).unwrap().site;
+        let expected_octet = site.0 + 1;
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                assert_eq!(u16::from(ip.octets()[1]), expected_octet, "{name} at {ip}")
+            }
+            IpAddr::V6(ip) => panic!("{name} has IPv6 address {ip}"),
+        }
+        // Every node answers, from a node of another site too.
+        let reply = ping(&cluster.channel("c-core-3", name).unwrap(), vec![])
+            .await
+            .unwrap();
+        let identity = reply.node.unwrap();
+        assert_eq!(&identity.name, name);
+        assert_eq!(
+            identity.incarnation,
+            cluster.node(name).unwrap().identity().incarnation
+        );
+    }
+    assert_eq!(
+        cluster.addr("a-access-1").unwrap().ip().to_string(),
+        "127.1.0.1"
+    );
+    assert_eq!(
+        cluster.addr("b-core-2").unwrap().ip().to_string(),
+        "127.2.0.12"
+    );
+    assert_eq!(
+        cluster.addr("c-meta-1").unwrap().ip().to_string(),
+        "127.3.0.21"
+    );
+    assert_eq!(cluster.config().cluster.replication_factor, 3);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_stop_die_and_restart_on_the_same_address() {
+    init_logging();
+    let mut cluster = TestCluster::builder()
+        .sites(1)
+        .cores_per_site(3)
+        .access_per_site(0)
+        .start()
+        .await
+        .unwrap();
+    let to_2 = cluster.channel("a-core-1", "a-core-2").unwrap();
+    let first = ping(&to_2, vec![]).await.unwrap().node.unwrap().incarnation;
+
+    cluster.kill_node("a-core-2").await.unwrap();
+    assert!(!cluster.is_running("a-core-2"));
+    let status = ping(&to_2, vec![]).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        cluster.kill_node("a-core-2").await.is_err(),
+        "a dead node cannot be killed twice"
+    );
+
+    cluster.restart_node("a-core-2").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        match ping(&to_2, vec![]).await {
+            Ok(reply) => break reply.node.unwrap().incarnation,
+            Err(status) => assert!(
+                std::time::Instant::now() < deadline,
+                "the restarted node never answered on the same channel: {status:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_ne!(first, second, "a restart changes the incarnation");
+
+    cluster.stop_node("a-core-3").await.unwrap();
+    let status = ping(&cluster.channel("a-core-1", "a-core-3").unwrap(), vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        cluster.restart_node("a-core-1").await.is_err(),
+        "a running node cannot be restarted"
+    );
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_leaves_no_tasks_and_no_files() {
+    init_logging();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let mut cluster = TestCluster::builder().sites(2).start().await.unwrap();
+    let data_dir = cluster.data_dir().to_path_buf();
+    assert!(data_dir.exists());
+    {
+        // Traffic on every kind of link, then a kill, so teardown has
+        // connections, relays and dead nodes to clean up.
+        let across = cluster.channel("a-core-1", "b-core-1").unwrap();
+        let inside = cluster.channel("a-core-1", "a-core-2").unwrap();
+        ping(&across, vec![1; 100_000]).await.unwrap();
+        ping(&inside, vec![1; 100_000]).await.unwrap();
+        cluster.kill_node("b-core-1").await.unwrap();
+        assert!(ping(&across, vec![]).await.is_err());
+    }
+    assert!(metrics.num_alive_tasks() > baseline);
+    cluster.shutdown().await.unwrap();
+    assert!(!data_dir.exists(), "the data directory is removed");
+    eventually(
+        Duration::from_secs(10),
+        "every task of the cluster ends",
+        || {
+            let alive = metrics.num_alive_tasks();
+            async move { alive == baseline }
+        },
+    )
+    .await;
+}

@@ -1,0 +1,8 @@
+//! The geonfs node runtime and command-line interface.
+//!
+//! [`node`] starts every role one configured node has (shared by the `geonfs`
+//! binary and the in-process test cluster); [`cli`] is the binary's commands.
+
+pub mod cli;
+pub mod demo;
+pub mod node;

@@ -1,0 +1,159 @@
+//! One geonfs node: every role the configuration gives it, served on the
+//! node's address behind the cluster secret.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use geonfs_proto::node::NodeIdentity;
+use geonfs_rpc::server::{self, NodeInfoService, StopSignals};
+use geonfs_rpc::{Network, RpcError};
+use geonfs_site_config::ClusterConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// How long a graceful stop waits for calls in flight before it kills.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration names no such node.
+    #[error("the configuration has no node named {0:?}")]
+    UnknownNode(String),
+    /// The RPC layer failed (bind, serve).
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+}
+
+/// A node that is serving.
+#[derive(Debug)]
+pub struct RunningNode {
+    name: String,
+    addr: SocketAddr,
+    identity: NodeIdentity,
+    signals: StopSignals,
+    task: JoinHandle<Result<(), RpcError>>,
+}
+
+impl RunningNode {
+    /// Starts node `name` of `config`, serving on `listener` (already bound,
+    /// so a caller that asked for port 0 knows the port first).
+    pub async fn start(
+        config: Arc<ClusterConfig>,
+        name: &str,
+        network: Network,
+        listener: TcpListener,
+    ) -> Result<Self, NodeError> {
+        let node = config
+            .node(name)
+            .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
+        let addr = listener.local_addr().map_err(|source| RpcError::Bind {
+            addr: node.address,
+            source,
+        })?;
+        let mut roles = Vec::new();
+        if node.roles.core {
+            roles.push("core".to_string());
+        }
+        if node.roles.meta {
+            roles.push("meta".to_string());
+        }
+        if node.roles.access {
+            roles.push("access".to_string());
+        }
+        let identity = NodeIdentity {
+            name: node.name.clone(),
+            site: config.site(node.site).name.clone(),
+            incarnation: rand::random(),
+            roles,
+        };
+        let routes =
+            tonic::service::Routes::new(NodeInfoService::new(identity.clone()).into_server());
+        let signals = StopSignals::default();
+        let task = tokio::spawn(server::serve(listener, routes, network, signals.clone()));
+        tracing::info!(node = %name, %addr, incarnation = identity.incarnation, "node started");
+        Ok(RunningNode {
+            name: name.to_string(),
+            addr,
+            identity,
+            signals,
+            task,
+        })
+    }
+
+    /// Binds the node's configured address and starts it.
+    pub async fn bind_and_start(
+        config: Arc<ClusterConfig>,
+        name: &str,
+        network: Network,
+    ) -> Result<Self, NodeError> {
+        let node = config
+            .node(name)
+            .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
+        let listener = server::bind(node.address).await?;
+        Self::start(config, name, network, listener).await
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its identity (incarnation changes with every start).
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// Stops gracefully: no new calls, calls in flight finish (for at most
+    /// [`STOP_GRACE`], then the rest are cut).
+    pub async fn stop(self) -> Result<(), RpcError> {
+        self.signals.stop.cancel();
+        let mut task = self.task;
+        let result = match tokio::time::timeout(STOP_GRACE, &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                tracing::warn!(node = %self.name, "calls still in flight after the grace period; cutting them");
+                self.signals.kill.cancel();
+                task.await
+            }
+        };
+        // Severs connections that outlived the server (idle keep-alives).
+        self.signals.kill.cancel();
+        tracing::info!(node = %self.name, "node stopped");
+        flatten(&self.name, result)
+    }
+
+    /// Stops abruptly, as if the process were killed: every connection is
+    /// dropped at once, nothing is flushed.
+    pub async fn kill(self) -> Result<(), RpcError> {
+        self.signals.kill.cancel();
+        let result = self.task.await;
+        tracing::info!(node = %self.name, "node killed");
+        flatten(&self.name, result)
+    }
+
+    /// Waits until the node stops by itself (a serve error) or is stopped.
+    pub async fn wait(&mut self) -> Result<(), RpcError> {
+        let result = (&mut self.task).await;
+        flatten(&self.name, result)
+    }
+}
+
+fn flatten(
+    name: &str,
+    result: Result<Result<(), RpcError>, tokio::task::JoinError>,
+) -> Result<(), RpcError> {
+    match result {
+        Ok(served) => served,
+        Err(join) => Err(RpcError::Serve {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            reason: format!("node {name}'s server task failed: {join}"),
+        }),
+    }
+}

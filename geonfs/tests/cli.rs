@@ -1,0 +1,174 @@
+//! The `geonfs` binary as an operator runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GOOD: &str = r#"
+[cluster]
+name = "t"
+replication_factor = 2
+secret = "0123456789abcdef0123"
+
+[[site]]
+name = "a"
+subnets = ["127.1.0.0/16"]
+
+[[site]]
+name = "b"
+subnets = ["127.2.0.0/16"]
+
+[[node]]
+name = "a-core-1"
+address = "127.1.0.11:7100"
+roles = ["core", "meta"]
+data_dir = "/var/lib/geonfs/a1"
+capacity = "1GiB"
+
+[[node]]
+name = "a-core-2"
+address = "127.1.0.12:7100"
+roles = ["core"]
+data_dir = "/var/lib/geonfs/a2"
+capacity = "1GiB"
+
+[[node]]
+name = "b-core-1"
+address = "127.2.0.11:7100"
+roles = ["core"]
+data_dir = "/var/lib/geonfs/b1"
+capacity = "1GiB"
+
+[[node]]
+name = "b-core-2"
+address = "127.2.0.12:7100"
+roles = ["core", "access"]
+data_dir = "/var/lib/geonfs/b2"
+capacity = "1GiB"
+"#;
+
+fn check_config(path: &Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_geonfs"))
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .expect("run geonfs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_accepts_the_template_and_a_good_config() {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../geonfs.example.toml");
+    let (ok, text) = check_config(&template);
+    assert!(ok, "{text}");
+    assert!(text.contains("ok: cluster \"example\", 3 sites"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, text) = check_config(&write(dir.path(), "good.toml", GOOD));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("2 sites, 4 nodes (4 core, 1 meta, 1 access), n = 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_config_gives_a_precise_message_per_broken_config() {
+    let dir = tempfile::tempdir().unwrap();
+    // (what is broken, the edit, the message it must give)
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "overlapping subnets",
+            r#"subnets = ["127.2.0.0/16"]"#,
+            r#"subnets = ["127.1.128.0/17"]"#,
+            "site[1].subnets[0]: subnet 127.1.128.0/17 overlaps 127.1.0.0/16",
+        ),
+        (
+            "node in no site",
+            "127.2.0.12:7100",
+            "10.9.0.1:7100",
+            "node[3].address: 10.9.0.1 is in no site's subnets",
+        ),
+        (
+            "n larger than the sites",
+            "replication_factor = 2",
+            "replication_factor = 3",
+            "cluster.replication_factor: 3 is larger than the number of sites (2)",
+        ),
+        (
+            "writing site with one core",
+            "roles = [\"core\", \"access\"]",
+            "roles = [\"access\"]",
+            "takes writes but has 1 core server (needs at least 2)",
+        ),
+        (
+            "duplicate node name",
+            "name = \"a-core-2\"",
+            "name = \"a-core-1\"",
+            "node[1].name: duplicate node name \"a-core-1\"",
+        ),
+        (
+            "duplicate address",
+            "127.1.0.12:7100",
+            "127.1.0.11:7100",
+            "node[1].address: duplicate address 127.1.0.11:7100",
+        ),
+        (
+            "unknown key",
+            "capacity = \"1GiB\"\n\n[[node]]\nname = \"b-core-1\"",
+            "capacty = \"1GiB\"\n\n[[node]]\nname = \"b-core-1\"",
+            "node[1].capacty: unknown key",
+        ),
+        (
+            "unparseable size",
+            "block_size",
+            "block_size = \"12 XB\"\n#",
+            "cluster.block_size: cannot parse \"12 XB\" as a size",
+        ),
+    ];
+    let mut messages = Vec::new();
+    for (index, (what, from, to, expected)) in cases.iter().enumerate() {
+        let text = if *from == "block_size" {
+            GOOD.replace("secret =", &format!("{to}\nsecret ="))
+        } else {
+            assert!(GOOD.contains(from), "case {what}: the edit must apply");
+            GOOD.replacen(from, to, 1)
+        };
+        let path = write(dir.path(), &format!("broken-{index}.toml"), &text);
+        let (ok, output) = check_config(&path);
+        assert!(!ok, "case {what}: must exit non-zero:\n{output}");
+        assert!(
+            output.contains(expected),
+            "case {what}: expected {expected:?} in:\n{output}"
+        );
+        messages.push(output);
+    }
+    messages.sort();
+    messages.dedup();
+    assert_eq!(
+        messages.len(),
+        cases.len(),
+        "every broken config gets its own message"
+    );
+}
+
+#[test]
+fn check_config_reports_a_missing_file_and_bad_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, text) = check_config(&dir.path().join("absent.toml"));
+    assert!(!ok);
+    assert!(text.contains("absent.toml"), "{text}");
+    let (ok, text) = check_config(&write(dir.path(), "bad.toml", "[cluster\nname = 1"));
+    assert!(!ok);
+    assert!(
+        text.contains("line"),
+        "names where the syntax error is: {text}"
+    );
+}

@@ -1,0 +1,318 @@
+//! Domain types built from wire messages, validated on the receiving side.
+
+use bytes::Bytes;
+
+use crate::WireError;
+use crate::{core as wire_core, meta as wire_meta};
+
+/// The largest block size the protocol allows (site-config limits the
+/// configured size to this too).
+pub const MAX_BLOCK_SIZE: u64 = 64 * 1024 * 1024;
+/// The largest key meta-kvs accepts.
+pub const MAX_KEY_LEN: usize = 4 * 1024;
+/// The largest value meta-kvs accepts.
+pub const MAX_VALUE_LEN: usize = 1024 * 1024;
+/// The most entries one scan returns.
+pub const MAX_SCAN_LIMIT: u32 = 10_000;
+
+/// A block of a file: the file id from meta-kvs and the block's index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockId {
+    /// The file's id in meta-kvs.
+    pub file_id: u64,
+    /// The block's index within the file.
+    pub index: u64,
+}
+
+impl From<BlockId> for wire_core::BlockId {
+    fn from(id: BlockId) -> Self {
+        wire_core::BlockId {
+            file_id: id.file_id,
+            index: id.index,
+        }
+    }
+}
+
+impl From<wire_core::BlockId> for BlockId {
+    fn from(id: wire_core::BlockId) -> Self {
+        BlockId {
+            file_id: id.file_id,
+            index: id.index,
+        }
+    }
+}
+
+/// A range inside one block; `offset + len` never exceeds [`MAX_BLOCK_SIZE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockRange {
+    /// First byte, from the block's start.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+impl BlockRange {
+    /// Checks that `offset..offset+len` lies inside a block of the largest size.
+    pub fn new(offset: u64, len: u64) -> Result<Self, WireError> {
+        if offset > MAX_BLOCK_SIZE {
+            return Err(WireError::OutOfRange {
+                field: "offset",
+                value: offset,
+                max: MAX_BLOCK_SIZE,
+            });
+        }
+        let end = offset.saturating_add(len);
+        if end > MAX_BLOCK_SIZE {
+            return Err(WireError::OutOfRange {
+                field: "offset + length",
+                value: end,
+                max: MAX_BLOCK_SIZE,
+            });
+        }
+        Ok(BlockRange { offset, len })
+    }
+}
+
+/// When a write must be on stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Durable before the reply.
+    Durable,
+    /// Held at reply, durable after a flush.
+    Held,
+}
+
+/// A validated block write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockWrite {
+    /// The block written.
+    pub block: BlockId,
+    /// Where in the block.
+    pub range: BlockRange,
+    /// The bytes, `range.len` of them.
+    pub data: Bytes,
+    /// The version this write creates.
+    pub version: u64,
+    /// When it must be durable.
+    pub durability: Durability,
+}
+
+impl TryFrom<wire_core::WriteRequest> for BlockWrite {
+    type Error = WireError;
+
+    fn try_from(req: wire_core::WriteRequest) -> Result<Self, WireError> {
+        let block = req.block.ok_or(WireError::MissingField("block"))?.into();
+        let range = BlockRange::new(req.offset, req.data.len() as u64)?;
+        if req.version == 0 {
+            return Err(WireError::Invalid {
+                field: "version",
+                reason: "versions start at 1".into(),
+            });
+        }
+        let durability = match wire_core::Durability::try_from(req.durability) {
+            Ok(wire_core::Durability::Durable) => Durability::Durable,
+            Ok(wire_core::Durability::Held) => Durability::Held,
+            Ok(wire_core::Durability::Unspecified) | Err(_) => {
+                return Err(WireError::Invalid {
+                    field: "durability",
+                    reason: format!("{} is not DURABLE or HELD", req.durability),
+                })
+            }
+        };
+        Ok(BlockWrite {
+            block,
+            range,
+            data: req.data,
+            version: req.version,
+            durability,
+        })
+    }
+}
+
+/// A validated block read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockRead {
+    /// The block read.
+    pub block: BlockId,
+    /// Which bytes.
+    pub range: BlockRange,
+}
+
+impl TryFrom<wire_core::ReadRequest> for BlockRead {
+    type Error = WireError;
+
+    fn try_from(req: wire_core::ReadRequest) -> Result<Self, WireError> {
+        let block = req.block.ok_or(WireError::MissingField("block"))?.into();
+        let range = BlockRange::new(req.offset, u64::from(req.length))?;
+        Ok(BlockRead { block, range })
+    }
+}
+
+/// Checks a meta-kvs key: non-empty and at most [`MAX_KEY_LEN`] bytes.
+pub fn check_key(field: &'static str, key: &[u8]) -> Result<(), WireError> {
+    if key.is_empty() {
+        return Err(WireError::Invalid {
+            field,
+            reason: "keys must not be empty".into(),
+        });
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(WireError::OutOfRange {
+            field,
+            value: key.len() as u64,
+            max: MAX_KEY_LEN as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a meta-kvs value: at most [`MAX_VALUE_LEN`] bytes.
+pub fn check_value(field: &'static str, value: &[u8]) -> Result<(), WireError> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(WireError::OutOfRange {
+            field,
+            value: value.len() as u64,
+            max: MAX_VALUE_LEN as u64,
+        });
+    }
+    Ok(())
+}
+
+/// A validated range scan of meta-kvs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyScan {
+    /// First key (inclusive).
+    pub start: Bytes,
+    /// End key (exclusive); `None` = to the end of the key space.
+    pub end: Option<Bytes>,
+    /// At most this many entries, 1..=[`MAX_SCAN_LIMIT`].
+    pub limit: u32,
+}
+
+impl TryFrom<wire_meta::ScanRequest> for KeyScan {
+    type Error = WireError;
+
+    fn try_from(req: wire_meta::ScanRequest) -> Result<Self, WireError> {
+        if req.start.len() > MAX_KEY_LEN {
+            return Err(WireError::OutOfRange {
+                field: "start",
+                value: req.start.len() as u64,
+                max: MAX_KEY_LEN as u64,
+            });
+        }
+        let end = if req.end.is_empty() {
+            None
+        } else {
+            check_key("end", &req.end)?;
+            Some(req.end)
+        };
+        if req.limit == 0 || req.limit > MAX_SCAN_LIMIT {
+            return Err(WireError::OutOfRange {
+                field: "limit",
+                value: u64::from(req.limit),
+                max: u64::from(MAX_SCAN_LIMIT),
+            });
+        }
+        Ok(KeyScan {
+            start: req.start,
+            end,
+            limit: req.limit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_req(offset: u64, len: usize) -> wire_core::WriteRequest {
+        wire_core::WriteRequest {
+            block: Some(wire_core::BlockId {
+                file_id: 7,
+                index: 2,
+            }),
+            offset,
+            data: Bytes::from(vec![1u8; len]),
+            version: 1,
+            durability: wire_core::Durability::Held as i32,
+        }
+    }
+
+    #[test]
+    fn valid_write_converts() {
+        let write = BlockWrite::try_from(write_req(4096, 4096)).unwrap();
+        assert_eq!(
+            write.block,
+            BlockId {
+                file_id: 7,
+                index: 2
+            }
+        );
+        assert_eq!(
+            write.range,
+            BlockRange {
+                offset: 4096,
+                len: 4096
+            }
+        );
+        assert_eq!(write.durability, Durability::Held);
+    }
+
+    #[test]
+    fn write_past_the_largest_block_is_refused() {
+        let err = BlockWrite::try_from(write_req(MAX_BLOCK_SIZE - 10, 11)).unwrap_err();
+        assert!(matches!(
+            err,
+            WireError::OutOfRange {
+                field: "offset + length",
+                ..
+            }
+        ));
+        let err = BlockWrite::try_from(write_req(u64::MAX, 1)).unwrap_err();
+        assert!(matches!(
+            err,
+            WireError::OutOfRange {
+                field: "offset",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn write_without_block_or_durability_is_refused() {
+        let mut req = write_req(0, 1);
+        req.block = None;
+        assert_eq!(
+            BlockWrite::try_from(req).unwrap_err(),
+            WireError::MissingField("block")
+        );
+        let mut req = write_req(0, 1);
+        req.durability = 99;
+        let err = BlockWrite::try_from(req).unwrap_err();
+        assert!(err.to_string().contains("durability"), "{err}");
+        let mut req = write_req(0, 1);
+        req.version = 0;
+        assert!(BlockWrite::try_from(req).is_err());
+    }
+
+    #[test]
+    fn scan_limits_are_checked() {
+        let scan = |limit, end: &[u8]| wire_meta::ScanRequest {
+            start: Bytes::from_static(b"a"),
+            end: Bytes::copy_from_slice(end),
+            limit,
+        };
+        assert!(KeyScan::try_from(scan(0, b"")).is_err());
+        assert!(KeyScan::try_from(scan(MAX_SCAN_LIMIT + 1, b"")).is_err());
+        let ok = KeyScan::try_from(scan(10, b"")).unwrap();
+        assert_eq!(ok.end, None);
+        assert!(KeyScan::try_from(scan(10, &vec![0u8; MAX_KEY_LEN + 1])).is_err());
+    }
+
+    #[test]
+    fn wire_errors_become_invalid_argument() {
+        let status: tonic::Status = WireError::MissingField("block").into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("block"));
+    }
+}

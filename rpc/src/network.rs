@@ -1,0 +1,233 @@
+//! [`Network`]: the process's view of the cluster network (sites, emulated
+//! WAN, faults, secret) and the factory of channels to other nodes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use geonfs_site_config::{ClusterConfig, SiteId, SiteMap};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::channel::RpcChannel;
+use crate::faults::Faults;
+use crate::wan::{Direction, WanParams};
+use crate::RpcError;
+
+/// How a [`Network`] is set up.
+#[derive(Clone, Debug)]
+pub struct NetworkOptions {
+    /// The cluster secret sent on, and required of, every inter-node call.
+    pub secret: String,
+    /// Which site every address belongs to.
+    pub sites: SiteMap,
+    /// Emulated WAN per unordered site pair.
+    pub wan: Vec<(SiteId, SiteId, WanParams)>,
+    /// Relay every cross-site connection through the WAN emulation even when
+    /// no pair has parameters yet (tests set them later). When false, only
+    /// pairs listed in `wan` are relayed.
+    pub always_emulate: bool,
+    /// Deadline of a call that sets none itself.
+    pub call_timeout: Duration,
+    /// Deadline of establishing a connection.
+    pub connect_timeout: Duration,
+}
+
+impl NetworkOptions {
+    /// The options a node of `config` runs with.
+    pub fn from_config(config: &ClusterConfig) -> Self {
+        NetworkOptions {
+            secret: config.cluster.secret.clone(),
+            sites: config.site_map(),
+            wan: config
+                .wan
+                .iter()
+                .map(|link| {
+                    let params = WanParams {
+                        rtt: link.rtt,
+                        bandwidth_bytes_per_sec: link.bandwidth_bytes_per_sec,
+                    };
+                    (link.a, link.b, params)
+                })
+                .collect(),
+            always_emulate: false,
+            call_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters of the RPC layer, registered into a node's Prometheus registry.
+#[derive(Clone, Debug)]
+pub struct RpcMetrics {
+    /// Calls made, by destination site relation (`local` / `remote`).
+    pub calls: IntCounterVec,
+    /// Faults the fault seam applied, by kind.
+    pub injected_faults: IntCounterVec,
+    /// Calls refused because of a missing or wrong cluster secret.
+    pub auth_rejections: IntCounter,
+}
+
+impl RpcMetrics {
+    fn new() -> Self {
+        let calls = IntCounterVec::new(
+            Opts::new("geonfs_rpc_calls_total", "Outgoing inter-node RPCs"),
+            &["link"],
+        );
+        let injected_faults = IntCounterVec::new(
+            Opts::new(
+                "geonfs_rpc_injected_faults_total",
+                "Faults applied by the fault-injection seam",
+            ),
+            &["kind"],
+        );
+        let auth_rejections = IntCounter::new(
+            "geonfs_rpc_auth_rejections_total",
+            "Incoming RPCs refused for a missing or wrong cluster secret",
+        );
+        // The names and labels above are constants; these cannot fail.
+        match (calls, injected_faults, auth_rejections) {
+            (Ok(calls), Ok(injected_faults), Ok(auth_rejections)) => RpcMetrics {
+                calls,
+                injected_faults,
+                auth_rejections,
+            },
+            _ => unreachable!("constant metric definitions are valid"),
+        }
+    }
+
+    /// Registers the counters into `registry`.
+    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.calls.clone()))?;
+        registry.register(Box::new(self.injected_faults.clone()))?;
+        registry.register(Box::new(self.auth_rejections.clone()))?;
+        Ok(())
+    }
+}
+
+/// The cluster network as one process sees it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Network {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    options: NetworkOptions,
+    secret: http::HeaderValue,
+    faults: Faults,
+    wan: RwLock<HashMap<(SiteId, SiteId), WanParams>>,
+    directions: Mutex<HashMap<(SiteId, SiteId), Arc<Direction>>>,
+    metrics: RpcMetrics,
+}
+
+fn unordered(a: SiteId, b: SiteId) -> (SiteId, SiteId) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+impl Network {
+    /// Builds the network; fails if the secret cannot travel as metadata.
+    pub fn new(options: NetworkOptions) -> Result<Self, RpcError> {
+        let secret = http::HeaderValue::from_str(&options.secret)
+            .ok()
+            .filter(|_| options.secret.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or(RpcError::BadSecret)?;
+        let wan = options
+            .wan
+            .iter()
+            .map(|&(a, b, params)| (unordered(a, b), params))
+            .collect();
+        Ok(Network {
+            inner: Arc::new(Inner {
+                faults: Faults::new(options.sites.clone()),
+                secret,
+                wan: RwLock::new(wan),
+                directions: Mutex::new(HashMap::new()),
+                metrics: RpcMetrics::new(),
+                options,
+            }),
+        })
+    }
+
+    /// The fault seam.
+    pub fn faults(&self) -> &Faults {
+        &self.inner.faults
+    }
+
+    /// The RPC layer's counters.
+    pub fn metrics(&self) -> &RpcMetrics {
+        &self.inner.metrics
+    }
+
+    /// The options this network was built with.
+    pub fn options(&self) -> &NetworkOptions {
+        &self.inner.options
+    }
+
+    /// The site of an address, if it is in one.
+    pub fn site_of(&self, ip: IpAddr) -> Option<SiteId> {
+        self.inner.options.sites.site_of(ip).ok()
+    }
+
+    /// Sets the emulated WAN between two sites (both directions). Open
+    /// relayed connections pick it up with their next chunk.
+    pub fn set_wan(&self, a: SiteId, b: SiteId, params: WanParams) {
+        let mut wan = match self.inner.wan.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        wan.insert(unordered(a, b), params);
+    }
+
+    /// The emulated WAN between two sites (zero when none is set).
+    pub fn wan(&self, a: SiteId, b: SiteId) -> WanParams {
+        let wan = match self.inner.wan.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        wan.get(&unordered(a, b)).copied().unwrap_or_default()
+    }
+
+    pub(crate) fn secret(&self) -> &http::HeaderValue {
+        &self.inner.secret
+    }
+
+    /// Whether connections from `from` to `to` go through the WAN relay.
+    pub(crate) fn relayed(&self, from: SiteId, to: SiteId) -> bool {
+        if from == to {
+            return false;
+        }
+        if self.inner.options.always_emulate {
+            return true;
+        }
+        let wan = match self.inner.wan.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        wan.contains_key(&unordered(from, to))
+    }
+
+    /// The shared "wire" of one direction between two sites.
+    pub(crate) fn direction(&self, from: SiteId, to: SiteId) -> Arc<Direction> {
+        let mut directions = match self.inner.directions.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        directions
+            .entry((from, to))
+            .or_insert_with(|| Arc::new(Direction::new()))
+            .clone()
+    }
+
+    /// A channel from the node at `from` to the node listening at `to`.
+    ///
+    /// It connects lazily (so it can be made while `to` is down), binds
+    /// `from` as its source address, and reconnects after failures.
+    pub fn channel(&self, from: IpAddr, to: SocketAddr) -> Result<RpcChannel, RpcError> {
+        RpcChannel::new(self.clone(), from, to)
+    }
+}

@@ -1,0 +1,351 @@
+//! geonfs cluster topology: sites and their subnets, nodes, replication
+//! factor, block size, meta voters, NFS export settings and emulated WAN links.
+//!
+//! [`ClusterConfig::load`] / [`ClusterConfig::from_toml_str`] parse the TOML
+//! format documented in `geonfs.example.toml` and validate it, reporting
+//! *every* problem at once ([`ConfigError::Invalid`]), each keyed by the TOML
+//! path of the offending value (`node[3].address`). [`SiteMap`] maps an IP
+//! address to its site.
+
+mod raw;
+mod site_map;
+mod units;
+mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use site_map::{NoSite, SiteMap};
+pub use units::{
+    format_bandwidth, format_duration, format_size, parse_bandwidth, parse_duration, parse_size,
+};
+
+/// A validated cluster configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// `[cluster]`: cluster-wide settings.
+    pub cluster: ClusterSettings,
+    /// `[[site]]`, in file order; [`SiteId`] indexes this.
+    pub sites: Vec<Site>,
+    /// `[[node]]`, in file order.
+    pub nodes: Vec<Node>,
+    /// `[nfs]`: the NFS export.
+    pub nfs: NfsSettings,
+    /// `[[wan]]`: emulated WAN links between site pairs (usually empty).
+    pub wan: Vec<WanLink>,
+}
+
+/// Cluster-wide settings (`[cluster]`).
+#[derive(Clone, PartialEq)]
+pub struct ClusterSettings {
+    /// Cluster name.
+    pub name: String,
+    /// Number of sites holding a copy of every block (n).
+    pub replication_factor: usize,
+    /// Block size in bytes (a power of two, 64KiB..=64MiB).
+    pub block_size: u64,
+    /// Shared secret presented on every inter-node call (at least 16 bytes).
+    pub secret: String,
+    /// Names of the initial Raft voters (nodes with role meta).
+    pub meta_voters: Vec<String>,
+}
+
+impl fmt::Debug for ClusterSettings {
+    /// Like a derived `Debug`, but never prints the secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("name", &self.name)
+            .field("replication_factor", &self.replication_factor)
+            .field("block_size", &self.block_size)
+            .field("secret", &"<redacted>")
+            .field("meta_voters", &self.meta_voters)
+            .finish()
+    }
+}
+
+/// A site (`[[site]]`): a data centre identified by its subnets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    /// Site name (`[a-z0-9-]+`, at most 32 characters).
+    pub name: String,
+    /// Subnets whose addresses belong to this site; disjoint from every other subnet.
+    pub subnets: Vec<IpNet>,
+    /// Whether clients in this site may write (needs at least 2 core nodes).
+    pub takes_writes: bool,
+}
+
+/// Index of a site in [`ClusterConfig::sites`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SiteId(pub u16);
+
+impl fmt::Display for SiteId {
+    /// `site#<index>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "site#{}", self.0)
+    }
+}
+
+/// A server process (`[[node]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Node name (`[a-z0-9-]+`), unique.
+    pub name: String,
+    /// gRPC listen address (port 0 = pick a free port).
+    pub address: SocketAddr,
+    /// The site whose subnets contain `address`.
+    pub site: SiteId,
+    /// The services this node runs.
+    pub roles: Roles,
+    /// Data directory; always present for core and meta nodes.
+    pub data_dir: Option<PathBuf>,
+    /// Block store capacity in bytes; 0 if not a core node.
+    pub capacity: u64,
+    /// Prometheus `/metrics` listen address, if any.
+    pub metrics_address: Option<SocketAddr>,
+}
+
+/// The services a node runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Roles {
+    /// Block store (core server).
+    pub core: bool,
+    /// Raft metadata KV member.
+    pub meta: bool,
+    /// NFS access server.
+    pub access: bool,
+}
+
+/// NFS export settings (`[nfs]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NfsSettings {
+    /// Export path clients mount, e.g. `/geonfs`.
+    pub export_path: String,
+    /// NFS + MOUNT port (0 = pick a free port).
+    pub port: u16,
+    /// Answer portmapper GETPORT on port 111 when it can be bound.
+    pub portmapper: bool,
+    /// Client subnets allowed to mount; empty = everyone.
+    pub allowed_clients: Vec<IpNet>,
+    /// Export read-only.
+    pub read_only: bool,
+    /// Map uid/gid 0 to the anonymous ids.
+    pub root_squash: bool,
+    /// Anonymous uid.
+    pub anon_uid: u32,
+    /// Anonymous gid.
+    pub anon_gid: u32,
+}
+
+impl Default for NfsSettings {
+    /// The defaults of an absent `[nfs]` table.
+    fn default() -> Self {
+        NfsSettings {
+            export_path: "/geonfs".to_string(),
+            port: 2049,
+            portmapper: true,
+            allowed_clients: Vec::new(),
+            read_only: false,
+            root_squash: false,
+            anon_uid: 65534,
+            anon_gid: 65534,
+        }
+    }
+}
+
+/// An emulated WAN link between two sites (`[[wan]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WanLink {
+    /// One end.
+    pub a: SiteId,
+    /// The other end (different from `a`).
+    pub b: SiteId,
+    /// Round-trip time to add.
+    pub rtt: Duration,
+    /// Bandwidth limit in bytes per second, if any.
+    pub bandwidth_bytes_per_sec: Option<u64>,
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// TOML path of the offending value, e.g. `node[3].address`.
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    /// `{key}: {message}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(thiserror::Error, Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The config file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML (or a table has the wrong type); the
+    /// message includes line and column.
+    #[error("{message}")]
+    Syntax {
+        /// toml's message.
+        message: String,
+    },
+    /// The file parsed but has problems; every problem is listed.
+    #[error("{}", ProblemList(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// Formats problems one per line, after a count.
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "invalid configuration: {n} problem{}",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in self.0 {
+            write!(f, "\n{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    /// The problems, if this is [`ConfigError::Invalid`]; empty otherwise.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(p) => p,
+            _ => &[],
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Parse and validate a config. A relative `secret_file` is resolved
+    /// against the current directory.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_in(text, None)
+    }
+
+    /// Read, parse and validate a config file. A relative `secret_file` is
+    /// resolved against the config file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        Self::parse_in(&text, Some(dir)).map_err(|e| match e {
+            ConfigError::Syntax { message } => ConfigError::Syntax {
+                message: format!("{}: {message}", path.display()),
+            },
+            other => other,
+        })
+    }
+
+    fn parse_in(text: &str, base_dir: Option<&Path>) -> Result<Self, ConfigError> {
+        let (raw, unknown) = raw::parse(text).map_err(|message| ConfigError::Syntax {
+            message: message.trim_end().to_string(),
+        })?;
+        let mut problems: Vec<Problem> = unknown
+            .into_iter()
+            .map(|key| Problem {
+                message: raw::unknown_key_message(&key),
+                key,
+            })
+            .collect();
+        let config = validate::validate(raw, base_dir, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The subnet → site lookup for this config.
+    pub fn site_map(&self) -> SiteMap {
+        let sites: Vec<(SiteId, Vec<IpNet>)> = self
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    SiteId(u16::try_from(i).unwrap_or(u16::MAX)),
+                    s.subnets.clone(),
+                )
+            })
+            .collect();
+        // A validated config has no overlaps; a hand-built one with overlaps
+        // gets an arbitrary (but non-panicking) choice among them.
+        SiteMap::new(&sites).unwrap_or_else(|_| SiteMap::build_unchecked(&sites))
+    }
+
+    /// The site whose subnets contain `ip` (linear scan; use [`SiteMap`] on hot paths).
+    pub fn site_of(&self, ip: IpAddr) -> Result<SiteId, NoSite> {
+        let canonical = ip.to_canonical();
+        self.sites
+            .iter()
+            .position(|s| s.subnets.iter().any(|n| n.contains(&canonical)))
+            .and_then(|i| u16::try_from(i).ok())
+            .map(SiteId)
+            .ok_or(NoSite { ip })
+    }
+
+    /// The site with this id.
+    ///
+    /// # Panics
+    /// If `id` does not come from this config.
+    pub fn site(&self, id: SiteId) -> &Site {
+        &self.sites[usize::from(id.0)]
+    }
+
+    /// The id of the site with this name.
+    pub fn site_by_name(&self, name: &str) -> Option<SiteId> {
+        self.sites
+            .iter()
+            .position(|s| s.name == name)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(SiteId)
+    }
+
+    /// The node with this name.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The WAN link between two sites, in either order (`None` if `a == b`).
+    pub fn wan_between(&self, a: SiteId, b: SiteId) -> Option<&WanLink> {
+        if a == b {
+            return None;
+        }
+        self.wan
+            .iter()
+            .find(|w| (w.a == a && w.b == b) || (w.a == b && w.b == a))
+    }
+
+    /// Serialise to the TOML format; [`ClusterConfig::from_toml_str`] reads it
+    /// back to an equal config. The secret is written inline as `secret`.
+    pub fn to_toml_string(&self) -> String {
+        let raw = raw::to_raw(self);
+        match toml::to_string(&raw) {
+            Ok(s) => s,
+            Err(e) => format!("# cannot serialise configuration: {e}\n"),
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! Raw → typed configuration, collecting every [`Problem`] on the way.
+//!
+//! Validation never stops early: a bad value is reported and replaced by a
+//! placeholder so later checks still run. The caller discards the config if
+//! any problem was reported.
+
+mod nodes;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::raw::{
+    Expected, Leaf, Lenient, RawCluster, RawConfig, RawNfs, RawSite, RawWan, SizeText,
+};
+use crate::site_map::overlapping_pairs;
+use crate::units::{format_size, parse_bandwidth, parse_duration, parse_size};
+use crate::{ClusterConfig, ClusterSettings, NfsSettings, Node, Problem, Site, SiteId, WanLink};
+
+/// Minimum length of the cluster secret, in bytes.
+const MIN_SECRET_LEN: usize = 16;
+/// Maximum length of a site name.
+const MAX_SITE_NAME_LEN: usize = 32;
+/// Block size bounds.
+const MIN_BLOCK_SIZE: u64 = 64 << 10;
+const MAX_BLOCK_SIZE: u64 = 64 << 20;
+const DEFAULT_BLOCK_SIZE: u64 = 4 << 20;
+const DEFAULT_REPLICATION: usize = 3;
+
+/// Collects problems.
+struct Ctx<'a> {
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The value of a leaf, reporting a wrong type.
+    fn get<'r, T: Expected>(&mut self, key: &str, leaf: &'r Leaf<T>) -> Option<&'r T> {
+        match leaf {
+            None => None,
+            Some(Lenient::Ok(v)) => Some(v),
+            Some(Lenient::Bad(found)) => {
+                self.push(
+                    key,
+                    format!(
+                        "expected {}, found {} {}",
+                        T::EXPECTED,
+                        found.type_str(),
+                        found
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A required leaf; reports it missing.
+    fn require<'r, T: Expected>(
+        &mut self,
+        key: &str,
+        leaf: &'r Leaf<T>,
+        what: &str,
+    ) -> Option<&'r T> {
+        if leaf.is_none() {
+            self.push(key, format!("missing: {what}"));
+        }
+        self.get(key, leaf)
+    }
+
+    /// An integer in `lo..=hi`.
+    fn int_in<T: TryFrom<i64>>(&mut self, key: &str, v: i64, lo: i64, hi: i64) -> Option<T> {
+        if v < lo || v > hi {
+            self.push(key, format!("{v} is out of range (expected {lo}..={hi})"));
+            return None;
+        }
+        T::try_from(v).ok()
+    }
+
+    /// A size value (string with unit, or integer bytes).
+    fn size(&mut self, key: &str, v: &SizeText) -> Option<u64> {
+        let parsed = match v {
+            SizeText::Int(i) => u64::try_from(*i).map_err(|_| format!("size {i} is negative")),
+            SizeText::Text(s) => parse_size(s),
+        };
+        parsed.map_err(|m| self.push(key, m)).ok()
+    }
+}
+
+/// `[a-z0-9-]+`; `max` characters at most.
+fn check_name(kind: &str, name: &str, max: Option<usize>) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{kind} name must not be empty"));
+    }
+    if let Some(max) = max {
+        if name.chars().count() > max {
+            return Err(format!(
+                "{kind} name {name:?} is longer than {max} characters"
+            ));
+        }
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!(
+            "{kind} name {name:?} may only contain lowercase letters a-z, digits 0-9 and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Parse a subnet in CIDR notation (or, if `bare_ok`, a single address).
+/// Host bits are reported; the truncated subnet is returned anyway.
+fn parse_subnet(ctx: &mut Ctx<'_>, key: &str, s: &str, bare_ok: bool) -> Option<IpNet> {
+    let net = match s.trim().parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => match s.trim().parse::<IpAddr>() {
+            Ok(ip) if bare_ok => IpNet::from(ip),
+            _ => {
+                let also = if bare_ok { " or a single address" } else { "" };
+                ctx.push(
+                    key,
+                    format!(
+                        "cannot parse {s:?} as a subnet (expected CIDR notation such as \"10.1.0.0/16\" or \"fd00:1::/48\"{also})"
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    if net.trunc() != net {
+        ctx.push(
+            key,
+            format!(
+                "subnet {net} has host bits set (did you mean {}?)",
+                net.trunc()
+            ),
+        );
+    }
+    Some(net.trunc())
+}
+
+/// Parse `ip:port`.
+fn parse_socket(ctx: &mut Ctx<'_>, key: &str, s: &str) -> Option<SocketAddr> {
+    match s.trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            ctx.push(
+                key,
+                format!(
+                    "cannot parse {s:?} as an address (expected ip:port, e.g. \"10.1.0.11:7100\" or \"[fd00:1::11]:7100\")"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Validate a parsed file. `base_dir` resolves a relative `secret_file`.
+/// Returns a best-effort config; it is only meaningful if no problem was added.
+pub(crate) fn validate(
+    raw: RawConfig,
+    base_dir: Option<&Path>,
+    problems: &mut Vec<Problem>,
+) -> ClusterConfig {
+    let mut ctx = Ctx { problems };
+    let cluster_present = raw.cluster.is_some();
+    if !cluster_present {
+        ctx.push(
+            "cluster",
+            "missing [cluster] table (needs at least `name` and `secret` or `secret_file`)",
+        );
+    }
+    let rc = raw.cluster.unwrap_or_default();
+    let mut cluster = cluster_settings(&mut ctx, &rc, cluster_present, base_dir);
+    let sites = sites(&mut ctx, &raw.site);
+    let nodes = nodes::nodes(&mut ctx, &raw.node, &sites);
+    topology_checks(&mut ctx, &mut cluster, &rc, &sites, &nodes);
+    let nfs = nfs(&mut ctx, raw.nfs.as_ref());
+    let wan = wan(&mut ctx, &raw.wan, &sites);
+    ClusterConfig {
+        cluster,
+        sites,
+        nodes,
+        nfs,
+        wan,
+    }
+}
+
+/// `[cluster]` except `meta_voters` (which needs the nodes).
+fn cluster_settings(
+    ctx: &mut Ctx<'_>,
+    rc: &RawCluster,
+    present: bool,
+    base_dir: Option<&Path>,
+) -> ClusterSettings {
+    let name = if present {
+        ctx.require("cluster.name", &rc.name, "the cluster needs a name")
+    } else {
+        ctx.get("cluster.name", &rc.name)
+    };
+    let name = name.cloned().unwrap_or_default();
+    if matches!(rc.name, Some(Lenient::Ok(_))) && name.trim().is_empty() {
+        ctx.push("cluster.name", "must not be empty");
+    }
+
+    let replication_factor = ctx
+        .get("cluster.replication_factor", &rc.replication_factor)
+        .and_then(|&n| {
+            if n < 1 {
+                ctx.push(
+                    "cluster.replication_factor",
+                    format!("{n} is too small (at least 1 site must hold each block)"),
+                );
+                None
+            } else {
+                usize::try_from(n).ok()
+            }
+        })
+        .unwrap_or(DEFAULT_REPLICATION);
+
+    let block_size = match ctx.get("cluster.block_size", &rc.block_size) {
+        None => DEFAULT_BLOCK_SIZE,
+        Some(v) => match ctx.size("cluster.block_size", v) {
+            None => DEFAULT_BLOCK_SIZE,
+            Some(b) => {
+                if !b.is_power_of_two() {
+                    ctx.push(
+                        "cluster.block_size",
+                        format!("{b} bytes is not a power of two (e.g. \"1MiB\", \"4MiB\")"),
+                    );
+                } else if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&b) {
+                    ctx.push(
+                        "cluster.block_size",
+                        format!(
+                            "{} is out of range (expected {} to {})",
+                            format_size(b),
+                            format_size(MIN_BLOCK_SIZE),
+                            format_size(MAX_BLOCK_SIZE)
+                        ),
+                    );
+                }
+                b
+            }
+        },
+    };
+
+    let secret = secret(ctx, rc, present, base_dir);
+    ClusterSettings {
+        name,
+        replication_factor,
+        block_size,
+        secret,
+        meta_voters: Vec::new(),
+    }
+}
+
+/// `secret` or `secret_file`, exactly one, at least 16 bytes.
+fn secret(ctx: &mut Ctx<'_>, rc: &RawCluster, present: bool, base_dir: Option<&Path>) -> String {
+    let inline = ctx.get("cluster.secret", &rc.secret).cloned();
+    let file = ctx.get("cluster.secret_file", &rc.secret_file).cloned();
+    let short = |len: usize| format!("is {len} bytes long (needs at least {MIN_SECRET_LEN})");
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            ctx.push(
+                "cluster.secret",
+                "both `secret` and `secret_file` are set (set exactly one)",
+            );
+            String::new()
+        }
+        (Some(s), None) => {
+            if s.len() < MIN_SECRET_LEN {
+                ctx.push("cluster.secret", format!("the secret {}", short(s.len())));
+            }
+            s
+        }
+        (None, Some(f)) => {
+            let path = Path::new(&f);
+            let path = match base_dir {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path.to_path_buf(),
+            };
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let s = text.trim().to_string();
+                    if s.len() < MIN_SECRET_LEN {
+                        ctx.push(
+                            "cluster.secret_file",
+                            format!("the secret in {:?} {}", path.display(), short(s.len())),
+                        );
+                    }
+                    s
+                }
+                Err(e) => {
+                    ctx.push(
+                        "cluster.secret_file",
+                        format!("cannot read {:?}: {e}", path.display()),
+                    );
+                    String::new()
+                }
+            }
+        }
+        (None, None) => {
+            if present && rc.secret.is_none() && rc.secret_file.is_none() {
+                ctx.push(
+                    "cluster.secret",
+                    format!("missing: set `secret` (at least {MIN_SECRET_LEN} bytes) or `secret_file` (a file holding it)"),
+                );
+            }
+            String::new()
+        }
+    }
+}
+
+/// `[[site]]` tables, including the subnet overlap check.
+fn sites(ctx: &mut Ctx<'_>, raw: &[RawSite]) -> Vec<Site> {
+    if raw.is_empty() {
+        ctx.push(
+            "site",
+            "no [[site]] tables (define at least one site with its subnets)",
+        );
+    }
+    if raw.len() > usize::from(u16::MAX) + 1 {
+        ctx.push(
+            "site",
+            format!("{} sites is too many (at most 65536)", raw.len()),
+        );
+    }
+    let mut out = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Every parsed subnet with its (site index, subnet index) for the overlap check.
+    let mut all_nets = Vec::new();
+    let mut origin = Vec::new();
+    for (i, rs) in raw.iter().enumerate() {
+        let key = format!("site[{i}]");
+        let name_key = format!("{key}.name");
+        let name = ctx
+            .require(&name_key, &rs.name, "every site needs a name")
+            .cloned()
+            .unwrap_or_default();
+        if matches!(rs.name, Some(Lenient::Ok(_))) {
+            if let Err(m) = check_name("site", &name, Some(MAX_SITE_NAME_LEN)) {
+                ctx.push(&name_key, m);
+            } else if let Some(first) = seen.get(&name) {
+                ctx.push(
+                    &name_key,
+                    format!("duplicate site name {name:?} (also site[{first}])"),
+                );
+            } else {
+                seen.insert(name.clone(), i);
+            }
+        }
+        let subnets_key = format!("{key}.subnets");
+        let mut subnets = Vec::new();
+        let what = "list the site's subnets, e.g. [\"10.1.0.0/16\"]";
+        if let Some(list) = ctx.require(&subnets_key, &rs.subnets, what) {
+            if list.is_empty() {
+                ctx.push(&subnets_key, format!("is empty: {what}"));
+            }
+            for (j, s) in list.iter().enumerate() {
+                if let Some(net) = parse_subnet(ctx, &format!("{subnets_key}[{j}]"), s, false) {
+                    subnets.push(net);
+                    all_nets.push(net);
+                    origin.push((i, j));
+                }
+            }
+        }
+        let takes_writes = ctx
+            .get(&format!("{key}.takes_writes"), &rs.takes_writes)
+            .copied()
+            .unwrap_or(true);
+        out.push(Site {
+            name,
+            subnets,
+            takes_writes,
+        });
+    }
+    for (later, earlier) in overlapping_pairs(&all_nets) {
+        let (li, lj) = origin[later];
+        let (ei, ej) = origin[earlier];
+        ctx.push(
+            format!("site[{li}].subnets[{lj}]"),
+            format!(
+                "subnet {} overlaps {} of site {:?} (site[{ei}].subnets[{ej}])",
+                all_nets[later], all_nets[earlier], out[ei].name
+            ),
+        );
+    }
+    out
+}
+
+fn site_id(i: usize) -> SiteId {
+    SiteId(u16::try_from(i).unwrap_or(u16::MAX))
+}
+
+/// Checks across sites and nodes: write sites need 2 cores, n fits the
+/// sites, meta voters exist and have role meta.
+fn topology_checks(
+    ctx: &mut Ctx<'_>,
+    cluster: &mut ClusterSettings,
+    rc: &RawCluster,
+    sites: &[Site],
+    nodes: &[Node],
+) {
+    let mut cores = vec![0usize; sites.len()];
+    for n in nodes.iter().filter(|n| n.roles.core) {
+        if let Some(c) = cores.get_mut(usize::from(n.site.0)) {
+            *c += 1;
+        }
+    }
+    for (i, (s, &c)) in sites.iter().zip(&cores).enumerate() {
+        if s.takes_writes && c < 2 {
+            let plural = if c == 1 { "" } else { "s" };
+            ctx.push(
+                format!("site[{i}]"),
+                format!(
+                    "site {}: takes writes but has {c} core server{plural} (needs at least 2)",
+                    if s.name.is_empty() {
+                        format!("[{i}]")
+                    } else {
+                        format!("{:?}", s.name)
+                    }
+                ),
+            );
+        }
+    }
+    let n = cluster.replication_factor;
+    if !sites.is_empty() && n > sites.len() {
+        ctx.push(
+            "cluster.replication_factor",
+            format!("{n} is larger than the number of sites ({})", sites.len()),
+        );
+    } else if !sites.is_empty() && !nodes.is_empty() {
+        let with_core: Vec<&str> = sites
+            .iter()
+            .zip(&cores)
+            .filter(|(_, &c)| c > 0)
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+        if with_core.len() < n {
+            ctx.push(
+                "cluster.replication_factor",
+                format!(
+                    "{n} copies need {n} sites with core servers, but only {} site{} ha{} any ({})",
+                    with_core.len(),
+                    if with_core.len() == 1 { "" } else { "s" },
+                    if with_core.len() == 1 { "s" } else { "ve" },
+                    with_core.join(", ")
+                ),
+            );
+        }
+    }
+
+    let key = "cluster.meta_voters";
+    match ctx.get(key, &rc.meta_voters) {
+        Some(list) => {
+            if list.is_empty() {
+                ctx.push(
+                    key,
+                    "is empty (list at least one node with role meta, or omit it to use every meta node)",
+                );
+            }
+            for (j, v) in list.iter().enumerate() {
+                let k = format!("{key}[{j}]");
+                if list[..j].contains(v) {
+                    ctx.push(k, format!("{v:?} is listed twice"));
+                    continue;
+                }
+                match nodes.iter().find(|n| &n.name == v) {
+                    None => ctx.push(k, format!("no node is named {v:?}")),
+                    Some(n) if !n.roles.meta => {
+                        ctx.push(k, format!("node {v:?} does not have role meta"));
+                    }
+                    Some(_) => cluster.meta_voters.push(v.clone()),
+                }
+            }
+        }
+        None => {
+            cluster.meta_voters = nodes
+                .iter()
+                .filter(|n| n.roles.meta)
+                .map(|n| n.name.clone())
+                .collect();
+            if cluster.meta_voters.is_empty() && !nodes.is_empty() && rc.meta_voters.is_none() {
+                ctx.push(
+                    key,
+                    "no node has role meta (the metadata store needs at least one voter)",
+                );
+            }
+        }
+    }
+}
+
+/// `[nfs]`.
+fn nfs(ctx: &mut Ctx<'_>, raw: Option<&RawNfs>) -> NfsSettings {
+    let mut out = NfsSettings::default();
+    let Some(r) = raw else {
+        return out;
+    };
+    if let Some(p) = ctx.get("nfs.export_path", &r.export_path) {
+        if let Err(m) = check_export_path(p) {
+            ctx.push("nfs.export_path", m);
+        }
+        out.export_path = p.clone();
+    }
+    if let Some(&p) = ctx.get("nfs.port", &r.port) {
+        out.port = ctx.int_in("nfs.port", p, 0, 65535).unwrap_or(out.port);
+    }
+    if let Some(&b) = ctx.get("nfs.portmapper", &r.portmapper) {
+        out.portmapper = b;
+    }
+    if let Some(list) = ctx.get("nfs.allowed_clients", &r.allowed_clients) {
+        for (j, s) in list.iter().enumerate() {
+            let key = format!("nfs.allowed_clients[{j}]");
+            if let Some(net) = parse_subnet(ctx, &key, s, true) {
+                out.allowed_clients.push(net);
+            }
+        }
+    }
+    if let Some(&b) = ctx.get("nfs.read_only", &r.read_only) {
+        out.read_only = b;
+    }
+    if let Some(&b) = ctx.get("nfs.root_squash", &r.root_squash) {
+        out.root_squash = b;
+    }
+    let max_id = i64::from(u32::MAX);
+    if let Some(&v) = ctx.get("nfs.anon_uid", &r.anon_uid) {
+        out.anon_uid = ctx
+            .int_in("nfs.anon_uid", v, 0, max_id)
+            .unwrap_or(out.anon_uid);
+    }
+    if let Some(&v) = ctx.get("nfs.anon_gid", &r.anon_gid) {
+        out.anon_gid = ctx
+            .int_in("nfs.anon_gid", v, 0, max_id)
+            .unwrap_or(out.anon_gid);
+    }
+    out
+}
+
+/// An absolute, normalised path: `/`, `/geonfs`, `/a/b`.
+fn check_export_path(p: &str) -> Result<(), String> {
+    let Some(rest) = p.strip_prefix('/') else {
+        return Err(format!("{p:?} must start with \"/\" (e.g. \"/geonfs\")"));
+    };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    for part in rest.split('/') {
+        match part {
+            "" => {
+                return Err(format!(
+                    "{p:?} has an empty path component (no \"//\" and no trailing \"/\")"
+                ))
+            }
+            ".." | "." => return Err(format!("{p:?} must not contain {part:?} components")),
+            _ if part.contains('\0') => return Err(format!("{p:?} contains a NUL character")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `[[wan]]` tables.
+fn wan(ctx: &mut Ctx<'_>, raw: &[RawWan], sites: &[Site]) -> Vec<WanLink> {
+    let mut out = Vec::new();
+    let mut pairs: HashMap<(SiteId, SiteId), usize> = HashMap::new();
+    for (i, rw) in raw.iter().enumerate() {
+        let key = format!("wan[{i}]");
+        let bkey = format!("{key}.between");
+        let mut ends = Vec::new();
+        let what = "two site names, e.g. [\"a\", \"b\"]";
+        if let Some(list) = ctx.require(&bkey, &rw.between, what) {
+            if list.len() != 2 {
+                ctx.push(
+                    &bkey,
+                    format!("expected {what}, found {} names", list.len()),
+                );
+            }
+            for (j, name) in list.iter().enumerate() {
+                match sites.iter().position(|s| &s.name == name) {
+                    Some(p) => ends.push((name.clone(), site_id(p))),
+                    None => ctx.push(format!("{bkey}[{j}]"), format!("no site is named {name:?}")),
+                }
+            }
+            if list.len() == 2 && list[0] == list[1] {
+                ctx.push(
+                    &bkey,
+                    format!(
+                        "{:?} is listed twice (a link joins two different sites)",
+                        list[0]
+                    ),
+                );
+                ends.clear();
+            }
+        }
+        let rtt = match ctx.get(&format!("{key}.rtt"), &rw.rtt) {
+            Some(s) => parse_duration(s)
+                .map_err(|m| ctx.push(format!("{key}.rtt"), m))
+                .unwrap_or_default(),
+            None => Duration::ZERO,
+        };
+        let bandwidth_bytes_per_sec = ctx
+            .get(&format!("{key}.bandwidth"), &rw.bandwidth)
+            .and_then(|s| {
+                parse_bandwidth(s)
+                    .map_err(|m| ctx.push(format!("{key}.bandwidth"), m))
+                    .ok()
+            });
+        if let [(na, a), (nb, b)] = ends.as_slice() {
+            let pair = ((*a).min(*b), (*a).max(*b));
+            if let Some(first) = pairs.get(&pair) {
+                ctx.push(
+                    &bkey,
+                    format!("duplicate link between {na:?} and {nb:?} (also wan[{first}])"),
+                );
+            } else {
+                pairs.insert(pair, i);
+            }
+            out.push(WanLink {
+                a: *a,
+                b: *b,
+                rtt,
+                bandwidth_bytes_per_sec,
+            });
+        }
+    }
+    out
+}
