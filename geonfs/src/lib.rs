@@ -3,6 +3,8 @@
 //! [`node`] starts every role one configured node has (shared by the `geonfs`
 //! binary and the in-process test cluster); [`cli`] is the binary's commands.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod demo;
 pub mod node;

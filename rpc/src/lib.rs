@@ -9,6 +9,8 @@
 //! - [`server`] serves a node's gRPC services behind the secret check, with
 //!   graceful stop and an abrupt kill for tests.
 
+#![warn(missing_docs)]
+
 mod channel;
 mod error;
 mod faults;
