@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use geonfs::node::RunningNode;
+use geonfs_meta_kvs::{MetaClient, MetaOptions};
 use geonfs_rpc::{Network, NetworkOptions, RpcChannel, WanParams};
 use geonfs_site_config::{ClusterConfig, SiteId};
 
@@ -34,6 +35,8 @@ pub struct ClusterSpec {
     pub block_size: u64,
     /// Emulated WAN between every pair of sites from the start.
     pub wan: WanParams,
+    /// Options of every meta-kvs member.
+    pub meta_options: MetaOptions,
 }
 
 impl Default for ClusterSpec {
@@ -46,6 +49,7 @@ impl Default for ClusterSpec {
             replication_factor: None,
             block_size: 4 * 1024 * 1024,
             wan: WanParams::default(),
+            meta_options: MetaOptions::default(),
         }
     }
 }
@@ -95,6 +99,11 @@ impl ClusterBuilder {
         self.spec.wan = params;
         self
     }
+    /// Options of every meta-kvs member (e.g. a small compaction threshold).
+    pub fn meta_options(mut self, options: MetaOptions) -> Self {
+        self.spec.meta_options = options;
+        self
+    }
     /// Starts the cluster.
     pub async fn start(self) -> anyhow::Result<TestCluster> {
         TestCluster::start(self.spec).await
@@ -107,6 +116,7 @@ pub struct TestCluster {
     network: Network,
     nodes: BTreeMap<String, Option<RunningNode>>,
     data: tempfile::TempDir,
+    meta_options: MetaOptions,
 }
 
 /// The name of site `index` (0 → `a`).
@@ -228,9 +238,15 @@ impl TestCluster {
         }
         let mut nodes = BTreeMap::new();
         for (node, _, listener) in bound {
-            let running = RunningNode::start(config.clone(), &node.name, network.clone(), listener)
-                .await
-                .with_context(|| format!("starting {}", node.name))?;
+            let running = RunningNode::start_with(
+                config.clone(),
+                &node.name,
+                network.clone(),
+                listener,
+                spec.meta_options.clone(),
+            )
+            .await
+            .with_context(|| format!("starting {}", node.name))?;
             nodes.insert(node.name, Some(running));
         }
         Ok(TestCluster {
@@ -238,6 +254,7 @@ impl TestCluster {
             network,
             nodes,
             data,
+            meta_options: spec.meta_options.clone(),
         })
     }
 
@@ -321,11 +338,57 @@ impl TestCluster {
         if self.is_running(name) {
             bail!("node {name} is running");
         }
-        let running = RunningNode::bind_and_start(self.config.clone(), name, self.network.clone())
-            .await
-            .with_context(|| format!("restarting {name}"))?;
+        let running = RunningNode::bind_and_start_with(
+            self.config.clone(),
+            name,
+            self.network.clone(),
+            self.meta_options.clone(),
+        )
+        .await
+        .with_context(|| format!("restarting {name}"))?;
         self.nodes.insert(name.to_string(), Some(running));
         Ok(())
+    }
+
+    /// The names of every meta node, running or not.
+    pub fn meta_names(&self) -> Vec<String> {
+        self.config
+            .nodes
+            .iter()
+            .filter(|n| n.roles.meta)
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// A meta-kvs client calling from node `from` to every meta node.
+    pub fn meta_client(&self, from: &str) -> anyhow::Result<MetaClient> {
+        let from = self.addr(from)?.ip();
+        let endpoints = self
+            .config
+            .nodes
+            .iter()
+            .filter(|n| n.roles.meta)
+            .map(|n| n.address)
+            .collect();
+        Ok(MetaClient::new(self.network.clone(), from, endpoints))
+    }
+
+    /// The running meta member that says it leads, with the highest term
+    /// (an isolated old leader may still believe it leads a lower term).
+    pub async fn meta_leader(&self) -> Option<String> {
+        let mut best: Option<(u64, String)> = None;
+        for name in self.meta_names() {
+            let Ok(node) = self.node(&name) else { continue };
+            let Some(member) = node.meta() else { continue };
+            let Ok(status) = member.status().await else {
+                continue;
+            };
+            if status.leader_id == status.id && best.as_ref().is_none_or(|(t, _)| status.term > *t)
+            {
+                best = Some((status.term, name));
+            }
+        }
+        best.map(|(_, name)| name)
     }
 
     /// Cuts both directions between two nodes.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use geonfs_meta_kvs::{MetaMember, MetaOptions};
 use geonfs_proto::node::NodeIdentity;
 use geonfs_rpc::server::{self, NodeInfoService, StopSignals};
 use geonfs_rpc::{Network, RpcError};
@@ -24,6 +25,12 @@ pub enum NodeError {
     /// The RPC layer failed (bind, serve).
     #[error(transparent)]
     Rpc(#[from] RpcError),
+    /// The meta-kvs member could not start.
+    #[error("meta-kvs: {0}")]
+    Meta(#[from] geonfs_meta_kvs::MetaError),
+    /// A meta node without a data directory.
+    #[error("node {0:?} has the meta role but no data_dir")]
+    NoDataDir(String),
 }
 
 /// A node that is serving.
@@ -34,6 +41,7 @@ pub struct RunningNode {
     identity: NodeIdentity,
     signals: StopSignals,
     task: JoinHandle<Result<(), RpcError>>,
+    meta: Option<MetaMember>,
 }
 
 impl RunningNode {
@@ -44,6 +52,17 @@ impl RunningNode {
         name: &str,
         network: Network,
         listener: TcpListener,
+    ) -> Result<Self, NodeError> {
+        Self::start_with(config, name, network, listener, MetaOptions::default()).await
+    }
+
+    /// [`RunningNode::start`] with explicit meta-kvs options.
+    pub async fn start_with(
+        config: Arc<ClusterConfig>,
+        name: &str,
+        network: Network,
+        listener: TcpListener,
+        meta_options: MetaOptions,
     ) -> Result<Self, NodeError> {
         let node = config
             .node(name)
@@ -68,8 +87,26 @@ impl RunningNode {
             incarnation: rand::random(),
             roles,
         };
-        let routes =
+        let mut routes =
             tonic::service::Routes::new(NodeInfoService::new(identity.clone()).into_server());
+        let meta = if node.roles.meta {
+            let data_dir = node
+                .data_dir
+                .as_ref()
+                .ok_or_else(|| NodeError::NoDataDir(name.to_string()))?;
+            let member = MetaMember::start(
+                &config,
+                name,
+                SocketAddr::new(node.address.ip(), addr.port()),
+                network.clone(),
+                data_dir,
+                meta_options,
+            )?;
+            routes = member.add_routes(routes);
+            Some(member)
+        } else {
+            None
+        };
         let signals = StopSignals::default();
         let task = tokio::spawn(server::serve(listener, routes, network, signals.clone()));
         tracing::info!(node = %name, %addr, incarnation = identity.incarnation, "node started");
@@ -79,6 +116,7 @@ impl RunningNode {
             identity,
             signals,
             task,
+            meta,
         })
     }
 
@@ -88,11 +126,21 @@ impl RunningNode {
         name: &str,
         network: Network,
     ) -> Result<Self, NodeError> {
+        Self::bind_and_start_with(config, name, network, MetaOptions::default()).await
+    }
+
+    /// [`RunningNode::bind_and_start`] with explicit meta-kvs options.
+    pub async fn bind_and_start_with(
+        config: Arc<ClusterConfig>,
+        name: &str,
+        network: Network,
+        meta_options: MetaOptions,
+    ) -> Result<Self, NodeError> {
         let node = config
             .node(name)
             .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
         let listener = server::bind(node.address).await?;
-        Self::start(config, name, network, listener).await
+        Self::start_with(config, name, network, listener, meta_options).await
     }
 
     /// The node's name.
@@ -110,6 +158,11 @@ impl RunningNode {
         &self.identity
     }
 
+    /// The meta-kvs member, on meta nodes.
+    pub fn meta(&self) -> Option<&MetaMember> {
+        self.meta.as_ref()
+    }
+
     /// Stops gracefully: no new calls, calls in flight finish (for at most
     /// [`STOP_GRACE`], then the rest are cut).
     pub async fn stop(self) -> Result<(), RpcError> {
@@ -125,6 +178,9 @@ impl RunningNode {
         };
         // Severs connections that outlived the server (idle keep-alives).
         self.signals.kill.cancel();
+        if let Some(meta) = self.meta {
+            meta.stop().await;
+        }
         tracing::info!(node = %self.name, "node stopped");
         flatten(&self.name, result)
     }
@@ -133,6 +189,9 @@ impl RunningNode {
     /// dropped at once, nothing is flushed.
     pub async fn kill(self) -> Result<(), RpcError> {
         self.signals.kill.cancel();
+        if let Some(meta) = self.meta {
+            meta.kill().await;
+        }
         let result = self.task.await;
         tracing::info!(node = %self.name, "node killed");
         flatten(&self.name, result)

@@ -100,3 +100,94 @@ impl From<StoreError> for raft::Error {
         }
     }
 }
+
+/// The header carrying the address of the current leader on a NotLeader
+/// reply.
+pub const LEADER_HEADER: &str = "x-geonfs-leader";
+/// The header set (to `unknown`) when a write's outcome is unknown.
+pub const OUTCOME_HEADER: &str = "x-geonfs-outcome";
+
+/// Why a meta-kvs operation (driver, service, client) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// The storage layer failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Raft refused the operation.
+    #[error("raft: {0}")]
+    Raft(raft::Error),
+    /// This member is not the leader; the operation was NOT applied.
+    #[error("not the meta leader{}", leader_hint(.leader))]
+    NotLeader {
+        /// The leader's address when known.
+        leader: Option<std::net::SocketAddr>,
+    },
+    /// The write was proposed but leadership changed before its result was
+    /// known: it may or may not have been applied. Do not blindly retry a
+    /// non-idempotent operation.
+    #[error("outcome unknown: leadership changed while the write was pending ({0}); it may or may not have been applied")]
+    OutcomeUnknown(String),
+    /// The request is invalid.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No answer in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The member is stopping or stopped.
+    #[error("the meta member is shutting down")]
+    ShuttingDown,
+    /// A client call failed (client side).
+    #[error("meta call failed: {0}")]
+    Rpc(tonic::Status),
+}
+
+fn leader_hint(leader: &Option<std::net::SocketAddr>) -> String {
+    match leader {
+        Some(addr) => format!(" (leader: {addr})"),
+        None => " (leader unknown)".to_string(),
+    }
+}
+
+impl From<raft::Error> for MetaError {
+    fn from(err: raft::Error) -> Self {
+        MetaError::Raft(err)
+    }
+}
+
+impl From<geonfs_proto::WireError> for MetaError {
+    fn from(err: geonfs_proto::WireError) -> Self {
+        MetaError::InvalidArgument(err.to_string())
+    }
+}
+
+impl From<MetaError> for tonic::Status {
+    /// THE mapping of meta-kvs errors to gRPC statuses.
+    fn from(err: MetaError) -> Self {
+        let msg = err.to_string();
+        match err {
+            MetaError::NotLeader { leader } => {
+                let mut status = tonic::Status::failed_precondition(msg);
+                if let Some(addr) = leader {
+                    if let Ok(value) = addr.to_string().parse() {
+                        status.metadata_mut().insert(LEADER_HEADER, value);
+                    }
+                }
+                status
+            }
+            MetaError::OutcomeUnknown(_) => {
+                let mut status = tonic::Status::unavailable(msg);
+                status.metadata_mut().insert(
+                    OUTCOME_HEADER,
+                    tonic::metadata::MetadataValue::from_static("unknown"),
+                );
+                status
+            }
+            MetaError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
+            MetaError::Timeout(_) => tonic::Status::deadline_exceeded(msg),
+            MetaError::ShuttingDown => tonic::Status::unavailable(msg),
+            MetaError::Raft(raft::Error::ProposalDropped) => tonic::Status::unavailable(msg),
+            MetaError::Store(_) | MetaError::Raft(_) => tonic::Status::internal(msg),
+            MetaError::Rpc(status) => status,
+        }
+    }
+}

@@ -1,20 +1,35 @@
 //! geonfs meta-kvs: the Raft-replicated metadata store (tikv `raft` +
 //! RocksDB).
 //!
-//! This crate currently holds the storage layer:
-//!
-//! * [`storage`]: [`MetaStore`], one RocksDB database per meta node with the
-//!   Raft log, hard/conf state, the key-value state machine and the applied
-//!   index; it implements [`raft::Storage`] and the persistence, apply and
-//!   snapshot operations the Raft driver calls;
-//! * [`command`]: the commands (Put, Delete, Txn) carried in Raft entries and
-//!   their binary encoding;
-//! * [`error`]: the error type, [`StoreError`].
+//! * [`storage`]: [`MetaStore`], the RocksDB-backed Raft log, state and
+//!   state machine ([`raft::Storage`]);
+//! * [`command`]: the commands carried in Raft entries;
+//! * [`driver`]: the Raft task of a member (Ready handling, proposals by id,
+//!   ReadIndex reads, compaction);
+//! * [`transport`]: per-peer streaming senders and the `RaftTransport`
+//!   service;
+//! * [`service`]: the `MetaKv` and `MetaAdmin` services;
+//! * [`member`]: [`MetaMember`], a running member;
+//! * [`client`]: [`MetaClient`], a leader-following client;
+//! * [`error`]: [`StoreError`] and [`MetaError`] (mapped to `tonic::Status`
+//!   in one place).
 
+pub mod client;
 pub mod command;
+pub mod driver;
 pub mod error;
+pub mod ids;
+mod logger;
+pub mod member;
+pub mod metrics;
+pub mod service;
 pub mod storage;
+pub mod transport;
 
+pub use client::MetaClient;
 pub use command::Command;
-pub use error::StoreError;
+pub use error::{MetaError, StoreError};
+pub use ids::raft_id;
+pub use member::{MetaMember, MetaOptions};
+pub use metrics::MetaMetrics;
 pub use storage::MetaStore;

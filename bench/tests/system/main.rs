@@ -2,6 +2,7 @@
 //! One test binary for the whole suite (each binary links RocksDB).
 
 mod cluster;
+mod meta;
 mod rpc;
 
 /// Shared helpers.

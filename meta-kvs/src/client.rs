@@ -1,0 +1,219 @@
+//! [`MetaClient`]: calls meta-kvs on the leader, following leader hints,
+//! rotating through endpoints with exponential backoff, within a deadline.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use geonfs_proto::meta::meta_kv_client::MetaKvClient;
+use geonfs_proto::meta::*;
+use geonfs_rpc::{Network, RpcChannel};
+use tonic::{Code, Status};
+
+use crate::error::{MetaError, LEADER_HEADER, OUTCOME_HEADER};
+
+/// Default overall deadline of one call.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A meta-kvs client.
+#[derive(Clone, Debug)]
+pub struct MetaClient {
+    network: Network,
+    from: IpAddr,
+    endpoints: Vec<SocketAddr>,
+    leader: Arc<Mutex<Option<SocketAddr>>>,
+    deadline: Duration,
+}
+
+/// Whether a failed call certainly did not reach a handler.
+fn not_sent(status: &Status) -> bool {
+    if status.code() == Code::FailedPrecondition {
+        return true; // NotLeader: nothing was proposed
+    }
+    if status.metadata().get(OUTCOME_HEADER).is_some() {
+        return false;
+    }
+    let msg = status.message();
+    status.code() == Code::Unavailable
+        && (msg.contains("is cut")
+            || msg.contains("request ") && msg.contains("dropped (fault injection)")
+            || msg.contains("connect")
+            || msg.contains("refused"))
+}
+
+impl MetaClient {
+    /// A client calling from `from` to the meta members at `endpoints`.
+    pub fn new(network: Network, from: IpAddr, endpoints: Vec<SocketAddr>) -> Self {
+        MetaClient {
+            network,
+            from,
+            endpoints,
+            leader: Arc::new(Mutex::new(None)),
+            deadline: DEFAULT_DEADLINE,
+        }
+    }
+
+    /// Sets the overall deadline of each call.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    fn leader(&self) -> Option<SocketAddr> {
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_leader(&self, addr: Option<SocketAddr>) {
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = addr;
+    }
+
+    async fn call<T, F, Fut>(&self, idempotent: bool, f: F) -> Result<T, MetaError>
+    where
+        F: Fn(MetaKvClient<RpcChannel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        if self.endpoints.is_empty() {
+            return Err(MetaError::InvalidArgument("no meta endpoints".into()));
+        }
+        let start = Instant::now();
+        let mut rotate = 0usize;
+        let mut backoff = Duration::from_millis(20);
+        let mut last_error = String::from("no attempt");
+        loop {
+            let remaining = self.deadline.saturating_sub(start.elapsed());
+            if remaining.is_zero() {
+                return Err(MetaError::Timeout(format!(
+                    "no meta leader answered within {:?}; last error: {last_error}",
+                    self.deadline
+                )));
+            }
+            let target = self.leader().unwrap_or_else(|| {
+                rotate += 1;
+                self.endpoints[rotate % self.endpoints.len()]
+            });
+            let channel = self
+                .network
+                .channel(self.from, target)
+                .map_err(|e| MetaError::Rpc(e.into()))?;
+            let result = tokio::time::timeout(
+                remaining.min(ATTEMPT_TIMEOUT),
+                f(MetaKvClient::new(channel)),
+            )
+            .await;
+            let status = match result {
+                Ok(Ok(reply)) => {
+                    self.set_leader(Some(target));
+                    return Ok(reply.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded(format!("no answer from {target}")),
+            };
+            last_error = format!("{target}: {status}");
+            match status.code() {
+                Code::FailedPrecondition => {
+                    let hint = status
+                        .metadata()
+                        .get(LEADER_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<SocketAddr>().ok());
+                    self.set_leader(hint);
+                    if hint == Some(target) || hint.is_none() {
+                        tokio::time::sleep(backoff.min(remaining)).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                }
+                Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Unknown
+                | Code::Cancelled
+                | Code::Aborted => {
+                    if !idempotent && !not_sent(&status) {
+                        return Err(MetaError::OutcomeUnknown(last_error));
+                    }
+                    self.set_leader(None);
+                    tokio::time::sleep(backoff.min(remaining)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                _ => return Err(MetaError::Rpc(status)),
+            }
+        }
+    }
+
+    /// The value of `key`.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<KeyValue>, MetaError> {
+        let key = key.into();
+        let reply = self
+            .call(true, |mut c| {
+                let key = key.clone();
+                async move { c.get(GetRequest { key }).await }
+            })
+            .await?;
+        Ok(if reply.found { reply.kv } else { None })
+    }
+
+    /// Sets `key`; returns its new version.
+    pub async fn put(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<u64, MetaError> {
+        let (key, value) = (key.into(), value.into());
+        let reply = self
+            .call(true, |mut c| {
+                let req = PutRequest {
+                    key: key.clone(),
+                    value: value.clone(),
+                };
+                async move { c.put(req).await }
+            })
+            .await?;
+        Ok(reply.version)
+    }
+
+    /// Removes `key`; returns whether it existed (a retried delete may say
+    /// `false` for a key it removed itself).
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<bool, MetaError> {
+        let key = key.into();
+        let reply = self
+            .call(true, |mut c| {
+                let key = key.clone();
+                async move { c.delete(DeleteRequest { key }).await }
+            })
+            .await?;
+        Ok(reply.existed)
+    }
+
+    /// Up to `limit` entries of `[start, end)` (`end` empty = to the end).
+    pub async fn scan(
+        &self,
+        start: impl Into<Bytes>,
+        end: impl Into<Bytes>,
+        limit: u32,
+    ) -> Result<(Vec<KeyValue>, bool), MetaError> {
+        let (start, end) = (start.into(), end.into());
+        let reply = self
+            .call(true, |mut c| {
+                let req = ScanRequest {
+                    start: start.clone(),
+                    end: end.clone(),
+                    limit,
+                };
+                async move { c.scan(req).await }
+            })
+            .await?;
+        Ok((reply.kvs, reply.more))
+    }
+
+    /// A conditional transaction. Not retried once it may have reached the
+    /// leader: an unknown outcome is [`MetaError::OutcomeUnknown`].
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnReply, MetaError> {
+        self.call(false, |mut c| {
+            let req = req.clone();
+            async move { c.txn(req).await }
+        })
+        .await
+    }
+}

@@ -1,0 +1,186 @@
+//! A running meta-kvs member: store, driver task, transport, services.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use geonfs_proto::meta::meta_admin_server::MetaAdminServer;
+use geonfs_proto::meta::meta_kv_server::MetaKvServer;
+use geonfs_proto::raft::raft_transport_server::RaftTransportServer;
+use geonfs_rpc::Network;
+use geonfs_site_config::ClusterConfig;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::driver::{bootstrap_if_needed, Driver, DriverMsg, StatusInfo};
+use crate::error::MetaError;
+use crate::ids::{raft_id, Directory};
+use crate::metrics::MetaMetrics;
+use crate::service::{DriverHandle, MetaAdminService, MetaKvService};
+use crate::transport::{RaftService, Transport, MAX_RAFT_MESSAGE};
+use crate::MetaStore;
+
+/// Tunables of a member.
+#[derive(Clone, Debug)]
+pub struct MetaOptions {
+    /// Raft tick.
+    pub tick: Duration,
+    /// Election timeout in ticks.
+    pub election_tick: usize,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_tick: usize,
+    /// Compact the log when it holds more applied entries than this.
+    pub compact_threshold: u64,
+    /// Entries kept in the log after compaction.
+    pub compact_keep: u64,
+    /// How long a request waits for the driver.
+    pub request_timeout: Duration,
+}
+
+impl Default for MetaOptions {
+    fn default() -> Self {
+        MetaOptions {
+            tick: Duration::from_millis(100),
+            election_tick: 10,
+            heartbeat_tick: 2,
+            compact_threshold: 10_000,
+            compact_keep: 1_000,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl MetaOptions {
+    /// Options with a small compaction threshold (tests).
+    pub fn with_compaction(mut self, threshold: u64, keep: u64) -> Self {
+        self.compact_threshold = threshold.max(1);
+        self.compact_keep = keep.min(threshold);
+        self
+    }
+}
+
+/// A running member.
+pub struct MetaMember {
+    id: u64,
+    name: String,
+    tx: mpsc::Sender<DriverMsg>,
+    handle: DriverHandle,
+    task: JoinHandle<()>,
+    metrics: MetaMetrics,
+}
+
+impl std::fmt::Debug for MetaMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaMember")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl MetaMember {
+    /// Opens the store in `data_dir`, bootstraps it if this is an initial
+    /// voter's first start, and starts the driver task.
+    pub fn start(
+        config: &ClusterConfig,
+        name: &str,
+        address: SocketAddr,
+        network: Network,
+        data_dir: &Path,
+        options: MetaOptions,
+    ) -> Result<Self, MetaError> {
+        let store = MetaStore::open_in_data_dir(data_dir)?;
+        let voters: Vec<u64> = config
+            .cluster
+            .meta_voters
+            .iter()
+            .map(|n| raft_id(n))
+            .collect();
+        let is_voter = config.cluster.meta_voters.iter().any(|n| n == name);
+        bootstrap_if_needed(&store, voters, is_voter)?;
+        let id = raft_id(name);
+        let dir = Directory::from_config(config);
+        dir.insert(name.to_string(), address);
+        let metrics = MetaMetrics::new();
+        let (tx, rx) = mpsc::channel(4096);
+        let transport = Transport::new(
+            id,
+            address.ip(),
+            network,
+            dir.clone(),
+            tx.clone(),
+            metrics.clone(),
+        );
+        let driver = Driver::new(
+            id,
+            name,
+            store,
+            dir.clone(),
+            transport,
+            metrics.clone(),
+            options.clone(),
+        )?;
+        let task = tokio::spawn(driver.run(rx));
+        let handle = DriverHandle::new(tx.clone(), options.request_timeout, dir);
+        tracing::info!(member = %name, id, "meta member started");
+        Ok(MetaMember {
+            id,
+            name: name.to_string(),
+            tx,
+            handle,
+            task,
+            metrics,
+        })
+    }
+
+    /// Adds the MetaKv, MetaAdmin and RaftTransport services to `routes`.
+    pub fn add_routes(&self, routes: tonic::service::Routes) -> tonic::service::Routes {
+        routes
+            .add_service(MetaKvServer::new(MetaKvService::new(self.handle.clone())))
+            .add_service(MetaAdminServer::new(MetaAdminService::new(
+                self.handle.clone(),
+            )))
+            .add_service(
+                RaftTransportServer::new(RaftService::new(self.id, self.tx.clone()))
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE),
+            )
+    }
+
+    /// The member's Raft id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Its metrics (unregistered).
+    pub fn metrics(&self) -> &MetaMetrics {
+        &self.metrics
+    }
+
+    /// Its status.
+    pub async fn status(&self) -> Result<StatusInfo, MetaError> {
+        self.handle.status().await
+    }
+
+    /// Stops the driver after its current step (every write it acknowledged
+    /// is already synced).
+    pub async fn stop(self) {
+        let _ = self.tx.send(DriverMsg::Shutdown).await;
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+        tracing::info!(member = %self.name, "meta member stopped");
+    }
+
+    /// Aborts the driver at once, flushing nothing.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        tracing::info!(member = %self.name, "meta member killed");
+    }
+}
