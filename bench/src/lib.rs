@@ -7,3 +7,4 @@
 //! down.
 
 pub mod cluster;
+pub mod linearizability;
