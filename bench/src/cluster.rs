@@ -37,6 +37,11 @@ pub struct ClusterSpec {
     pub wan: WanParams,
     /// Options of every meta-kvs member.
     pub meta_options: MetaOptions,
+    /// How many meta nodes are initial voters (`None` = all). The voters are
+    /// the first ones in round-robin site order (`a-meta-1`, `b-meta-1`, …,
+    /// `a-meta-2`, …); the others ("spares") start as non-members and wait
+    /// to be added by a membership change.
+    pub meta_voters: Option<usize>,
 }
 
 impl Default for ClusterSpec {
@@ -50,6 +55,7 @@ impl Default for ClusterSpec {
             block_size: 4 * 1024 * 1024,
             wan: WanParams::default(),
             meta_options: MetaOptions::default(),
+            meta_voters: None,
         }
     }
 }
@@ -104,6 +110,12 @@ impl ClusterBuilder {
         self.spec.meta_options = options;
         self
     }
+    /// Only the first `n` meta nodes (round-robin over sites) are initial
+    /// voters; the rest start as spares (see [`ClusterSpec::meta_voters`]).
+    pub fn meta_voters(mut self, n: usize) -> Self {
+        self.spec.meta_voters = Some(n);
+        self
+    }
     /// Starts the cluster.
     pub async fn start(self) -> anyhow::Result<TestCluster> {
         TestCluster::start(self.spec).await
@@ -150,6 +162,14 @@ fn plan(spec: &ClusterSpec) -> Vec<PlannedNode> {
     nodes
 }
 
+/// Every meta node's name in round-robin site order: `a-meta-1`,
+/// `b-meta-1`, …, `a-meta-2`, ….
+pub fn meta_order(spec: &ClusterSpec) -> Vec<String> {
+    (1..=spec.meta_per_site)
+        .flat_map(|i| (0..spec.sites).map(move |s| format!("{}-meta-{i}", site_name(s))))
+        .collect()
+}
+
 fn config_text(
     spec: &ClusterSpec,
     nodes: &[(PlannedNode, SocketAddr)],
@@ -162,6 +182,14 @@ fn config_text(
         "[cluster]\nname = \"test\"\nreplication_factor = {n}\nblock_size = \"{}B\"\nsecret = \"{TEST_SECRET}\"\n\n",
         spec.block_size
     );
+    if let Some(count) = spec.meta_voters {
+        let voters: Vec<String> = meta_order(spec)
+            .into_iter()
+            .take(count)
+            .map(|name| format!("{name:?}"))
+            .collect();
+        text += &format!("meta_voters = [{}]\n\n", voters.join(", "));
+    }
     for s in 0..spec.sites {
         text += &format!(
             "[[site]]\nname = \"{}\"\nsubnets = [\"127.{}.0.0/16\"]\ntakes_writes = {}\n\n",

@@ -1,4 +1,5 @@
-//! The `geonfs` command line: `run`, `demo`, `check-config`, `status`.
+//! The `geonfs` command line: `run`, `demo`, `check-config`, `status`,
+//! `meta …` (in [`crate::meta_cli`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -56,6 +57,12 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// The metadata store: status and membership changes.
+    Meta {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::meta_cli::MetaCommand,
+    },
 }
 
 /// Runs the command line; the process's exit code.
@@ -74,6 +81,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Run { config, node } => run_node(&config, &node).await?,
             Command::Demo { dir } => crate::demo::run(&dir).await?,
             Command::Status { config } => status(&config).await?,
+            Command::Meta { command } => crate::meta_cli::run(command).await?,
         }
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     });
@@ -134,6 +142,8 @@ async fn run_node(config_path: &std::path::Path, name: &str) -> anyhow::Result<(
     let config = Arc::new(ClusterConfig::load(config_path)?);
     let network = Network::new(NetworkOptions::from_config(&config))?;
     let mut node = RunningNode::bind_and_start(config, name, network).await?;
+    // The only node of this process: its registry takes the RPC metrics too.
+    node.register_network_metrics()?;
     tokio::select! {
         served = node.wait() => served.context("node stopped")?,
         signal = shutdown_signal() => {

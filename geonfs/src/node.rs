@@ -1,17 +1,33 @@
 //! One geonfs node: every role the configuration gives it, served on the
 //! node's address behind the cluster secret.
+//!
+//! # Metrics
+//!
+//! Each node has its own Prometheus [`Registry`] ([`RunningNode::registry`])
+//! holding the metrics of its roles (the meta-kvs member's [`MetaMetrics`]),
+//! so several nodes can share one process (the test cluster) without their
+//! metrics colliding. The RPC layer's [`geonfs_rpc::RpcMetrics`] belong to
+//! the process-wide [`Network`], not to a node: they are registered once per
+//! process, by whoever owns the process, with
+//! [`RunningNode::register_network_metrics`] (the `geonfs run` binary does it
+//! for its only node; the test cluster does not, and reads
+//! `network.metrics()` directly). Registering them in every node's registry
+//! would report the same process-wide counters once per node.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use geonfs_meta_kvs::{MetaMember, MetaOptions};
+use geonfs_meta_kvs::{MetaMember, MetaMetrics, MetaOptions};
 use geonfs_proto::node::NodeIdentity;
 use geonfs_rpc::server::{self, NodeInfoService, StopSignals};
 use geonfs_rpc::{Network, RpcError};
 use geonfs_site_config::ClusterConfig;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+/// The Prometheus registry type of [`RunningNode::registry`].
+pub use prometheus::Registry;
 
 /// How long a graceful stop waits for calls in flight before it kills.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -31,6 +47,9 @@ pub enum NodeError {
     /// A meta node without a data directory.
     #[error("node {0:?} has the meta role but no data_dir")]
     NoDataDir(String),
+    /// A metric could not be registered (a duplicate name).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A node that is serving.
@@ -42,6 +61,8 @@ pub struct RunningNode {
     signals: StopSignals,
     task: JoinHandle<Result<(), RpcError>>,
     meta: Option<MetaMember>,
+    network: Network,
+    registry: Registry,
 }
 
 impl RunningNode {
@@ -89,6 +110,7 @@ impl RunningNode {
         };
         let mut routes =
             tonic::service::Routes::new(NodeInfoService::new(identity.clone()).into_server());
+        let registry = Registry::new();
         let meta = if node.roles.meta {
             let data_dir = node
                 .data_dir
@@ -102,13 +124,23 @@ impl RunningNode {
                 data_dir,
                 meta_options,
             )?;
+            let metrics: &MetaMetrics = member.metrics();
+            if let Err(err) = metrics.register(&registry) {
+                member.kill().await;
+                return Err(err.into());
+            }
             routes = member.add_routes(routes);
             Some(member)
         } else {
             None
         };
         let signals = StopSignals::default();
-        let task = tokio::spawn(server::serve(listener, routes, network, signals.clone()));
+        let task = tokio::spawn(server::serve(
+            listener,
+            routes,
+            network.clone(),
+            signals.clone(),
+        ));
         tracing::info!(node = %name, %addr, incarnation = identity.incarnation, "node started");
         Ok(RunningNode {
             name: name.to_string(),
@@ -117,6 +149,8 @@ impl RunningNode {
             signals,
             task,
             meta,
+            network,
+            registry,
         })
     }
 
@@ -156,6 +190,21 @@ impl RunningNode {
     /// Its identity (incarnation changes with every start).
     pub fn identity(&self) -> &NodeIdentity {
         &self.identity
+    }
+
+    /// The node's Prometheus registry: the metrics of its roles (see the
+    /// module documentation for the RPC metrics).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Registers the process-wide RPC metrics of this node's [`Network`]
+    /// into its registry. Call it on one node per process (the one whose
+    /// registry is exported): a second call on the same node fails with
+    /// [`NodeError::Metrics`] (duplicate names).
+    pub fn register_network_metrics(&self) -> Result<(), NodeError> {
+        self.network.metrics().register(&self.registry)?;
+        Ok(())
     }
 
     /// The meta-kvs member, on meta nodes.

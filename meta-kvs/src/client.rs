@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use geonfs_proto::meta::membership_request::Change;
+use geonfs_proto::meta::meta_admin_client::MetaAdminClient;
 use geonfs_proto::meta::meta_kv_client::MetaKvClient;
 use geonfs_proto::meta::*;
 use geonfs_rpc::{Network, RpcChannel};
@@ -72,7 +74,7 @@ impl MetaClient {
 
     async fn call<T, F, Fut>(&self, idempotent: bool, f: F) -> Result<T, MetaError>
     where
-        F: Fn(MetaKvClient<RpcChannel>) -> Fut,
+        F: Fn(RpcChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         if self.endpoints.is_empty() {
@@ -98,11 +100,7 @@ impl MetaClient {
                 .network
                 .channel(self.from, target)
                 .map_err(|e| MetaError::Rpc(e.into()))?;
-            let result = tokio::time::timeout(
-                remaining.min(ATTEMPT_TIMEOUT),
-                f(MetaKvClient::new(channel)),
-            )
-            .await;
+            let result = tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), f(channel)).await;
             let status = match result {
                 Ok(Ok(reply)) => {
                     self.set_leader(Some(target));
@@ -146,15 +144,17 @@ impl MetaClient {
     pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<KeyValue>, MetaError> {
         let key = key.into();
         let reply = self
-            .call(true, |mut c| {
+            .call(true, |ch| {
                 let key = key.clone();
-                async move { c.get(GetRequest { key }).await }
+                async move { MetaKvClient::new(ch).get(GetRequest { key }).await }
             })
             .await?;
         Ok(if reply.found { reply.kv } else { None })
     }
 
-    /// Sets `key`; returns its new version.
+    /// Sets `key`; returns its new version. Not retried once it may have
+    /// reached the leader (a re-applied put could overwrite a later write of
+    /// another client): an unknown outcome is [`MetaError::OutcomeUnknown`].
     pub async fn put(
         &self,
         key: impl Into<Bytes>,
@@ -162,25 +162,27 @@ impl MetaClient {
     ) -> Result<u64, MetaError> {
         let (key, value) = (key.into(), value.into());
         let reply = self
-            .call(true, |mut c| {
+            .call(false, |ch| {
                 let req = PutRequest {
                     key: key.clone(),
                     value: value.clone(),
                 };
-                async move { c.put(req).await }
+                async move { MetaKvClient::new(ch).put(req).await }
             })
             .await?;
         Ok(reply.version)
     }
 
-    /// Removes `key`; returns whether it existed (a retried delete may say
-    /// `false` for a key it removed itself).
+    /// Removes `key`; returns whether it existed. Not retried once it may
+    /// have reached the leader (a re-applied delete could remove a later
+    /// write of another client): an unknown outcome is
+    /// [`MetaError::OutcomeUnknown`].
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<bool, MetaError> {
         let key = key.into();
         let reply = self
-            .call(true, |mut c| {
+            .call(false, |ch| {
                 let key = key.clone();
-                async move { c.delete(DeleteRequest { key }).await }
+                async move { MetaKvClient::new(ch).delete(DeleteRequest { key }).await }
             })
             .await?;
         Ok(reply.existed)
@@ -195,13 +197,13 @@ impl MetaClient {
     ) -> Result<(Vec<KeyValue>, bool), MetaError> {
         let (start, end) = (start.into(), end.into());
         let reply = self
-            .call(true, |mut c| {
+            .call(true, |ch| {
                 let req = ScanRequest {
                     start: start.clone(),
                     end: end.clone(),
                     limit,
                 };
-                async move { c.scan(req).await }
+                async move { MetaKvClient::new(ch).scan(req).await }
             })
             .await?;
         Ok((reply.kvs, reply.more))
@@ -210,10 +212,40 @@ impl MetaClient {
     /// A conditional transaction. Not retried once it may have reached the
     /// leader: an unknown outcome is [`MetaError::OutcomeUnknown`].
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnReply, MetaError> {
-        self.call(false, |mut c| {
+        self.call(false, |ch| {
             let req = req.clone();
-            async move { c.txn(req).await }
+            async move { MetaKvClient::new(ch).txn(req).await }
         })
         .await
+    }
+
+    /// Applies one membership change on the leader; the members after it.
+    /// A change that may have been applied is not retried (its outcome is
+    /// then [`MetaError::OutcomeUnknown`]).
+    pub async fn change_membership(
+        &self,
+        change: Change,
+        member: Member,
+    ) -> Result<Vec<Member>, MetaError> {
+        let reply = self
+            .call(false, |ch| {
+                let req = MembershipRequest {
+                    change: change as i32,
+                    member: Some(member.clone()),
+                };
+                async move { MetaAdminClient::new(ch).change_membership(req).await }
+            })
+            .await?;
+        Ok(reply.members)
+    }
+
+    /// The current members, as the leader sees them.
+    pub async fn members(&self) -> Result<Vec<Member>, MetaError> {
+        let reply = self
+            .call(true, |ch| async move {
+                MetaAdminClient::new(ch).members(MembersRequest {}).await
+            })
+            .await?;
+        Ok(reply.members)
     }
 }

@@ -8,7 +8,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use geonfs_proto::domain::KeyScan;
 use geonfs_proto::meta::KeyValue;
-use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, Message};
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, Message, MessageType,
+};
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,14 +40,59 @@ pub enum ReadReply {
 }
 
 /// A membership change.
+///
+/// Every change is proposed alone, as a `ConfChangeV2` with exactly one
+/// `ConfChangeSingle` and the `Auto` transition: raft-rs applies such a
+/// change as a *simple* change and never enters a joint configuration, so no
+/// `auto_leave` step is ever needed. Only one change may be in flight at a
+/// time (a second is refused until the first is applied), and each is
+/// validated against the leader's current configuration before it is
+/// proposed (see [`validate_change`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MembershipChange {
-    /// Add a voter (or promote a learner).
+    /// Add a node that is not a member as a voter.
     AddVoter,
-    /// Add a learner.
+    /// Add a node that is not a member as a learner.
     AddLearner,
-    /// Remove a node.
+    /// Make a learner a voter.
+    PromoteLearner,
+    /// Remove a voter or learner.
     Remove,
+}
+
+/// Checks `change` of node `node_id` (`name` for messages) against the
+/// configuration `cs`: adds need a non-member, a promotion a learner, a
+/// removal a member, and the last voter is never removed.
+pub fn validate_change(
+    cs: &ConfState,
+    change: MembershipChange,
+    node_id: u64,
+    name: &str,
+) -> Result<(), MetaError> {
+    let voter = cs.voters.contains(&node_id);
+    let learner = cs.learners.contains(&node_id);
+    let refuse = |why: String| Err(MetaError::InvalidArgument(why));
+    match change {
+        MembershipChange::AddVoter | MembershipChange::AddLearner if voter => {
+            refuse(format!("{name} (id {node_id:#x}) is already a voter"))
+        }
+        MembershipChange::AddVoter | MembershipChange::AddLearner if learner => refuse(format!(
+            "{name} (id {node_id:#x}) is already a learner (promote it instead)"
+        )),
+        MembershipChange::PromoteLearner if voter => refuse(format!(
+            "{name} (id {node_id:#x}) is already a voter, not a learner"
+        )),
+        MembershipChange::PromoteLearner if !learner => {
+            refuse(format!("{name} (id {node_id:#x}) is not a learner"))
+        }
+        MembershipChange::Remove if !voter && !learner => {
+            refuse(format!("{name} (id {node_id:#x}) is not a member"))
+        }
+        MembershipChange::Remove if voter && cs.voters.len() == 1 => {
+            refuse(format!("{name} (id {node_id:#x}) is the last voter"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The state a member reports.
@@ -126,6 +173,8 @@ pub struct Driver {
     conf_change: Option<(u64, u64, Reply<ConfState>)>,
     term: u64,
     leader: u64,
+    /// Ticks since this member last became leader (0 when not leading).
+    leader_ticks: usize,
 }
 
 impl Driver {
@@ -167,6 +216,7 @@ impl Driver {
             conf_change: None,
             term: 0,
             leader: 0,
+            leader_ticks: 0,
         })
     }
 
@@ -179,6 +229,14 @@ impl Driver {
                 _ = ticker.tick() => {
                     self.raw.tick();
                     self.expire_reads();
+                    if self.is_leader() {
+                        self.leader_ticks = self.leader_ticks.saturating_add(1);
+                    } else {
+                        self.leader_ticks = 0;
+                    }
+                    if let Err(err) = self.check_empty_peers() {
+                        tracing::warn!(error = %err, "cannot compact the log start");
+                    }
                     None
                 }
                 msg = rx.recv() => match msg {
@@ -276,6 +334,9 @@ impl Driver {
                 );
             }
             DriverMsg::Raft(msg) => {
+                if self.drop_replay_from_start(&msg) {
+                    return;
+                }
                 if let Err(err) = self.raw.step(msg) {
                     tracing::debug!(error = %err, "raft step refused a message");
                 }
@@ -310,8 +371,51 @@ impl Driver {
             return;
         }
         let node_id = crate::ids::raft_id(&name);
+        let cs = self.raw.raft.prs().conf().to_conf_state();
+        if let Err(err) = validate_change(&cs, change, node_id, &name) {
+            let _ = reply.send(Err(err));
+            return;
+        }
+        if change == MembershipChange::Remove && node_id == self.raw.raft.id {
+            // A leader that removed itself would go on leading a group it is
+            // not in: hand leadership to the most caught-up other voter
+            // first; the client retries there.
+            let target = self
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .filter(|(id, _)| **id != node_id && cs.voters.contains(id))
+                .max_by_key(|(_, pr)| pr.matched)
+                .map(|(id, _)| *id);
+            if let Some(target) = target {
+                tracing::info!(
+                    id = node_id,
+                    target,
+                    "transferring leadership before removing the leader"
+                );
+                self.raw.transfer_leader(target);
+            }
+            let _ = reply.send(Err(MetaError::NotLeader {
+                leader: target.and_then(|t| self.dir.address(t)),
+            }));
+            return;
+        }
+        if matches!(
+            change,
+            MembershipChange::AddVoter | MembershipChange::AddLearner
+        ) {
+            // The newcomer must get its configuration by snapshot (see
+            // `drop_replay_from_start`).
+            if let Err(err) = self.forget_log_start() {
+                let _ = reply.send(Err(err));
+                return;
+            }
+        }
         let change_type = match change {
-            MembershipChange::AddVoter => ConfChangeType::AddNode,
+            MembershipChange::AddVoter | MembershipChange::PromoteLearner => {
+                ConfChangeType::AddNode
+            }
             MembershipChange::AddLearner => ConfChangeType::AddLearnerNode,
             MembershipChange::Remove => ConfChangeType::RemoveNode,
         };
@@ -336,6 +440,65 @@ impl Driver {
                 let _ = reply.send(Err(err.into()));
             }
         }
+    }
+
+    /// Whether to drop `msg`, an append that would replay the log from index
+    /// 1 into a store with no configuration.
+    ///
+    /// The initial voters bootstrap their configuration at index 0, outside
+    /// the log, so the log only holds the changes made since. A node that is
+    /// not an initial voter starts empty; replaying the log onto its empty
+    /// configuration would give it a wrong one (e.g. "a group of just me"
+    /// after its own promotion). It must receive a snapshot instead, which
+    /// carries the full configuration: it refuses appends from index 1 until
+    /// it has one, and leaders drop their entry 1 (see [`Self::forget_log_start`])
+    /// so they answer its probe with a snapshot.
+    fn drop_replay_from_start(&self, msg: &Message) -> bool {
+        let drop = msg.get_msg_type() == MessageType::MsgAppend
+            && msg.index == 0
+            && !msg.entries.is_empty()
+            && !self.store.is_bootstrapped();
+        if drop {
+            tracing::debug!(
+                id = self.raw.raft.id,
+                from = msg.from,
+                "no configuration yet: waiting for a snapshot, not a log replay"
+            );
+        }
+        drop
+    }
+
+    /// Compacts entry 1 away on a leader whose log still starts there, so a
+    /// follower with an empty log is sent a snapshot. Needs entry 1 applied.
+    fn forget_log_start(&mut self) -> Result<(), MetaError> {
+        if self.store.first_index()? == 1 && self.store.applied_index() >= 1 {
+            self.store.compact(2)?;
+            tracing::info!(
+                id = self.raw.raft.id,
+                "dropped log entry 1: new members catch up by snapshot"
+            );
+        }
+        Ok(())
+    }
+
+    /// On a leader that has led for an election timeout: if a peer still
+    /// matches nothing (a newcomer added under an earlier leader, or a voter
+    /// that never caught up), make sure it is sent a snapshot.
+    fn check_empty_peers(&mut self) -> Result<(), MetaError> {
+        if !self.is_leader() || self.leader_ticks < self.options.election_tick {
+            return Ok(());
+        }
+        let id = self.raw.raft.id;
+        let empty_peer = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .any(|(peer, pr)| *peer != id && pr.matched == 0);
+        if empty_peer {
+            self.forget_log_start()?;
+        }
+        Ok(())
     }
 
     /// The current status.
@@ -400,9 +563,11 @@ impl Driver {
         self.send(persisted);
         // 6. advance, then the light ready.
         let mut light = self.raw.advance(ready);
-        if let Some(commit) = light.commit_index() {
-            self.metrics.commit_index.set(commit as i64);
-        }
+        // Followers learn the commit index from the hard state, leaders from
+        // the light ready: read it from the log either way.
+        self.metrics
+            .commit_index
+            .set(self.raw.raft.raft_log.committed as i64);
         let msgs = light.take_messages();
         self.send(msgs);
         let committed = light.take_committed_entries();

@@ -211,7 +211,8 @@ impl MetaAdmin for MetaAdminService {
     ) -> Result<Response<MembershipReply>, Status> {
         let req = request.into_inner();
         let change = match req.change() {
-            Change::AddVoter | Change::PromoteLearner => MembershipChange::AddVoter,
+            Change::AddVoter => MembershipChange::AddVoter,
+            Change::PromoteLearner => MembershipChange::PromoteLearner,
             Change::AddLearner => MembershipChange::AddLearner,
             Change::Remove => MembershipChange::Remove,
             Change::Unspecified => {
@@ -250,11 +251,19 @@ impl MetaAdmin for MetaAdminService {
         }))
     }
 
+    /// The members as the leader sees them (NotLeader elsewhere).
     async fn members(
         &self,
         _: Request<MembersRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
         let s = self.handle.status().await?;
+        if s.leader_id != s.id {
+            // Only the leader's view is current; clients follow the hint.
+            return Err(MetaError::NotLeader {
+                leader: s.leader_addr,
+            }
+            .into());
+        }
         Ok(Response::new(MembershipReply {
             members: self.handle.members(&s.voters, &s.learners),
         }))

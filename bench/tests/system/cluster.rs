@@ -73,8 +73,13 @@ async fn nodes_stop_die_and_restart_on_the_same_address() {
 
     cluster.kill_node("a-core-2").await.unwrap();
     assert!(!cluster.is_running("a-core-2"));
+    // The open connection was reset: UNAVAILABLE or, when the reset races
+    // the request, UNKNOWN ("connection reset"); either way no answer.
     let status = ping(&to_2, vec![]).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+        "{status:?}"
+    );
     assert!(
         cluster.kill_node("a-core-2").await.is_err(),
         "a dead node cannot be killed twice"

@@ -3,6 +3,8 @@
 
 mod cluster;
 mod meta;
+mod meta_jepsen;
+mod meta_membership;
 mod rpc;
 
 /// Shared helpers.
