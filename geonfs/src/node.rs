@@ -215,6 +215,11 @@ impl RunningNode {
     /// Stops gracefully: no new calls, calls in flight finish (for at most
     /// [`STOP_GRACE`], then the rest are cut).
     pub async fn stop(self) -> Result<(), RpcError> {
+        // The meta member first: its end closes the peers' inbound Raft
+        // streams, which a graceful server stop would otherwise wait for.
+        if let Some(meta) = self.meta {
+            meta.stop().await;
+        }
         self.signals.stop.cancel();
         let mut task = self.task;
         let result = match tokio::time::timeout(STOP_GRACE, &mut task).await {
@@ -227,9 +232,6 @@ impl RunningNode {
         };
         // Severs connections that outlived the server (idle keep-alives).
         self.signals.kill.cancel();
-        if let Some(meta) = self.meta {
-            meta.stop().await;
-        }
         tracing::info!(node = %self.name, "node stopped");
         flatten(&self.name, result)
     }

@@ -312,9 +312,17 @@ impl RaftTransport for RaftService {
         request: tonic::Request<tonic::Streaming<RaftBatch>>,
     ) -> Result<tonic::Response<RaftAck>, tonic::Status> {
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
-            self.receive(batch).await?;
+        loop {
+            // A stopping member ends its inbound streams at once, so a
+            // graceful server stop need not wait for the peers to hang up.
+            let batch = tokio::select! {
+                batch = stream.message() => batch?,
+                _ = self.driver.closed() => return Err(MetaError::ShuttingDown.into()),
+            };
+            match batch {
+                Some(batch) => self.receive(batch).await?,
+                None => return Ok(tonic::Response::new(RaftAck {})),
+            }
         }
-        Ok(tonic::Response::new(RaftAck {}))
     }
 }
