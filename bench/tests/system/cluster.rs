@@ -77,7 +77,10 @@ async fn nodes_stop_die_and_restart_on_the_same_address() {
     // the request, UNKNOWN ("connection reset"); either way no answer.
     let status = ping(&to_2, vec![]).await.unwrap_err();
     assert!(
-        matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+        matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown
+        ),
         "{status:?}"
     );
     assert!(
