@@ -1,0 +1,636 @@
+//! meta-kvs benchmark: put, linearizable get and conditional txn throughput
+//! and latency, with C concurrent clients, in two placements measured in the
+//! same run and alternated A B A B:
+//!
+//! - `one-site`: 3 voters in one site, clients in that site;
+//! - `three-sites-50ms`: 3 voters in 3 sites (one each), 50 ms emulated RTT
+//!   between every site pair, clients in site `a`.
+//!
+//! Every round starts a fresh in-process cluster per placement, runs each
+//! operation for a warm-up then a measured window, and shuts the cluster down.
+//! The report gives, per placement and operation, the median across rounds of
+//! ops/s, p50 and p99, and the ratio three-sites / one-site; it is printed as
+//! a table and written as JSON (`--json`).
+//!
+//! ```text
+//! cargo run --release -p geonfs-bench --bin meta_bench -- --seconds 3 --rounds 2
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Parser;
+use geonfs_bench::cluster::TestCluster;
+use geonfs_meta_kvs::MetaClient;
+use geonfs_proto::meta::{condition, operation, Condition, KeyValue, Operation, TxnRequest};
+use geonfs_rpc::WanParams;
+
+/// Command-line options.
+#[derive(Parser, Debug, Clone)]
+#[command(about = "meta-kvs throughput and latency, one site vs three sites")]
+struct Args {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Measured seconds per operation and placement.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Warm-up seconds before each measured window (not recorded).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Rounds; each round runs every placement once (A B A B …).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Size of the key space keys are drawn from uniformly.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Emulated RTT between sites of the three-site placement, in ms.
+    #[arg(long, default_value_t = 50)]
+    rtt_ms: u64,
+    /// Where to write the JSON result.
+    #[arg(long, default_value = "bench/results/meta_bench.json")]
+    json: PathBuf,
+}
+
+/// Where the voters and the clients are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    OneSite,
+    ThreeSites,
+}
+
+impl Placement {
+    const ALL: [Placement; 2] = [Placement::OneSite, Placement::ThreeSites];
+
+    fn name(self, rtt_ms: u64) -> String {
+        match self {
+            Placement::OneSite => "one-site".to_string(),
+            Placement::ThreeSites => format!("three-sites-{rtt_ms}ms"),
+        }
+    }
+
+    async fn start(self, rtt_ms: u64) -> anyhow::Result<TestCluster> {
+        let builder = TestCluster::builder().cores_per_site(2).access_per_site(0);
+        let builder = match self {
+            Placement::OneSite => builder.sites(1).meta_per_site(3),
+            Placement::ThreeSites => builder.sites(3).meta_per_site(1).wan(WanParams {
+                rtt: Duration::from_millis(rtt_ms),
+                bandwidth_bytes_per_sec: None,
+            }),
+        };
+        builder.start().await
+    }
+}
+
+/// The operation a scenario measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Put,
+    Get,
+    Txn,
+}
+
+impl Op {
+    const ALL: [Op; 3] = [Op::Put, Op::Get, Op::Txn];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Get => "get",
+            Op::Txn => "txn",
+        }
+    }
+}
+
+/// A small xorshift64* generator: uniform enough for key choice, no deps.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Last known version of each key written in this cluster (txn conditions).
+type Versions = Arc<Mutex<HashMap<u64, u64>>>;
+
+fn key_bytes(key: u64) -> Bytes {
+    Bytes::from(format!("bench/{key:08}"))
+}
+
+fn remember(versions: &Versions, key: u64, version: u64) {
+    let mut map = versions.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = map.entry(key).or_insert(version);
+    *entry = (*entry).max(version);
+}
+
+fn known(versions: &Versions, key: u64) -> Option<u64> {
+    versions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .copied()
+}
+
+/// A put of `value` at `key` if the key is at `version` (absent if `None`).
+fn cas(key: u64, version: Option<u64>, value: Bytes) -> TxnRequest {
+    let test = match version {
+        Some(v) => condition::Test::VersionEquals(v),
+        None => condition::Test::Absent(true),
+    };
+    TxnRequest {
+        conditions: vec![Condition {
+            key: key_bytes(key),
+            test: Some(test),
+        }],
+        operations: vec![Operation {
+            op: Some(operation::Op::Put(KeyValue {
+                key: key_bytes(key),
+                value,
+                version: 0,
+            })),
+        }],
+    }
+}
+
+/// What one client saw in its measured window.
+#[derive(Default)]
+struct WorkerTally {
+    /// Latencies (µs) of successful calls started in the measured window.
+    latencies_us: Vec<u64>,
+    /// Successful calls completed inside the measured window.
+    completed: u64,
+    /// Failed calls (errors) started in the measured window.
+    errors: u64,
+    /// Transactions whose condition did not hold.
+    condition_failed: u64,
+}
+
+/// Timing of one scenario.
+#[derive(Clone, Copy)]
+struct Window {
+    measure_from: Instant,
+    end: Instant,
+}
+
+async fn worker(
+    client: MetaClient,
+    op: Op,
+    window: Window,
+    seed: u64,
+    keys: u64,
+    value: Bytes,
+    versions: Versions,
+) -> WorkerTally {
+    let mut rng = Rng::new(seed);
+    let mut tally = WorkerTally::default();
+    loop {
+        let start = Instant::now();
+        if start >= window.end {
+            break;
+        }
+        let key = rng.below(keys);
+        let (ok, refresh) = match op {
+            Op::Put => match client.put(key_bytes(key), value.clone()).await {
+                Ok(version) => {
+                    remember(&versions, key, version);
+                    (true, false)
+                }
+                Err(err) => {
+                    tracing::debug!("put failed: {err}");
+                    (false, false)
+                }
+            },
+            Op::Get => match client.get(key_bytes(key)).await {
+                Ok(_) => (true, false),
+                Err(err) => {
+                    tracing::debug!("get failed: {err}");
+                    (false, false)
+                }
+            },
+            Op::Txn => {
+                let request = cas(key, known(&versions, key), value.clone());
+                match client.txn(request).await {
+                    Ok(reply) if reply.succeeded => {
+                        remember(&versions, key, reply.version);
+                        (true, false)
+                    }
+                    // Another client won the race on this key: the call
+                    // completed; refresh the version below, untimed.
+                    Ok(_) => (true, true),
+                    Err(err) => {
+                        tracing::debug!("txn failed: {err}");
+                        (false, false)
+                    }
+                }
+            }
+        };
+        let done = Instant::now();
+        if refresh {
+            if start >= window.measure_from {
+                tally.condition_failed += 1;
+            }
+            if let Ok(Some(kv)) = client.get(key_bytes(key)).await {
+                remember(&versions, key, kv.version);
+            }
+        }
+        if start < window.measure_from {
+            continue;
+        }
+        if ok {
+            let elapsed = done.saturating_duration_since(start);
+            tally
+                .latencies_us
+                .push(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+            if done <= window.end {
+                tally.completed += 1;
+            }
+        } else {
+            tally.errors += 1;
+        }
+    }
+    tally
+}
+
+/// One placement × operation × round.
+#[derive(Clone, Debug)]
+struct Sample {
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    ops: u64,
+    errors: u64,
+    condition_failed: u64,
+}
+
+/// Nearest-rank percentile of sorted values (µs), in ms.
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted_us.len() as f64).ceil() as usize;
+    let index = rank.clamp(1, sorted_us.len()) - 1;
+    sorted_us[index] as f64 / 1000.0
+}
+
+async fn run_scenario(
+    cluster: &TestCluster,
+    from: &str,
+    op: Op,
+    args: &Args,
+    round: usize,
+    versions: &Versions,
+) -> anyhow::Result<Sample> {
+    let now = Instant::now();
+    let window = Window {
+        measure_from: now + Duration::from_secs_f64(args.warmup),
+        end: now + Duration::from_secs_f64(args.warmup + args.seconds),
+    };
+    let mut value = vec![0u8; args.value_bytes];
+    let mut rng = Rng::new(round as u64 + 7);
+    for byte in &mut value {
+        *byte = b'a' + (rng.below(26) as u8);
+    }
+    let value = Bytes::from(value);
+    let mut tasks = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let client = cluster
+            .meta_client(from)?
+            .with_deadline(Duration::from_secs(5));
+        let seed = (round as u64) << 32 | (i as u64) << 8 | op as u64;
+        tasks.push(tokio::spawn(worker(
+            client,
+            op,
+            window,
+            seed,
+            args.keys,
+            value.clone(),
+            versions.clone(),
+        )));
+    }
+    let mut latencies = Vec::new();
+    let (mut ops, mut errors, mut condition_failed) = (0, 0, 0);
+    for task in tasks {
+        let tally = task.await.context("a benchmark client panicked")?;
+        latencies.extend(tally.latencies_us);
+        ops += tally.completed;
+        errors += tally.errors;
+        condition_failed += tally.condition_failed;
+    }
+    latencies.sort_unstable();
+    Ok(Sample {
+        ops_per_sec: ops as f64 / args.seconds,
+        p50_ms: percentile_ms(&latencies, 0.50),
+        p99_ms: percentile_ms(&latencies, 0.99),
+        ops,
+        errors,
+        condition_failed,
+    })
+}
+
+/// What one placement measured in one round.
+struct RoundResult {
+    placement: Placement,
+    round: usize,
+    leader: String,
+    samples: Vec<(Op, Sample)>,
+}
+
+async fn wait_for_leader(cluster: &TestCluster) -> anyhow::Result<String> {
+    let start = Instant::now();
+    loop {
+        if let Some(name) = cluster.meta_leader().await {
+            return Ok(name);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("no meta leader within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run_round(placement: Placement, round: usize, args: &Args) -> anyhow::Result<RoundResult> {
+    let cluster = placement
+        .start(args.rtt_ms)
+        .await
+        .with_context(|| format!("starting {}", placement.name(args.rtt_ms)))?;
+    let outcome = async {
+        let leader = wait_for_leader(&cluster).await?;
+        let versions: Versions = Arc::default();
+        let mut samples = Vec::new();
+        for op in Op::ALL {
+            let sample = run_scenario(&cluster, "a-core-1", op, args, round, &versions).await?;
+            eprintln!(
+                "round {} {:<18} {:<4} leader {:<9} {:>9.1} ops/s  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {}",
+                round + 1,
+                placement.name(args.rtt_ms),
+                op.name(),
+                leader,
+                sample.ops_per_sec,
+                sample.p50_ms,
+                sample.p99_ms,
+                sample.errors
+            );
+            samples.push((op, sample));
+        }
+        anyhow::Ok(RoundResult {
+            placement,
+            round,
+            leader,
+            samples,
+        })
+    }
+    .await;
+    let shutdown = cluster.shutdown().await;
+    let result = outcome?;
+    shutdown.context("shutting the cluster down")?;
+    Ok(result)
+}
+
+/// Median of values (mean of the two middle ones for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// Medians across rounds of one placement and operation.
+#[derive(Clone, Copy)]
+struct Summary {
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn summarize(results: &[RoundResult], placement: Placement, op: Op) -> Summary {
+    let samples: Vec<&Sample> = results
+        .iter()
+        .filter(|r| r.placement == placement)
+        .flat_map(|r| r.samples.iter())
+        .filter(|(o, _)| *o == op)
+        .map(|(_, s)| s)
+        .collect();
+    let pick = |f: fn(&Sample) -> f64| median(&samples.iter().map(|s| f(s)).collect::<Vec<_>>());
+    Summary {
+        ops_per_sec: pick(|s| s.ops_per_sec),
+        p50_ms: pick(|s| s.p50_ms),
+        p99_ms: pick(|s| s.p99_ms),
+    }
+}
+
+/// A JSON number (null when not finite).
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "null".to_string()
+    }
+}
+
+/// A JSON string literal.
+fn string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        f64::NAN
+    } else {
+        a / b
+    }
+}
+
+fn to_json(args: &Args, results: &[RoundResult]) -> String {
+    let mut rounds = Vec::new();
+    for r in results {
+        let ops: Vec<String> = r
+            .samples
+            .iter()
+            .map(|(op, s)| {
+                format!(
+                    "{{\"op\": {}, \"ops_per_sec\": {}, \"p50_ms\": {}, \"p99_ms\": {}, \"ops\": {}, \"errors\": {}, \"condition_failed\": {}}}",
+                    string(op.name()),
+                    num(s.ops_per_sec),
+                    num(s.p50_ms),
+                    num(s.p99_ms),
+                    s.ops,
+                    s.errors,
+                    s.condition_failed
+                )
+            })
+            .collect();
+        rounds.push(format!(
+            "    {{\"round\": {}, \"placement\": {}, \"leader\": {}, \"results\": [\n      {}\n    ]}}",
+            r.round + 1,
+            string(&r.placement.name(args.rtt_ms)),
+            string(&r.leader),
+            ops.join(",\n      ")
+        ));
+    }
+    let mut summary = Vec::new();
+    for op in Op::ALL {
+        let one = summarize(results, Placement::OneSite, op);
+        let three = summarize(results, Placement::ThreeSites, op);
+        summary.push(format!(
+            "    {{\"op\": {}, \"{}\": {{\"ops_per_sec\": {}, \"p50_ms\": {}, \"p99_ms\": {}}}, \"{}\": {{\"ops_per_sec\": {}, \"p50_ms\": {}, \"p99_ms\": {}}}, \"ratio_three_over_one\": {{\"ops_per_sec\": {}, \"p50_ms\": {}, \"p99_ms\": {}}}}}",
+            string(op.name()),
+            Placement::OneSite.name(args.rtt_ms),
+            num(one.ops_per_sec),
+            num(one.p50_ms),
+            num(one.p99_ms),
+            Placement::ThreeSites.name(args.rtt_ms),
+            num(three.ops_per_sec),
+            num(three.p50_ms),
+            num(three.p99_ms),
+            num(ratio(three.ops_per_sec, one.ops_per_sec)),
+            num(ratio(three.p50_ms, one.p50_ms)),
+            num(ratio(three.p99_ms, one.p99_ms)),
+        ));
+    }
+    format!(
+        "{{\n  \"benchmark\": \"meta_bench\",\n  \"config\": {{\"clients\": {}, \"seconds\": {}, \"warmup_seconds\": {}, \"rounds\": {}, \"keys\": {}, \"value_bytes\": {}, \"rtt_ms\": {}}},\n  \"statistic\": \"median across rounds; latency percentiles nearest-rank over successful calls\",\n  \"summary\": [\n{}\n  ],\n  \"rounds\": [\n{}\n  ]\n}}\n",
+        args.clients,
+        num(args.seconds),
+        num(args.warmup),
+        args.rounds,
+        args.keys,
+        args.value_bytes,
+        args.rtt_ms,
+        summary.join(",\n"),
+        rounds.join(",\n")
+    )
+}
+
+fn table(args: &Args, results: &[RoundResult]) -> String {
+    let mut out = format!(
+        "meta-kvs: {} clients, {} s measured (+{} s warm-up) per scenario, {} rounds A B A B, {} keys, {} B values; medians across rounds\n",
+        args.clients, args.seconds, args.warmup, args.rounds, args.keys, args.value_bytes
+    );
+    out += &format!(
+        "{:<4} {:<22} {:>10} {:>10} {:>10}\n",
+        "op", "placement", "ops/s", "p50 ms", "p99 ms"
+    );
+    out += &format!("{}\n", "-".repeat(60));
+    for op in Op::ALL {
+        let one = summarize(results, Placement::OneSite, op);
+        let three = summarize(results, Placement::ThreeSites, op);
+        for (placement, s) in [(Placement::OneSite, one), (Placement::ThreeSites, three)] {
+            out += &format!(
+                "{:<4} {:<22} {:>10.1} {:>10.2} {:>10.2}\n",
+                op.name(),
+                placement.name(args.rtt_ms),
+                s.ops_per_sec,
+                s.p50_ms,
+                s.p99_ms
+            );
+        }
+        out += &format!(
+            "{:<4} {:<22} {:>9.3}x {:>9.2}x {:>9.2}x\n",
+            op.name(),
+            "ratio three/one",
+            ratio(three.ops_per_sec, one.ops_per_sec),
+            ratio(three.p50_ms, one.p50_ms),
+            ratio(three.p99_ms, one.p99_ms)
+        );
+    }
+    out += "leaders:";
+    for r in results {
+        out += &format!(
+            " r{} {}={}",
+            r.round + 1,
+            r.placement.name(args.rtt_ms),
+            r.leader
+        );
+    }
+    out.push('\n');
+    let errors: u64 = results
+        .iter()
+        .flat_map(|r| r.samples.iter())
+        .map(|(_, s)| s.errors)
+        .sum();
+    let conflicts: u64 = results
+        .iter()
+        .flat_map(|r| r.samples.iter())
+        .map(|(_, s)| s.condition_failed)
+        .sum();
+    out += &format!("errors: {errors}, txn conditions that failed: {conflicts}\n");
+    out
+}
+
+fn check(args: &Args) -> anyhow::Result<()> {
+    if args.clients == 0 || args.rounds == 0 || args.keys == 0 {
+        bail!("--clients, --rounds and --keys must be at least 1");
+    }
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        bail!("--seconds must be positive");
+    }
+    if !(args.warmup.is_finite() && args.warmup >= 0.0) {
+        bail!("--warmup must be zero or positive");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    check(&args)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut results = Vec::new();
+    for round in 0..args.rounds {
+        for placement in Placement::ALL {
+            results.push(run_round(placement, round, &args).await?);
+        }
+    }
+    print!("{}", table(&args, &results));
+    if let Some(dir) = args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&args.json, to_json(&args, &results))
+        .with_context(|| format!("cannot write {}", args.json.display()))?;
+    println!("JSON: {}", args.json.display());
+    Ok(())
+}
