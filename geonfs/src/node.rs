@@ -4,7 +4,8 @@
 //! # Metrics
 //!
 //! Each node has its own Prometheus [`Registry`] ([`RunningNode::registry`])
-//! holding the metrics of its roles (the meta-kvs member's [`MetaMetrics`]),
+//! holding the metrics of its roles (the meta-kvs member's [`MetaMetrics`],
+//! the core server's [`CoreMetrics`]),
 //! so several nodes can share one process (the test cluster) without their
 //! metrics colliding. The RPC layer's [`geonfs_rpc::RpcMetrics`] belong to
 //! the process-wide [`Network`], not to a node: they are registered once per
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use geonfs_core_server::{CoreError, CoreMetrics, CoreServer};
 use geonfs_meta_kvs::{MetaMember, MetaMetrics, MetaOptions};
 use geonfs_proto::node::NodeIdentity;
 use geonfs_rpc::server::{self, NodeInfoService, StopSignals};
@@ -44,6 +46,9 @@ pub enum NodeError {
     /// The meta-kvs member could not start.
     #[error("meta-kvs: {0}")]
     Meta(#[from] geonfs_meta_kvs::MetaError),
+    /// The core server (block store) could not start.
+    #[error("core server: {0}")]
+    Core(#[from] CoreError),
     /// A meta node without a data directory.
     #[error("node {0:?} has the meta role but no data_dir")]
     NoDataDir(String),
@@ -61,6 +66,7 @@ pub struct RunningNode {
     signals: StopSignals,
     task: JoinHandle<Result<(), RpcError>>,
     meta: Option<MetaMember>,
+    core: Option<CoreServer>,
     network: Network,
     registry: Registry,
 }
@@ -134,6 +140,29 @@ impl RunningNode {
         } else {
             None
         };
+        let core = if node.roles.core {
+            let core = match CoreServer::open(&config, name) {
+                Ok(core) => core,
+                Err(err) => {
+                    if let Some(member) = meta {
+                        member.kill().await;
+                    }
+                    return Err(err.into());
+                }
+            };
+            let metrics: &CoreMetrics = core.metrics();
+            if let Err(err) = metrics.register(&registry) {
+                core.kill().await;
+                if let Some(member) = meta {
+                    member.kill().await;
+                }
+                return Err(err.into());
+            }
+            routes = core.add_routes(routes);
+            Some(core)
+        } else {
+            None
+        };
         let signals = StopSignals::default();
         let task = tokio::spawn(server::serve(
             listener,
@@ -149,6 +178,7 @@ impl RunningNode {
             signals,
             task,
             meta,
+            core,
             network,
             registry,
         })
@@ -212,8 +242,14 @@ impl RunningNode {
         self.meta.as_ref()
     }
 
+    /// The core server, on core nodes.
+    pub fn core(&self) -> Option<&CoreServer> {
+        self.core.as_ref()
+    }
+
     /// Stops gracefully: no new calls, calls in flight finish (for at most
-    /// [`STOP_GRACE`], then the rest are cut).
+    /// [`STOP_GRACE`], then the rest are cut); then the core server syncs its
+    /// WAL (held writes become durable) and closes its store.
     pub async fn stop(self) -> Result<(), RpcError> {
         // The meta member first: its end closes the peers' inbound Raft
         // streams, which a graceful server stop would otherwise wait for.
@@ -232,18 +268,27 @@ impl RunningNode {
         };
         // Severs connections that outlived the server (idle keep-alives).
         self.signals.kill.cancel();
+        if let Some(core) = self.core {
+            if let Err(err) = core.stop().await {
+                tracing::error!(node = %self.name, %err, "core server: final flush failed");
+            }
+        }
         tracing::info!(node = %self.name, "node stopped");
         flatten(&self.name, result)
     }
 
     /// Stops abruptly, as if the process were killed: every connection is
-    /// dropped at once, nothing is flushed.
+    /// dropped at once, nothing is flushed (the core server's store is closed
+    /// without a WAL sync, so it can be opened again by a restart).
     pub async fn kill(self) -> Result<(), RpcError> {
         self.signals.kill.cancel();
         if let Some(meta) = self.meta {
             meta.kill().await;
         }
         let result = self.task.await;
+        if let Some(core) = self.core {
+            core.kill().await;
+        }
         tracing::info!(node = %self.name, "node killed");
         flatten(&self.name, result)
     }

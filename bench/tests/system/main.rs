@@ -2,6 +2,7 @@
 //! One test binary for the whole suite (each binary links RocksDB).
 
 mod cluster;
+mod core;
 mod meta;
 mod meta_jepsen;
 mod meta_membership;

@@ -1,0 +1,159 @@
+//! The on-disk encoding of the block store: keys, block metadata and chunk
+//! values (see the [`crate::store`] documentation for the layout and why).
+
+use geonfs_proto::domain::BlockId;
+
+/// Size of a data chunk: the unit of read-modify-write and of checksums.
+pub const CHUNK_SIZE: u64 = 64 * 1024;
+
+/// Key prefix of chunk records.
+const CHUNK_TAG: u8 = b'c';
+/// Key prefix of block metadata records.
+const META_TAG: u8 = b'm';
+/// Bytes of a chunk value's checksum header.
+pub const CRC_LEN: usize = 4;
+/// Bytes of an encoded [`BlockMeta`].
+const META_LEN: usize = 24;
+
+/// `c | file_id BE | index BE | chunk BE`.
+pub fn chunk_key(block: BlockId, chunk: u32) -> [u8; 21] {
+    let mut key = [0u8; 21];
+    key[0] = CHUNK_TAG;
+    key[1..9].copy_from_slice(&block.file_id.to_be_bytes());
+    key[9..17].copy_from_slice(&block.index.to_be_bytes());
+    key[17..21].copy_from_slice(&chunk.to_be_bytes());
+    key
+}
+
+/// The bounds `[lower, upper)` of every chunk key of `block`.
+pub fn chunk_bounds(block: BlockId) -> (Vec<u8>, Vec<u8>) {
+    let lower = chunk_key(block, 0).to_vec();
+    let mut upper = chunk_key(block, u32::MAX).to_vec();
+    upper.push(0);
+    (lower, upper)
+}
+
+/// `m | file_id BE | index BE`.
+pub fn meta_key(block: BlockId) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = META_TAG;
+    key[1..9].copy_from_slice(&block.file_id.to_be_bytes());
+    key[9..17].copy_from_slice(&block.index.to_be_bytes());
+    key
+}
+
+/// The first key of the metadata range.
+pub fn meta_lower() -> Vec<u8> {
+    vec![META_TAG]
+}
+
+/// The (exclusive) end of the metadata range.
+pub fn meta_upper() -> Vec<u8> {
+    vec![META_TAG + 1]
+}
+
+/// The block id of a metadata key, `None` if `key` is not one.
+pub fn block_of_meta_key(key: &[u8]) -> Option<BlockId> {
+    if key.len() != 17 || key[0] != META_TAG {
+        return None;
+    }
+    let file_id = u64::from_be_bytes(key[1..9].try_into().ok()?);
+    let index = u64::from_be_bytes(key[9..17].try_into().ok()?);
+    Some(BlockId { file_id, index })
+}
+
+/// The metadata of one stored block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockMeta {
+    /// The version of the last write.
+    pub version: u64,
+    /// Highest byte ever written + 1.
+    pub length: u64,
+    /// Sum of the stored chunk lengths (what the block counts against the
+    /// capacity), kept here so that opening and deleting need not read chunks.
+    pub stored: u64,
+}
+
+impl BlockMeta {
+    /// `version BE | length BE | stored BE`.
+    pub fn encode(&self) -> [u8; META_LEN] {
+        let mut out = [0u8; META_LEN];
+        out[0..8].copy_from_slice(&self.version.to_be_bytes());
+        out[8..16].copy_from_slice(&self.length.to_be_bytes());
+        out[16..24].copy_from_slice(&self.stored.to_be_bytes());
+        out
+    }
+
+    /// Decodes a value written by [`BlockMeta::encode`]; `None` if malformed.
+    pub fn decode(value: &[u8]) -> Option<Self> {
+        if value.len() != META_LEN {
+            return None;
+        }
+        Some(BlockMeta {
+            version: u64::from_be_bytes(value[0..8].try_into().ok()?),
+            length: u64::from_be_bytes(value[8..16].try_into().ok()?),
+            stored: u64::from_be_bytes(value[16..24].try_into().ok()?),
+        })
+    }
+}
+
+/// Encodes a chunk value in place: `buf` holds [`CRC_LEN`] header bytes then
+/// the data; the header is overwritten with the data's CRC-32C.
+pub fn seal_chunk(buf: &mut [u8]) {
+    let crc = crc32c::crc32c(&buf[CRC_LEN..]);
+    buf[..CRC_LEN].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The data of a chunk value if its checksum matches, `None` if the value is
+/// malformed or corrupt.
+pub fn open_chunk(value: &[u8]) -> Option<&[u8]> {
+    if value.len() < CRC_LEN || value.len() - CRC_LEN > CHUNK_SIZE as usize {
+        return None;
+    }
+    let stored = u32::from_be_bytes(value[..CRC_LEN].try_into().ok()?);
+    let data = &value[CRC_LEN..];
+    (crc32c::crc32c(data) == stored).then_some(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_block_then_chunk() {
+        let a = BlockId {
+            file_id: 1,
+            index: 255,
+        };
+        let b = BlockId {
+            file_id: 2,
+            index: 0,
+        };
+        assert!(chunk_key(a, 7) < chunk_key(b, 0));
+        assert!(chunk_key(a, 7) < chunk_key(a, 256));
+        assert!(meta_key(a) < meta_key(b));
+        assert_eq!(block_of_meta_key(&meta_key(b)), Some(b));
+        let (lo, hi) = chunk_bounds(a);
+        assert!(lo.as_slice() <= chunk_key(a, 0).as_slice());
+        assert!(hi.as_slice() > chunk_key(a, u32::MAX).as_slice());
+        assert!(hi.as_slice() < chunk_key(b, 0).as_slice());
+    }
+
+    #[test]
+    fn meta_and_chunks_round_trip() {
+        let meta = BlockMeta {
+            version: 3,
+            length: 4096,
+            stored: 65536,
+        };
+        assert_eq!(BlockMeta::decode(&meta.encode()), Some(meta));
+        assert_eq!(BlockMeta::decode(&[1, 2, 3]), None);
+        let mut buf = vec![0u8; CRC_LEN];
+        buf.extend_from_slice(b"hello");
+        seal_chunk(&mut buf);
+        assert_eq!(open_chunk(&buf), Some(&b"hello"[..]));
+        buf[5] ^= 1;
+        assert_eq!(open_chunk(&buf), None);
+        assert_eq!(open_chunk(&[1, 2]), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! The error type of the core server (store and service) and its one mapping
+//! to `tonic::Status`.
+
+use geonfs_proto::domain::BlockId;
+
+/// Why a core-server operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The write (or delete) is older than what is stored: newer data is never
+    /// overwritten by older data (invariant 8). Nothing was changed.
+    #[error("stale version: stored {stored}, offered {offered} (block {}/{})", .block.file_id, .block.index)]
+    StaleVersion {
+        /// The block.
+        block: BlockId,
+        /// The version stored.
+        stored: u64,
+        /// The version the caller offered.
+        offered: u64,
+    },
+    /// The write would take the store past its configured capacity. Nothing
+    /// was changed.
+    #[error("out of space: the write needs {needed} more bytes, {free} bytes are free")]
+    OutOfSpace {
+        /// The bytes the write would add.
+        needed: u64,
+        /// The bytes still free.
+        free: u64,
+    },
+    /// A chunk failed its checksum (invariant 7): this copy is bad and must be
+    /// repaired from another one.
+    #[error("corrupt chunk {chunk} of block {}/{}: checksum mismatch", .block.file_id, .block.index)]
+    CorruptChunk {
+        /// The block.
+        block: BlockId,
+        /// The chunk number inside the block.
+        chunk: u32,
+    },
+    /// A record of the store cannot be decoded, or RocksDB reports corruption.
+    #[error("block store corrupt: {what}: {detail}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// RocksDB failed (I/O error, busy, …), other than corruption.
+    #[error("rocksdb: {0}")]
+    Rocks(rocksdb::Error),
+    /// A file-system operation outside RocksDB failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The request is invalid (wire validation, block size, configuration).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The configuration does not allow this node to run a block store.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store is closed (the node is stopping).
+    #[error("the block store is closed")]
+    Closed,
+    /// A blocking task running a store operation failed (panicked).
+    #[error("block store task failed: {0}")]
+    Task(String),
+}
+
+impl From<rocksdb::Error> for CoreError {
+    /// RocksDB's own "Corruption" status becomes [`CoreError::Corrupt`].
+    fn from(err: rocksdb::Error) -> Self {
+        if err.kind() == rocksdb::ErrorKind::Corruption {
+            CoreError::Corrupt {
+                what: "rocksdb".into(),
+                detail: err.into_string(),
+            }
+        } else {
+            CoreError::Rocks(err)
+        }
+    }
+}
+
+impl From<geonfs_proto::WireError> for CoreError {
+    fn from(err: geonfs_proto::WireError) -> Self {
+        CoreError::InvalidArgument(err.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for CoreError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        CoreError::Task(err.to_string())
+    }
+}
+
+impl From<CoreError> for tonic::Status {
+    /// THE mapping of core-server errors to gRPC statuses.
+    fn from(err: CoreError) -> Self {
+        let msg = err.to_string();
+        match err {
+            CoreError::StaleVersion { .. } => tonic::Status::failed_precondition(msg),
+            CoreError::OutOfSpace { .. } => tonic::Status::resource_exhausted(msg),
+            CoreError::CorruptChunk { .. } | CoreError::Corrupt { .. } => {
+                tonic::Status::data_loss(msg)
+            }
+            CoreError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
+            CoreError::Closed => tonic::Status::unavailable(msg),
+            CoreError::Rocks(_)
+            | CoreError::Io { .. }
+            | CoreError::Config(_)
+            | CoreError::Task(_) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let block = BlockId {
+            file_id: 1,
+            index: 2,
+        };
+        let status: tonic::Status = CoreError::StaleVersion {
+            block,
+            stored: 5,
+            offered: 3,
+        }
+        .into();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(status
+            .message()
+            .contains("stale version: stored 5, offered 3"));
+        let status: tonic::Status = CoreError::OutOfSpace { needed: 1, free: 0 }.into();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        let status: tonic::Status = CoreError::CorruptChunk { block, chunk: 3 }.into();
+        assert_eq!(status.code(), tonic::Code::DataLoss);
+        let status: tonic::Status = CoreError::InvalidArgument("x".into()).into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+}

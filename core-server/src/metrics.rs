@@ -1,0 +1,92 @@
+//! Prometheus metrics of a core server's block store.
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, Opts, Registry};
+
+/// The metrics of one block store, created unregistered (a node registers
+/// them into its own registry with [`CoreMetrics::register`]). Clones share
+/// the same underlying metrics.
+#[derive(Clone, Debug)]
+pub struct CoreMetrics {
+    /// Block writes applied.
+    pub writes: IntCounter,
+    /// Bytes written by callers (not counting read-modify-write overhead).
+    pub write_bytes: IntCounter,
+    /// Block reads served.
+    pub reads: IntCounter,
+    /// Bytes returned by reads.
+    pub read_bytes: IntCounter,
+    /// Write latency in seconds, by durability (`durable`, `held`).
+    pub write_seconds: HistogramVec,
+    /// Flushes (WAL syncs on request).
+    pub flushes: IntCounter,
+    /// Chunks that failed their checksum on read.
+    pub checksum_failures: IntCounter,
+    /// Bytes stored (sum of stored chunk lengths).
+    pub used_bytes: IntGauge,
+    /// Configured capacity in bytes.
+    pub capacity_bytes: IntGauge,
+}
+
+impl CoreMetrics {
+    /// New, unregistered metrics.
+    pub fn new() -> Self {
+        let c = |name: &str, help: &str| {
+            IntCounter::with_opts(Opts::new(name, help)).expect("valid metric")
+        };
+        let g = |name: &str, help: &str| {
+            IntGauge::with_opts(Opts::new(name, help)).expect("valid metric")
+        };
+        let buckets = vec![
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+            0.25, 0.5, 1.0,
+        ];
+        CoreMetrics {
+            writes: c("geonfs_core_writes_total", "block writes applied"),
+            write_bytes: c("geonfs_core_write_bytes_total", "bytes written by callers"),
+            reads: c("geonfs_core_reads_total", "block reads served"),
+            read_bytes: c("geonfs_core_read_bytes_total", "bytes returned by reads"),
+            write_seconds: HistogramVec::new(
+                HistogramOpts::new("geonfs_core_write_seconds", "block write latency")
+                    .buckets(buckets),
+                &["durability"],
+            )
+            .expect("valid metric"),
+            flushes: c("geonfs_core_flushes_total", "WAL flushes on request"),
+            checksum_failures: c(
+                "geonfs_core_checksum_failures_total",
+                "chunks that failed their checksum on read",
+            ),
+            used_bytes: g("geonfs_core_used_bytes", "bytes stored in blocks"),
+            capacity_bytes: g(
+                "geonfs_core_capacity_bytes",
+                "configured block store capacity",
+            ),
+        }
+    }
+
+    /// The write latency histogram of one durability mode.
+    pub fn write_latency(&self, durable: bool) -> Histogram {
+        self.write_seconds
+            .with_label_values(&[if durable { "durable" } else { "held" }])
+    }
+
+    /// Registers every metric in `registry`.
+    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.writes.clone()))?;
+        registry.register(Box::new(self.write_bytes.clone()))?;
+        registry.register(Box::new(self.reads.clone()))?;
+        registry.register(Box::new(self.read_bytes.clone()))?;
+        registry.register(Box::new(self.write_seconds.clone()))?;
+        registry.register(Box::new(self.flushes.clone()))?;
+        registry.register(Box::new(self.checksum_failures.clone()))?;
+        registry.register(Box::new(self.used_bytes.clone()))?;
+        registry.register(Box::new(self.capacity_bytes.clone()))?;
+        Ok(())
+    }
+}
+
+impl Default for CoreMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

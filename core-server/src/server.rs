@@ -1,0 +1,75 @@
+//! The core-server role of a node: its block store and the services that
+//! expose it.
+
+use geonfs_proto::core::core_data_server::CoreDataServer;
+use geonfs_site_config::ClusterConfig;
+
+use crate::service::CoreDataService;
+use crate::store::BlockStore;
+use crate::{CoreError, CoreMetrics};
+
+/// Bytes a request may carry beyond one block (headers, framing).
+const MESSAGE_SLACK: usize = 1024 * 1024;
+
+/// The core-server role of one node.
+#[derive(Debug)]
+pub struct CoreServer {
+    store: BlockStore,
+    block_size: u64,
+}
+
+impl CoreServer {
+    /// Opens the block store of node `node_name` (its `data_dir` and
+    /// `capacity`, the cluster's block size). Blocking (RocksDB recovery).
+    pub fn open(config: &ClusterConfig, node_name: &str) -> Result<Self, CoreError> {
+        let node = config
+            .node(node_name)
+            .ok_or_else(|| CoreError::Config(format!("no node named {node_name:?}")))?;
+        let data_dir = node.data_dir.as_ref().ok_or_else(|| {
+            CoreError::Config(format!(
+                "node {node_name:?} has the core role but no data_dir"
+            ))
+        })?;
+        let store = BlockStore::open(data_dir, node.capacity, CoreMetrics::new())?;
+        Ok(CoreServer {
+            store,
+            block_size: config.cluster.block_size,
+        })
+    }
+
+    /// The block store (the block manager's API).
+    pub fn store(&self) -> &BlockStore {
+        &self.store
+    }
+
+    /// The store's metrics (unregistered).
+    pub fn metrics(&self) -> &CoreMetrics {
+        self.store.metrics()
+    }
+
+    /// Adds the CoreData service to `routes`.
+    pub fn add_routes(&self, routes: tonic::service::Routes) -> tonic::service::Routes {
+        let max = usize::try_from(self.block_size)
+            .unwrap_or(usize::MAX)
+            .saturating_add(MESSAGE_SLACK);
+        routes.add_service(
+            CoreDataServer::new(CoreDataService::new(self.store.clone(), self.block_size))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+    }
+
+    /// Stops gracefully: syncs the WAL (every held write becomes durable)
+    /// and closes the store. Call it after the server stopped taking calls.
+    pub async fn stop(self) -> Result<(), CoreError> {
+        self.store.close(true).await
+    }
+
+    /// Stops as if the process were killed: closes the store without syncing
+    /// anything (held writes stay in the page cache, as after a kill -9).
+    pub async fn kill(self) {
+        if let Err(err) = self.store.close(false).await {
+            tracing::warn!(%err, "closing the block store after a kill failed");
+        }
+    }
+}

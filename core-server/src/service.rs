@@ -1,0 +1,155 @@
+//! The `geonfs.core.CoreData` gRPC service: validates requests (wire rules
+//! and the configured block size) and runs them on the [`BlockStore`].
+
+use geonfs_proto::core as wire;
+use geonfs_proto::core::core_data_server::CoreData;
+use geonfs_proto::domain::{BlockRange, BlockRead, BlockWrite, MAX_SCAN_LIMIT};
+use tonic::{Request, Response, Status};
+
+use crate::store::{BlockInfo, BlockStore, DeleteOutcome};
+use crate::CoreError;
+
+/// How many blocks one List returns when the request asks for 0.
+pub const DEFAULT_LIST_LIMIT: u32 = 1000;
+
+/// The CoreData service of one node.
+#[derive(Clone, Debug)]
+pub struct CoreDataService {
+    store: BlockStore,
+    block_size: u64,
+}
+
+impl CoreDataService {
+    /// A service on `store` for blocks of `block_size` bytes.
+    pub fn new(store: BlockStore, block_size: u64) -> Self {
+        CoreDataService { store, block_size }
+    }
+
+    /// Checks that `range` lies inside one block of the configured size.
+    fn check_range(&self, range: BlockRange) -> Result<(), CoreError> {
+        let end = range.offset.saturating_add(range.len);
+        if end > self.block_size {
+            return Err(CoreError::InvalidArgument(format!(
+                "offset {} + length {} = {end} is past the block size of {} bytes",
+                range.offset, range.len, self.block_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn info_to_wire(info: BlockInfo) -> wire::BlockInfo {
+    wire::BlockInfo {
+        block: Some(info.block.into()),
+        version: info.version,
+        length: info.length,
+        durable: info.durable,
+    }
+}
+
+#[tonic::async_trait]
+impl CoreData for CoreDataService {
+    async fn write(
+        &self,
+        request: Request<wire::WriteRequest>,
+    ) -> Result<Response<wire::WriteReply>, Status> {
+        let write = BlockWrite::try_from(request.into_inner()).map_err(CoreError::from)?;
+        self.check_range(write.range)?;
+        let outcome = self.store.write(write).await?;
+        Ok(Response::new(wire::WriteReply {
+            incarnation: self.store.incarnation(),
+            version: outcome.version,
+            durable: outcome.durable,
+        }))
+    }
+
+    async fn read(
+        &self,
+        request: Request<wire::ReadRequest>,
+    ) -> Result<Response<wire::ReadReply>, Status> {
+        let read = BlockRead::try_from(request.into_inner()).map_err(CoreError::from)?;
+        self.check_range(read.range)?;
+        let reply = match self.store.read(read).await? {
+            Some(found) => wire::ReadReply {
+                incarnation: self.store.incarnation(),
+                found: true,
+                version: found.version,
+                data: found.data,
+            },
+            None => wire::ReadReply {
+                incarnation: self.store.incarnation(),
+                found: false,
+                version: 0,
+                data: Default::default(),
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    /// One WAL sync makes every held write durable, so the listed blocks
+    /// (if any) need no separate treatment.
+    async fn flush(
+        &self,
+        _request: Request<wire::FlushRequest>,
+    ) -> Result<Response<wire::FlushReply>, Status> {
+        self.store.flush().await?;
+        Ok(Response::new(wire::FlushReply {
+            incarnation: self.store.incarnation(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<wire::DeleteRequest>,
+    ) -> Result<Response<wire::DeleteReply>, Status> {
+        let request = request.into_inner();
+        let block = request
+            .block
+            .ok_or_else(|| CoreError::InvalidArgument("missing field `block`".into()))?
+            .into();
+        let outcome = self.store.delete(block, request.up_to_version).await?;
+        Ok(Response::new(wire::DeleteReply {
+            incarnation: self.store.incarnation(),
+            deleted: outcome == DeleteOutcome::Deleted,
+        }))
+    }
+
+    async fn stat(
+        &self,
+        _request: Request<wire::StatRequest>,
+    ) -> Result<Response<wire::StatReply>, Status> {
+        let stats = self.store.stats();
+        Ok(Response::new(wire::StatReply {
+            incarnation: self.store.incarnation(),
+            capacity_bytes: stats.capacity,
+            used_bytes: stats.used,
+            blocks: stats.blocks,
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<wire::ListRequest>,
+    ) -> Result<Response<wire::ListReply>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => DEFAULT_LIST_LIMIT,
+            limit if limit > MAX_SCAN_LIMIT => {
+                return Err(CoreError::InvalidArgument(format!(
+                    "limit {limit} is more than the maximum of {MAX_SCAN_LIMIT}"
+                ))
+                .into())
+            }
+            limit => limit,
+        };
+        let (blocks, more) = self
+            .store
+            .list(request.start_after.map(Into::into), limit as usize)
+            .await?;
+        Ok(Response::new(wire::ListReply {
+            incarnation: self.store.incarnation(),
+            blocks: blocks.into_iter().map(info_to_wire).collect(),
+            more,
+        }))
+    }
+}
