@@ -1,4 +1,23 @@
 //! geonfs block manager: placement of a block's copies inside a site and
 //! across sites, the two-local-copies acknowledgement rule, the durable
-//! asynchronous geo-replication queue, trimming and repair. Runs inside core
-//! servers. Filled in by the block-pipeline work.
+//! asynchronous geo-replication queue, trimming and repair.
+//!
+//! - [`placement`]: rendezvous hashing, weighted by capacity, of a block's
+//!   two in-site cores and its geo copies.
+//! - [`writer`]: [`BlockClient`], the client-side write/read/flush path the
+//!   access server uses: writes to both in-site cores in parallel and
+//!   acknowledges only when two distinct cores hold the write (invariant 1).
+
+#![warn(missing_docs)]
+
+mod error;
+mod liveness;
+mod metrics;
+pub mod placement;
+pub mod writer;
+
+pub use error::BlockError;
+pub use liveness::Liveness;
+pub use metrics::BlockMetrics;
+pub use placement::{Placement, PlacementError};
+pub use writer::{BlockClient, BlockRead, CopyAck, FlushAck, WriteAck};

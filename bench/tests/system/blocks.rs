@@ -1,0 +1,345 @@
+//! The block client's write path against a real cluster: two in-site copies
+//! per acknowledged write (invariant 1), spreading, failover to another
+//! core, refusal with one live core, and the incarnation signal after a
+//! core restart.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use geonfs_bench::cluster::TestCluster;
+use geonfs_block_manager::{BlockClient, BlockError};
+use geonfs_proto::core::core_data_client::CoreDataClient;
+use geonfs_proto::core::{BlockInfo, ListRequest, ReadRequest};
+use geonfs_proto::domain::{BlockId, Durability};
+
+use crate::support::init_logging;
+
+async fn start() -> TestCluster {
+    TestCluster::builder()
+        .sites(3)
+        .cores_per_site(3)
+        .start()
+        .await
+        .unwrap()
+}
+
+fn block_client(cluster: &TestCluster) -> BlockClient {
+    BlockClient::new(
+        cluster.network().clone(),
+        cluster.config(),
+        cluster.addr("a-access-1").unwrap().ip(),
+        cluster.site("a").unwrap(),
+    )
+    .unwrap()
+}
+
+fn core_names(cluster: &TestCluster) -> Vec<String> {
+    cluster
+        .config()
+        .nodes
+        .iter()
+        .filter(|n| n.roles.core)
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+fn core_client(cluster: &TestCluster, core: &str) -> CoreDataClient<geonfs_rpc::RpcChannel> {
+    CoreDataClient::new(cluster.channel("a-access-1", core).unwrap())
+        .max_decoding_message_size(8 * 1024 * 1024)
+}
+
+/// Every block each running core (of every site) holds.
+async fn inventory(cluster: &TestCluster) -> BTreeMap<String, Vec<BlockInfo>> {
+    let mut all = BTreeMap::new();
+    for core in core_names(cluster) {
+        if !cluster.is_running(&core) {
+            continue;
+        }
+        let mut client = core_client(cluster, &core);
+        let mut blocks = Vec::new();
+        let mut start_after = None;
+        loop {
+            let page = client
+                .list(ListRequest {
+                    start_after,
+                    limit: 1000,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            start_after = page.blocks.last().and_then(|b| b.block);
+            blocks.extend(page.blocks);
+            if !page.more {
+                break;
+            }
+        }
+        all.insert(core, blocks);
+    }
+    all
+}
+
+/// The cores (of every site) holding `block`, with its info there.
+async fn holders(cluster: &TestCluster, block: BlockId) -> BTreeMap<String, BlockInfo> {
+    inventory(cluster)
+        .await
+        .into_iter()
+        .filter_map(|(core, blocks)| {
+            blocks
+                .into_iter()
+                .find(|b| b.block == Some(block.into()))
+                .map(|info| (core, info))
+        })
+        .collect()
+}
+
+fn id(file_id: u64, index: u64) -> BlockId {
+    BlockId { file_id, index }
+}
+
+fn sorted(names: [&str; 2]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_acked_write_is_on_exactly_the_local_pair() {
+    init_logging();
+    let cluster = start().await;
+    let client = block_client(&cluster);
+    let block = id(1, 0);
+    let pair: Vec<String> = client
+        .local_pair(block)
+        .unwrap()
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    let ack = client
+        .write(
+            block,
+            4096,
+            Bytes::from(vec![5; 8192]),
+            1,
+            Durability::Durable,
+        )
+        .await
+        .unwrap();
+    assert!(ack.durable);
+    assert_ne!(ack.copies[0].node, ack.copies[1].node);
+    let mut expected = pair.clone();
+    expected.sort();
+    assert_eq!(sorted(ack.nodes()), expected);
+
+    let held = holders(&cluster, block).await;
+    assert_eq!(
+        held.keys().cloned().collect::<Vec<_>>(),
+        expected,
+        "exactly the two local-pair cores hold the block: {held:?}"
+    );
+    for (core, info) in &held {
+        assert!(core.starts_with("a-"), "{core}");
+        assert!(info.durable, "{core} reports the block not durable");
+        assert_eq!(info.version, 1);
+    }
+
+    let read = client.read(block, 4000, 200).await.unwrap().unwrap();
+    assert_eq!(read.version, 1);
+    assert!(pair.contains(&read.node));
+    assert_eq!(&read.data[..96], &[0; 96][..]);
+    assert_eq!(&read.data[96..], &[5; 104][..]);
+    assert!(client.read(id(1, 1), 0, 10).await.unwrap().is_none());
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_spread_over_the_sites_cores() {
+    init_logging();
+    let cluster = start().await;
+    let client = block_client(&cluster);
+    let writes = (0..200u64).map(|i| {
+        let client = client.clone();
+        async move {
+            client
+                .write(
+                    id(7, i),
+                    0,
+                    Bytes::from(vec![i as u8; 1000]),
+                    1,
+                    Durability::Durable,
+                )
+                .await
+        }
+    });
+    for ack in futures::future::join_all(writes).await {
+        ack.unwrap();
+    }
+    let inventory = inventory(&cluster).await;
+    let mut copies = 0;
+    for (core, blocks) in &inventory {
+        if core.starts_with("a-") {
+            assert!(
+                blocks.len() >= 50,
+                "{core} holds only {} blocks",
+                blocks.len()
+            );
+            copies += blocks.len();
+        } else {
+            assert!(blocks.is_empty(), "{core} holds blocks: no WAN on writes");
+        }
+    }
+    assert_eq!(copies, 400, "two copies of each of 200 blocks");
+    assert_eq!(client.metrics().writes.get(), 200);
+    assert_eq!(client.metrics().write_bytes.get(), 200_000);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_pair_member_is_replaced() {
+    init_logging();
+    let mut cluster = start().await;
+    let client = block_client(&cluster);
+    let block = id(3, 0);
+    let [dead, survivor] = client.local_pair(block).unwrap().map(|n| n.name.clone());
+    // A block the dead core holds, written before the failure and
+    // partially overwritten after it.
+    let old = (1..)
+        .map(|i| id(3, i))
+        .find(|b| {
+            let pair = client.local_pair(*b).unwrap();
+            pair.iter().any(|n| n.name == dead)
+        })
+        .unwrap();
+    client
+        .write(
+            old,
+            0,
+            Bytes::from(vec![1; 200_000]),
+            1,
+            Durability::Durable,
+        )
+        .await
+        .unwrap();
+
+    cluster.kill_node(&dead).await.unwrap();
+    let ack = client
+        .write(block, 0, Bytes::from(vec![9; 5000]), 1, Durability::Durable)
+        .await
+        .unwrap();
+    let nodes = ack.nodes();
+    assert_ne!(nodes[0], nodes[1]);
+    assert!(!nodes.contains(&dead.as_str()), "{nodes:?}");
+    assert!(nodes.contains(&survivor.as_str()), "{nodes:?}");
+    assert!(nodes.iter().all(|n| n.starts_with("a-")), "{nodes:?}");
+    let held = holders(&cluster, block).await;
+    assert_eq!(
+        held.keys().cloned().collect::<Vec<_>>(),
+        sorted(nodes),
+        "{held:?}"
+    );
+    assert!(held.values().all(|i| i.durable));
+    assert!(client.metrics().suspect_marks.get() >= 1);
+    assert!(client.metrics().retries.get() >= 1);
+
+    // A partial write to a block the dead core held: the replacement core
+    // is seeded first, so every copy in the site is complete.
+    let ack = client
+        .write(
+            old,
+            4096,
+            Bytes::from(vec![2; 4096]),
+            2,
+            Durability::Durable,
+        )
+        .await
+        .unwrap();
+    assert!(!ack.nodes().contains(&dead.as_str()));
+    for node in ack.nodes() {
+        let copy = core_client(&cluster, node)
+            .read(ReadRequest {
+                block: Some(old.into()),
+                offset: 0,
+                length: 200_000,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(copy.version, 2, "{node}");
+        assert!(copy.data[..4096].iter().all(|&b| b == 1), "{node}");
+        assert!(copy.data[4096..8192].iter().all(|&b| b == 2), "{node}");
+        assert!(copy.data[8192..].iter().all(|&b| b == 1), "{node}");
+    }
+    let read = client.read(old, 0, 200_000).await.unwrap().unwrap();
+    assert_eq!(read.version, 2);
+    assert!(read.data[8192..].iter().all(|&b| b == 1));
+    assert!(
+        client.metrics().seeds.get() >= 1,
+        "the replacement was seeded"
+    );
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_live_core_refuses_writes() {
+    init_logging();
+    let mut cluster = start().await;
+    let client = block_client(&cluster);
+    cluster.kill_node("a-core-1").await.unwrap();
+    cluster.kill_node("a-core-3").await.unwrap();
+    for i in 0..5 {
+        let err = client
+            .write(
+                id(4, i),
+                0,
+                Bytes::from(vec![1; 100]),
+                1,
+                Durability::Durable,
+            )
+            .await
+            .expect_err("a write with one live core must not be acknowledged");
+        let text = err.to_string();
+        assert!(
+            matches!(err, BlockError::NotEnoughCores { acked, .. } if acked <= 1),
+            "{err:?}"
+        );
+        assert!(text.contains("site a"), "{text}");
+        assert!(text.contains("of the 2 copies a write needs"), "{text}");
+    }
+    assert_eq!(client.metrics().writes.get(), 0);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_core_restart_changes_the_flushed_incarnation() {
+    init_logging();
+    let mut cluster = start().await;
+    let client = block_client(&cluster);
+    let block = id(5, 0);
+    let ack = client
+        .write(block, 0, Bytes::from(vec![3; 4096]), 1, Durability::Held)
+        .await
+        .unwrap();
+    assert!(!ack.durable);
+    let held = holders(&cluster, block).await;
+    assert_eq!(held.len(), 2);
+    assert!(held.values().all(|i| !i.durable), "{held:?}");
+
+    // Without a restart, a flush reports the same incarnations.
+    let same = client.flush(&ack.nodes()).await.unwrap();
+    assert!(same.restarted(&ack).is_empty(), "{same:?} vs {ack:?}");
+    assert!(holders(&cluster, block).await.values().all(|i| i.durable));
+
+    let restarted = ack.copies[1].node.clone();
+    cluster.kill_node(&restarted).await.unwrap();
+    cluster.restart_node(&restarted).await.unwrap();
+    let flushed = client.flush(&ack.nodes()).await.unwrap();
+    assert_eq!(flushed.restarted(&ack), vec![restarted.as_str()]);
+    assert_ne!(
+        flushed.incarnation(&restarted),
+        Some(ack.copies[1].incarnation)
+    );
+    assert_eq!(
+        flushed.incarnation(&ack.copies[0].node),
+        Some(ack.copies[0].incarnation)
+    );
+    cluster.shutdown().await.unwrap();
+}

@@ -1,0 +1,686 @@
+//! [`BlockClient`]: the client side of block I/O inside one site, used by
+//! the access server.
+//!
+//! # Write (invariant 1)
+//!
+//! A write goes to the block's local pair ([`Placement::local_pair`] over
+//! the cores this client believes live) **in parallel**, and is
+//! acknowledged only when two distinct cores of the site took it. When a
+//! copy fails because its core is unreachable, the core is marked suspect
+//! ([`Liveness`]) and the copy is retried on the next core in
+//! [`Placement::in_site`] order (suspects last, as a last resort); a
+//! write that cannot find two cores fails with
+//! [`BlockError::NotEnoughCores`] — never an acknowledgement with one copy.
+//!
+//! A replacement core usually does not hold the block. A partial write
+//! there would create a sparse copy with the newest version, which a
+//! reader could not tell from a complete one; so before a partial write
+//! goes to a replacement, the replacement is **seeded** with the block's
+//! current data from the site's newest copy (a durable write at that copy's
+//! version), then the write is applied on top.
+//!
+//! # Flush (COMMIT)
+//!
+//! [`BlockClient::flush`] makes held writes durable on the named cores and
+//! returns their incarnations. A core that restarted since the write
+//! reports a new incarnation: [`FlushAck::restarted`] lists them, and the
+//! caller must resend (the NFS layer changes its write verifier).
+//!
+//! # Read
+//!
+//! A read first asks the site's live cores for the block's version (a
+//! zero-length read, in parallel), then reads the data from the best-ranked
+//! core holding the newest version. A copy that fails its checksum
+//! (`DATA_LOSS`) is counted and the next newest copy is tried; an older
+//! copy is never returned in its place.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use geonfs_proto::core as wire;
+use geonfs_proto::core::core_data_client::CoreDataClient;
+use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_rpc::{Network, RpcChannel};
+use geonfs_site_config::{ClusterConfig, Node, SiteId};
+use std::collections::HashMap;
+use tonic::Code;
+
+use crate::{BlockError, BlockMetrics, Liveness, Placement};
+
+/// How long a core stays suspect after a failed call.
+pub const DEFAULT_SUSPECT_TTL: Duration = Duration::from_secs(5);
+
+/// One core's part of an acknowledgement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyAck {
+    /// The core server's name.
+    pub node: String,
+    /// Its incarnation when it replied (changes at every restart).
+    pub incarnation: u64,
+}
+
+/// An acknowledged write: two distinct cores of the writer's site hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteAck {
+    /// The block written.
+    pub block: BlockId,
+    /// The version the write created.
+    pub version: u64,
+    /// Whether both copies are on stable storage (DURABLE writes); false
+    /// for HELD writes until a [`BlockClient::flush`] of both nodes.
+    pub durable: bool,
+    /// The two cores, in the order they acknowledged.
+    pub copies: [CopyAck; 2],
+}
+
+impl WriteAck {
+    /// The two cores' names.
+    pub fn nodes(&self) -> [&str; 2] {
+        [&self.copies[0].node, &self.copies[1].node]
+    }
+}
+
+/// The outcome of a flush: each flushed core's incarnation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlushAck {
+    /// One entry per flushed core, in the order asked.
+    pub copies: Vec<CopyAck>,
+}
+
+impl FlushAck {
+    /// The incarnation `node` reported, if it was flushed.
+    pub fn incarnation(&self, node: &str) -> Option<u64> {
+        self.copies
+            .iter()
+            .find(|c| c.node == node)
+            .map(|c| c.incarnation)
+    }
+
+    /// The cores of `ack` whose incarnation changed since the write (they
+    /// restarted and may have lost it): the write must be resent. A core of
+    /// `ack` that was not flushed counts as changed.
+    pub fn restarted<'a>(&self, ack: &'a WriteAck) -> Vec<&'a str> {
+        ack.copies
+            .iter()
+            .filter(|c| self.incarnation(&c.node) != Some(c.incarnation))
+            .map(|c| c.node.as_str())
+            .collect()
+    }
+}
+
+/// Data read from one copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockRead {
+    /// The core that served it.
+    pub node: String,
+    /// The block's version there (the newest in the site).
+    pub version: u64,
+    /// The bytes; never-written parts read as zeros.
+    pub data: Bytes,
+}
+
+/// Why one copy failed, and whether another core may take it.
+enum CopyError {
+    /// Try another core; `suspect` if this one looked unreachable.
+    Retry { err: BlockError, suspect: bool },
+    /// Stop: another core would fail the same way.
+    Fatal(BlockError),
+}
+
+/// Whether a failed call means the core is unreachable (suspect), a
+/// problem of that core only (retry elsewhere), or of the request (fatal).
+fn classify(node: &str, status: tonic::Status) -> CopyError {
+    let suspect = matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    );
+    let local = matches!(
+        status.code(),
+        Code::ResourceExhausted | Code::Internal | Code::DataLoss | Code::Aborted
+    );
+    let err = BlockError::core(node, status);
+    if suspect || local {
+        CopyError::Retry { err, suspect }
+    } else {
+        CopyError::Fatal(err)
+    }
+}
+
+/// Block I/O from one node of one site to the site's core servers. Cheap
+/// to clone; clones share channels, the liveness cache and metrics.
+#[derive(Clone, Debug)]
+pub struct BlockClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    network: Network,
+    placement: Placement,
+    from: IpAddr,
+    site: SiteId,
+    site_name: String,
+    block_size: u64,
+    clients: Mutex<HashMap<String, CoreDataClient<RpcChannel>>>,
+    liveness: Liveness,
+    metrics: BlockMetrics,
+}
+
+impl BlockClient {
+    /// A client calling from address `from_ip` to the cores of `site`.
+    pub fn new(
+        network: Network,
+        config: &ClusterConfig,
+        from_ip: IpAddr,
+        site: SiteId,
+    ) -> Result<Self, BlockError> {
+        let placement = Placement::new(config);
+        let site_name = placement
+            .site_name(site)
+            .ok_or(BlockError::UnknownSite(site))?
+            .to_string();
+        Ok(BlockClient {
+            inner: Arc::new(Inner {
+                network,
+                placement,
+                from: from_ip,
+                site,
+                site_name,
+                block_size: config.cluster.block_size,
+                clients: Mutex::new(HashMap::new()),
+                liveness: Liveness::new(DEFAULT_SUSPECT_TTL),
+                metrics: BlockMetrics::new(),
+            }),
+        })
+    }
+
+    /// The placement this client uses.
+    pub fn placement(&self) -> &Placement {
+        &self.inner.placement
+    }
+
+    /// The site this client writes to.
+    pub fn site(&self) -> SiteId {
+        self.inner.site
+    }
+
+    /// The client's beliefs about which cores are reachable.
+    pub fn liveness(&self) -> &Liveness {
+        &self.inner.liveness
+    }
+
+    /// The client's metrics (unregistered until [`BlockMetrics::register`]).
+    pub fn metrics(&self) -> &BlockMetrics {
+        &self.inner.metrics
+    }
+
+    /// The block's local pair as this client currently sees it.
+    pub fn local_pair(&self, block: BlockId) -> Result<[&Node; 2], crate::PlacementError> {
+        let live = |n: &str| self.inner.liveness.is_live(n);
+        self.inner
+            .placement
+            .local_pair(block, self.inner.site, &live)
+    }
+
+    fn client(&self, node: &Node) -> Result<CoreDataClient<RpcChannel>, BlockError> {
+        let mut clients = match self.inner.clients.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(client) = clients.get(&node.name) {
+            return Ok(client.clone());
+        }
+        let channel = self
+            .inner
+            .network
+            .channel(self.inner.from, node.address)
+            .map_err(|source| BlockError::Rpc {
+                node: node.name.clone(),
+                source,
+            })?;
+        let max = usize::try_from(self.inner.block_size)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1024 * 1024);
+        let client = CoreDataClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        clients.insert(node.name.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// The site's cores for `block`: believed-live ones in rendezvous
+    /// order, then suspects (in the same order) as a last resort.
+    fn order(&self, block: BlockId) -> (Vec<&Node>, usize) {
+        let ranked = self
+            .inner
+            .placement
+            .in_site(block, self.inner.site, &|_| true);
+        let (mut live, suspects): (Vec<&Node>, Vec<&Node>) = ranked
+            .into_iter()
+            .partition(|n| self.inner.liveness.is_live(&n.name));
+        let believed = live.len();
+        live.extend(suspects);
+        (live, believed)
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+        let end = offset.saturating_add(len);
+        if end > self.inner.block_size {
+            return Err(BlockError::Invalid(format!(
+                "offset {offset} + length {len} = {end} is past the block size of {} bytes",
+                self.inner.block_size
+            )));
+        }
+        Ok(())
+    }
+
+    fn failed(&self, node: &str, suspect: bool) {
+        if suspect {
+            self.inner.liveness.suspect(node);
+            self.inner.metrics.suspect_marks.inc();
+        }
+    }
+
+    /// Writes `data` at `offset` of `block` with `version` to two distinct
+    /// cores of this client's site, in parallel; returns when both hold it
+    /// (durably if `durability` is [`Durability::Durable`]).
+    pub async fn write(
+        &self,
+        block: BlockId,
+        offset: u64,
+        data: Bytes,
+        version: u64,
+        durability: Durability,
+    ) -> Result<WriteAck, BlockError> {
+        self.check_range(offset, data.len() as u64)?;
+        if version == 0 {
+            return Err(BlockError::Invalid("versions start at 1".into()));
+        }
+        let started = Instant::now();
+        let (order, believed) = self.order(block);
+        let not_enough = |acked: usize, last_error: Option<String>| BlockError::NotEnoughCores {
+            site: self.inner.site_name.clone(),
+            block,
+            acked,
+            live: believed,
+            total: order.len(),
+            last_error,
+        };
+        if order.len() < 2 {
+            return Err(not_enough(0, None));
+        }
+        let whole = offset == 0 && data.len() as u64 == self.inner.block_size;
+        let request = wire::WriteRequest {
+            block: Some(block.into()),
+            offset,
+            data: data.clone(),
+            version,
+            durability: match durability {
+                Durability::Durable => wire::Durability::Durable,
+                Durability::Held => wire::Durability::Held,
+            } as i32,
+        };
+        // A partial write may land on a copy that is missing or behind
+        // when the site is degraded (a core suspect, so the pair is not the
+        // full-membership pair): check and seed those targets first.
+        let full_pair: Vec<&str> = self
+            .inner
+            .placement
+            .in_site(block, self.inner.site, &|_| true)
+            .iter()
+            .take(2)
+            .map(|n| n.name.as_str())
+            .collect();
+        let degraded = believed < order.len();
+        let seed_sources = |target: &Node, failed: &[&str]| -> Option<Vec<&Node>> {
+            if whole || (!degraded && full_pair.contains(&target.name.as_str())) {
+                return None;
+            }
+            Some(
+                order
+                    .iter()
+                    .filter(|n| n.name != target.name && !failed.contains(&n.name.as_str()))
+                    .copied()
+                    .collect(),
+            )
+        };
+        let mut pending = FuturesUnordered::new();
+        for node in &order[..2] {
+            pending.push(self.copy(node, request.clone(), seed_sources(node, &[])));
+        }
+        let mut next = 2;
+        let mut acks: Vec<CopyAck> = Vec::with_capacity(2);
+        let mut failed: Vec<&str> = Vec::new();
+        let mut last_error = None;
+        while let Some((node, result)) = pending.next().await {
+            match result {
+                Ok(reply) => {
+                    if durability == Durability::Durable && !reply.durable {
+                        return Err(BlockError::NotDurable {
+                            node: node.name.clone(),
+                            block,
+                        });
+                    }
+                    acks.push(CopyAck {
+                        node: node.name.clone(),
+                        incarnation: reply.incarnation,
+                    });
+                    if acks.len() == 2 {
+                        break;
+                    }
+                }
+                Err(CopyError::Fatal(err)) => return Err(err),
+                Err(CopyError::Retry { err, suspect }) => {
+                    tracing::warn!(node = %node.name, %err, "block copy failed; trying another core");
+                    self.failed(&node.name, suspect);
+                    failed.push(&node.name);
+                    last_error = Some(err.to_string());
+                    if let Some(replacement) = order.get(next) {
+                        next += 1;
+                        self.inner.metrics.retries.inc();
+                        // A replacement is outside the usual pair: always
+                        // check it (unless the write covers the block).
+                        let seed = if whole {
+                            None
+                        } else {
+                            Some(
+                                order
+                                    .iter()
+                                    .filter(|n| n.name != replacement.name)
+                                    .filter(|n| !failed.contains(&n.name.as_str()))
+                                    .copied()
+                                    .collect(),
+                            )
+                        };
+                        pending.push(self.copy(replacement, request.clone(), seed));
+                    }
+                }
+            }
+        }
+        let [first, second]: [CopyAck; 2] = match acks.try_into() {
+            Ok(pair) => pair,
+            Err(acks) => return Err(not_enough(acks.len(), last_error)),
+        };
+        self.inner.metrics.writes.inc();
+        self.inner.metrics.write_bytes.inc_by(data.len() as u64);
+        self.inner
+            .metrics
+            .write_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(WriteAck {
+            block,
+            version,
+            durable: durability == Durability::Durable,
+            copies: [first, second],
+        })
+    }
+
+    /// One copy of a write on `node`, seeded first from the newest copy
+    /// among `seed_sources` when given (a replacement core).
+    async fn copy<'a>(
+        &self,
+        node: &'a Node,
+        request: wire::WriteRequest,
+        seed_sources: Option<Vec<&Node>>,
+    ) -> (&'a Node, Result<wire::WriteReply, CopyError>) {
+        let result = async {
+            if let (Some(sources), Some(block)) = (seed_sources, request.block) {
+                self.seed(node, block.into(), &sources).await?;
+            }
+            let mut client = self.client(node).map_err(CopyError::Fatal)?;
+            match client.write(request).await {
+                Ok(reply) => {
+                    self.inner.liveness.alive(&node.name);
+                    Ok(reply.into_inner())
+                }
+                Err(status) => Err(classify(&node.name, status)),
+            }
+        }
+        .await;
+        (node, result)
+    }
+
+    /// Copies the block's newest in-site version (among `sources`) onto
+    /// `node`, durably, so that a partial write there lands on complete
+    /// data. Nothing to do if no source holds the block, or `node` already
+    /// holds the newest version.
+    async fn seed(&self, node: &Node, block: BlockId, sources: &[&Node]) -> Result<(), CopyError> {
+        let target = [node];
+        let (probed, own) = futures::join!(self.probe(block, sources), self.probe(block, &target));
+        let Some(&(source, version)) = probed.found.first() else {
+            return Ok(());
+        };
+        if own.found.first().is_some_and(|&(_, v)| v >= version) {
+            return Ok(());
+        }
+        let mut from = self.client(source).map_err(CopyError::Fatal)?;
+        let read = from
+            .read(wire::ReadRequest {
+                block: Some(block.into()),
+                offset: 0,
+                length: u32::try_from(self.inner.block_size).unwrap_or(u32::MAX),
+            })
+            .await
+            .map_err(|status| classify(&source.name, status))?
+            .into_inner();
+        if !read.found {
+            return Ok(());
+        }
+        // Trailing zeros read back as zeros anyway: do not store them.
+        let used = read
+            .data
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(1, |last| last + 1);
+        let mut to = self.client(node).map_err(CopyError::Fatal)?;
+        let seeded = to
+            .write(wire::WriteRequest {
+                block: Some(block.into()),
+                offset: 0,
+                data: read.data.slice(..used.min(read.data.len())),
+                version: read.version.max(version),
+                durability: wire::Durability::Durable as i32,
+            })
+            .await;
+        match seeded {
+            Ok(_) => {
+                self.inner.metrics.seeds.inc();
+                Ok(())
+            }
+            // The replacement already holds something newer: keep it.
+            Err(status) if status.code() == Code::FailedPrecondition => Ok(()),
+            Err(status) => Err(classify(&node.name, status)),
+        }
+    }
+
+    /// The version of `block` on each of `nodes` (zero-length reads, in
+    /// parallel): the holders sorted newest first (rank order within a
+    /// version), and the nodes that did not answer.
+    async fn probe<'a>(&self, block: BlockId, nodes: &[&'a Node]) -> Probe<'a> {
+        let calls = nodes.iter().enumerate().map(|(rank, node)| async move {
+            let result = match self.client(node) {
+                Ok(mut client) => client
+                    .read(wire::ReadRequest {
+                        block: Some(block.into()),
+                        offset: 0,
+                        length: 0,
+                    })
+                    .await
+                    .map(tonic::Response::into_inner),
+                Err(err) => Err(tonic::Status::internal(err.to_string())),
+            };
+            (rank, *node, result)
+        });
+        let mut probe = Probe {
+            found: Vec::new(),
+            unreachable: Vec::new(),
+        };
+        let mut found = Vec::new();
+        for (rank, node, result) in futures::future::join_all(calls).await {
+            match result {
+                Ok(reply) => {
+                    self.inner.liveness.alive(&node.name);
+                    if reply.found {
+                        found.push((rank, node, reply.version));
+                    }
+                }
+                Err(status) => {
+                    let suspect = matches!(
+                        classify(&node.name, status),
+                        CopyError::Retry { suspect: true, .. }
+                    );
+                    self.failed(&node.name, suspect);
+                    probe.unreachable.push(node.name.clone());
+                }
+            }
+        }
+        found.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        probe.found = found.into_iter().map(|(_, n, v)| (n, v)).collect();
+        probe
+    }
+
+    /// Makes every held write durable on each of `nodes` (in parallel) and
+    /// returns their incarnations; compare them with the [`WriteAck`]'s
+    /// ([`FlushAck::restarted`]) to learn whether a write must be resent.
+    pub async fn flush(&self, nodes: &[&str]) -> Result<FlushAck, BlockError> {
+        let calls = nodes.iter().map(|name| async move {
+            let node = self
+                .all_cores()
+                .find(|n| n.name == *name)
+                .ok_or_else(|| BlockError::UnknownNode(name.to_string()))?;
+            let mut client = self.client(node)?;
+            match client
+                .flush(wire::FlushRequest { blocks: Vec::new() })
+                .await
+            {
+                Ok(reply) => {
+                    self.inner.liveness.alive(name);
+                    Ok(CopyAck {
+                        node: name.to_string(),
+                        incarnation: reply.into_inner().incarnation,
+                    })
+                }
+                Err(status) => {
+                    if let CopyError::Retry { suspect: true, .. } = classify(name, status.clone()) {
+                        self.failed(name, true);
+                    }
+                    Err(BlockError::core(name, status))
+                }
+            }
+        });
+        let copies = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FlushAck { copies })
+    }
+
+    fn all_cores(&self) -> impl Iterator<Item = &Node> {
+        let placement = &self.inner.placement;
+        (0..=u16::MAX)
+            .map(SiteId)
+            .map_while(move |site| placement.site_name(site).map(|_| placement.cores(site)))
+            .flatten()
+    }
+
+    /// Reads `len` bytes at `offset` of `block` from the site's newest
+    /// copy. `Ok(None)` when every core of the site answered that it does
+    /// not hold the block.
+    pub async fn read(
+        &self,
+        block: BlockId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<BlockRead>, BlockError> {
+        self.check_range(offset, u64::from(len))?;
+        let (order, believed) = self.order(block);
+        let mut probe = self.probe(block, &order[..believed]).await;
+        if probe.found.is_empty() && believed < order.len() {
+            // Only suspects are left: ask them before saying "absent".
+            let more = self.probe(block, &order[believed..]).await;
+            probe.found = more.found;
+            probe.unreachable.extend(more.unreachable);
+        }
+        let Some(&(_, newest)) = probe.found.first() else {
+            if let Some(node) = probe.unreachable.first() {
+                return Err(BlockError::core(
+                    node,
+                    tonic::Status::unavailable(format!(
+                        "block {}/{} not found on the reachable cores of site {}; unreachable: {}",
+                        block.file_id,
+                        block.index,
+                        self.inner.site_name,
+                        probe.unreachable.join(", ")
+                    )),
+                ));
+            }
+            return Ok(None);
+        };
+        let mut corrupt = Vec::new();
+        let mut last_error = None;
+        for (node, _) in probe.found.iter().filter(|(_, v)| *v == newest) {
+            let mut client = self.client(node)?;
+            let request = wire::ReadRequest {
+                block: Some(block.into()),
+                offset,
+                length: len,
+            };
+            match client.read(request).await {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    // A newer version may have landed since the probe; an
+                    // older one (the copy was deleted or lost) is not served.
+                    if reply.found && reply.version >= newest {
+                        self.inner.metrics.reads.inc();
+                        return Ok(Some(BlockRead {
+                            node: node.name.clone(),
+                            version: reply.version,
+                            data: reply.data,
+                        }));
+                    }
+                    last_error = Some(BlockError::core(
+                        &node.name,
+                        tonic::Status::aborted(format!(
+                            "version {newest} of block {}/{} is no longer there",
+                            block.file_id, block.index
+                        )),
+                    ));
+                }
+                Err(status) if status.code() == Code::DataLoss => {
+                    self.inner.metrics.corrupt_copies.inc();
+                    tracing::error!(node = %node.name, file_id = block.file_id, index = block.index,
+                        "corrupt block copy; trying the next one: {}", status.message());
+                    corrupt.push(node.name.clone());
+                }
+                Err(status) => match classify(&node.name, status) {
+                    CopyError::Fatal(err) => return Err(err),
+                    CopyError::Retry { err, suspect } => {
+                        self.failed(&node.name, suspect);
+                        last_error = Some(err);
+                    }
+                },
+            }
+        }
+        match last_error {
+            Some(err) => Err(err),
+            None => Err(BlockError::AllCopiesCorrupt {
+                site: self.inner.site_name.clone(),
+                block,
+                version: newest,
+                copies: corrupt.len(),
+                nodes: corrupt,
+            }),
+        }
+    }
+}
+
+/// What [`BlockClient::probe`] learnt.
+struct Probe<'a> {
+    /// Holders and their versions, newest first.
+    found: Vec<(&'a Node, u64)>,
+    /// Cores that did not answer.
+    unreachable: Vec<String>,
+}
