@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use geonfs::node::RunningNode;
+use geonfs::node::{NodeOptions, RunningNode};
+use geonfs_block_manager::ReplicatorOptions;
 use geonfs_meta_kvs::{MetaClient, MetaOptions};
 use geonfs_rpc::{Network, NetworkOptions, RpcChannel, WanParams};
 use geonfs_site_config::{ClusterConfig, SiteId};
@@ -42,6 +43,9 @@ pub struct ClusterSpec {
     /// `a-meta-2`, …); the others ("spares") start as non-members and wait
     /// to be added by a membership change.
     pub meta_voters: Option<usize>,
+    /// Options of every core's geo-replication worker; `None` leaves the
+    /// workers stopped (writes still queue jobs, nothing ships or trims).
+    pub replication: Option<ReplicatorOptions>,
 }
 
 impl Default for ClusterSpec {
@@ -56,6 +60,7 @@ impl Default for ClusterSpec {
             wan: WanParams::default(),
             meta_options: MetaOptions::default(),
             meta_voters: None,
+            replication: Some(ReplicatorOptions::default()),
         }
     }
 }
@@ -116,6 +121,18 @@ impl ClusterBuilder {
         self.spec.meta_voters = Some(n);
         self
     }
+    /// Options of every core's geo-replication worker (e.g. a short
+    /// takeover timeout).
+    pub fn replication(mut self, options: ReplicatorOptions) -> Self {
+        self.spec.replication = Some(options);
+        self
+    }
+    /// No geo-replication worker runs (jobs queue, nothing ships or trims):
+    /// for tests of the in-site write path alone.
+    pub fn without_replication(mut self) -> Self {
+        self.spec.replication = None;
+        self
+    }
     /// Starts the cluster.
     pub async fn start(self) -> anyhow::Result<TestCluster> {
         TestCluster::start(self.spec).await
@@ -128,7 +145,7 @@ pub struct TestCluster {
     network: Network,
     nodes: BTreeMap<String, Option<RunningNode>>,
     data: tempfile::TempDir,
-    meta_options: MetaOptions,
+    options: NodeOptions,
 }
 
 /// The name of site `index` (0 → `a`).
@@ -264,14 +281,18 @@ impl TestCluster {
                 network.set_wan(SiteId(u16::from(a)), SiteId(u16::from(b)), spec.wan);
             }
         }
+        let options = NodeOptions {
+            meta: spec.meta_options.clone(),
+            replication: spec.replication.clone(),
+        };
         let mut nodes = BTreeMap::new();
         for (node, _, listener) in bound {
-            let running = RunningNode::start_with(
+            let running = RunningNode::start_with_options(
                 config.clone(),
                 &node.name,
                 network.clone(),
                 listener,
-                spec.meta_options.clone(),
+                options.clone(),
             )
             .await
             .with_context(|| format!("starting {}", node.name))?;
@@ -282,7 +303,7 @@ impl TestCluster {
             network,
             nodes,
             data,
-            meta_options: spec.meta_options.clone(),
+            options,
         })
     }
 
@@ -366,11 +387,11 @@ impl TestCluster {
         if self.is_running(name) {
             bail!("node {name} is running");
         }
-        let running = RunningNode::bind_and_start_with(
+        let running = RunningNode::bind_and_start_with_options(
             self.config.clone(),
             name,
             self.network.clone(),
-            self.meta_options.clone(),
+            self.options.clone(),
         )
         .await
         .with_context(|| format!("restarting {name}"))?;

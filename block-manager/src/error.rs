@@ -76,6 +76,9 @@ pub enum BlockError {
         /// What the RPC layer said.
         source: geonfs_rpc::RpcError,
     },
+    /// The local block store (the replication queue) failed.
+    #[error("block store: {0}")]
+    Store(String),
     /// The request itself is invalid (e.g. a range past the block size).
     #[error("invalid request: {0}")]
     Invalid(String),

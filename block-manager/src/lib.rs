@@ -7,6 +7,8 @@
 //! - [`writer`]: [`BlockClient`], the client-side write/read/flush path the
 //!   access server uses: writes to both in-site cores in parallel and
 //!   acknowledges only when two distinct cores hold the write (invariant 1).
+//! - [`replicator`]: [`Replicator`], the worker inside each core server that
+//!   ships queued writes to the other sites and trims the extra local copy.
 
 #![warn(missing_docs)]
 
@@ -14,10 +16,12 @@ mod error;
 mod liveness;
 mod metrics;
 pub mod placement;
+pub mod replicator;
 pub mod writer;
 
 pub use error::BlockError;
 pub use liveness::Liveness;
 pub use metrics::BlockMetrics;
 pub use placement::{Placement, PlacementError};
+pub use replicator::{JobQueue, ReplicationJob, Replicator, ReplicatorMetrics, ReplicatorOptions};
 pub use writer::{BlockClient, BlockRead, CopyAck, FlushAck, WriteAck};

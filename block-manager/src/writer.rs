@@ -19,6 +19,13 @@
 //! current data from the site's newest copy (a durable write at that copy's
 //! version), then the write is applied on top.
 //!
+//! Each copy carries the block's remote targets
+//! ([`Placement::remote_targets`]), its role (the first of the pair is the
+//! **primary**, which ships the geo copies) and the other pair member's
+//! name, so each core records a durable replication job in the same batch
+//! as the data (see [`crate::replicator`]). A replacement core takes over
+//! the role of the member it replaces.
+//!
 //! # Flush (COMMIT)
 //!
 //! [`BlockClient::flush`] makes held writes durable on the named cores and
@@ -266,6 +273,18 @@ impl BlockClient {
         (live, believed)
     }
 
+    /// The names of `block`'s remote targets (one core in each of the
+    /// n−1 other sites), as this client sees liveness.
+    fn remote_targets(&self, block: BlockId) -> Vec<String> {
+        let live = |n: &str| self.inner.liveness.is_live(n);
+        self.inner
+            .placement
+            .remote_targets(block, self.inner.site, &live)
+            .into_iter()
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
     fn check_range(&self, offset: u64, len: u64) -> Result<(), BlockError> {
         let end = offset.saturating_add(len);
         if end > self.inner.block_size {
@@ -322,6 +341,17 @@ impl BlockClient {
                 Durability::Durable => wire::Durability::Durable,
                 Durability::Held => wire::Durability::Held,
             } as i32,
+            replicate_to: self.remote_targets(block),
+            primary: false,
+            peer: String::new(),
+        };
+        // The first of the pair ships the geo copies; each member names
+        // the other (the primary trims it, the secondary watches it).
+        let role = |primary: bool, peer: &Node| {
+            let mut request = request.clone();
+            request.primary = primary;
+            request.peer = peer.name.clone();
+            request
         };
         // A partial write may land on a copy that is missing or behind
         // when the site is degraded (a core suspect, so the pair is not the
@@ -348,9 +378,8 @@ impl BlockClient {
             )
         };
         let mut pending = FuturesUnordered::new();
-        for node in &order[..2] {
-            pending.push(self.copy(node, request.clone(), seed_sources(node, &[])));
-        }
+        pending.push(self.copy(order[0], role(true, order[1]), seed_sources(order[0], &[])));
+        pending.push(self.copy(order[1], role(false, order[0]), seed_sources(order[1], &[])));
         let mut next = 2;
         let mut acks: Vec<CopyAck> = Vec::with_capacity(2);
         let mut failed: Vec<&str> = Vec::new();
@@ -395,7 +424,10 @@ impl BlockClient {
                                     .collect(),
                             )
                         };
-                        pending.push(self.copy(replacement, request.clone(), seed));
+                        // The replacement takes over the failed member's role.
+                        let was_primary = node.name == order[0].name;
+                        let peer = if was_primary { order[1] } else { order[0] };
+                        pending.push(self.copy(replacement, role(was_primary, peer), seed));
                     }
                 }
             }
@@ -483,6 +515,7 @@ impl BlockClient {
                 data: read.data.slice(..used.min(read.data.len())),
                 version: read.version.max(version),
                 durability: wire::Durability::Durable as i32,
+                ..Default::default()
             })
             .await;
         match seeded {

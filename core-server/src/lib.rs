@@ -2,23 +2,32 @@
 //! checksums, versions, group commit; see [`store`]) and its gRPC data
 //! service (`geonfs.core.CoreData`, [`service`]). The node runtime
 //! (`geonfs::node`) serves it on nodes with the `core` role through
-//! [`CoreServer`]. It will host the block manager.
+//! [`CoreServer`], which also receives geo copies
+//! (`geonfs.replication.BlockReplication`, [`replication`]) and runs the
+//! block manager's [`geonfs_block_manager::Replicator`] on the store's
+//! durable replication queue ([`store::queue`]).
 
 #![warn(missing_docs)]
 
 mod codec;
 mod error;
 mod metrics;
+pub mod replication;
 mod server;
 pub mod service;
 pub mod store;
 
 #[cfg(test)]
+mod queue_tests;
+#[cfg(test)]
 mod store_tests;
 
 pub use error::CoreError;
+/// The replication worker's tunables (re-exported for the node runtime).
+pub use geonfs_block_manager::ReplicatorOptions;
 pub use metrics::CoreMetrics;
 pub use server::CoreServer;
+pub use store::queue::{JobSpec, PutOutcome};
 pub use store::{
     BlockInfo, BlockStore, DeleteOutcome, ReadOutcome, StoreCounters, StoreStats, WriteOutcome,
     CHUNK_SIZE,

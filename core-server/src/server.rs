@@ -1,8 +1,15 @@
 //! The core-server role of a node: its block store and the services that
 //! expose it.
 
+use std::sync::Arc;
+
+use geonfs_block_manager::{Replicator, ReplicatorMetrics, ReplicatorOptions};
 use geonfs_proto::core::core_data_server::CoreDataServer;
+use geonfs_proto::replication::block_replication_server::BlockReplicationServer;
+use geonfs_rpc::Network;
 use geonfs_site_config::ClusterConfig;
+
+use crate::replication::BlockReplicationService;
 
 use crate::service::CoreDataService;
 use crate::store::BlockStore;
@@ -16,6 +23,9 @@ const MESSAGE_SLACK: usize = 1024 * 1024;
 pub struct CoreServer {
     store: BlockStore,
     block_size: u64,
+    name: String,
+    replicator: Option<Replicator>,
+    replicator_metrics: ReplicatorMetrics,
 }
 
 impl CoreServer {
@@ -34,6 +44,9 @@ impl CoreServer {
         Ok(CoreServer {
             store,
             block_size: config.cluster.block_size,
+            name: node_name.to_string(),
+            replicator: None,
+            replicator_metrics: ReplicatorMetrics::new(),
         })
     }
 
@@ -47,27 +60,72 @@ impl CoreServer {
         self.store.metrics()
     }
 
-    /// Adds the CoreData service to `routes`.
+    /// The geo-replication worker's metrics (unregistered; live once
+    /// [`CoreServer::start_replication`] ran).
+    pub fn replicator_metrics(&self) -> &ReplicatorMetrics {
+        &self.replicator_metrics
+    }
+
+    /// Starts the geo-replication worker on the store's queue, calling the
+    /// other cores through `network`. A second call does nothing.
+    pub fn start_replication(
+        &mut self,
+        network: Network,
+        config: &ClusterConfig,
+        options: ReplicatorOptions,
+    ) -> Result<(), CoreError> {
+        if self.replicator.is_some() {
+            return Ok(());
+        }
+        let replicator = Replicator::start(
+            Arc::new(self.store.clone()),
+            network,
+            config,
+            &self.name,
+            options,
+            self.replicator_metrics.clone(),
+        )
+        .map_err(|err| CoreError::Config(err.to_string()))?;
+        self.replicator = Some(replicator);
+        Ok(())
+    }
+
+    /// Adds the CoreData and BlockReplication services to `routes`.
     pub fn add_routes(&self, routes: tonic::service::Routes) -> tonic::service::Routes {
         let max = usize::try_from(self.block_size)
             .unwrap_or(usize::MAX)
             .saturating_add(MESSAGE_SLACK);
-        routes.add_service(
-            CoreDataServer::new(CoreDataService::new(self.store.clone(), self.block_size))
+        routes
+            .add_service(
+                CoreDataServer::new(CoreDataService::new(self.store.clone(), self.block_size))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                BlockReplicationServer::new(BlockReplicationService::new(
+                    self.store.clone(),
+                    self.block_size,
+                ))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
+            )
     }
 
     /// Stops gracefully: syncs the WAL (every held write becomes durable)
     /// and closes the store. Call it after the server stopped taking calls.
     pub async fn stop(self) -> Result<(), CoreError> {
+        if let Some(replicator) = self.replicator {
+            replicator.stop().await;
+        }
         self.store.close(true).await
     }
 
     /// Stops as if the process were killed: closes the store without syncing
     /// anything (held writes stay in the page cache, as after a kill -9).
     pub async fn kill(self) {
+        if let Some(replicator) = self.replicator {
+            replicator.stop().await;
+        }
         if let Err(err) = self.store.close(false).await {
             tracing::warn!(%err, "closing the block store after a kill failed");
         }

@@ -6,6 +6,7 @@ use geonfs_proto::core::core_data_server::CoreData;
 use geonfs_proto::domain::{BlockRange, BlockRead, BlockWrite, MAX_SCAN_LIMIT};
 use tonic::{Request, Response, Status};
 
+use crate::store::queue::JobSpec;
 use crate::store::{BlockInfo, BlockStore, DeleteOutcome};
 use crate::CoreError;
 
@@ -53,9 +54,15 @@ impl CoreData for CoreDataService {
         &self,
         request: Request<wire::WriteRequest>,
     ) -> Result<Response<wire::WriteReply>, Status> {
-        let write = BlockWrite::try_from(request.into_inner()).map_err(CoreError::from)?;
+        let mut request = request.into_inner();
+        let job = (!request.replicate_to.is_empty()).then(|| JobSpec {
+            targets: std::mem::take(&mut request.replicate_to),
+            primary: request.primary,
+            peer: std::mem::take(&mut request.peer),
+        });
+        let write = BlockWrite::try_from(request).map_err(CoreError::from)?;
         self.check_range(write.range)?;
-        let outcome = self.store.write(write).await?;
+        let outcome = self.store.write_with_job(write, job).await?;
         Ok(Response::new(wire::WriteReply {
             incarnation: self.store.incarnation(),
             version: outcome.version,

@@ -23,6 +23,11 @@
 //! elsewhere) so that large values are not rewritten by every LSM
 //! compaction; only keys and small metadata live in the LSM tree.
 //!
+//! - **Replication queue.** Key `q | file_id BE | index BE`, value a
+//!   [`geonfs_block_manager::ReplicationJob`] (see [`queue`]): the block's
+//!   pending geo-replication job, written in the same batch as the write
+//!   that creates it.
+//!
 //! # Atomicity and durability
 //!
 //! Every write is ONE RocksDB `WriteBatch` (its chunks and its metadata), so
@@ -83,6 +88,10 @@ use crate::codec::{
     seal_chunk, BlockMeta, CRC_LEN,
 };
 use crate::{CoreError, CoreMetrics};
+
+#[path = "queue.rs"]
+pub mod queue;
+use queue::JobSpec;
 
 /// Number of striped per-block write locks.
 pub const LOCK_STRIPES: usize = 1024;
@@ -195,6 +204,8 @@ struct Inner {
     chunk_puts: AtomicU64,
     chunk_bytes: AtomicU64,
     durable_writes: AtomicU64,
+    /// Notified whenever a replication job is enqueued.
+    enqueued: Arc<tokio::sync::Notify>,
 }
 
 impl BlockStore {
@@ -240,6 +251,7 @@ impl BlockStore {
             chunk_puts: AtomicU64::new(0),
             chunk_bytes: AtomicU64::new(0),
             durable_writes: AtomicU64::new(0),
+            enqueued: Arc::new(tokio::sync::Notify::new()),
         };
         tracing::info!(path = %inner.path.display(), used, blocks, capacity, "block store opened");
         Ok(BlockStore {
@@ -282,6 +294,17 @@ impl BlockStore {
     /// Applies `write` (see the module documentation for versions,
     /// durability and capacity).
     pub async fn write(&self, write: BlockWrite) -> Result<WriteOutcome, CoreError> {
+        self.write_with_job(write, None).await
+    }
+
+    /// [`BlockStore::write`] that also records (or replaces) the block's
+    /// replication job in the same batch when `job` is given, so the job
+    /// is exactly as durable as the write.
+    pub async fn write_with_job(
+        &self,
+        write: BlockWrite,
+        job: Option<JobSpec>,
+    ) -> Result<WriteOutcome, CoreError> {
         let started = Instant::now();
         let durable = write.durability == Durability::Durable;
         let len = write.data.len() as u64;
@@ -289,7 +312,7 @@ impl BlockStore {
         let inner = self.inner.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            inner.write_blocking(&write)
+            inner.write_blocking(&write, job.as_ref())
         })
         .await??;
         let metrics = &self.inner.metrics;
@@ -464,7 +487,11 @@ impl Inner {
         })
     }
 
-    fn write_blocking(&self, write: &BlockWrite) -> Result<WriteOutcome, CoreError> {
+    fn write_blocking(
+        &self,
+        write: &BlockWrite,
+        job: Option<&JobSpec>,
+    ) -> Result<WriteOutcome, CoreError> {
         let db = self.db()?;
         let block = write.block;
         let old = self.meta(&db, block)?;
@@ -525,6 +552,9 @@ impl Inner {
             stored: old_meta.stored + added,
         };
         batch.put(meta_key(block), new_meta.encode());
+        if let Some(job) = job {
+            self.enqueue(&db, &mut batch, block, write.version, job)?;
+        }
         self.reserve(added)?;
         let durable = write.durability == Durability::Durable;
         let mut options = WriteOptions::default();
@@ -546,6 +576,9 @@ impl Inner {
         }
         self.chunk_puts.fetch_add(puts, Ordering::SeqCst);
         self.chunk_bytes.fetch_add(put_bytes, Ordering::SeqCst);
+        if job.is_some() {
+            self.enqueued.notify_one();
+        }
         Ok(WriteOutcome {
             version: new_meta.version,
             durable,
@@ -669,6 +702,9 @@ impl Inner {
         iter.status()?;
         drop(iter);
         batch.delete(meta_key(block));
+        // The copy's replication job goes with it (a trimmed secondary's
+        // fallback job), unless it covers a newer version.
+        self.unqueue(&db, &mut batch, block, up_to_version)?;
         let mut options = WriteOptions::default();
         options.set_sync(true);
         db.write_opt(batch, &options)?;

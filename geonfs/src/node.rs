@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use geonfs_core_server::{CoreError, CoreMetrics, CoreServer};
+use geonfs_core_server::{CoreError, CoreMetrics, CoreServer, ReplicatorOptions};
 use geonfs_meta_kvs::{MetaMember, MetaMetrics, MetaOptions};
 use geonfs_proto::node::NodeIdentity;
 use geonfs_rpc::server::{self, NodeInfoService, StopSignals};
@@ -57,6 +57,26 @@ pub enum NodeError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// Options of every role of a node.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// Options of the meta-kvs member (meta nodes).
+    pub meta: MetaOptions,
+    /// Options of the geo-replication worker (core nodes); `None` leaves
+    /// the worker stopped (jobs still queue, nothing ships — for tests of
+    /// the in-site write path alone).
+    pub replication: Option<ReplicatorOptions>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            meta: MetaOptions::default(),
+            replication: Some(ReplicatorOptions::default()),
+        }
+    }
+}
+
 /// A node that is serving.
 #[derive(Debug)]
 pub struct RunningNode {
@@ -91,6 +111,22 @@ impl RunningNode {
         listener: TcpListener,
         meta_options: MetaOptions,
     ) -> Result<Self, NodeError> {
+        let options = NodeOptions {
+            meta: meta_options,
+            ..NodeOptions::default()
+        };
+        Self::start_with_options(config, name, network, listener, options).await
+    }
+
+    /// [`RunningNode::start`] with explicit options of every role.
+    pub async fn start_with_options(
+        config: Arc<ClusterConfig>,
+        name: &str,
+        network: Network,
+        listener: TcpListener,
+        options: NodeOptions,
+    ) -> Result<Self, NodeError> {
+        let meta_options = options.meta;
         let node = config
             .node(name)
             .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
@@ -141,7 +177,7 @@ impl RunningNode {
             None
         };
         let core = if node.roles.core {
-            let core = match CoreServer::open(&config, name) {
+            let mut core = match CoreServer::open(&config, name) {
                 Ok(core) => core,
                 Err(err) => {
                     if let Some(member) = meta {
@@ -151,7 +187,10 @@ impl RunningNode {
                 }
             };
             let metrics: &CoreMetrics = core.metrics();
-            if let Err(err) = metrics.register(&registry) {
+            let registered = metrics
+                .register(&registry)
+                .and_then(|()| core.replicator_metrics().register(&registry));
+            if let Err(err) = registered {
                 core.kill().await;
                 if let Some(member) = meta {
                     member.kill().await;
@@ -159,6 +198,15 @@ impl RunningNode {
                 return Err(err.into());
             }
             routes = core.add_routes(routes);
+            if let Some(replication) = options.replication {
+                if let Err(err) = core.start_replication(network.clone(), &config, replication) {
+                    core.kill().await;
+                    if let Some(member) = meta {
+                        member.kill().await;
+                    }
+                    return Err(err.into());
+                }
+            }
             Some(core)
         } else {
             None
@@ -205,6 +253,20 @@ impl RunningNode {
             .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
         let listener = server::bind(node.address).await?;
         Self::start_with(config, name, network, listener, meta_options).await
+    }
+
+    /// [`RunningNode::bind_and_start`] with explicit options of every role.
+    pub async fn bind_and_start_with_options(
+        config: Arc<ClusterConfig>,
+        name: &str,
+        network: Network,
+        options: NodeOptions,
+    ) -> Result<Self, NodeError> {
+        let node = config
+            .node(name)
+            .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
+        let listener = server::bind(node.address).await?;
+        Self::start_with_options(config, name, network, listener, options).await
     }
 
     /// The node's name.

@@ -235,6 +235,7 @@ mod tests {
             data: Bytes::from(vec![1u8; len]),
             version: 1,
             durability: wire_core::Durability::Held as i32,
+            ..Default::default()
         }
     }
 

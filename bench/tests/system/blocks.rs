@@ -14,10 +14,14 @@ use geonfs_proto::domain::{BlockId, Durability};
 
 use crate::support::init_logging;
 
+/// A cluster without the geo-replication workers: these tests look at the
+/// in-site write path alone (replication and trimming would move copies
+/// under them; see `replication.rs`).
 async fn start() -> TestCluster {
     TestCluster::builder()
         .sites(3)
         .cores_per_site(3)
+        .without_replication()
         .start()
         .await
         .unwrap()

@@ -29,6 +29,7 @@ fn write_req(file_id: u64, index: u64, offset: u64, data: Vec<u8>, version: u64)
         data: Bytes::from(data),
         version,
         durability: Durability::Durable as i32,
+        ..Default::default()
     }
 }
 

@@ -7,6 +7,7 @@ mod core;
 mod meta;
 mod meta_jepsen;
 mod meta_membership;
+mod replication;
 mod rpc;
 
 /// Shared helpers.

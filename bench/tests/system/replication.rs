@@ -1,0 +1,400 @@
+//! Geo replication against a real cluster (3 sites × 3 cores, n = 3): the
+//! durable queue ships every acknowledged write to one core per other site
+//! and trims the extra local copy (invariant 2), never on the ack path
+//! (invariant 3), never newer by older (invariant 8).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use geonfs_bench::cluster::TestCluster;
+use geonfs_block_manager::{BlockClient, ReplicatorOptions};
+use geonfs_proto::core::core_data_client::CoreDataClient;
+use geonfs_proto::core::{BlockInfo, ListRequest, ReadRequest};
+use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
+use geonfs_proto::replication::ReplicaPut;
+
+use crate::support::{eventually, init_logging};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+async fn start() -> TestCluster {
+    TestCluster::builder()
+        .sites(3)
+        .cores_per_site(3)
+        .replication_factor(3)
+        .start()
+        .await
+        .unwrap()
+}
+
+fn block_client(cluster: &TestCluster) -> BlockClient {
+    BlockClient::new(
+        cluster.network().clone(),
+        cluster.config(),
+        cluster.addr("a-access-1").unwrap().ip(),
+        cluster.site("a").unwrap(),
+    )
+    .unwrap()
+}
+
+fn core_names(cluster: &TestCluster) -> Vec<String> {
+    cluster
+        .config()
+        .nodes
+        .iter()
+        .filter(|n| n.roles.core)
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// A client from the core's own site (cuts between sites do not stop it).
+fn core_client(cluster: &TestCluster, core: &str) -> CoreDataClient<geonfs_rpc::RpcChannel> {
+    let from = format!("{}-access-1", &core[..1]);
+    CoreDataClient::new(cluster.channel(&from, core).unwrap())
+        .max_decoding_message_size(8 * 1024 * 1024)
+}
+
+/// Every core (of every site) holding `block`, with its info there.
+async fn holders(cluster: &TestCluster, block: BlockId) -> BTreeMap<String, BlockInfo> {
+    let mut found = BTreeMap::new();
+    for core in core_names(cluster) {
+        if !cluster.is_running(&core) {
+            continue;
+        }
+        let mut client = core_client(cluster, &core);
+        let mut start_after = None;
+        loop {
+            let page = client
+                .list(ListRequest {
+                    start_after,
+                    limit: 1000,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            start_after = page.blocks.last().and_then(|b| b.block);
+            if let Some(info) = page.blocks.iter().find(|b| b.block == Some(block.into())) {
+                found.insert(core.clone(), *info);
+            }
+            if !page.more {
+                break;
+            }
+        }
+    }
+    found
+}
+
+fn id(file_id: u64, index: u64) -> BlockId {
+    BlockId { file_id, index }
+}
+
+/// Whether `block` has exactly one copy per site, all at `version`, the
+/// home site's one on `primary`.
+async fn one_copy_per_site(
+    cluster: &TestCluster,
+    block: BlockId,
+    version: u64,
+    primary: &str,
+) -> bool {
+    let held = holders(cluster, block).await;
+    let mut sites: Vec<char> = held.keys().filter_map(|n| n.chars().next()).collect();
+    sites.sort();
+    sites == vec!['a', 'b', 'c']
+        && held.contains_key(primary)
+        && held.values().all(|i| i.version == version)
+}
+
+/// Sum of a per-site gauge over the cores of site a.
+fn backlog_jobs(cluster: &TestCluster, site: &str) -> i64 {
+    core_names(cluster)
+        .iter()
+        .filter(|n| n.starts_with("a-") && cluster.is_running(n))
+        .map(|n| {
+            let core = cluster.node(n).unwrap().core().unwrap();
+            core.replicator_metrics()
+                .backlog_jobs
+                .with_label_values(&[site])
+                .get()
+        })
+        .sum()
+}
+
+fn backlog_bytes(cluster: &TestCluster, site: &str) -> i64 {
+    core_names(cluster)
+        .iter()
+        .filter(|n| n.starts_with("a-") && cluster.is_running(n))
+        .map(|n| {
+            let core = cluster.node(n).unwrap().core().unwrap();
+            core.replicator_metrics()
+                .backlog_bytes
+                .with_label_values(&[site])
+                .get()
+        })
+        .sum()
+}
+
+fn oldest_age(cluster: &TestCluster, site: &str) -> f64 {
+    core_names(cluster)
+        .iter()
+        .filter(|n| n.starts_with("a-") && cluster.is_running(n))
+        .map(|n| {
+            let core = cluster.node(n).unwrap().core().unwrap();
+            core.replicator_metrics()
+                .oldest_age_seconds
+                .with_label_values(&[site])
+                .get()
+        })
+        .fold(0.0, f64::max)
+}
+
+fn trims(cluster: &TestCluster) -> u64 {
+    core_names(cluster)
+        .iter()
+        .filter(|n| cluster.is_running(n))
+        .map(|n| {
+            let core = cluster.node(n).unwrap().core().unwrap();
+            core.replicator_metrics().trims.get()
+        })
+        .sum()
+}
+
+async fn read_copy(cluster: &TestCluster, core: &str, block: BlockId, len: u32) -> (u64, Bytes) {
+    let reply = core_client(cluster, core)
+        .read(ReadRequest {
+            block: Some(block.into()),
+            offset: 0,
+            length: len,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.found, "{core} does not hold {block:?}");
+    (reply.version, reply.data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_block_ends_with_one_copy_per_site() {
+    init_logging();
+    let cluster = start().await;
+    let client = block_client(&cluster);
+    let blocks: Vec<BlockId> = (0..12).map(|i| id(21, i)).collect();
+    let mut primaries = BTreeMap::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let primary = client.local_pair(*block).unwrap()[0].name.clone();
+        primaries.insert(*block, primary);
+        let data = Bytes::from(vec![i as u8 + 1; 70_000 + i * 1000]);
+        client
+            .write(*block, 4096, data, 1, Durability::Durable)
+            .await
+            .unwrap();
+    }
+    for block in &blocks {
+        let primary = primaries[block].clone();
+        eventually(SETTLE, "one copy per site", || {
+            one_copy_per_site(&cluster, *block, 1, &primary)
+        })
+        .await;
+    }
+    // The remote copies are whole and equal to the acknowledged data.
+    for (i, block) in blocks.iter().enumerate() {
+        let len = (4096 + 70_000 + i * 1000) as u32;
+        let held = holders(&cluster, *block).await;
+        for core in held.keys() {
+            let (version, data) = read_copy(&cluster, core, *block, len).await;
+            assert_eq!(version, 1, "{core}");
+            assert!(data[..4096].iter().all(|&b| b == 0), "{core}");
+            assert!(data[4096..].iter().all(|&b| b == i as u8 + 1), "{core}");
+        }
+    }
+    eventually(SETTLE, "the backlog drains", || async {
+        backlog_jobs(&cluster, "b") == 0 && backlog_jobs(&cluster, "c") == 0
+    })
+    .await;
+    assert_eq!(trims(&cluster), blocks.len() as u64);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_ack_without_the_wan_and_drain_after_heal() {
+    init_logging();
+    let cluster = start().await;
+    let client = block_client(&cluster);
+    cluster.cut_sites("a", "b").unwrap();
+    cluster.cut_sites("a", "c").unwrap();
+    let blocks: Vec<BlockId> = (0..6).map(|i| id(22, i)).collect();
+    for block in &blocks {
+        client
+            .write(
+                *block,
+                0,
+                Bytes::from(vec![7; 50_000]),
+                1,
+                Durability::Durable,
+            )
+            .await
+            .expect("a write acknowledges with the other sites cut off");
+    }
+    eventually(SETTLE, "a backlog for both sites", || async {
+        backlog_jobs(&cluster, "b") > 0
+            && backlog_jobs(&cluster, "c") > 0
+            && backlog_bytes(&cluster, "b") > 0
+    })
+    .await;
+    let age = oldest_age(&cluster, "b");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = oldest_age(&cluster, "b");
+    assert!(
+        later > age,
+        "the oldest pending age grows: {age} -> {later}"
+    );
+    assert_eq!(trims(&cluster), 0, "nothing is trimmed before the copies");
+    for block in &blocks {
+        let held = holders(&cluster, *block).await;
+        assert_eq!(held.len(), 2, "{held:?}");
+        assert!(held.keys().all(|n| n.starts_with("a-")), "{held:?}");
+    }
+
+    cluster.heal_all();
+    eventually(SETTLE, "the backlog drains after the heal", || async {
+        backlog_jobs(&cluster, "b") == 0 && backlog_jobs(&cluster, "c") == 0
+    })
+    .await;
+    for block in &blocks {
+        let primary = client.local_pair(*block).unwrap()[0].name.clone();
+        eventually(SETTLE, "one copy per site after the heal", || {
+            one_copy_per_site(&cluster, *block, 1, &primary)
+        })
+        .await;
+    }
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_newer_version_wins_over_an_older_one() {
+    init_logging();
+    let cluster = start().await;
+    let client = block_client(&cluster);
+    let block = id(23, 0);
+    let primary = client.local_pair(block).unwrap()[0].name.clone();
+    client
+        .write(
+            block,
+            0,
+            Bytes::from(vec![1; 100_000]),
+            1,
+            Durability::Durable,
+        )
+        .await
+        .unwrap();
+    eventually(SETTLE, "v1 on every site", || {
+        one_copy_per_site(&cluster, block, 1, &primary)
+    })
+    .await;
+
+    cluster.cut_sites("a", "b").unwrap();
+    cluster.cut_sites("a", "c").unwrap();
+    client
+        .write(block, 0, Bytes::from(vec![2; 4096]), 2, Durability::Durable)
+        .await
+        .unwrap();
+    let held = holders(&cluster, block).await;
+    let remote: Vec<&String> = held.keys().filter(|n| !n.starts_with("a-")).collect();
+    assert_eq!(remote.len(), 2, "{held:?}");
+    assert!(
+        held.iter()
+            .filter(|(n, _)| !n.starts_with("a-"))
+            .all(|(_, i)| i.version == 1),
+        "{held:?}"
+    );
+
+    cluster.heal_all();
+    eventually(SETTLE, "v2 on every site", || {
+        one_copy_per_site(&cluster, block, 2, &primary)
+    })
+    .await;
+    let held = holders(&cluster, block).await;
+    for core in held.keys() {
+        let (version, data) = read_copy(&cluster, core, block, 100_000).await;
+        assert_eq!(version, 2, "{core}");
+        assert!(data[..4096].iter().all(|&b| b == 2), "{core}");
+        assert!(data[4096..].iter().all(|&b| b == 1), "{core}");
+    }
+
+    // A late copy of v1 is refused by a core holding v2.
+    let remote = held.keys().find(|n| n.starts_with("b-")).unwrap().clone();
+    let mut replication =
+        BlockReplicationClient::new(cluster.channel("a-core-1", &remote).unwrap());
+    let reply = replication
+        .put(ReplicaPut {
+            block: Some(block.into()),
+            version: 1,
+            data: Bytes::from(vec![1; 100_000]),
+            origin_site: "a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.skipped_stale, "{reply:?}");
+    assert!(!reply.applied, "{reply:?}");
+    assert_eq!(reply.stored_version, 2);
+    let (version, data) = read_copy(&cluster, &remote, block, 4096).await;
+    assert_eq!(version, 2);
+    assert!(data.iter().all(|&b| b == 2));
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_secondary_ships_when_the_primary_is_gone() {
+    init_logging();
+    let mut cluster = TestCluster::builder()
+        .sites(3)
+        .cores_per_site(3)
+        .replication_factor(3)
+        .replication(ReplicatorOptions {
+            takeover_timeout: Duration::from_secs(1),
+            ..ReplicatorOptions::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let client = block_client(&cluster);
+    let block = id(24, 0);
+    let [primary, secondary] = client.local_pair(block).unwrap().map(|n| n.name.clone());
+    cluster.cut_sites("a", "b").unwrap();
+    cluster.cut_sites("a", "c").unwrap();
+    client
+        .write(
+            block,
+            0,
+            Bytes::from(vec![5; 30_000]),
+            1,
+            Durability::Durable,
+        )
+        .await
+        .unwrap();
+    cluster.kill_node(&primary).await.unwrap();
+    cluster.heal_all();
+    // The secondary takes over: a copy per remote site, and it keeps its
+    // own copy (it may be the last local one).
+    eventually(SETTLE, "the secondary ships", || {
+        one_copy_per_site(&cluster, block, 1, &secondary)
+    })
+    .await;
+    eventually(SETTLE, "the secondary's job is done", || async {
+        let core = cluster.node(&secondary).unwrap().core().unwrap();
+        core.store().job(block).await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(trims(&cluster), 0);
+
+    // The primary comes back: its own job completes (the copies are
+    // there already) and it trims the secondary.
+    cluster.restart_node(&primary).await.unwrap();
+    eventually(SETTLE, "the primary trims the secondary", || {
+        one_copy_per_site(&cluster, block, 1, &primary)
+    })
+    .await;
+    cluster.shutdown().await.unwrap();
+}

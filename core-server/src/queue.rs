@@ -1,0 +1,486 @@
+//! The block store's durable geo-replication queue and whole-block replica
+//! puts (a child module of [`crate::store`]).
+//!
+//! One job per block: key `q | file_id BE | index BE`, value
+//! `version | primary u8 | first_enqueued_ms | attempts u32 |
+//! next_attempt_ms | peer | targets` (integers BE; the peer and each target
+//! as `u16 BE length | UTF-8`, the targets preceded by their `u16 BE`
+//! count). A job is written in the same `WriteBatch` as the write that
+//! creates it; a newer write replaces it (keeping `first_enqueued_ms`, so
+//! the job's age stays the replication lag of the oldest write it covers).
+//! A delete of the block (the trim of a secondary) removes its job.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use geonfs_block_manager::{BlockError, JobQueue, ReplicationJob};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead};
+use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
+
+use super::{chunk_no, BlockStore, Inner};
+use crate::codec::{chunk_bounds, chunk_key, meta_key, seal_chunk, BlockMeta, CHUNK_SIZE, CRC_LEN};
+use crate::CoreError;
+
+/// Key prefix of replication jobs.
+const QUEUE_TAG: u8 = b'q';
+
+/// The replication job a write asks for (from the write request).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobSpec {
+    /// Remote target core names, one per other site.
+    pub targets: Vec<String>,
+    /// Whether this core is the primary of the pair (it ships).
+    pub primary: bool,
+    /// The other in-site holder of the pair.
+    pub peer: String,
+}
+
+/// What a [`BlockStore::put_replica`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The block now holds the offered version, durably.
+    Applied,
+    /// The block already held exactly that version; nothing changed.
+    AlreadyHeld,
+    /// The block holds a newer version; nothing changed (invariant 8).
+    SkippedStale {
+        /// The stored version.
+        stored: u64,
+    },
+}
+
+fn job_key(block: BlockId) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = QUEUE_TAG;
+    key[1..9].copy_from_slice(&block.file_id.to_be_bytes());
+    key[9..17].copy_from_slice(&block.index.to_be_bytes());
+    key
+}
+
+fn block_of_job_key(key: &[u8]) -> Option<BlockId> {
+    if key.len() != 17 || key[0] != QUEUE_TAG {
+        return None;
+    }
+    Some(BlockId {
+        file_id: u64::from_be_bytes(key[1..9].try_into().ok()?),
+        index: u64::from_be_bytes(key[9..17].try_into().ok()?),
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn encode_job(job: &ReplicationJob) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&job.version.to_be_bytes());
+    out.push(u8::from(job.primary));
+    out.extend_from_slice(&job.first_enqueued_ms.to_be_bytes());
+    out.extend_from_slice(&job.attempts.to_be_bytes());
+    out.extend_from_slice(&job.next_attempt_ms.to_be_bytes());
+    put_str(&mut out, &job.peer);
+    let count = job.targets.len().min(usize::from(u16::MAX));
+    out.extend_from_slice(&(count as u16).to_be_bytes());
+    for target in job.targets.iter().take(count) {
+        put_str(&mut out, target);
+    }
+    out
+}
+
+/// A cursor over an encoded job.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn string(&mut self) -> Option<String> {
+        let len = usize::from(self.u16()?);
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+fn decode_job(block: BlockId, value: &[u8]) -> Result<ReplicationJob, CoreError> {
+    let parse = || {
+        let mut r = Reader(value);
+        let version = r.u64()?;
+        let primary = r.take(1)?[0] != 0;
+        let first_enqueued_ms = r.u64()?;
+        let attempts = r.u32()?;
+        let next_attempt_ms = r.u64()?;
+        let peer = r.string()?;
+        let count = r.u16()?;
+        let targets = (0..count).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
+        Some(ReplicationJob {
+            block,
+            version,
+            targets,
+            primary,
+            peer,
+            first_enqueued_ms,
+            attempts,
+            next_attempt_ms,
+            length: 0,
+        })
+    };
+    parse().ok_or_else(|| CoreError::Corrupt {
+        what: format!("replication job of block {}/{}", block.file_id, block.index),
+        detail: format!("{} bytes do not decode", value.len()),
+    })
+}
+
+impl Inner {
+    fn job(&self, db: &DB, block: BlockId) -> Result<Option<ReplicationJob>, CoreError> {
+        match db.get_pinned(job_key(block))? {
+            None => Ok(None),
+            Some(value) => decode_job(block, &value).map(Some),
+        }
+    }
+
+    /// Adds the job of a write at `version` to `batch` (replacing the
+    /// block's older job, keeping its first enqueue time).
+    pub(super) fn enqueue(
+        &self,
+        db: &DB,
+        batch: &mut WriteBatch,
+        block: BlockId,
+        version: u64,
+        spec: &JobSpec,
+    ) -> Result<(), CoreError> {
+        if spec.targets.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let first = match self.job(db, block) {
+            Ok(Some(old)) => old.first_enqueued_ms.min(now),
+            // An unreadable old job is simply replaced.
+            Ok(None) | Err(CoreError::Corrupt { .. }) => now,
+            Err(err) => return Err(err),
+        };
+        let job = ReplicationJob {
+            block,
+            version,
+            targets: spec.targets.clone(),
+            primary: spec.primary,
+            peer: spec.peer.clone(),
+            first_enqueued_ms: first,
+            attempts: 0,
+            next_attempt_ms: now,
+            length: 0,
+        };
+        batch.put(job_key(block), encode_job(&job));
+        Ok(())
+    }
+
+    /// Adds the removal of the block's job to `batch` if the job's version
+    /// is at most `up_to_version`.
+    pub(super) fn unqueue(
+        &self,
+        db: &DB,
+        batch: &mut WriteBatch,
+        block: BlockId,
+        up_to_version: u64,
+    ) -> Result<(), CoreError> {
+        match self.job(db, block) {
+            Ok(Some(job)) if job.version > up_to_version => {}
+            Ok(None) => {}
+            Ok(Some(_)) | Err(CoreError::Corrupt { .. }) => batch.delete(job_key(block)),
+            Err(err) => return Err(err),
+        }
+        Ok(())
+    }
+
+    fn pending_blocking(&self, limit: usize) -> Result<Vec<ReplicationJob>, CoreError> {
+        let db = self.db()?;
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_upper_bound(vec![QUEUE_TAG + 1]);
+        let mut iter = db.raw_iterator_opt(read_options);
+        iter.seek([QUEUE_TAG]);
+        let mut jobs = Vec::new();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if jobs.len() >= limit {
+                break;
+            }
+            if let Some(block) = block_of_job_key(key) {
+                match decode_job(block, value) {
+                    Ok(mut job) => {
+                        job.length = self.meta(&db, block)?.map_or(0, |m| m.length);
+                        jobs.push(job);
+                    }
+                    Err(err) => tracing::error!(%err, "skipping an unreadable replication job"),
+                }
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(jobs)
+    }
+
+    /// Rewrites or removes the block's job if it is still the one at
+    /// `version` (or older, for a removal).
+    fn update_job(
+        &self,
+        block: BlockId,
+        version: u64,
+        update: Option<(u32, u64)>,
+    ) -> Result<(), CoreError> {
+        let db = self.db()?;
+        let Some(mut job) = self.job(&db, block)? else {
+            return Ok(());
+        };
+        let mut batch = WriteBatch::default();
+        match update {
+            None if job.version <= version => batch.delete(job_key(block)),
+            Some((attempts, next)) if job.version == version => {
+                job.attempts = attempts;
+                job.next_attempt_ms = next;
+                batch.put(job_key(block), encode_job(&job));
+            }
+            _ => return Ok(()),
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(update.is_none());
+        db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    fn put_replica_blocking(
+        &self,
+        block: BlockId,
+        version: u64,
+        data: &[u8],
+    ) -> Result<PutOutcome, CoreError> {
+        let db = self.db()?;
+        let old = self.meta(&db, block)?;
+        if let Some(old) = old {
+            if old.version > version {
+                return Ok(PutOutcome::SkippedStale {
+                    stored: old.version,
+                });
+            }
+            if old.version == version {
+                return Ok(PutOutcome::AlreadyHeld);
+            }
+        }
+        let old_meta = old.unwrap_or_default();
+        let mut batch = WriteBatch::default();
+        // Every old chunk goes: the replica replaces the block atomically.
+        let (lower, upper) = chunk_bounds(block);
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_lower_bound(lower.clone());
+        read_options.set_iterate_upper_bound(upper);
+        let mut iter = db.raw_iterator_opt(read_options);
+        iter.seek(&lower);
+        while let Some(key) = iter.key() {
+            batch.delete(key);
+            iter.next();
+        }
+        iter.status()?;
+        drop(iter);
+        let mut stored = 0u64;
+        for (i, piece) in data.chunks(CHUNK_SIZE as usize).enumerate() {
+            // All-zero chunks read back as zeros when absent: keep sparse.
+            if piece.iter().all(|&b| b == 0) {
+                continue;
+            }
+            let mut value = Vec::with_capacity(CRC_LEN + piece.len());
+            value.resize(CRC_LEN, 0);
+            value.extend_from_slice(piece);
+            seal_chunk(&mut value);
+            batch.put(chunk_key(block, chunk_no(i as u64)?), &value);
+            stored += piece.len() as u64;
+        }
+        let meta = BlockMeta {
+            version,
+            length: data.len() as u64,
+            stored,
+        };
+        batch.put(meta_key(block), meta.encode());
+        let grow = stored.saturating_sub(old_meta.stored);
+        self.reserve(grow)?;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        if let Err(err) = db.write_opt(batch, &options) {
+            self.release(grow);
+            return Err(err.into());
+        }
+        self.release(old_meta.stored.saturating_sub(stored));
+        if old.is_none() {
+            self.blocks.fetch_add(1, Ordering::SeqCst);
+        }
+        self.durable_writes.fetch_add(1, Ordering::SeqCst);
+        self.held().remove(&block);
+        Ok(PutOutcome::Applied)
+    }
+}
+
+impl BlockStore {
+    /// Up to `limit` pending replication jobs, in block order, each with
+    /// the block's current length.
+    pub async fn pending_jobs(&self, limit: usize) -> Result<Vec<ReplicationJob>, CoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.pending_blocking(limit)).await?
+    }
+
+    /// The block's pending replication job, if any.
+    pub async fn job(&self, block: BlockId) -> Result<Option<ReplicationJob>, CoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = inner.db()?;
+            inner.job(&db, block)
+        })
+        .await?
+    }
+
+    /// Removes the block's job if its version is at most `version`
+    /// (durably).
+    pub async fn job_done(&self, block: BlockId, version: u64) -> Result<(), CoreError> {
+        self.update_job(block, version, None).await
+    }
+
+    /// Records a failed attempt of the job at `version` (nothing if the job
+    /// was replaced meanwhile).
+    pub async fn reschedule_job(
+        &self,
+        block: BlockId,
+        version: u64,
+        attempts: u32,
+        next_attempt_ms: u64,
+    ) -> Result<(), CoreError> {
+        self.update_job(block, version, Some((attempts, next_attempt_ms)))
+            .await
+    }
+
+    async fn update_job(
+        &self,
+        block: BlockId,
+        version: u64,
+        update: Option<(u32, u64)>,
+    ) -> Result<(), CoreError> {
+        let guard = self.inner.lock_for(block).lock_owned().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            inner.update_job(block, version, update)
+        })
+        .await?
+    }
+
+    /// Applies a whole-block replica at `version` durably: the block's
+    /// chunks are replaced atomically if the stored version is older;
+    /// otherwise nothing changes (never newer by older, invariant 8).
+    pub async fn put_replica(
+        &self,
+        block: BlockId,
+        version: u64,
+        data: Bytes,
+    ) -> Result<PutOutcome, CoreError> {
+        let guard = self.inner.lock_for(block).lock_owned().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            inner.put_replica_blocking(block, version, &data)
+        })
+        .await?
+    }
+
+    /// The notification the store sends whenever a job is enqueued.
+    pub fn enqueued(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.enqueued.clone()
+    }
+}
+
+fn store_error(err: CoreError) -> BlockError {
+    BlockError::Store(err.to_string())
+}
+
+impl JobQueue for BlockStore {
+    fn pending_jobs(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ReplicationJob>, BlockError>> {
+        Box::pin(async move {
+            BlockStore::pending_jobs(self, limit)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn read_block(
+        &self,
+        block: BlockId,
+    ) -> BoxFuture<'_, Result<Option<(u64, Bytes)>, BlockError>> {
+        Box::pin(async move {
+            let Some(info) = self.block_info(block).await.map_err(store_error)? else {
+                return Ok(None);
+            };
+            // A newer write may land between the metadata and the read:
+            // the read's own snapshot decides the version, and if that
+            // version's length is past what was read, read again.
+            let mut len = info.length;
+            for _ in 0..8 {
+                let read = BlockRead {
+                    block,
+                    range: BlockRange { offset: 0, len },
+                };
+                match self.read(read).await.map_err(store_error)? {
+                    None => return Ok(None),
+                    Some(found) if found.length > len => len = found.length,
+                    Some(found) => return Ok(Some((found.version, found.data))),
+                }
+            }
+            Err(BlockError::Store(format!(
+                "block {}/{} kept growing while being read for replication",
+                block.file_id, block.index
+            )))
+        })
+    }
+
+    fn job_done(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<(), BlockError>> {
+        Box::pin(async move {
+            BlockStore::job_done(self, block, version)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn reschedule(
+        &self,
+        block: BlockId,
+        version: u64,
+        attempts: u32,
+        next_attempt_ms: u64,
+    ) -> BoxFuture<'_, Result<(), BlockError>> {
+        Box::pin(async move {
+            self.reschedule_job(block, version, attempts, next_attempt_ms)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn enqueued(&self) -> Arc<tokio::sync::Notify> {
+        BlockStore::enqueued(self)
+    }
+}

@@ -1,0 +1,164 @@
+//! Tests of the block store's replication queue and replica puts.
+
+use bytes::Bytes;
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability};
+
+use crate::store::queue::{JobSpec, PutOutcome};
+use crate::store::{BlockStore, DeleteOutcome};
+use crate::CoreMetrics;
+
+fn block(file_id: u64, index: u64) -> BlockId {
+    BlockId { file_id, index }
+}
+
+fn write(block: BlockId, offset: u64, data: Vec<u8>, version: u64) -> BlockWrite {
+    BlockWrite {
+        block,
+        range: BlockRange::new(offset, data.len() as u64).unwrap(),
+        data: data.into(),
+        version,
+        durability: Durability::Durable,
+    }
+}
+
+fn spec(primary: bool) -> Option<JobSpec> {
+    Some(JobSpec {
+        targets: vec!["b-core-1".into(), "c-core-2".into()],
+        primary,
+        peer: "a-core-2".into(),
+    })
+}
+
+fn open(dir: &std::path::Path) -> BlockStore {
+    BlockStore::open(dir, 1 << 30, CoreMetrics::new()).unwrap()
+}
+
+#[tokio::test]
+async fn a_write_queues_its_job_and_a_newer_write_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let b = block(1, 0);
+    store.write(write(b, 0, vec![1; 10], 1)).await.unwrap();
+    assert!(store.pending_jobs(10).await.unwrap().is_empty());
+    store
+        .write_with_job(write(b, 0, vec![1; 100], 2), spec(true))
+        .await
+        .unwrap();
+    let jobs = store.pending_jobs(10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let first = jobs[0].clone();
+    assert_eq!(first.version, 2);
+    assert_eq!(first.length, 100);
+    assert!(first.primary);
+    assert_eq!(first.peer, "a-core-2");
+    assert_eq!(first.targets, vec!["b-core-1", "c-core-2"]);
+
+    store.reschedule_job(b, 2, 3, 42).await.unwrap();
+    store.reschedule_job(b, 1, 9, 99).await.unwrap(); // not the job: ignored
+    let job = store.job(b).await.unwrap().unwrap();
+    assert_eq!((job.attempts, job.next_attempt_ms), (3, 42));
+
+    store
+        .write_with_job(write(b, 100, vec![2; 10], 3), spec(true))
+        .await
+        .unwrap();
+    let job = store.job(b).await.unwrap().unwrap();
+    assert_eq!(job.version, 3);
+    assert_eq!(job.attempts, 0);
+    assert_eq!(job.first_enqueued_ms, first.first_enqueued_ms);
+
+    store.job_done(b, 2).await.unwrap();
+    assert!(
+        store.job(b).await.unwrap().is_some(),
+        "v3 is not covered by v2"
+    );
+    store.job_done(b, 3).await.unwrap();
+    assert!(store.job(b).await.unwrap().is_none());
+
+    // The job survives a restart, like the write.
+    store
+        .write_with_job(write(b, 0, vec![3; 10], 4), spec(false))
+        .await
+        .unwrap();
+    store.close(false).await.unwrap();
+    let store = open(dir.path());
+    let jobs = store.pending_jobs(10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].version, 4);
+    assert!(!jobs[0].primary);
+    // The block list is unaffected by the queue's keys.
+    assert_eq!(store.list(None, 10).await.unwrap().0.len(), 1);
+    assert_eq!(store.stats().blocks, 1);
+}
+
+#[tokio::test]
+async fn a_trim_removes_the_job_unless_it_is_newer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let b = block(2, 0);
+    store
+        .write_with_job(write(b, 0, vec![1; 10], 5), spec(false))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delete(b, 4).await.unwrap(),
+        DeleteOutcome::Newer { stored: 5 }
+    );
+    assert!(store.job(b).await.unwrap().is_some());
+    assert_eq!(store.delete(b, 5).await.unwrap(), DeleteOutcome::Deleted);
+    assert!(store.job(b).await.unwrap().is_none());
+    assert!(store.pending_jobs(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_replica_replaces_older_data_and_never_newer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let b = block(3, 0);
+    store.write(write(b, 0, vec![9; 300_000], 1)).await.unwrap();
+    let data = Bytes::from(vec![4; 100_000]);
+    assert_eq!(
+        store.put_replica(b, 2, data.clone()).await.unwrap(),
+        PutOutcome::Applied
+    );
+    let found = store
+        .read(BlockRead {
+            block: b,
+            range: BlockRange::new(0, 300_000).unwrap(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.version, 2);
+    assert_eq!(found.length, 100_000);
+    assert!(found.data[..100_000].iter().all(|&x| x == 4));
+    assert!(
+        found.data[100_000..].iter().all(|&x| x == 0),
+        "old tail gone"
+    );
+    assert_eq!(store.stats().used, 100_000);
+    assert_eq!(
+        store.put_replica(b, 2, data.clone()).await.unwrap(),
+        PutOutcome::AlreadyHeld
+    );
+    assert_eq!(
+        store
+            .put_replica(b, 1, Bytes::from(vec![1; 10]))
+            .await
+            .unwrap(),
+        PutOutcome::SkippedStale { stored: 2 }
+    );
+    assert_eq!(store.block_info(b).await.unwrap().unwrap().version, 2);
+    // An absent block is created; all-zero chunks stay sparse.
+    let c = block(3, 1);
+    let mut sparse = vec![0u8; 200_000];
+    sparse[199_999] = 1;
+    assert_eq!(
+        store.put_replica(c, 7, Bytes::from(sparse)).await.unwrap(),
+        PutOutcome::Applied
+    );
+    let info = store.block_info(c).await.unwrap().unwrap();
+    assert_eq!((info.version, info.length), (7, 200_000));
+    assert!(info.stored < 200_000);
+    assert_eq!(store.stats().blocks, 2);
+}
