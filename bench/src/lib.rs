@@ -8,3 +8,4 @@
 
 pub mod cluster;
 pub mod linearizability;
+pub mod report;

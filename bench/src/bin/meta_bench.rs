@@ -25,6 +25,9 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
 use geonfs_bench::cluster::TestCluster;
+use geonfs_bench::report::{
+    json_num as num, json_string as string, median, percentile_ms, ratio, write_json, Rng, Table,
+};
 use geonfs_meta_kvs::MetaClient;
 use geonfs_proto::meta::{condition, operation, Condition, KeyValue, Operation, TxnRequest};
 use geonfs_rpc::WanParams;
@@ -106,28 +109,6 @@ impl Op {
             Op::Get => "get",
             Op::Txn => "txn",
         }
-    }
-}
-
-/// A small xorshift64* generator: uniform enough for key choice, no deps.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 
@@ -283,16 +264,6 @@ struct Sample {
     condition_failed: u64,
 }
 
-/// Nearest-rank percentile of sorted values (µs), in ms.
-fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p * sorted_us.len() as f64).ceil() as usize;
-    let index = rank.clamp(1, sorted_us.len()) - 1;
-    sorted_us[index] as f64 / 1000.0
-}
-
 async fn run_scenario(
     cluster: &TestCluster,
     from: &str,
@@ -407,21 +378,6 @@ async fn run_round(placement: Placement, round: usize, args: &Args) -> anyhow::R
     Ok(result)
 }
 
-/// Median of values (mean of the two middle ones for an even count).
-fn median(values: &[f64]) -> f64 {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
-}
-
 /// Medians across rounds of one placement and operation.
 #[derive(Clone, Copy)]
 struct Summary {
@@ -443,38 +399,6 @@ fn summarize(results: &[RoundResult], placement: Placement, op: Op) -> Summary {
         ops_per_sec: pick(|s| s.ops_per_sec),
         p50_ms: pick(|s| s.p50_ms),
         p99_ms: pick(|s| s.p99_ms),
-    }
-}
-
-/// A JSON number (null when not finite).
-fn num(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.3}")
-    } else {
-        "null".to_string()
-    }
-}
-
-/// A JSON string literal.
-fn string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn ratio(a: f64, b: f64) -> f64 {
-    if b == 0.0 {
-        f64::NAN
-    } else {
-        a / b
     }
 }
 
@@ -544,33 +468,28 @@ fn table(args: &Args, results: &[RoundResult]) -> String {
         "meta-kvs: {} clients, {} s measured (+{} s warm-up) per scenario, {} rounds A B A B, {} keys, {} B values; medians across rounds\n",
         args.clients, args.seconds, args.warmup, args.rounds, args.keys, args.value_bytes
     );
-    out += &format!(
-        "{:<4} {:<22} {:>10} {:>10} {:>10}\n",
-        "op", "placement", "ops/s", "p50 ms", "p99 ms"
-    );
-    out += &format!("{}\n", "-".repeat(60));
+    let mut t = Table::new(&["op", "placement", "ops/s", "p50 ms", "p99 ms"], 2);
     for op in Op::ALL {
         let one = summarize(results, Placement::OneSite, op);
         let three = summarize(results, Placement::ThreeSites, op);
         for (placement, s) in [(Placement::OneSite, one), (Placement::ThreeSites, three)] {
-            out += &format!(
-                "{:<4} {:<22} {:>10.1} {:>10.2} {:>10.2}\n",
-                op.name(),
+            t.row(vec![
+                op.name().to_string(),
                 placement.name(args.rtt_ms),
-                s.ops_per_sec,
-                s.p50_ms,
-                s.p99_ms
-            );
+                format!("{:.1}", s.ops_per_sec),
+                format!("{:.2}", s.p50_ms),
+                format!("{:.2}", s.p99_ms),
+            ]);
         }
-        out += &format!(
-            "{:<4} {:<22} {:>9.3}x {:>9.2}x {:>9.2}x\n",
-            op.name(),
-            "ratio three/one",
-            ratio(three.ops_per_sec, one.ops_per_sec),
-            ratio(three.p50_ms, one.p50_ms),
-            ratio(three.p99_ms, one.p99_ms)
-        );
+        t.row(vec![
+            op.name().to_string(),
+            "ratio three/one".to_string(),
+            format!("{:.3}x", ratio(three.ops_per_sec, one.ops_per_sec)),
+            format!("{:.2}x", ratio(three.p50_ms, one.p50_ms)),
+            format!("{:.2}x", ratio(three.p99_ms, one.p99_ms)),
+        ]);
     }
+    out += &t.render();
     out += "leaders:";
     for r in results {
         out += &format!(
@@ -612,13 +531,7 @@ fn check(args: &Args) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     check(&args)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    geonfs_bench::report::init_tracing();
     let mut results = Vec::new();
     for round in 0..args.rounds {
         for placement in Placement::ALL {
@@ -626,11 +539,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     print!("{}", table(&args, &results));
-    if let Some(dir) = args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    std::fs::write(&args.json, to_json(&args, &results))
-        .with_context(|| format!("cannot write {}", args.json.display()))?;
+    write_json(&args.json, &to_json(&args, &results))?;
     println!("JSON: {}", args.json.display());
     Ok(())
 }

@@ -1,0 +1,186 @@
+//! Helpers shared by the benchmark binaries: percentiles and medians,
+//! ratios, hand-written JSON (no serde dependency), aligned text tables,
+//! and the logging set-up.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+/// A small xorshift64* generator: uniform enough for key and offset choice,
+/// no dependencies, reproducible from its seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed` (any value, zero included).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Nearest-rank percentile `p` (0..=1) of sorted values in µs, in ms; NaN
+/// when there are no values.
+pub fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted_us.len() as f64).ceil() as usize;
+    let index = rank.clamp(1, sorted_us.len()) - 1;
+    sorted_us[index] as f64 / 1000.0
+}
+
+/// Median of the non-NaN values (mean of the two middle ones for an even
+/// count); NaN when there are none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// `a / b`, NaN when `b` is zero.
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        f64::NAN
+    } else {
+        a / b
+    }
+}
+
+/// A JSON number with three decimals (`null` when not finite).
+pub fn json_num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "null".to_string()
+    }
+}
+
+/// A JSON string literal.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A JSON object from `(key, already-encoded value)` pairs, on one line.
+pub fn json_object(fields: &[(&str, String)]) -> String {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}: {v}", json_string(k)))
+        .collect();
+    format!("{{{}}}", body.join(", "))
+}
+
+/// Writes `text` to `path`, creating its parent directory if needed.
+pub fn write_json(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A text table: the first `left` columns are left-aligned, the others
+/// right-aligned; every column is as wide as its widest cell.
+#[derive(Clone, Debug)]
+pub struct Table {
+    headers: Vec<String>,
+    /// `None` is a horizontal rule.
+    rows: Vec<Option<Vec<String>>>,
+    left: usize,
+}
+
+impl Table {
+    /// A table with these column headers, the first `left` left-aligned.
+    pub fn new(headers: &[&str], left: usize) -> Self {
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+            left,
+        }
+    }
+
+    /// Appends a row (missing cells are blank, extra ones dropped).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(Some(cells));
+    }
+
+    /// Appends a horizontal rule.
+    pub fn rule(&mut self) {
+        self.rows.push(None);
+    }
+
+    /// The table as text, header and a rule first, one line per row.
+    pub fn render(&self) -> String {
+        let columns = self.headers.len();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in self.rows.iter().flatten() {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let total = widths.iter().sum::<usize>() + 2 * columns.saturating_sub(1);
+        let line = |cells: &[String]| {
+            let mut out = Vec::with_capacity(columns);
+            for (i, width) in widths.iter().enumerate() {
+                let cell = cells.get(i).map(String::as_str).unwrap_or("");
+                out.push(if i < self.left {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                });
+            }
+            format!("{}\n", out.join("  ").trim_end())
+        };
+        let mut out = line(&self.headers);
+        out += &format!("{}\n", "-".repeat(total));
+        for row in &self.rows {
+            match row {
+                Some(cells) => out += &line(cells),
+                None => out += &format!("{}\n", "-".repeat(total)),
+            }
+        }
+        out
+    }
+}
+
+/// Logs to stderr, at the level of `RUST_LOG` (default `warn`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
