@@ -20,8 +20,8 @@ use geonfs_block_manager::{BlockError, JobQueue, ReplicationJob};
 use geonfs_proto::domain::{BlockId, BlockRange, BlockRead};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
-use super::{chunk_no, BlockStore, Inner};
-use crate::codec::{chunk_bounds, chunk_key, meta_key, seal_chunk, BlockMeta, CHUNK_SIZE, CRC_LEN};
+use super::{chunk_no, delete_chunks, BlockStore, Inner};
+use crate::codec::{chunk_key, meta_key, seal_chunk, BlockMeta, CHUNK_SIZE, CRC_LEN};
 use crate::CoreError;
 
 /// Key prefix of replication jobs.
@@ -290,18 +290,7 @@ impl Inner {
         let old_meta = old.unwrap_or_default();
         let mut batch = WriteBatch::default();
         // Every old chunk goes: the replica replaces the block atomically.
-        let (lower, upper) = chunk_bounds(block);
-        let mut read_options = ReadOptions::default();
-        read_options.set_iterate_lower_bound(lower.clone());
-        read_options.set_iterate_upper_bound(upper);
-        let mut iter = db.raw_iterator_opt(read_options);
-        iter.seek(&lower);
-        while let Some(key) = iter.key() {
-            batch.delete(key);
-            iter.next();
-        }
-        iter.status()?;
-        drop(iter);
+        delete_chunks(&db, block, &mut batch)?;
         let mut stored = 0u64;
         for (i, piece) in data.chunks(CHUNK_SIZE as usize).enumerate() {
             // All-zero chunks read back as zeros when absent: keep sparse.

@@ -689,18 +689,7 @@ impl Inner {
             });
         }
         let mut batch = WriteBatch::default();
-        let (lower, upper) = chunk_bounds(block);
-        let mut read_options = ReadOptions::default();
-        read_options.set_iterate_lower_bound(lower.clone());
-        read_options.set_iterate_upper_bound(upper);
-        let mut iter = db.raw_iterator_opt(read_options);
-        iter.seek(&lower);
-        while let Some(key) = iter.key() {
-            batch.delete(key);
-            iter.next();
-        }
-        iter.status()?;
-        drop(iter);
+        delete_chunks(&db, block, &mut batch)?;
         batch.delete(meta_key(block));
         // The copy's replication job goes with it (a trimmed secondary's
         // fallback job), unless it covers a newer version.
@@ -785,4 +774,23 @@ fn chunk_no(chunk: u64) -> Result<u32, CoreError> {
 
 fn clamp_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Adds the deletion of every stored chunk of `block` to `batch`.
+pub(crate) fn delete_chunks(
+    db: &DB,
+    block: BlockId,
+    batch: &mut WriteBatch,
+) -> Result<(), rocksdb::Error> {
+    let (lower, upper) = chunk_bounds(block);
+    let mut read_options = ReadOptions::default();
+    read_options.set_iterate_lower_bound(lower.clone());
+    read_options.set_iterate_upper_bound(upper);
+    let mut iter = db.raw_iterator_opt(read_options);
+    iter.seek(&lower);
+    while let Some(key) = iter.key() {
+        batch.delete(key);
+        iter.next();
+    }
+    iter.status()
 }
