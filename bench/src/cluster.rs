@@ -409,6 +409,16 @@ impl TestCluster {
             .collect()
     }
 
+    /// Every core node's name, running or not.
+    pub fn core_names(&self) -> Vec<String> {
+        self.config
+            .nodes
+            .iter()
+            .filter(|n| n.roles.core)
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
     /// A meta-kvs client calling from node `from` to every meta node.
     pub fn meta_client(&self, from: &str) -> anyhow::Result<MetaClient> {
         let from = self.addr(from)?.ip();

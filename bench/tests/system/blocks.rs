@@ -3,15 +3,13 @@
 //! core, refusal with one live core, and the incarnation signal after a
 //! core restart.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use geonfs_bench::cluster::TestCluster;
-use geonfs_block_manager::{BlockClient, BlockError};
-use geonfs_proto::core::core_data_client::CoreDataClient;
-use geonfs_proto::core::{BlockInfo, ListRequest, ReadRequest};
-use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_block_manager::BlockError;
+use geonfs_proto::core::ReadRequest;
+use geonfs_proto::domain::Durability;
 
+use crate::block_support::{block_client, core_client, holders, id, inventory};
 use crate::support::init_logging;
 
 /// A cluster without the geo-replication workers: these tests look at the
@@ -25,79 +23,6 @@ async fn start() -> TestCluster {
         .start()
         .await
         .unwrap()
-}
-
-fn block_client(cluster: &TestCluster) -> BlockClient {
-    BlockClient::new(
-        cluster.network().clone(),
-        cluster.config(),
-        cluster.addr("a-access-1").unwrap().ip(),
-        cluster.site("a").unwrap(),
-    )
-    .unwrap()
-}
-
-fn core_names(cluster: &TestCluster) -> Vec<String> {
-    cluster
-        .config()
-        .nodes
-        .iter()
-        .filter(|n| n.roles.core)
-        .map(|n| n.name.clone())
-        .collect()
-}
-
-fn core_client(cluster: &TestCluster, core: &str) -> CoreDataClient<geonfs_rpc::RpcChannel> {
-    CoreDataClient::new(cluster.channel("a-access-1", core).unwrap())
-        .max_decoding_message_size(8 * 1024 * 1024)
-}
-
-/// Every block each running core (of every site) holds.
-async fn inventory(cluster: &TestCluster) -> BTreeMap<String, Vec<BlockInfo>> {
-    let mut all = BTreeMap::new();
-    for core in core_names(cluster) {
-        if !cluster.is_running(&core) {
-            continue;
-        }
-        let mut client = core_client(cluster, &core);
-        let mut blocks = Vec::new();
-        let mut start_after = None;
-        loop {
-            let page = client
-                .list(ListRequest {
-                    start_after,
-                    limit: 1000,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            start_after = page.blocks.last().and_then(|b| b.block);
-            blocks.extend(page.blocks);
-            if !page.more {
-                break;
-            }
-        }
-        all.insert(core, blocks);
-    }
-    all
-}
-
-/// The cores (of every site) holding `block`, with its info there.
-async fn holders(cluster: &TestCluster, block: BlockId) -> BTreeMap<String, BlockInfo> {
-    inventory(cluster)
-        .await
-        .into_iter()
-        .filter_map(|(core, blocks)| {
-            blocks
-                .into_iter()
-                .find(|b| b.block == Some(block.into()))
-                .map(|info| (core, info))
-        })
-        .collect()
-}
-
-fn id(file_id: u64, index: u64) -> BlockId {
-    BlockId { file_id, index }
 }
 
 fn sorted(names: [&str; 2]) -> Vec<String> {

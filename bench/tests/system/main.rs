@@ -1,6 +1,7 @@
 //! System tests: whole clusters in one process, through the real RPC layer.
 //! One test binary for the whole suite (each binary links RocksDB).
 
+mod block_support;
 mod blocks;
 mod cluster;
 mod core;

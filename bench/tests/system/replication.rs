@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use geonfs_bench::cluster::TestCluster;
-use geonfs_block_manager::{BlockClient, ReplicatorOptions};
+use geonfs_block_manager::ReplicatorOptions;
 use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_proto::core::{BlockInfo, ListRequest, ReadRequest};
 use geonfs_proto::domain::{BlockId, Durability};
 use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
 use geonfs_proto::replication::ReplicaPut;
 
+use crate::block_support::{block_client, core_client, holders, id};
 use crate::support::{eventually, init_logging};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -27,67 +28,6 @@ async fn start() -> TestCluster {
         .start()
         .await
         .unwrap()
-}
-
-fn block_client(cluster: &TestCluster) -> BlockClient {
-    BlockClient::new(
-        cluster.network().clone(),
-        cluster.config(),
-        cluster.addr("a-access-1").unwrap().ip(),
-        cluster.site("a").unwrap(),
-    )
-    .unwrap()
-}
-
-fn core_names(cluster: &TestCluster) -> Vec<String> {
-    cluster
-        .config()
-        .nodes
-        .iter()
-        .filter(|n| n.roles.core)
-        .map(|n| n.name.clone())
-        .collect()
-}
-
-/// A client from the core's own site (cuts between sites do not stop it).
-fn core_client(cluster: &TestCluster, core: &str) -> CoreDataClient<geonfs_rpc::RpcChannel> {
-    let from = format!("{}-access-1", &core[..1]);
-    CoreDataClient::new(cluster.channel(&from, core).unwrap())
-        .max_decoding_message_size(8 * 1024 * 1024)
-}
-
-/// Every core (of every site) holding `block`, with its info there.
-async fn holders(cluster: &TestCluster, block: BlockId) -> BTreeMap<String, BlockInfo> {
-    let mut found = BTreeMap::new();
-    for core in core_names(cluster) {
-        if !cluster.is_running(&core) {
-            continue;
-        }
-        let mut client = core_client(cluster, &core);
-        let mut start_after = None;
-        loop {
-            let page = client
-                .list(ListRequest {
-                    start_after,
-                    limit: 1000,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            start_after = page.blocks.last().and_then(|b| b.block);
-            if let Some(info) = page.blocks.iter().find(|b| b.block == Some(block.into())) {
-                found.insert(core.clone(), *info);
-            }
-            if !page.more {
-                break;
-            }
-        }
-    }
-    found
-}
-
-fn id(file_id: u64, index: u64) -> BlockId {
-    BlockId { file_id, index }
 }
 
 /// Whether `block` has exactly one copy per site, all at `version`, the
@@ -108,7 +48,8 @@ async fn one_copy_per_site(
 
 /// Sum of a per-site gauge over the cores of site a.
 fn backlog_jobs(cluster: &TestCluster, site: &str) -> i64 {
-    core_names(cluster)
+    cluster
+        .core_names()
         .iter()
         .filter(|n| n.starts_with("a-") && cluster.is_running(n))
         .map(|n| {
@@ -122,7 +63,8 @@ fn backlog_jobs(cluster: &TestCluster, site: &str) -> i64 {
 }
 
 fn backlog_bytes(cluster: &TestCluster, site: &str) -> i64 {
-    core_names(cluster)
+    cluster
+        .core_names()
         .iter()
         .filter(|n| n.starts_with("a-") && cluster.is_running(n))
         .map(|n| {
@@ -136,7 +78,8 @@ fn backlog_bytes(cluster: &TestCluster, site: &str) -> i64 {
 }
 
 fn oldest_age(cluster: &TestCluster, site: &str) -> f64 {
-    core_names(cluster)
+    cluster
+        .core_names()
         .iter()
         .filter(|n| n.starts_with("a-") && cluster.is_running(n))
         .map(|n| {
@@ -150,7 +93,8 @@ fn oldest_age(cluster: &TestCluster, site: &str) -> f64 {
 }
 
 fn trims(cluster: &TestCluster) -> u64 {
-    core_names(cluster)
+    cluster
+        .core_names()
         .iter()
         .filter(|n| cluster.is_running(n))
         .map(|n| {
@@ -434,7 +378,7 @@ fn per_site(held: &BTreeMap<String, BlockInfo>) -> BTreeMap<char, usize> {
 /// secondaries).
 async fn queued(cluster: &TestCluster) -> usize {
     let mut total = 0;
-    for name in core_names(cluster) {
+    for name in cluster.core_names() {
         if name.starts_with("a-") && cluster.is_running(&name) {
             let core = cluster.node(&name).unwrap().core().unwrap();
             total += core.store().pending_jobs(100_000).await.unwrap().len();
@@ -583,7 +527,8 @@ async fn restart_a_core_mid_replication() {
         .map(|b| (*b, client.local_pair(*b).unwrap().map(|n| n.name.clone())))
         .collect();
 
-    let remote: Vec<_> = core_names(&cluster)
+    let remote: Vec<_> = cluster
+        .core_names()
         .into_iter()
         .filter(|n| !n.starts_with("a-"))
         .map(|n| {
@@ -617,7 +562,8 @@ async fn restart_a_core_mid_replication() {
 
     // The primary with the most jobs still queued right now.
     let mut victim = None;
-    for name in core_names(&cluster)
+    for name in cluster
+        .core_names()
         .into_iter()
         .filter(|n| n.starts_with("a-"))
     {

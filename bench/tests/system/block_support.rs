@@ -1,0 +1,78 @@
+//! Helpers shared by the block-path system tests (`blocks`, `replication`):
+//! a block client at site a, per-core data clients, and who holds what.
+
+use std::collections::BTreeMap;
+
+use geonfs_bench::cluster::TestCluster;
+use geonfs_block_manager::BlockClient;
+use geonfs_proto::core::core_data_client::CoreDataClient;
+use geonfs_proto::core::{BlockInfo, ListRequest};
+use geonfs_proto::domain::BlockId;
+
+/// A block client writing at site a, from a-access-1's address.
+pub fn block_client(cluster: &TestCluster) -> BlockClient {
+    BlockClient::new(
+        cluster.network().clone(),
+        cluster.config(),
+        cluster.addr("a-access-1").unwrap().ip(),
+        cluster.site("a").unwrap(),
+    )
+    .unwrap()
+}
+
+/// A data client to `core` from its own site's access node, so cuts between
+/// sites do not stop the test from looking.
+pub fn core_client(cluster: &TestCluster, core: &str) -> CoreDataClient<geonfs_rpc::RpcChannel> {
+    let from = format!("{}-access-1", &core[..1]);
+    CoreDataClient::new(cluster.channel(&from, core).unwrap())
+        .max_decoding_message_size(8 * 1024 * 1024)
+}
+
+/// Every block each running core (of every site) holds.
+pub async fn inventory(cluster: &TestCluster) -> BTreeMap<String, Vec<BlockInfo>> {
+    let mut all = BTreeMap::new();
+    for core in cluster.core_names() {
+        if !cluster.is_running(&core) {
+            continue;
+        }
+        let mut client = core_client(cluster, &core);
+        let mut blocks = Vec::new();
+        let mut start_after = None;
+        loop {
+            let page = client
+                .list(ListRequest {
+                    start_after,
+                    limit: 1000,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            start_after = page.blocks.last().and_then(|b| b.block);
+            blocks.extend(page.blocks);
+            if !page.more {
+                break;
+            }
+        }
+        all.insert(core, blocks);
+    }
+    all
+}
+
+/// The cores (of every site) holding `block`, with its info there.
+pub async fn holders(cluster: &TestCluster, block: BlockId) -> BTreeMap<String, BlockInfo> {
+    inventory(cluster)
+        .await
+        .into_iter()
+        .filter_map(|(core, blocks)| {
+            blocks
+                .into_iter()
+                .find(|b| b.block == Some(block.into()))
+                .map(|info| (core, info))
+        })
+        .collect()
+}
+
+/// Block `index` of file `file_id`.
+pub fn id(file_id: u64, index: u64) -> BlockId {
+    BlockId { file_id, index }
+}
