@@ -287,7 +287,7 @@ impl TestCluster {
         };
         let mut nodes = BTreeMap::new();
         for (node, _, listener) in bound {
-            let running = RunningNode::start_with_options(
+            let running = RunningNode::start(
                 config.clone(),
                 &node.name,
                 network.clone(),
@@ -387,7 +387,7 @@ impl TestCluster {
         if self.is_running(name) {
             bail!("node {name} is running");
         }
-        let running = RunningNode::bind_and_start_with_options(
+        let running = RunningNode::bind_and_start(
             self.config.clone(),
             name,
             self.network.clone(),

@@ -14,7 +14,7 @@ use geonfs_proto::node::PingRequest;
 use geonfs_rpc::{Network, NetworkOptions};
 use geonfs_site_config::{ClusterConfig, ConfigError};
 
-use crate::node::RunningNode;
+use crate::node::{NodeOptions, RunningNode};
 
 /// geonfs: a geo-distributed NFSv3 datastore for hypervisors.
 #[derive(Debug, Parser)]
@@ -141,7 +141,8 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 async fn run_node(config_path: &std::path::Path, name: &str) -> anyhow::Result<()> {
     let config = Arc::new(ClusterConfig::load(config_path)?);
     let network = Network::new(NetworkOptions::from_config(&config))?;
-    let mut node = RunningNode::bind_and_start(config, name, network).await?;
+    let mut node =
+        RunningNode::bind_and_start(config, name, network, NodeOptions::default()).await?;
     // The only node of this process: its registry takes the RPC metrics too.
     node.register_network_metrics()?;
     tokio::select! {

@@ -13,7 +13,7 @@ use anyhow::Context;
 use geonfs_rpc::{Network, NetworkOptions};
 use geonfs_site_config::ClusterConfig;
 
-use crate::node::RunningNode;
+use crate::node::{NodeOptions, RunningNode};
 
 /// The gRPC port every demo node listens on (each node has its own address).
 pub const DEMO_RPC_PORT: u16 = 7100;
@@ -73,9 +73,14 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let network = Network::new(NetworkOptions::from_config(&config))?;
     let mut nodes = Vec::new();
     for node in &config.nodes {
-        let running = RunningNode::bind_and_start(config.clone(), &node.name, network.clone())
-            .await
-            .with_context(|| format!("starting {}", node.name))?;
+        let running = RunningNode::bind_and_start(
+            config.clone(),
+            &node.name,
+            network.clone(),
+            NodeOptions::default(),
+        )
+        .await
+        .with_context(|| format!("starting {}", node.name))?;
         nodes.push(running);
     }
     println!(

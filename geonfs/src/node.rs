@@ -92,34 +92,10 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Starts node `name` of `config`, serving on `listener` (already bound,
-    /// so a caller that asked for port 0 knows the port first).
+    /// Starts node `name` of `config` with `options`, serving on `listener`
+    /// (already bound, so a caller that asked for port 0 knows the port
+    /// first).
     pub async fn start(
-        config: Arc<ClusterConfig>,
-        name: &str,
-        network: Network,
-        listener: TcpListener,
-    ) -> Result<Self, NodeError> {
-        Self::start_with(config, name, network, listener, MetaOptions::default()).await
-    }
-
-    /// [`RunningNode::start`] with explicit meta-kvs options.
-    pub async fn start_with(
-        config: Arc<ClusterConfig>,
-        name: &str,
-        network: Network,
-        listener: TcpListener,
-        meta_options: MetaOptions,
-    ) -> Result<Self, NodeError> {
-        let options = NodeOptions {
-            meta: meta_options,
-            ..NodeOptions::default()
-        };
-        Self::start_with_options(config, name, network, listener, options).await
-    }
-
-    /// [`RunningNode::start`] with explicit options of every role.
-    pub async fn start_with_options(
         config: Arc<ClusterConfig>,
         name: &str,
         network: Network,
@@ -232,31 +208,8 @@ impl RunningNode {
         })
     }
 
-    /// Binds the node's configured address and starts it.
+    /// Binds the node's configured address and starts it with `options`.
     pub async fn bind_and_start(
-        config: Arc<ClusterConfig>,
-        name: &str,
-        network: Network,
-    ) -> Result<Self, NodeError> {
-        Self::bind_and_start_with(config, name, network, MetaOptions::default()).await
-    }
-
-    /// [`RunningNode::bind_and_start`] with explicit meta-kvs options.
-    pub async fn bind_and_start_with(
-        config: Arc<ClusterConfig>,
-        name: &str,
-        network: Network,
-        meta_options: MetaOptions,
-    ) -> Result<Self, NodeError> {
-        let node = config
-            .node(name)
-            .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
-        let listener = server::bind(node.address).await?;
-        Self::start_with(config, name, network, listener, meta_options).await
-    }
-
-    /// [`RunningNode::bind_and_start`] with explicit options of every role.
-    pub async fn bind_and_start_with_options(
         config: Arc<ClusterConfig>,
         name: &str,
         network: Network,
@@ -266,7 +219,7 @@ impl RunningNode {
             .node(name)
             .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
         let listener = server::bind(node.address).await?;
-        Self::start_with_options(config, name, network, listener, options).await
+        Self::start(config, name, network, listener, options).await
     }
 
     /// The node's name.
