@@ -23,6 +23,8 @@ pub struct BlockMetrics {
     pub reads: IntCounter,
     /// Copies that failed their checksum on read (each needs repair).
     pub corrupt_copies: IntCounter,
+    /// Corrupt copies replaced by a good copy after a read found them.
+    pub repairs: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -75,6 +77,10 @@ impl BlockMetrics {
                 "geonfs_block_read_corrupt_copies_total",
                 "Block copies that failed their checksum on read",
             ),
+            repairs: counter(
+                "geonfs_block_read_repairs_total",
+                "Corrupt block copies replaced by a good copy after a read",
+            ),
         }
     }
 
@@ -88,6 +94,7 @@ impl BlockMetrics {
         registry.register(Box::new(self.seeds.clone()))?;
         registry.register(Box::new(self.reads.clone()))?;
         registry.register(Box::new(self.corrupt_copies.clone()))?;
+        registry.register(Box::new(self.repairs.clone()))?;
         Ok(())
     }
 }

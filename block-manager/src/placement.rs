@@ -199,17 +199,9 @@ impl Placement {
         }
     }
 
-    /// One core server in each of the first n−1 other sites for `block`:
-    /// the sites are ranked by rendezvous hashing too (so different blocks
-    /// spread their geo copies over the sites), skipping sites without a
-    /// live core; in each, the best live core by [`Placement::in_site`].
-    pub fn remote_targets(
-        &self,
-        block: BlockId,
-        home_site: SiteId,
-        live: &impl Fn(&str) -> bool,
-    ) -> Vec<&Node> {
-        let wanted = self.replication_factor.saturating_sub(1);
+    /// Every site other than `home_site`, ranked for `block` by
+    /// rendezvous hashing (so different blocks spread their geo copies).
+    pub fn remote_sites(&self, block: BlockId, home_site: SiteId) -> Vec<SiteId> {
         let others: Vec<(f64, u64, usize)> = self
             .sites
             .iter()
@@ -222,12 +214,34 @@ impl Placement {
             .collect();
         rank(others)
             .into_iter()
-            .filter_map(|i| {
-                let id = SiteId(u16::try_from(i).ok()?);
-                self.in_site(block, id, live).into_iter().next()
-            })
+            .filter_map(|i| u16::try_from(i).ok().map(SiteId))
+            .collect()
+    }
+
+    /// One core server in each of the first n−1 other sites for `block`
+    /// ([`Placement::remote_sites`] order), skipping sites without a live
+    /// core; in each, the best live core by [`Placement::in_site`].
+    pub fn remote_targets(
+        &self,
+        block: BlockId,
+        home_site: SiteId,
+        live: &impl Fn(&str) -> bool,
+    ) -> Vec<&Node> {
+        let wanted = self.replication_factor.saturating_sub(1);
+        self.remote_sites(block, home_site)
+            .into_iter()
+            .filter_map(|site| self.in_site(block, site, live).into_iter().next())
             .take(wanted)
             .collect()
+    }
+
+    /// The site of core server `name`, if it is one.
+    pub fn site_of_core(&self, name: &str) -> Option<SiteId> {
+        self.sites
+            .iter()
+            .position(|s| s.cores.iter().any(|c| c.node.name == name))
+            .and_then(|i| u16::try_from(i).ok())
+            .map(SiteId)
     }
 }
 

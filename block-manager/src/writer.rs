@@ -57,6 +57,8 @@ use tonic::Code;
 
 use crate::{BlockError, BlockMetrics, Liveness, Placement};
 
+mod read;
+
 /// How long a core stays suspect after a failed call.
 pub const DEFAULT_SUSPECT_TTL: Duration = Duration::from_secs(5);
 
@@ -488,16 +490,10 @@ impl BlockClient {
         if own.found.first().is_some_and(|&(_, v)| v >= version) {
             return Ok(());
         }
-        let mut from = self.client(source).map_err(CopyError::Fatal)?;
-        let read = from
-            .read(wire::ReadRequest {
-                block: Some(block.into()),
-                offset: 0,
-                length: u32::try_from(self.inner.block_size).unwrap_or(u32::MAX),
-            })
+        let read = self
+            .read_whole(source, block)
             .await
-            .map_err(|status| classify(&source.name, status))?
-            .into_inner();
+            .map_err(|status| classify(&source.name, status))?;
         if !read.found {
             return Ok(());
         }
@@ -527,6 +523,25 @@ impl BlockClient {
             Err(status) if status.code() == Code::FailedPrecondition => Ok(()),
             Err(status) => Err(classify(&node.name, status)),
         }
+    }
+
+    /// The whole of `node`'s copy of `block` (zeros past its length).
+    async fn read_whole(
+        &self,
+        node: &Node,
+        block: BlockId,
+    ) -> Result<wire::ReadReply, tonic::Status> {
+        let mut client = self
+            .client(node)
+            .map_err(|err| tonic::Status::internal(err.to_string()))?;
+        client
+            .read(wire::ReadRequest {
+                block: Some(block.into()),
+                offset: 0,
+                length: u32::try_from(self.inner.block_size).unwrap_or(u32::MAX),
+            })
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     /// The version of `block` on each of `nodes` (zero-length reads, in
@@ -617,96 +632,6 @@ impl BlockClient {
             .map(SiteId)
             .map_while(move |site| placement.site_name(site).map(|_| placement.cores(site)))
             .flatten()
-    }
-
-    /// Reads `len` bytes at `offset` of `block` from the site's newest
-    /// copy. `Ok(None)` when every core of the site answered that it does
-    /// not hold the block.
-    pub async fn read(
-        &self,
-        block: BlockId,
-        offset: u64,
-        len: u32,
-    ) -> Result<Option<BlockRead>, BlockError> {
-        self.check_range(offset, u64::from(len))?;
-        let (order, believed) = self.order(block);
-        let mut probe = self.probe(block, &order[..believed]).await;
-        if probe.found.is_empty() && believed < order.len() {
-            // Only suspects are left: ask them before saying "absent".
-            let more = self.probe(block, &order[believed..]).await;
-            probe.found = more.found;
-            probe.unreachable.extend(more.unreachable);
-        }
-        let Some(&(_, newest)) = probe.found.first() else {
-            if let Some(node) = probe.unreachable.first() {
-                return Err(BlockError::core(
-                    node,
-                    tonic::Status::unavailable(format!(
-                        "block {}/{} not found on the reachable cores of site {}; unreachable: {}",
-                        block.file_id,
-                        block.index,
-                        self.inner.site_name,
-                        probe.unreachable.join(", ")
-                    )),
-                ));
-            }
-            return Ok(None);
-        };
-        let mut corrupt = Vec::new();
-        let mut last_error = None;
-        for (node, _) in probe.found.iter().filter(|(_, v)| *v == newest) {
-            let mut client = self.client(node)?;
-            let request = wire::ReadRequest {
-                block: Some(block.into()),
-                offset,
-                length: len,
-            };
-            match client.read(request).await {
-                Ok(reply) => {
-                    let reply = reply.into_inner();
-                    // A newer version may have landed since the probe; an
-                    // older one (the copy was deleted or lost) is not served.
-                    if reply.found && reply.version >= newest {
-                        self.inner.metrics.reads.inc();
-                        return Ok(Some(BlockRead {
-                            node: node.name.clone(),
-                            version: reply.version,
-                            data: reply.data,
-                        }));
-                    }
-                    last_error = Some(BlockError::core(
-                        &node.name,
-                        tonic::Status::aborted(format!(
-                            "version {newest} of block {}/{} is no longer there",
-                            block.file_id, block.index
-                        )),
-                    ));
-                }
-                Err(status) if status.code() == Code::DataLoss => {
-                    self.inner.metrics.corrupt_copies.inc();
-                    tracing::error!(node = %node.name, file_id = block.file_id, index = block.index,
-                        "corrupt block copy; trying the next one: {}", status.message());
-                    corrupt.push(node.name.clone());
-                }
-                Err(status) => match classify(&node.name, status) {
-                    CopyError::Fatal(err) => return Err(err),
-                    CopyError::Retry { err, suspect } => {
-                        self.failed(&node.name, suspect);
-                        last_error = Some(err);
-                    }
-                },
-            }
-        }
-        match last_error {
-            Some(err) => Err(err),
-            None => Err(BlockError::AllCopiesCorrupt {
-                site: self.inner.site_name.clone(),
-                block,
-                version: newest,
-                copies: corrupt.len(),
-                nodes: corrupt,
-            }),
-        }
     }
 }
 

@@ -27,7 +27,7 @@ pub use error::CoreError;
 pub use geonfs_block_manager::ReplicatorOptions;
 pub use metrics::CoreMetrics;
 pub use server::CoreServer;
-pub use store::queue::{JobSpec, PutOutcome};
+pub use store::queue::{JobSpec, PutOutcome, ReplicaOffer};
 pub use store::{
     BlockInfo, BlockStore, DeleteOutcome, ReadOutcome, StoreCounters, StoreStats, WriteOutcome,
     CHUNK_SIZE,

@@ -21,6 +21,8 @@ pub struct CoreMetrics {
     pub flushes: IntCounter,
     /// Chunks that failed their checksum on read.
     pub checksum_failures: IntCounter,
+    /// Corrupt copies replaced by a good replica (repairs applied here).
+    pub repairs: IntCounter,
     /// Bytes stored (sum of stored chunk lengths).
     pub used_bytes: IntGauge,
     /// Configured capacity in bytes.
@@ -56,6 +58,10 @@ impl CoreMetrics {
                 "geonfs_core_checksum_failures_total",
                 "chunks that failed their checksum on read",
             ),
+            repairs: c(
+                "geonfs_core_repairs_total",
+                "corrupt block copies replaced by a good replica",
+            ),
             used_bytes: g("geonfs_core_used_bytes", "bytes stored in blocks"),
             capacity_bytes: g(
                 "geonfs_core_capacity_bytes",
@@ -79,6 +85,7 @@ impl CoreMetrics {
         registry.register(Box::new(self.write_seconds.clone()))?;
         registry.register(Box::new(self.flushes.clone()))?;
         registry.register(Box::new(self.checksum_failures.clone()))?;
+        registry.register(Box::new(self.repairs.clone()))?;
         registry.register(Box::new(self.used_bytes.clone()))?;
         registry.register(Box::new(self.capacity_bytes.clone()))?;
         Ok(())

@@ -50,6 +50,24 @@ pub enum PutOutcome {
         /// The stored version.
         stored: u64,
     },
+    /// A repair put: the block held that version but a chunk failed its
+    /// checksum, so the copy was replaced by the offered one.
+    Repaired,
+}
+
+/// A whole-block replica offered to [`BlockStore::put_replica`].
+#[derive(Clone, Debug)]
+pub struct ReplicaOffer {
+    /// The block.
+    pub block: BlockId,
+    /// The replica's version.
+    pub version: u64,
+    /// The block's whole content.
+    pub data: Bytes,
+    /// Check a copy of the same version and replace it if it is corrupt.
+    pub repair: bool,
+    /// A replication job to record with the copy (kept if one exists).
+    pub job: Option<JobSpec>,
 }
 
 fn job_key(block: BlockId) -> [u8; 17] {
@@ -269,14 +287,36 @@ impl Inner {
         Ok(())
     }
 
-    fn put_replica_blocking(
-        &self,
-        block: BlockId,
-        version: u64,
-        data: &[u8],
-    ) -> Result<PutOutcome, CoreError> {
+    /// Whether every stored chunk of the block passes its checksum (each
+    /// failure is counted and logged by [`Inner::verify`]).
+    fn chunks_intact(&self, db: &DB, block: BlockId) -> Result<bool, CoreError> {
+        let (lower, upper) = crate::codec::chunk_bounds(block);
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_lower_bound(lower.clone());
+        read_options.set_iterate_upper_bound(upper);
+        let mut iter = db.raw_iterator_opt(read_options);
+        iter.seek(&lower);
+        let mut intact = true;
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            // The chunk number is the key's last four bytes (for the log).
+            let chunk = key
+                .get(key.len().saturating_sub(4)..)
+                .and_then(|tail| tail.try_into().ok())
+                .map_or(u32::MAX, u32::from_be_bytes);
+            if self.verify(block, chunk, value).is_err() {
+                intact = false;
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(intact)
+    }
+
+    fn put_replica_blocking(&self, offer: &ReplicaOffer) -> Result<PutOutcome, CoreError> {
+        let (block, version, data) = (offer.block, offer.version, &offer.data[..]);
         let db = self.db()?;
         let old = self.meta(&db, block)?;
+        let mut repairing = false;
         if let Some(old) = old {
             if old.version > version {
                 return Ok(PutOutcome::SkippedStale {
@@ -284,7 +324,11 @@ impl Inner {
                 });
             }
             if old.version == version {
-                return Ok(PutOutcome::AlreadyHeld);
+                if !offer.repair || self.chunks_intact(&db, block)? {
+                    self.record_missing_job(&db, offer)?;
+                    return Ok(PutOutcome::AlreadyHeld);
+                }
+                repairing = true;
             }
         }
         let old_meta = old.unwrap_or_default();
@@ -310,6 +354,11 @@ impl Inner {
             stored,
         };
         batch.put(meta_key(block), meta.encode());
+        if let Some(spec) = &offer.job {
+            if self.job(&db, block).ok().flatten().is_none() {
+                self.enqueue(&db, &mut batch, block, version, spec)?;
+            }
+        }
         let grow = stored.saturating_sub(old_meta.stored);
         self.reserve(grow)?;
         let mut options = WriteOptions::default();
@@ -324,7 +373,62 @@ impl Inner {
         }
         self.durable_writes.fetch_add(1, Ordering::SeqCst);
         self.held().remove(&block);
+        if offer.job.is_some() {
+            self.enqueued.notify_one();
+        }
+        if repairing {
+            self.metrics.repairs.inc();
+            tracing::warn!(
+                file_id = block.file_id,
+                index = block.index,
+                version,
+                "corrupt copy replaced by a good replica"
+            );
+            return Ok(PutOutcome::Repaired);
+        }
         Ok(PutOutcome::Applied)
+    }
+
+    /// Records the offer's job when the block (already held at the offered
+    /// version) has none, durably.
+    fn record_missing_job(&self, db: &DB, offer: &ReplicaOffer) -> Result<(), CoreError> {
+        let Some(spec) = &offer.job else {
+            return Ok(());
+        };
+        if self.job(db, offer.block)?.is_some() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        self.enqueue(db, &mut batch, offer.block, offer.version, spec)?;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        db.write_opt(batch, &options)?;
+        self.enqueued.notify_one();
+        Ok(())
+    }
+
+    /// Rewrites the role and peer of the block's job if it is still the one
+    /// at `version` (a secondary taking over, a restored partner).
+    fn retarget_job(
+        &self,
+        block: BlockId,
+        version: u64,
+        primary: bool,
+        peer: &str,
+    ) -> Result<bool, CoreError> {
+        let db = self.db()?;
+        let Some(mut job) = self.job(&db, block)? else {
+            return Ok(false);
+        };
+        if job.version != version {
+            return Ok(false);
+        }
+        job.primary = primary;
+        job.peer = peer.to_string();
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        db.put_opt(job_key(block), encode_job(&job), &options)?;
+        Ok(true)
     }
 }
 
@@ -380,20 +484,34 @@ impl BlockStore {
         .await?
     }
 
-    /// Applies a whole-block replica at `version` durably: the block's
-    /// chunks are replaced atomically if the stored version is older;
-    /// otherwise nothing changes (never newer by older, invariant 8).
-    pub async fn put_replica(
+    /// Applies a whole-block replica durably: the block's chunks (and the
+    /// offered job, if any) are replaced atomically if the stored version
+    /// is older, or equal but corrupt for a repair offer; otherwise nothing
+    /// changes (never newer by older, invariant 8).
+    pub async fn put_replica(&self, offer: ReplicaOffer) -> Result<PutOutcome, CoreError> {
+        let guard = self.inner.lock_for(offer.block).lock_owned().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            inner.put_replica_blocking(&offer)
+        })
+        .await?
+    }
+
+    /// Changes the role and peer of the block's job at `version` (durably);
+    /// false if the job is gone or was replaced by a newer write.
+    pub async fn retarget_job(
         &self,
         block: BlockId,
         version: u64,
-        data: Bytes,
-    ) -> Result<PutOutcome, CoreError> {
+        primary: bool,
+        peer: String,
+    ) -> Result<bool, CoreError> {
         let guard = self.inner.lock_for(block).lock_owned().await;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            inner.put_replica_blocking(block, version, &data)
+            inner.retarget_job(block, version, primary, &peer)
         })
         .await?
     }
@@ -471,5 +589,47 @@ impl JobQueue for BlockStore {
 
     fn enqueued(&self) -> Arc<tokio::sync::Notify> {
         BlockStore::enqueued(self)
+    }
+
+    fn retarget(
+        &self,
+        block: BlockId,
+        version: u64,
+        primary: bool,
+        peer: String,
+    ) -> BoxFuture<'_, Result<bool, BlockError>> {
+        Box::pin(async move {
+            self.retarget_job(block, version, primary, peer)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn trim_local(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<bool, BlockError>> {
+        Box::pin(async move {
+            let outcome = self.delete(block, version).await.map_err(store_error)?;
+            Ok(outcome == super::DeleteOutcome::Deleted)
+        })
+    }
+
+    fn job_version(&self, block: BlockId) -> BoxFuture<'_, Result<Option<u64>, BlockError>> {
+        Box::pin(async move {
+            let job = self.job(block).await.map_err(store_error)?;
+            Ok(job.map(|job| job.version))
+        })
+    }
+
+    fn list_blocks(
+        &self,
+        after: Option<BlockId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<geonfs_block_manager::replicator::BlockPage, BlockError>> {
+        Box::pin(async move {
+            let (blocks, more) = self.list(after, limit).await.map_err(store_error)?;
+            Ok((
+                blocks.into_iter().map(|b| (b.block, b.version)).collect(),
+                more,
+            ))
+        })
     }
 }

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability};
 
-use crate::store::queue::{JobSpec, PutOutcome};
+use crate::codec::chunk_key;
+use crate::store::queue::{JobSpec, PutOutcome, ReplicaOffer};
 use crate::store::{BlockStore, DeleteOutcome};
 use crate::CoreMetrics;
 
@@ -110,6 +111,16 @@ async fn a_trim_removes_the_job_unless_it_is_newer() {
     assert!(store.pending_jobs(10).await.unwrap().is_empty());
 }
 
+fn offer(block: BlockId, version: u64, data: Bytes) -> ReplicaOffer {
+    ReplicaOffer {
+        block,
+        version,
+        data,
+        repair: false,
+        job: None,
+    }
+}
+
 #[tokio::test]
 async fn a_replica_replaces_older_data_and_never_newer() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,7 +129,7 @@ async fn a_replica_replaces_older_data_and_never_newer() {
     store.write(write(b, 0, vec![9; 300_000], 1)).await.unwrap();
     let data = Bytes::from(vec![4; 100_000]);
     assert_eq!(
-        store.put_replica(b, 2, data.clone()).await.unwrap(),
+        store.put_replica(offer(b, 2, data.clone())).await.unwrap(),
         PutOutcome::Applied
     );
     let found = store
@@ -138,12 +149,12 @@ async fn a_replica_replaces_older_data_and_never_newer() {
     );
     assert_eq!(store.stats().used, 100_000);
     assert_eq!(
-        store.put_replica(b, 2, data.clone()).await.unwrap(),
+        store.put_replica(offer(b, 2, data.clone())).await.unwrap(),
         PutOutcome::AlreadyHeld
     );
     assert_eq!(
         store
-            .put_replica(b, 1, Bytes::from(vec![1; 10]))
+            .put_replica(offer(b, 1, Bytes::from(vec![1; 10])))
             .await
             .unwrap(),
         PutOutcome::SkippedStale { stored: 2 }
@@ -154,11 +165,108 @@ async fn a_replica_replaces_older_data_and_never_newer() {
     let mut sparse = vec![0u8; 200_000];
     sparse[199_999] = 1;
     assert_eq!(
-        store.put_replica(c, 7, Bytes::from(sparse)).await.unwrap(),
+        store
+            .put_replica(offer(c, 7, Bytes::from(sparse)))
+            .await
+            .unwrap(),
         PutOutcome::Applied
     );
     let info = store.block_info(c).await.unwrap().unwrap();
     assert_eq!((info.version, info.length), (7, 200_000));
     assert!(info.stored < 200_000);
     assert_eq!(store.stats().blocks, 2);
+}
+
+#[tokio::test]
+async fn a_repair_put_replaces_only_a_corrupt_copy_of_the_same_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let b = block(5, 0);
+    let good = Bytes::from(vec![7u8; 200_000]);
+    store.put_replica(offer(b, 3, good.clone())).await.unwrap();
+    let repair = |data: Bytes| ReplicaOffer {
+        repair: true,
+        ..offer(b, 3, data)
+    };
+    // An intact copy is kept, even when offered different bytes.
+    assert_eq!(
+        store
+            .put_replica(repair(Bytes::from(vec![1u8; 10])))
+            .await
+            .unwrap(),
+        PutOutcome::AlreadyHeld
+    );
+    let db = store.raw_db().unwrap();
+    let mut value = db.get(chunk_key(b, 2)).unwrap().unwrap();
+    value[50] ^= 0x01;
+    db.put(chunk_key(b, 2), &value).unwrap();
+    drop(db);
+    // A plain put of the same version does not look; a repair put does.
+    assert_eq!(
+        store.put_replica(offer(b, 3, good.clone())).await.unwrap(),
+        PutOutcome::AlreadyHeld
+    );
+    assert_eq!(
+        store.put_replica(repair(good.clone())).await.unwrap(),
+        PutOutcome::Repaired
+    );
+    assert_eq!(store.metrics().repairs.get(), 1);
+    assert!(store.metrics().checksum_failures.get() >= 1);
+    let found = store
+        .read(BlockRead {
+            block: b,
+            range: BlockRange::new(0, 200_000).unwrap(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.version, &found.data[..]), (3, &good[..]));
+    // An older repair offer never replaces newer data.
+    assert_eq!(
+        store
+            .put_replica(ReplicaOffer {
+                repair: true,
+                ..offer(b, 2, good)
+            })
+            .await
+            .unwrap(),
+        PutOutcome::SkippedStale { stored: 3 }
+    );
+}
+
+#[tokio::test]
+async fn a_put_with_a_job_records_it_and_retargeting_changes_the_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let b = block(6, 0);
+    let job = JobSpec {
+        targets: vec!["c1".into(), "c2".into()],
+        primary: false,
+        peer: "a1".into(),
+    };
+    let put = ReplicaOffer {
+        job: Some(job.clone()),
+        ..offer(b, 4, Bytes::from(vec![3u8; 1000]))
+    };
+    assert_eq!(
+        store.put_replica(put.clone()).await.unwrap(),
+        PutOutcome::Applied
+    );
+    let recorded = store.job(b).await.unwrap().unwrap();
+    assert_eq!(
+        (recorded.version, recorded.primary, recorded.peer.as_str()),
+        (4, false, "a1")
+    );
+    assert_eq!(recorded.targets, job.targets);
+    assert!(store.retarget_job(b, 4, true, "a3".into()).await.unwrap());
+    let recorded = store.job(b).await.unwrap().unwrap();
+    assert_eq!((recorded.primary, recorded.peer.as_str()), (true, "a3"));
+    // The same put again keeps the existing (retargeted) job.
+    assert_eq!(
+        store.put_replica(put).await.unwrap(),
+        PutOutcome::AlreadyHeld
+    );
+    assert_eq!(store.job(b).await.unwrap().unwrap().peer, "a3");
+    // A retarget of another version changes nothing.
+    assert!(!store.retarget_job(b, 3, false, "x".into()).await.unwrap());
 }

@@ -6,7 +6,7 @@ use geonfs_proto::replication as wire;
 use geonfs_proto::replication::block_replication_server::BlockReplication;
 use tonic::{Request, Response, Status};
 
-use crate::store::queue::PutOutcome;
+use crate::store::queue::{JobSpec, PutOutcome, ReplicaOffer};
 use crate::store::BlockStore;
 use crate::CoreError;
 
@@ -46,22 +46,35 @@ impl BlockReplication for BlockReplicationService {
             ))
             .into());
         }
+        let job = request.job.map(|job| JobSpec {
+            targets: job.targets,
+            primary: job.primary,
+            peer: job.peer,
+        });
         let outcome = self
             .store
-            .put_replica(block, request.version, request.data)
+            .put_replica(ReplicaOffer {
+                block,
+                version: request.version,
+                data: request.data,
+                repair: request.repair,
+                job,
+            })
             .await?;
         tracing::debug!(file_id = block.file_id, index = block.index, version = request.version,
             origin = %request.origin_site, ?outcome, "replica put");
         let (applied, skipped_stale, stored_version) = match outcome {
-            PutOutcome::Applied => (true, false, request.version),
+            PutOutcome::Applied | PutOutcome::Repaired => (true, false, request.version),
             PutOutcome::AlreadyHeld => (false, false, request.version),
             PutOutcome::SkippedStale { stored } => (false, true, stored),
         };
+        let repaired = outcome == PutOutcome::Repaired;
         Ok(Response::new(wire::ReplicaPutReply {
             incarnation: self.store.incarnation(),
             applied,
             skipped_stale,
             stored_version,
+            repaired,
         }))
     }
 }

@@ -76,20 +76,27 @@ impl CoreData for CoreDataService {
     ) -> Result<Response<wire::ReadReply>, Status> {
         let read = BlockRead::try_from(request.into_inner()).map_err(CoreError::from)?;
         self.check_range(read.range)?;
-        let reply = match self.store.read(read).await? {
+        let block = read.block;
+        let probe = read.range.len == 0;
+        let mut reply = match self.store.read(read).await? {
             Some(found) => wire::ReadReply {
                 incarnation: self.store.incarnation(),
                 found: true,
                 version: found.version,
                 data: found.data,
+                pending_job_version: 0,
             },
             None => wire::ReadReply {
                 incarnation: self.store.incarnation(),
                 found: false,
-                version: 0,
-                data: Default::default(),
+                ..Default::default()
             },
         };
+        // Probes also tell the block manager whether this copy still has
+        // geo replication to do (a secondary deciding about takeover).
+        if probe && reply.found {
+            reply.pending_job_version = self.store.job(block).await?.map_or(0, |job| job.version);
+        }
         Ok(Response::new(reply))
     }
 

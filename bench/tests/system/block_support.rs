@@ -3,11 +3,24 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use geonfs_bench::cluster::TestCluster;
-use geonfs_block_manager::BlockClient;
+use geonfs_block_manager::{BlockClient, ReplicatorOptions};
 use geonfs_proto::core::core_data_client::CoreDataClient;
-use geonfs_proto::core::{BlockInfo, ListRequest};
+use geonfs_proto::core::{BlockInfo, ListRequest, ReadRequest};
 use geonfs_proto::domain::BlockId;
+
+/// A 3 sites × 3 cores cluster with n = 3 and these replicator options.
+pub async fn three_sites(options: ReplicatorOptions) -> TestCluster {
+    TestCluster::builder()
+        .sites(3)
+        .cores_per_site(3)
+        .replication_factor(3)
+        .replication(options)
+        .start()
+        .await
+        .unwrap()
+}
 
 /// A block client writing at site a, from a-access-1's address.
 pub fn block_client(cluster: &TestCluster) -> BlockClient {
@@ -75,4 +88,42 @@ pub async fn holders(cluster: &TestCluster, block: BlockId) -> BTreeMap<String, 
 /// Block `index` of file `file_id`.
 pub fn id(file_id: u64, index: u64) -> BlockId {
     BlockId { file_id, index }
+}
+
+/// Reads `len` bytes of `core`'s copy of `block`: (version, data).
+pub async fn read_copy(
+    cluster: &TestCluster,
+    core: &str,
+    block: BlockId,
+    len: u32,
+) -> (u64, Bytes) {
+    let reply = core_client(cluster, core)
+        .read(ReadRequest {
+            block: Some(block.into()),
+            offset: 0,
+            length: len,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.found, "{core} does not hold {block:?}");
+    (reply.version, reply.data)
+}
+
+/// `len` bytes that differ by position and by `seed` (a misplaced or
+/// stale range shows).
+pub fn pattern(seed: u8, len: usize) -> Bytes {
+    (0..len)
+        .map(|j| (j as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Copies per site letter.
+pub fn per_site(held: &BTreeMap<String, BlockInfo>) -> BTreeMap<char, usize> {
+    let mut count = BTreeMap::new();
+    for name in held.keys() {
+        *count.entry(name.chars().next().unwrap()).or_default() += 1;
+    }
+    count
 }

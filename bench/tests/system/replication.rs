@@ -10,25 +10,17 @@ use bytes::Bytes;
 use geonfs_bench::cluster::TestCluster;
 use geonfs_block_manager::ReplicatorOptions;
 use geonfs_proto::core::core_data_client::CoreDataClient;
-use geonfs_proto::core::{BlockInfo, ListRequest, ReadRequest};
+use geonfs_proto::core::ListRequest;
 use geonfs_proto::domain::{BlockId, Durability};
 use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
 use geonfs_proto::replication::ReplicaPut;
 
-use crate::block_support::{block_client, core_client, holders, id};
+use crate::block_support::{
+    block_client, core_client, holders, id, pattern, per_site, read_copy, three_sites,
+};
 use crate::support::{eventually, init_logging};
 
 const SETTLE: Duration = Duration::from_secs(60);
-
-async fn start() -> TestCluster {
-    TestCluster::builder()
-        .sites(3)
-        .cores_per_site(3)
-        .replication_factor(3)
-        .start()
-        .await
-        .unwrap()
-}
 
 /// Whether `block` has exactly one copy per site, all at `version`, the
 /// home site's one on `primary`.
@@ -104,24 +96,10 @@ fn trims(cluster: &TestCluster) -> u64 {
         .sum()
 }
 
-async fn read_copy(cluster: &TestCluster, core: &str, block: BlockId, len: u32) -> (u64, Bytes) {
-    let reply = core_client(cluster, core)
-        .read(ReadRequest {
-            block: Some(block.into()),
-            offset: 0,
-            length: len,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.found, "{core} does not hold {block:?}");
-    (reply.version, reply.data)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_block_ends_with_one_copy_per_site() {
     init_logging();
-    let cluster = start().await;
+    let cluster = three_sites(ReplicatorOptions::default()).await;
     let client = block_client(&cluster);
     let blocks: Vec<BlockId> = (0..12).map(|i| id(21, i)).collect();
     let mut primaries = BTreeMap::new();
@@ -163,7 +141,7 @@ async fn every_block_ends_with_one_copy_per_site() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_ack_without_the_wan_and_drain_after_heal() {
     init_logging();
-    let cluster = start().await;
+    let cluster = three_sites(ReplicatorOptions::default()).await;
     let client = block_client(&cluster);
     cluster.cut_sites("a", "b").unwrap();
     cluster.cut_sites("a", "c").unwrap();
@@ -218,7 +196,7 @@ async fn writes_ack_without_the_wan_and_drain_after_heal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_newer_version_wins_over_an_older_one() {
     init_logging();
-    let cluster = start().await;
+    let cluster = three_sites(ReplicatorOptions::default()).await;
     let client = block_client(&cluster);
     let block = id(23, 0);
     let primary = client.local_pair(block).unwrap()[0].name.clone();
@@ -276,6 +254,7 @@ async fn a_newer_version_wins_over_an_older_one() {
             version: 1,
             data: Bytes::from(vec![1; 100_000]),
             origin_site: "a".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -292,17 +271,11 @@ async fn a_newer_version_wins_over_an_older_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_secondary_ships_when_the_primary_is_gone() {
     init_logging();
-    let mut cluster = TestCluster::builder()
-        .sites(3)
-        .cores_per_site(3)
-        .replication_factor(3)
-        .replication(ReplicatorOptions {
-            takeover_timeout: Duration::from_secs(1),
-            ..ReplicatorOptions::default()
-        })
-        .start()
-        .await
-        .unwrap();
+    let mut cluster = three_sites(ReplicatorOptions {
+        takeover_timeout: Duration::from_secs(1),
+        ..ReplicatorOptions::default()
+    })
+    .await;
     let client = block_client(&cluster);
     let block = id(24, 0);
     let [primary, secondary] = client.local_pair(block).unwrap().map(|n| n.name.clone());
@@ -345,35 +318,6 @@ async fn the_secondary_ships_when_the_primary_is_gone() {
 
 // ---- Faults: kills and restarts around the queue ----
 
-async fn start_with(options: ReplicatorOptions) -> TestCluster {
-    TestCluster::builder()
-        .sites(3)
-        .cores_per_site(3)
-        .replication_factor(3)
-        .replication(options)
-        .start()
-        .await
-        .unwrap()
-}
-
-/// `len` bytes that differ by position and by `seed` (a misplaced or
-/// stale range shows).
-fn pattern(seed: u8, len: usize) -> Bytes {
-    (0..len)
-        .map(|j| (j as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect::<Vec<u8>>()
-        .into()
-}
-
-/// Copies per site letter.
-fn per_site(held: &BTreeMap<String, BlockInfo>) -> BTreeMap<char, usize> {
-    let mut count = BTreeMap::new();
-    for name in held.keys() {
-        *count.entry(name.chars().next().unwrap()).or_default() += 1;
-    }
-    count
-}
-
 /// Jobs still queued on the running cores of site a (primaries and
 /// secondaries).
 async fn queued(cluster: &TestCluster) -> usize {
@@ -390,7 +334,7 @@ async fn queued(cluster: &TestCluster) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_a_local_copy_after_ack_before_geo() {
     init_logging();
-    let mut cluster = start_with(ReplicatorOptions {
+    let mut cluster = three_sites(ReplicatorOptions {
         takeover_timeout: Duration::from_secs(1),
         ..ReplicatorOptions::default()
     })
@@ -414,44 +358,89 @@ async fn kill_a_local_copy_after_ack_before_geo() {
         written.insert(*block, data);
     }
     // Kill -9 the primary of the first block: for the blocks it is the
-    // primary of, only the secondary holds the acknowledged data.
+    // primary of, only the secondary holds the acknowledged data; for the
+    // blocks it is the secondary of, only the primary.
     let victim = pairs[&blocks[0]][0].clone();
     let orphaned = blocks.iter().filter(|b| pairs[*b][0] == victim).count();
     assert!(orphaned >= 1);
+    let touched: Vec<BlockId> = blocks
+        .iter()
+        .filter(|b| pairs[*b].contains(&victim))
+        .copied()
+        .collect();
     cluster.kill_node(&victim).await.unwrap();
-    cluster.heal_all();
 
-    for block in &blocks {
-        let [primary, secondary] = pairs[block].clone();
-        let survivor = if primary == victim {
-            secondary
-        } else {
-            primary
-        };
-        eventually(SETTLE, "one copy in b and in c", || async {
+    // With the WAN still cut, the survivor restores a second copy on
+    // another core of site a (invariant 1 again), at the same version.
+    for block in &touched {
+        eventually(SETTLE, "a second in-site copy restored", || async {
             let held = holders(&cluster, *block).await;
-            let count = per_site(&held);
-            count.get(&'b') == Some(&1)
-                && count.get(&'c') == Some(&1)
-                && held.contains_key(&survivor)
+            per_site(&held).get(&'a') == Some(&2) && held.values().all(|i| i.version == 1)
+        })
+        .await;
+    }
+    let repairs: u64 = cluster
+        .core_names()
+        .iter()
+        .filter(|n| n.starts_with("a-") && cluster.is_running(n))
+        .map(|n| {
+            let metrics = cluster
+                .node(n)
+                .unwrap()
+                .core()
+                .unwrap()
+                .replicator_metrics();
+            metrics.repairs.with_label_values(&["local_copy"]).get()
+        })
+        .sum();
+    assert_eq!(repairs as usize, touched.len());
+
+    // Healed: replication completes from the surviving copies, and each
+    // site ends with exactly one copy.
+    cluster.heal_all();
+    for block in &blocks {
+        eventually(SETTLE, "one copy per site", || async {
+            let held = holders(&cluster, *block).await;
+            per_site(&held) == BTreeMap::from([('a', 1), ('b', 1), ('c', 1)])
                 && held.values().all(|i| i.version == 1)
         })
         .await;
     }
     // Nothing acknowledged is lost: every copy is whole and exact.
+    check_copies(&cluster, &written).await;
+
+    // The victim comes back with its stale copies and jobs: they settle
+    // without a second copy in site a and without losing the block.
+    cluster.restart_node(&victim).await.unwrap();
     for block in &blocks {
-        let data = &written[block];
-        let held = holders(&cluster, *block).await;
-        for core in held.keys() {
-            let (version, got) = read_copy(&cluster, core, *block, data.len() as u32).await;
+        eventually(
+            SETTLE,
+            "still one copy per site after the victim is back",
+            || async {
+                let held = holders(&cluster, *block).await;
+                per_site(&held) == BTreeMap::from([('a', 1), ('b', 1), ('c', 1)])
+                    && held.values().all(|i| i.version == 1)
+            },
+        )
+        .await;
+    }
+    eventually(SETTLE, "no job left in site a", || async {
+        queued(&cluster).await == 0
+    })
+    .await;
+    check_copies(&cluster, &written).await;
+    cluster.shutdown().await.unwrap();
+}
+
+/// Asserts every copy of every written block is whole, exact, version 1.
+async fn check_copies(cluster: &TestCluster, written: &BTreeMap<BlockId, Bytes>) {
+    for (block, data) in written {
+        for core in holders(cluster, *block).await.keys() {
+            let (version, got) = read_copy(cluster, core, *block, data.len() as u32).await;
             assert_eq!(version, 1, "{core} {block:?}");
             assert_eq!(&got, data, "{core} {block:?}");
         }
     }
-    // Not asserted: restoring a second in-site copy of the orphaned blocks
-    // elsewhere in site a is repair (not implemented). The primaries whose
-    // secondary was the victim keep retrying the trim of the dead peer.
-    cluster.shutdown().await.unwrap();
 }
 
 /// Samples the versions of `file_id`'s blocks on the given cores until
@@ -510,7 +499,7 @@ async fn sample_versions(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_a_core_mid_replication() {
     init_logging();
-    let mut cluster = start().await;
+    let mut cluster = three_sites(ReplicatorOptions::default()).await;
     let wan = geonfs_rpc::WanParams {
         rtt: Duration::from_millis(100),
         bandwidth_bytes_per_sec: None,
@@ -619,7 +608,11 @@ async fn restart_a_core_mid_replication() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarted_site_never_brings_back_old_data() {
     init_logging();
-    let mut cluster = start().await;
+    let mut cluster = three_sites(ReplicatorOptions {
+        scan_interval: Some(Duration::from_millis(300)),
+        ..ReplicatorOptions::default()
+    })
+    .await;
     let client = block_client(&cluster);
     let block = id(27, 0);
     let primary = client.local_pair(block).unwrap()[0].name.clone();
@@ -659,21 +652,18 @@ async fn restarted_site_never_brings_back_old_data() {
     })
     .await;
 
+    // While on_b was down, v2 went to another core of site b (or waits
+    // in the queue for on_b). Back, on_b's v1 is either brought to v2 or
+    // removed as stale; a and c never go back.
     cluster.restart_node(&on_b).await.unwrap();
-    eventually(SETTLE, "the restarted b holder gets v2", || async {
+    eventually(SETTLE, "one copy per site at v2", || async {
         let held = holders(&cluster, block).await;
-        // Only the restarted core may still be behind while it waits for
-        // the retry; a and c never go back.
         for (core, info) in &held {
             if *core != on_b {
                 assert_eq!(info.version, 2, "{core} went back: {held:?}");
             }
         }
-        held.get(&on_b).is_some_and(|i| i.version == 2)
-    })
-    .await;
-    eventually(SETTLE, "one copy per site at v2", || {
-        one_copy_per_site(&cluster, block, 2, &primary)
+        one_copy_per_site(&cluster, block, 2, &primary).await
     })
     .await;
     eventually(SETTLE, "the queue drains", || async {

@@ -20,15 +20,33 @@
 //! (the trim) and marks the job done. A failure reschedules the job with an
 //! exponential backoff (up to [`ReplicatorOptions::max_backoff`]).
 //!
+//! # Takeover and repair
+//!
 //! The secondary keeps its job as a fallback (the trim removes it along with
 //! the copy). Once the job is older than
-//! [`ReplicatorOptions::takeover_timeout`], the secondary asks the primary
-//! for the block's version: if the primary answers with the job's version
-//! (or newer) it is alive and responsible, and the secondary checks again
-//! later; otherwise the secondary ships itself and, when done, does **not**
-//! trim (its copy may be the last local one). If the primary comes back
-//! later, its own job runs as usual (the puts find the data already there)
-//! and it trims the secondary.
+//! [`ReplicatorOptions::takeover_timeout`], the secondary probes the
+//! primary (a zero-length read, which also reports the primary's pending
+//! job):
+//! - the primary holds the job's version (or newer) and still has a job:
+//!   it is alive and responsible; check again later;
+//! - it holds it but has no job left: the primary finished (its trim of
+//!   this copy was lost, e.g. this core was down) — the secondary deletes
+//!   its own copy;
+//! - otherwise (unreachable, missing or behind) the secondary **takes
+//!   over**: it becomes the primary of the job with no peer (never the old
+//!   primary: two cores must never trim each other).
+//!
+//! A primary whose shipping fails for a job older than the takeover
+//! timeout checks its local redundancy (invariant 1 after a core loss):
+//! if its peer no longer holds the version (or it has none), it copies the
+//! block, with a secondary job naming itself, to the best other live core
+//! of its site and makes that core its peer. A put whose designated remote
+//! core is unreachable goes to the next core of that site in rendezvous
+//! order. A trim whose peer is unreachable still completes the job: that
+//! copy deletes itself when it comes back (the "no job left" case).
+//!
+//! The periodic scan ([`ReplicatorOptions::scan_interval`], see
+//! `scan.rs`) restores copies that were lost after replication finished.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -38,18 +56,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::StreamExt;
-use geonfs_proto::core as wire;
-use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_proto::domain::BlockId;
-use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
-use geonfs_proto::replication::ReplicaPut;
 use geonfs_rpc::{Network, RpcChannel};
 use geonfs_site_config::ClusterConfig;
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::BlockError;
+use crate::{BlockError, Placement};
+
+mod metrics;
+mod repair;
+mod scan;
+
+pub use metrics::ReplicatorMetrics;
 
 /// One pending replication job, as the queue holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +94,9 @@ pub struct ReplicationJob {
     pub length: u64,
 }
 
+/// A page of held blocks with their versions, and whether more follow.
+pub type BlockPage = (Vec<(BlockId, u64)>, bool);
+
 /// The durable queue and block data of one core, as the replicator needs
 /// them (implemented by the core server's block store).
 pub trait JobQueue: Send + Sync + 'static {
@@ -96,6 +118,27 @@ pub trait JobQueue: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), BlockError>>;
     /// Notified whenever a job is enqueued.
     fn enqueued(&self) -> Arc<Notify>;
+    /// Changes the role and peer of the block's job at `version`; false if
+    /// the job is gone or was replaced.
+    fn retarget(
+        &self,
+        block: BlockId,
+        version: u64,
+        primary: bool,
+        peer: String,
+    ) -> BoxFuture<'_, Result<bool, BlockError>>;
+    /// Deletes this core's copy (and job) if its version is at most
+    /// `version`; true if it was deleted.
+    fn trim_local(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<bool, BlockError>>;
+    /// The version of the block's pending job, if any.
+    fn job_version(&self, block: BlockId) -> BoxFuture<'_, Result<Option<u64>, BlockError>>;
+    /// Up to `limit` held blocks after `after` (in block order) with their
+    /// versions, and whether more follow.
+    fn list_blocks(
+        &self,
+        after: Option<BlockId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<BlockPage, BlockError>>;
 }
 
 /// Tunables of the [`Replicator`].
@@ -114,6 +157,9 @@ pub struct ReplicatorOptions {
     pub batch: usize,
     /// Jobs shipped concurrently.
     pub concurrency: usize,
+    /// Time between two passes of the scan that restores lost copies of
+    /// already replicated blocks (`None`: no scan).
+    pub scan_interval: Option<Duration>,
 }
 
 impl Default for ReplicatorOptions {
@@ -125,6 +171,7 @@ impl Default for ReplicatorOptions {
             poll_interval: Duration::from_secs(1),
             batch: 10_000,
             concurrency: 16,
+            scan_interval: Some(Duration::from_secs(3600)),
         }
     }
 }
@@ -141,97 +188,11 @@ impl ReplicatorOptions {
     }
 }
 
-/// Metrics of a [`Replicator`], labelled by destination site.
-#[derive(Clone, Debug)]
-pub struct ReplicatorMetrics {
-    /// Bytes of the blocks still to ship, by destination site.
-    pub backlog_bytes: IntGaugeVec,
-    /// Jobs still to ship, by destination site.
-    pub backlog_jobs: IntGaugeVec,
-    /// Age of the oldest pending job in seconds (the RPO), by site.
-    pub oldest_age_seconds: GaugeVec,
-    /// Bytes shipped and applied, by destination site.
-    pub bytes_replicated: IntCounterVec,
-    /// Extra local copies trimmed.
-    pub trims: IntCounter,
-    /// Failed puts, by destination site (site `local` for trims and probes).
-    pub failures: IntCounterVec,
-}
-
-impl ReplicatorMetrics {
-    /// Fresh, unregistered metrics.
-    pub fn new() -> Self {
-        let labels = &["site"];
-        let gauge = |name: &str, help: &str| match IntGaugeVec::new(Opts::new(name, help), labels) {
-            Ok(g) => g,
-            Err(err) => unreachable!("constant metric definition {name} is valid: {err}"),
-        };
-        let counter =
-            |name: &str, help: &str| match IntCounterVec::new(Opts::new(name, help), labels) {
-                Ok(c) => c,
-                Err(err) => unreachable!("constant metric definition {name} is valid: {err}"),
-            };
-        let age = match GaugeVec::new(
-            Opts::new(
-                "geonfs_replication_oldest_pending_seconds",
-                "Age of the oldest write not yet on the destination site (RPO)",
-            ),
-            labels,
-        ) {
-            Ok(g) => g,
-            Err(err) => unreachable!("constant metric definition is valid: {err}"),
-        };
-        let trims = match IntCounter::new(
-            "geonfs_replication_trims_total",
-            "Extra local copies trimmed after every remote copy was durable",
-        ) {
-            Ok(c) => c,
-            Err(err) => unreachable!("constant metric definition is valid: {err}"),
-        };
-        ReplicatorMetrics {
-            backlog_bytes: gauge(
-                "geonfs_replication_backlog_bytes",
-                "Bytes of blocks queued for the destination site",
-            ),
-            backlog_jobs: gauge(
-                "geonfs_replication_backlog_jobs",
-                "Blocks queued for the destination site",
-            ),
-            oldest_age_seconds: age,
-            bytes_replicated: counter(
-                "geonfs_replication_bytes_total",
-                "Bytes shipped to and applied at the destination site",
-            ),
-            trims,
-            failures: counter(
-                "geonfs_replication_failures_total",
-                "Failed replication calls by destination site",
-            ),
-        }
-    }
-
-    /// Registers every metric into `registry`.
-    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        registry.register(Box::new(self.backlog_bytes.clone()))?;
-        registry.register(Box::new(self.backlog_jobs.clone()))?;
-        registry.register(Box::new(self.oldest_age_seconds.clone()))?;
-        registry.register(Box::new(self.bytes_replicated.clone()))?;
-        registry.register(Box::new(self.trims.clone()))?;
-        registry.register(Box::new(self.failures.clone()))?;
-        Ok(())
-    }
-}
-
-impl Default for ReplicatorMetrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// The running replication worker of one core server.
 #[derive(Debug)]
 pub struct Replicator {
     task: JoinHandle<()>,
+    scan: Option<JoinHandle<()>>,
     metrics: ReplicatorMetrics,
 }
 
@@ -257,6 +218,7 @@ impl Replicator {
                 (n.name.clone(), (n.address, site))
             })
             .collect();
+        let home_id = node.site;
         let home = config.site(node.site).name.clone();
         let remote_sites = config
             .sites
@@ -270,6 +232,8 @@ impl Replicator {
             from: node.address.ip(),
             name: node.name.clone(),
             site: home,
+            home: home_id,
+            placement: Placement::new(config),
             remote_sites,
             nodes,
             max_message: usize::try_from(config.cluster.block_size)
@@ -279,8 +243,17 @@ impl Replicator {
             metrics: metrics.clone(),
             channels: Mutex::new(HashMap::new()),
         };
-        let task = tokio::spawn(Arc::new(worker).run());
-        Ok(Replicator { task, metrics })
+        let worker = Arc::new(worker);
+        let scan = worker
+            .options
+            .scan_interval
+            .map(|every| tokio::spawn(worker.clone().scan_loop(every)));
+        let task = tokio::spawn(worker.run());
+        Ok(Replicator {
+            task,
+            scan,
+            metrics,
+        })
     }
 
     /// The worker's metrics.
@@ -292,6 +265,10 @@ impl Replicator {
     pub async fn stop(self) {
         self.task.abort();
         let _ = self.task.await;
+        if let Some(scan) = self.scan {
+            scan.abort();
+            let _ = scan.await;
+        }
     }
 }
 
@@ -301,6 +278,8 @@ struct Worker {
     from: IpAddr,
     name: String,
     site: String,
+    home: geonfs_site_config::SiteId,
+    placement: Placement,
     remote_sites: Vec<String>,
     /// Core name → (address, site name).
     nodes: HashMap<String, (SocketAddr, String)>,
@@ -379,6 +358,9 @@ impl Worker {
         })
     }
 
+    /// Sets the backlog gauges from the primary jobs (a secondary's job is
+    /// a fallback for the same write: counting it too would count every
+    /// write twice across the site; it counts once it is taken over).
     fn update_backlog(&self, jobs: &[ReplicationJob]) {
         let now = now_ms();
         let mut per_site: BTreeMap<&str, (i64, i64, f64)> = self
@@ -386,7 +368,7 @@ impl Worker {
             .iter()
             .map(|s| (s.as_str(), (0, 0, 0.0)))
             .collect();
-        for job in jobs {
+        for job in jobs.iter().filter(|job| job.primary) {
             for target in &job.targets {
                 let Some((_, site)) = self.nodes.get(target) else {
                     continue;
@@ -438,9 +420,17 @@ impl Worker {
     }
 
     async fn attempt(&self, job: &ReplicationJob) -> Attempt {
+        let mut job = job.clone();
         let block = job.block;
-        if !job.primary && self.primary_holds(job).await {
-            return Attempt::Watch;
+        if !job.primary {
+            match self.secondary_decision(&job).await {
+                Ok(Some(attempt)) => return attempt,
+                Ok(None) => {
+                    job.primary = true;
+                    job.peer.clear();
+                }
+                Err(err) => return Attempt::Failed(err),
+            }
         }
         let (version, data) = match self.queue.read_block(block).await {
             Ok(Some(found)) => found,
@@ -460,22 +450,40 @@ impl Worker {
         let puts = job
             .targets
             .iter()
-            .map(|target| self.put(target, block, version, data.clone()));
+            .map(|target| self.put_to_site(target, block, version, data.clone()));
         let failed: Vec<String> = futures::future::join_all(puts)
             .await
             .into_iter()
             .filter_map(Result::err)
             .collect();
         if !failed.is_empty() {
+            if self.is_old(&job) {
+                if let Err(err) = self.ensure_local_copy(&job, &data).await {
+                    tracing::warn!(node = %self.name, file_id = block.file_id, index = block.index,
+                        %err, "cannot restore the second in-site copy");
+                }
+            }
             return Attempt::Failed(failed.join("; "));
         }
-        if job.primary && !job.peer.is_empty() {
-            if let Err(err) = self.trim(&job.peer, block, version).await {
+        if !job.peer.is_empty() {
+            if let Err((err, unreachable)) = self.trim(&job.peer, block, version).await {
                 self.metrics.failures.with_label_values(&["local"]).inc();
-                return Attempt::Failed(err);
+                if !unreachable {
+                    return Attempt::Failed(err);
+                }
+                // The peer deletes its copy itself when it is back (its
+                // probe finds this copy with no job left).
+                tracing::info!(node = %self.name, peer = %job.peer, %err,
+                    "peer unreachable for the trim; it trims itself when back");
             }
         }
         self.done(block, version).await
+    }
+
+    /// Whether the job has waited at least the takeover timeout.
+    fn is_old(&self, job: &ReplicationJob) -> bool {
+        let takeover = u64::try_from(self.options.takeover_timeout.as_millis()).unwrap_or(u64::MAX);
+        now_ms().saturating_sub(job.first_enqueued_ms) >= takeover
     }
 
     async fn done(&self, block: BlockId, version: u64) -> Attempt {
@@ -503,100 +511,6 @@ impl Worker {
             .map_err(|err| format!("no channel to {node}: {err}"))?;
         channels.insert(node.to_string(), channel.clone());
         Ok(channel)
-    }
-
-    /// Ships the block to `target`; `Ok` once it holds that version (or a
-    /// newer one) durably.
-    async fn put(
-        &self,
-        target: &str,
-        block: BlockId,
-        version: u64,
-        data: Bytes,
-    ) -> Result<(), String> {
-        let site = self
-            .nodes
-            .get(target)
-            .map_or("unknown", |(_, s)| s.as_str());
-        let len = data.len() as u64;
-        let result = async {
-            let mut client = BlockReplicationClient::new(self.channel(target)?)
-                .max_decoding_message_size(self.max_message)
-                .max_encoding_message_size(self.max_message);
-            client
-                .put(ReplicaPut {
-                    block: Some(block.into()),
-                    version,
-                    data,
-                    origin_site: self.site.clone(),
-                })
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|status| {
-                    format!("put to {target}: {}: {}", status.code(), status.message())
-                })
-        }
-        .await;
-        match result {
-            Ok(reply) => {
-                if reply.applied {
-                    self.metrics
-                        .bytes_replicated
-                        .with_label_values(&[site])
-                        .inc_by(len);
-                }
-                Ok(())
-            }
-            Err(err) => {
-                self.metrics.failures.with_label_values(&[site]).inc();
-                Err(err)
-            }
-        }
-    }
-
-    /// Deletes the secondary's copy up to `version`.
-    async fn trim(&self, peer: &str, block: BlockId, version: u64) -> Result<(), String> {
-        let mut client = CoreDataClient::new(self.channel(peer)?);
-        let reply = client
-            .delete(wire::DeleteRequest {
-                block: Some(block.into()),
-                up_to_version: version,
-            })
-            .await
-            .map_err(|status| format!("trim on {peer}: {}: {}", status.code(), status.message()))?
-            .into_inner();
-        if reply.deleted {
-            self.metrics.trims.inc();
-        }
-        Ok(())
-    }
-
-    /// Whether the primary (the secondary's peer) answers with the job's
-    /// version or a newer one: then it is alive and responsible.
-    async fn primary_holds(&self, job: &ReplicationJob) -> bool {
-        if job.peer.is_empty() {
-            return false;
-        }
-        let Ok(channel) = self.channel(&job.peer) else {
-            return false;
-        };
-        let reply = CoreDataClient::new(channel)
-            .read(wire::ReadRequest {
-                block: Some(job.block.into()),
-                offset: 0,
-                length: 0,
-            })
-            .await;
-        match reply {
-            Ok(reply) => {
-                let reply = reply.into_inner();
-                reply.found && reply.version >= job.version
-            }
-            Err(_) => {
-                self.metrics.failures.with_label_values(&["local"]).inc();
-                false
-            }
-        }
     }
 }
 

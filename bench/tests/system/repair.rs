@@ -1,0 +1,247 @@
+//! Repair against a real cluster (3 sites × 3 cores, n = 3): a replica
+//! damaged on disk is detected by the read, served around, repaired and
+//! counted (invariant 7); a remote copy lost with its core is restored by
+//! the replicator's scan, and the extra copy is removed when the core is
+//! back.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use geonfs_bench::cluster::TestCluster;
+use geonfs_block_manager::ReplicatorOptions;
+use geonfs_proto::core::ReadRequest;
+use geonfs_proto::domain::{BlockId, Durability};
+
+use crate::block_support::{
+    block_client, core_client, holders, id, pattern, per_site, read_copy, three_sites,
+};
+use crate::support::{eventually, init_logging};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Flips one byte of the first stored chunk of `block` in the block store
+/// under `data_dir` (the node must be stopped). The chunk key layout is
+/// the store's on-disk format: `c | file_id BE | index BE | chunk BE`.
+fn damage_first_chunk(data_dir: &Path, block: BlockId) {
+    let db = rocksdb::DB::open_default(data_dir.join("blocks")).unwrap();
+    let mut prefix = vec![b'c'];
+    prefix.extend_from_slice(&block.file_id.to_be_bytes());
+    prefix.extend_from_slice(&block.index.to_be_bytes());
+    let (key, mut value) = db
+        .prefix_iterator(&prefix)
+        .map(Result::unwrap)
+        .find(|(key, _)| key.starts_with(&prefix))
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .expect("the block has a stored chunk");
+    // Past the 4-byte checksum header: a data byte.
+    value[100] ^= 0x5a;
+    let mut options = rocksdb::WriteOptions::default();
+    options.set_sync(true);
+    db.put_opt(&key, &value, &options).unwrap();
+}
+
+/// Stops `core`, damages its copy of `block` on disk, starts it again.
+async fn corrupt_on_disk(cluster: &mut TestCluster, core: &str, block: BlockId) {
+    let data_dir = cluster
+        .config()
+        .node(core)
+        .and_then(|n| n.data_dir.clone())
+        .unwrap();
+    cluster.stop_node(core).await.unwrap();
+    damage_first_chunk(&data_dir, block);
+    cluster.restart_node(core).await.unwrap();
+}
+
+/// Whether `core`'s copy of `block` reads back whole as `data`.
+async fn copy_is_good(cluster: &TestCluster, core: &str, block: BlockId, data: &[u8]) -> bool {
+    let reply = core_client(cluster, core)
+        .read(ReadRequest {
+            block: Some(block.into()),
+            offset: 0,
+            length: data.len() as u32,
+        })
+        .await;
+    matches!(reply, Ok(r) if r.get_ref().found && r.get_ref().data == data)
+}
+
+/// Whether `block` is at version 1 with exactly one copy per site.
+async fn settled(cluster: &TestCluster, block: BlockId) -> bool {
+    let held = holders(cluster, block).await;
+    per_site(&held) == BTreeMap::from([('a', 1), ('b', 1), ('c', 1)])
+        && held.values().all(|i| i.version == 1)
+}
+
+fn core_repairs(cluster: &TestCluster, core: &str) -> u64 {
+    cluster
+        .node(core)
+        .unwrap()
+        .core()
+        .unwrap()
+        .metrics()
+        .repairs
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_local_copy_is_served_around_repaired_and_counted() {
+    init_logging();
+    let mut cluster = three_sites(ReplicatorOptions::default()).await;
+    // Keep both in-site copies: the other sites are cut off.
+    cluster.cut_sites("a", "b").unwrap();
+    cluster.cut_sites("a", "c").unwrap();
+    let client = block_client(&cluster);
+    let block = id(40, 0);
+    let [first, second] = client.local_pair(block).unwrap().map(|n| n.name.clone());
+    let data = pattern(7, 300_000);
+    client
+        .write(block, 0, data.clone(), 1, Durability::Durable)
+        .await
+        .unwrap();
+    corrupt_on_disk(&mut cluster, &first, block).await;
+    assert!(!copy_is_good(&cluster, &first, block, &data).await);
+
+    // The read is asked of the best-ranked copy first: the damaged one.
+    let read = client
+        .read(block, 0, data.len() as u32)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.data, data);
+    assert_eq!(read.node, second);
+    assert_eq!(client.metrics().corrupt_copies.get(), 1);
+    eventually(SETTLE, "the corrupt copy is repaired", || async {
+        client.metrics().repairs.get() == 1 && copy_is_good(&cluster, &first, block, &data).await
+    })
+    .await;
+    assert_eq!(core_repairs(&cluster, &first), 1);
+    let node = cluster.node(&first).unwrap().core().unwrap();
+    assert!(node.metrics().checksum_failures.get() >= 1);
+    // The repair kept the version (a repair never changes the data's age).
+    assert_eq!(read_copy(&cluster, &first, block, 10).await.0, 1);
+    let again = client
+        .read(block, 0, data.len() as u32)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.node.as_str(), again.data), (first.as_str(), data));
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_only_copy_of_the_site_is_served_from_another_site() {
+    init_logging();
+    let mut cluster = three_sites(ReplicatorOptions::default()).await;
+    let client = block_client(&cluster);
+    let block = id(41, 0);
+    let data = pattern(9, 200_000);
+    client
+        .write(block, 0, data.clone(), 1, Durability::Durable)
+        .await
+        .unwrap();
+    eventually(SETTLE, "one copy per site", || async {
+        per_site(&holders(&cluster, block).await) == BTreeMap::from([('a', 1), ('b', 1), ('c', 1)])
+    })
+    .await;
+    let held = holders(&cluster, block).await;
+    let local = held.keys().find(|n| n.starts_with("a-")).unwrap().clone();
+    corrupt_on_disk(&mut cluster, &local, block).await;
+
+    let read = client
+        .read(block, 0, data.len() as u32)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.data, data);
+    assert!(!read.node.starts_with("a-"), "served by {}", read.node);
+    assert_eq!(client.metrics().corrupt_copies.get(), 1);
+    eventually(SETTLE, "the site's copy is repaired", || async {
+        copy_is_good(&cluster, &local, block, &data).await
+    })
+    .await;
+    assert_eq!(client.metrics().repairs.get(), 1);
+    assert_eq!(core_repairs(&cluster, &local), 1);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_remote_copy_is_restored_and_the_extra_one_removed() {
+    init_logging();
+    let mut cluster = three_sites(ReplicatorOptions {
+        scan_interval: Some(Duration::from_millis(300)),
+        ..ReplicatorOptions::default()
+    })
+    .await;
+    let client = block_client(&cluster);
+    let blocks: Vec<BlockId> = (0..6).map(|i| id(42, i)).collect();
+    let mut written = BTreeMap::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let data = pattern(i as u8, 50_000 + i * 7);
+        client
+            .write(*block, 0, data.clone(), 1, Durability::Durable)
+            .await
+            .unwrap();
+        written.insert(*block, data);
+    }
+    for block in &blocks {
+        eventually(SETTLE, "one copy per site", || settled(&cluster, *block)).await;
+    }
+    // Kill -9 the site-b holder of the first block: site b has lost those
+    // copies; the scan of the other holders puts them on another b core.
+    let victim = holders(&cluster, blocks[0])
+        .await
+        .into_keys()
+        .find(|n| n.starts_with("b-"))
+        .unwrap();
+    let lost: Vec<BlockId> = {
+        let mut lost = Vec::new();
+        for block in &blocks {
+            if holders(&cluster, *block).await.contains_key(&victim) {
+                lost.push(*block);
+            }
+        }
+        lost
+    };
+    cluster.kill_node(&victim).await.unwrap();
+    for block in &lost {
+        eventually(SETTLE, "site b has a copy again", || {
+            settled(&cluster, *block)
+        })
+        .await;
+    }
+    let restored: u64 = cluster
+        .core_names()
+        .iter()
+        .filter(|n| cluster.is_running(n))
+        .map(|n| {
+            let metrics = cluster
+                .node(n)
+                .unwrap()
+                .core()
+                .unwrap()
+                .replicator_metrics();
+            metrics.repairs.with_label_values(&["remote_copy"]).get()
+        })
+        .sum();
+    assert!(
+        restored >= lost.len() as u64,
+        "{restored} repairs for {} blocks",
+        lost.len()
+    );
+
+    // The victim comes back with its copies: one of the two in site b goes.
+    cluster.restart_node(&victim).await.unwrap();
+    for block in &blocks {
+        eventually(SETTLE, "exactly one copy in site b again", || {
+            settled(&cluster, *block)
+        })
+        .await;
+    }
+    for (block, data) in &written {
+        for core in holders(&cluster, *block).await.keys() {
+            let (version, got) = read_copy(&cluster, core, *block, data.len() as u32).await;
+            assert_eq!((version, &got), (1, data), "{core} {block:?}");
+        }
+    }
+    cluster.shutdown().await.unwrap();
+}

@@ -1,0 +1,323 @@
+//! The replicator's calls to other cores — puts (with the switch to
+//! another core of the target's site), trims and probes — and the
+//! decisions built on them: a secondary's takeover and the restoring of a
+//! second in-site copy (see the module documentation of
+//! [`crate::replicator`]).
+
+use bytes::Bytes;
+use geonfs_proto::core as wire;
+use geonfs_proto::core::core_data_client::CoreDataClient;
+use geonfs_proto::domain::BlockId;
+use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
+use geonfs_proto::replication::{ReplicaJob, ReplicaPut, ReplicaPutReply};
+use geonfs_site_config::{Node, SiteId};
+use tonic::Code;
+
+use super::{Attempt, ReplicationJob, Worker};
+
+/// A failed call: the message, and whether the core looked unreachable
+/// (so another core may be tried).
+pub(super) type CallError = (String, bool);
+
+/// Whether a status means the callee could not be reached.
+fn unreachable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    )
+}
+
+/// What a probe of one core found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Probed {
+    /// The core holds the block at `version`; `pending_job` is the version
+    /// of its replication job (0: none).
+    Holds { version: u64, pending_job: u64 },
+    /// The core answered that it does not hold the block.
+    Absent,
+    /// The core did not answer.
+    Unreachable,
+}
+
+impl Probed {
+    /// Whether the core holds `version` or a newer one.
+    pub(super) fn holds_at_least(self, version: u64) -> bool {
+        matches!(self, Probed::Holds { version: v, .. } if v >= version)
+    }
+}
+
+impl Worker {
+    /// The cores of `site` ranked for `block` (every configured core).
+    pub(super) fn ranked(&self, block: BlockId, site: SiteId) -> Vec<&Node> {
+        self.placement.in_site(block, site, &|_| true)
+    }
+
+    /// Ships the block to `target`, or, when it is unreachable, to the
+    /// next core of its site in rendezvous order; `Ok` once one of them
+    /// holds that version (or a newer one) durably.
+    pub(super) async fn put_to_site(
+        &self,
+        target: &str,
+        block: BlockId,
+        version: u64,
+        data: Bytes,
+    ) -> Result<(), String> {
+        let first = self
+            .put(target, block, version, data.clone(), None, false)
+            .await;
+        let Err((err, true)) = first else {
+            return first.map(|_| ()).map_err(|(err, _)| err);
+        };
+        let Some(site) = self.placement.site_of_core(target) else {
+            return Err(err);
+        };
+        let mut errors = vec![err];
+        for other in self.ranked(block, site) {
+            if other.name == target {
+                continue;
+            }
+            match self
+                .put(&other.name, block, version, data.clone(), None, false)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(node = %self.name, designated = %target, used = %other.name,
+                        file_id = block.file_id, index = block.index,
+                        "designated remote core unreachable; copied to another core of its site");
+                    return Ok(());
+                }
+                Err((err, _)) => errors.push(err),
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    /// One put of the whole block to `target`.
+    pub(super) async fn put(
+        &self,
+        target: &str,
+        block: BlockId,
+        version: u64,
+        data: Bytes,
+        job: Option<ReplicaJob>,
+        repair: bool,
+    ) -> Result<ReplicaPutReply, CallError> {
+        let site = self
+            .nodes
+            .get(target)
+            .map_or("unknown", |(_, s)| s.as_str());
+        let len = data.len() as u64;
+        let channel = self.channel(target).map_err(|err| (err, true))?;
+        let mut client = BlockReplicationClient::new(channel)
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message);
+        let result = client
+            .put(ReplicaPut {
+                block: Some(block.into()),
+                version,
+                data,
+                origin_site: self.site.clone(),
+                repair,
+                job,
+            })
+            .await;
+        match result {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                if reply.applied {
+                    self.metrics
+                        .bytes_replicated
+                        .with_label_values(&[site])
+                        .inc_by(len);
+                }
+                Ok(reply)
+            }
+            Err(status) => {
+                self.metrics.failures.with_label_values(&[site]).inc();
+                Err((
+                    format!("put to {target}: {}: {}", status.code(), status.message()),
+                    unreachable(&status),
+                ))
+            }
+        }
+    }
+
+    /// Deletes `peer`'s copy up to `version`.
+    pub(super) async fn trim(
+        &self,
+        peer: &str,
+        block: BlockId,
+        version: u64,
+    ) -> Result<(), CallError> {
+        let mut client = CoreDataClient::new(self.channel(peer).map_err(|err| (err, true))?);
+        let reply = client
+            .delete(wire::DeleteRequest {
+                block: Some(block.into()),
+                up_to_version: version,
+            })
+            .await
+            .map_err(|status| {
+                (
+                    format!("trim on {peer}: {}: {}", status.code(), status.message()),
+                    unreachable(&status),
+                )
+            })?
+            .into_inner();
+        if reply.deleted {
+            self.metrics.trims.inc();
+        }
+        Ok(())
+    }
+
+    /// What `node` holds of `block` (a zero-length read).
+    pub(super) async fn probe(&self, node: &str, block: BlockId) -> Probed {
+        let Ok(channel) = self.channel(node) else {
+            return Probed::Unreachable;
+        };
+        let reply = CoreDataClient::new(channel)
+            .read(wire::ReadRequest {
+                block: Some(block.into()),
+                offset: 0,
+                length: 0,
+            })
+            .await;
+        match reply {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                if reply.found {
+                    Probed::Holds {
+                        version: reply.version,
+                        pending_job: reply.pending_job_version,
+                    }
+                } else {
+                    Probed::Absent
+                }
+            }
+            Err(_) => {
+                self.metrics.failures.with_label_values(&["local"]).inc();
+                Probed::Unreachable
+            }
+        }
+    }
+
+    /// A secondary's due job: `Ok(Some(_))` when it is settled here (the
+    /// primary is responsible, or finished and this copy was trimmed),
+    /// `Ok(None)` when this core took the job over (it is now its primary,
+    /// with no peer).
+    pub(super) async fn secondary_decision(
+        &self,
+        job: &ReplicationJob,
+    ) -> Result<Option<Attempt>, String> {
+        let block = job.block;
+        let primary = if job.peer.is_empty() {
+            Probed::Absent
+        } else {
+            self.probe(&job.peer, block).await
+        };
+        match primary {
+            Probed::Holds { pending_job, .. } if primary.holds_at_least(job.version) => {
+                if pending_job != 0 {
+                    return Ok(Some(Attempt::Watch));
+                }
+                // The primary finished: the remote copies are durable and
+                // its trim of this copy was lost. Trim ourselves.
+                let deleted = self
+                    .queue
+                    .trim_local(block, job.version)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                if deleted {
+                    self.metrics.trims.inc();
+                }
+                tracing::info!(node = %self.name, file_id = block.file_id, index = block.index,
+                    version = job.version, "primary finished replication; extra copy removed");
+                Ok(Some(Attempt::Done))
+            }
+            _ => {
+                // Never keep the old primary as peer: two cores must not
+                // trim each other's copy.
+                let moved = self
+                    .queue
+                    .retarget(block, job.version, true, String::new())
+                    .await
+                    .map_err(|err| err.to_string())?;
+                if !moved {
+                    // Replaced by a newer write or gone: the next poll sees it.
+                    return Ok(Some(Attempt::Done));
+                }
+                self.metrics.takeovers.inc();
+                tracing::warn!(node = %self.name, primary = %job.peer, ?primary,
+                    file_id = block.file_id, index = block.index, version = job.version,
+                    "primary lost or behind; taking over geo replication");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Makes sure a second core of this site holds the job's version: if
+    /// the peer does not (unreachable, absent, behind, or no peer), copies
+    /// the block to the best other core of the site with a secondary job
+    /// naming this core, and makes it the job's peer.
+    pub(super) async fn ensure_local_copy(
+        &self,
+        job: &ReplicationJob,
+        data: &Bytes,
+    ) -> Result<(), String> {
+        let block = job.block;
+        if !job.peer.is_empty()
+            && self
+                .probe(&job.peer, block)
+                .await
+                .holds_at_least(job.version)
+        {
+            return Ok(());
+        }
+        let spec = ReplicaJob {
+            targets: job.targets.clone(),
+            primary: false,
+            peer: self.name.clone(),
+        };
+        let mut errors = Vec::new();
+        for candidate in self.ranked(block, self.home) {
+            if candidate.name == self.name || candidate.name == job.peer {
+                continue;
+            }
+            let put = self
+                .put(
+                    &candidate.name,
+                    block,
+                    job.version,
+                    data.clone(),
+                    Some(spec.clone()),
+                    false,
+                )
+                .await;
+            match put {
+                Ok(reply) if reply.skipped_stale => {
+                    // A newer write exists there: this job is superseded.
+                    return Ok(());
+                }
+                Ok(_) => {
+                    self.queue
+                        .retarget(block, job.version, true, candidate.name.clone())
+                        .await
+                        .map_err(|err| err.to_string())?;
+                    self.metrics
+                        .repairs
+                        .with_label_values(&["local_copy"])
+                        .inc();
+                    tracing::warn!(node = %self.name, lost = %job.peer, restored_on = %candidate.name,
+                        file_id = block.file_id, index = block.index, version = job.version,
+                        "second in-site copy restored");
+                    return Ok(());
+                }
+                Err((err, _)) => errors.push(err),
+            }
+        }
+        Err(if errors.is_empty() {
+            "no other core in this site".to_string()
+        } else {
+            errors.join("; ")
+        })
+    }
+}
