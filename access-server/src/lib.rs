@@ -2,3 +2,12 @@
 //! namespace in meta-kvs and file data in blocks on core servers. Filled in
 //! by the access-server work; the node runtime (`geonfs::node`) serves it on
 //! nodes with the `access` role.
+//!
+//! [`rpc`] owns the ONC RPC transport (record marking, call decoding,
+//! credentials, dispatch to programs) and the PORTMAP program.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod rpc;
+
+pub use error::AccessError;

@@ -1,0 +1,21 @@
+//! The access server's error type.
+
+use std::net::SocketAddr;
+
+/// Errors of the access server.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// A listening socket could not be bound (or its address read back).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server stopped but some connections were still busy at the
+    /// deadline; they were aborted.
+    #[error("{0} connection(s) still busy at the shutdown deadline were aborted")]
+    ShutdownDeadline(usize),
+}
