@@ -3,11 +3,13 @@
 //! by the access-server work; the node runtime (`geonfs::node`) serves it on
 //! nodes with the `access` role.
 //!
+//! [`namespace`] keeps directories and inodes in meta-kvs.
 //! [`rpc`] owns the ONC RPC transport (record marking, call decoding,
 //! credentials, dispatch to programs) and the PORTMAP program.
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod namespace;
 pub mod rpc;
 
 pub use error::AccessError;

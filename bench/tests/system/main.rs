@@ -8,6 +8,7 @@ mod core;
 mod meta;
 mod meta_jepsen;
 mod meta_membership;
+mod namespace;
 mod repair;
 mod replication;
 mod rpc;
