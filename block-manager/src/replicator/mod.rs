@@ -157,6 +157,13 @@ pub struct ReplicatorOptions {
     pub batch: usize,
     /// Jobs shipped concurrently.
     pub concurrency: usize,
+    /// A fresh job waits until its block has had no new write for this
+    /// long, so a block being written sequentially is shipped once, not
+    /// once per write.
+    pub coalesce: Duration,
+    /// ... but never longer than this after its oldest write (bounds the
+    /// added replication lag).
+    pub coalesce_max: Duration,
     /// Time between two passes of the scan that restores lost copies of
     /// already replicated blocks (`None`: no scan).
     pub scan_interval: Option<Duration>,
@@ -171,6 +178,8 @@ impl Default for ReplicatorOptions {
             poll_interval: Duration::from_secs(1),
             batch: 10_000,
             concurrency: 16,
+            coalesce: Duration::from_millis(100),
+            coalesce_max: Duration::from_secs(1),
             scan_interval: Some(Duration::from_secs(3600)),
         }
     }
@@ -326,15 +335,28 @@ impl Worker {
         }
     }
 
-    /// When the job is due: the secondary waits for the takeover timeout.
+    /// When the job is due. A fresh job (no failed attempt; its
+    /// `next_attempt_ms` is the time of the block's latest write) waits for
+    /// the block to be quiet for [`ReplicatorOptions::coalesce`], at most
+    /// [`ReplicatorOptions::coalesce_max`] after its oldest write; a
+    /// secondary waits for the takeover timeout.
     fn due_at(&self, job: &ReplicationJob) -> u64 {
-        let takeover = u64::try_from(self.options.takeover_timeout.as_millis()).unwrap_or(u64::MAX);
-        if job.primary {
-            job.next_attempt_ms
-        } else {
-            job.next_attempt_ms
-                .max(job.first_enqueued_ms.saturating_add(takeover))
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if !job.primary {
+            return job.next_attempt_ms.max(
+                job.first_enqueued_ms
+                    .saturating_add(ms(self.options.takeover_timeout)),
+            );
         }
+        if job.attempts > 0 {
+            return job.next_attempt_ms;
+        }
+        job.next_attempt_ms
+            .saturating_add(ms(self.options.coalesce))
+            .min(
+                job.first_enqueued_ms
+                    .saturating_add(ms(self.options.coalesce_max)),
+            )
     }
 
     /// Runs the due jobs of one poll; returns how long to sleep.
