@@ -3,11 +3,14 @@
 //! by the access-server work; the node runtime (`geonfs::node`) serves it on
 //! nodes with the `access` role.
 //!
+//! [`data`] keeps file bytes (and each file's size and mtime record) in
+//! blocks on the site's core servers.
 //! [`namespace`] keeps directories and inodes in meta-kvs.
 //! [`rpc`] owns the ONC RPC transport (record marking, call decoding,
 //! credentials, dispatch to programs) and the PORTMAP program.
 #![warn(missing_docs)]
 
+pub mod data;
 pub mod error;
 pub mod namespace;
 pub mod rpc;

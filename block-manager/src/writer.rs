@@ -626,6 +626,50 @@ impl BlockClient {
         Ok(FlushAck { copies })
     }
 
+    /// Deletes `block` from every core of this client's site (in parallel)
+    /// where its stored version is at most `up_to_version`: a copy written
+    /// later (a newer version) is kept. Each core's delete is durable when
+    /// it answers. Returns how many cores deleted a copy.
+    ///
+    /// Every core of the site is asked, not only the block's pair: after a
+    /// failover a copy may live on any of them. Fails if any core cannot be
+    /// asked — a copy left on it could come back (a later read takes the
+    /// site's newest copy), so the caller must retry. Copies in other sites
+    /// are not touched here.
+    pub async fn delete(&self, block: BlockId, up_to_version: u64) -> Result<usize, BlockError> {
+        let cores = self.inner.placement.cores(self.inner.site);
+        let calls = cores.iter().map(|node| async move {
+            let mut client = self.client(node)?;
+            match client
+                .delete(wire::DeleteRequest {
+                    block: Some(block.into()),
+                    up_to_version,
+                })
+                .await
+            {
+                Ok(reply) => {
+                    self.inner.liveness.alive(&node.name);
+                    Ok(reply.into_inner().deleted)
+                }
+                Err(status) => {
+                    if let CopyError::Retry { suspect: true, .. } =
+                        classify(&node.name, status.clone())
+                    {
+                        self.failed(&node.name, true);
+                    }
+                    Err(BlockError::core(&node.name, status))
+                }
+            }
+        });
+        let mut deleted = 0;
+        for result in futures::future::join_all(calls).await {
+            if result? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     fn all_cores(&self) -> impl Iterator<Item = &Node> {
         let placement = &self.inner.placement;
         (0..=u16::MAX)

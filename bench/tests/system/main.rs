@@ -5,6 +5,7 @@ mod block_support;
 mod blocks;
 mod cluster;
 mod core;
+mod file_data;
 mod meta;
 mod meta_jepsen;
 mod meta_membership;
