@@ -6,6 +6,7 @@
 //! [`data`] keeps file bytes (and each file's size and mtime record) in
 //! blocks on the site's core servers.
 //! [`namespace`] keeps directories and inodes in meta-kvs.
+//! [`nfs`] is the NFS v3 and MOUNT v3 programs over the namespace.
 //! [`rpc`] owns the ONC RPC transport (record marking, call decoding,
 //! credentials, dispatch to programs) and the PORTMAP program.
 #![warn(missing_docs)]
@@ -13,6 +14,7 @@
 pub mod data;
 pub mod error;
 pub mod namespace;
+pub mod nfs;
 pub mod rpc;
 
 pub use error::AccessError;

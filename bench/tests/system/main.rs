@@ -10,6 +10,7 @@ mod meta;
 mod meta_jepsen;
 mod meta_membership;
 mod namespace;
+mod nfs;
 mod repair;
 mod replication;
 mod rpc;

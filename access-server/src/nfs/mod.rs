@@ -1,0 +1,71 @@
+//! The NFS v3 (RFC 1813) and MOUNT v3 programs over the [`namespace`],
+//! served by the [`rpc`] layer.
+//!
+//! - [`handle`]: file handles, stable across access servers and restarts
+//!   (DESIGN invariant 6).
+//! - [`MountProgram`]: MOUNT v3 (100005) for the one configured export.
+//! - [`NfsProgram`]: NFS v3 (100003). Every procedure gets an RFC 1813
+//!   answer; the file-data procedures (READ, WRITE, COMMIT and SETATTR of a
+//!   different size) answer `NFS3ERR_NOTSUPP` until the file-data layer is
+//!   wired in (see [`NfsProgram`]).
+//!
+//! Who may do what ([`access`]): NFS calls need AUTH_UNIX (AUTH_NONE is
+//! refused with AUTH_TOOWEAK, except NULL); the caller's uid, gid and
+//! supplementary gids are checked against the mode bits, with uid 0 mapped
+//! to the anonymous ids under `root_squash`; a read-only export answers
+//! `NFS3ERR_ROFS` to changes; a client outside `allowed_clients` gets
+//! `NFS3ERR_ACCES` on every call and `MNT3ERR_ACCES` at MOUNT.
+//!
+//! [`namespace`]: crate::namespace
+//! [`rpc`]: crate::rpc
+
+pub mod access;
+mod attrs;
+mod dirops;
+pub mod handle;
+mod mount;
+mod program;
+mod readdir;
+
+use std::future::Future;
+
+use futures::future::BoxFuture;
+
+pub use access::{ExportPolicy, Identity};
+pub use attrs::nfs_status;
+pub use handle::{FileHandle, HandleCodec, HANDLE_GENERATION_KEY, HANDLE_LEN};
+pub use mount::MountProgram;
+pub use program::NfsProgram;
+
+/// Where FSSTAT learns the capacity of the file system: total and free
+/// bytes, or `None` when it cannot be told right now (answered
+/// `NFS3ERR_IO`).
+///
+/// Implemented for plain closures returning `(total_bytes, free_bytes)`.
+pub trait CapacityProvider: Send + Sync + 'static {
+    /// The current `(total_bytes, free_bytes)`.
+    fn capacity(&self) -> BoxFuture<'_, Option<(u64, u64)>>;
+}
+
+impl<F> CapacityProvider for F
+where
+    F: Fn() -> (u64, u64) + Send + Sync + 'static,
+{
+    fn capacity(&self) -> BoxFuture<'_, Option<(u64, u64)>> {
+        let capacity = self();
+        Box::pin(std::future::ready(Some(capacity)))
+    }
+}
+
+/// A [`CapacityProvider`] from an async function.
+pub struct AsyncCapacity<F>(pub F);
+
+impl<F, Fut> CapacityProvider for AsyncCapacity<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<(u64, u64)>> + Send + 'static,
+{
+    fn capacity(&self) -> BoxFuture<'_, Option<(u64, u64)>> {
+        Box::pin((self.0)())
+    }
+}

@@ -1,0 +1,145 @@
+//! The MOUNT v3 program (100005, RFC 1813 appendix I) for the one export.
+//!
+//! MNT accepts the export path, with or without a trailing `/` (so `/` only
+//! when it is the export), and the empty path libnfs sends for
+//! `nfs://host/file`; it answers the root handle with AUTH_UNIX as the only
+//! flavor. Other paths are `MNT3ERR_NOENT`, a client outside
+//! `allowed_clients` is `MNT3ERR_ACCES`. Mounts are not recorded: DUMP is
+//! empty and UMNT/UMNTALL do nothing (the handle is what grants access,
+//! and every NFS call is checked on its own).
+
+use std::ops::RangeInclusive;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use nfs3_types::mount::{
+    dirpath, export_node, exports, fhandle3, mountlist, mountres3, mountres3_ok, mountstat3, name,
+    MNTPATHLEN, MOUNT_PROGRAM,
+};
+use nfs3_types::xdr_codec::{List, Opaque};
+
+use super::access::ExportPolicy;
+use super::attrs::{decode, encode};
+use super::handle::HandleCodec;
+use crate::namespace::Namespace;
+use crate::rpc::{CallContext, ProcResult, RpcProgram, MOUNT_PROGRAM as PROGRAM, MOUNT_VERSION};
+
+/// AUTH_UNIX (AUTH_SYS), the only flavor offered.
+const AUTH_UNIX: u32 = 1;
+
+/// The MOUNT v3 program.
+#[derive(Clone, Debug)]
+pub struct MountProgram {
+    ns: Namespace,
+    handles: HandleCodec,
+    policy: ExportPolicy,
+}
+
+impl MountProgram {
+    /// MOUNT for `policy`'s export of `ns`, with handles from `handles`.
+    pub fn new(ns: Namespace, handles: HandleCodec, policy: ExportPolicy) -> Self {
+        MountProgram {
+            ns,
+            handles,
+            policy,
+        }
+    }
+
+    async fn mnt(&self, context: &CallContext, args: &[u8]) -> ProcResult {
+        let Some(path) = decode::<dirpath>(args) else {
+            return ProcResult::GarbageArgs;
+        };
+        let path = path.0.as_ref();
+        let peer = context.caller.addr;
+        let result = if !self.policy.admits(peer.ip()) {
+            tracing::info!(%peer, "MNT refused: client not allowed");
+            mountres3::Err(mountstat3::MNT3ERR_ACCES)
+        } else if path.len() > MNTPATHLEN {
+            mountres3::Err(mountstat3::MNT3ERR_NAMETOOLONG)
+        } else if !self.policy.is_export_path(path) {
+            tracing::info!(%peer, path = %String::from_utf8_lossy(path), "MNT of an unknown path");
+            mountres3::Err(mountstat3::MNT3ERR_NOENT)
+        } else {
+            match self.ns.ensure_root().await {
+                Ok(root) => mountres3::Ok(mountres3_ok {
+                    fhandle: fhandle3(Opaque::owned(
+                        self.handles.encode_bytes(root.id, root.generation),
+                    )),
+                    auth_flavors: vec![AUTH_UNIX],
+                }),
+                Err(err) => {
+                    tracing::warn!(%err, "MNT: cannot read the root directory");
+                    mountres3::Err(mountstat3::MNT3ERR_SERVERFAULT)
+                }
+            }
+        };
+        encode(&result)
+    }
+
+    fn export(&self) -> ProcResult {
+        let groups = self
+            .policy
+            .allowed_clients
+            .iter()
+            .map(|net| name(Opaque::owned(net.to_string().into_bytes())))
+            .collect();
+        let list: exports = List(vec![export_node {
+            ex_dir: dirpath(Opaque::owned(self.policy.export_path.clone().into_bytes())),
+            ex_groups: List(groups),
+        }]);
+        encode(&list)
+    }
+
+    async fn execute(&self, context: &CallContext, procedure: u32, args: &[u8]) -> ProcResult {
+        match MOUNT_PROGRAM::try_from(procedure) {
+            Ok(MOUNT_PROGRAM::MOUNTPROC3_NULL) => ProcResult::Success(Vec::new()),
+            Ok(MOUNT_PROGRAM::MOUNTPROC3_MNT) => self.mnt(context, args).await,
+            Ok(MOUNT_PROGRAM::MOUNTPROC3_DUMP) => {
+                let list: mountlist = List(Vec::new());
+                encode(&list)
+            }
+            Ok(MOUNT_PROGRAM::MOUNTPROC3_UMNT) => match decode::<dirpath>(args) {
+                Some(_) => ProcResult::Success(Vec::new()),
+                None => ProcResult::GarbageArgs,
+            },
+            Ok(MOUNT_PROGRAM::MOUNTPROC3_UMNTALL) => ProcResult::Success(Vec::new()),
+            Ok(MOUNT_PROGRAM::MOUNTPROC3_EXPORT) => self.export(),
+            Err(_) => ProcResult::ProcUnavail,
+        }
+    }
+}
+
+impl RpcProgram for MountProgram {
+    fn program(&self) -> u32 {
+        PROGRAM
+    }
+
+    fn name(&self) -> &'static str {
+        "mount"
+    }
+
+    fn versions(&self) -> RangeInclusive<u32> {
+        MOUNT_VERSION..=MOUNT_VERSION
+    }
+
+    fn procedure_name(&self, _version: u32, procedure: u32) -> Option<&'static str> {
+        Some(match MOUNT_PROGRAM::try_from(procedure).ok()? {
+            MOUNT_PROGRAM::MOUNTPROC3_NULL => "null",
+            MOUNT_PROGRAM::MOUNTPROC3_MNT => "mnt",
+            MOUNT_PROGRAM::MOUNTPROC3_DUMP => "dump",
+            MOUNT_PROGRAM::MOUNTPROC3_UMNT => "umnt",
+            MOUNT_PROGRAM::MOUNTPROC3_UMNTALL => "umntall",
+            MOUNT_PROGRAM::MOUNTPROC3_EXPORT => "export",
+        })
+    }
+
+    fn call<'a>(
+        &'a self,
+        context: &'a CallContext,
+        _version: u32,
+        procedure: u32,
+        args: &'a [u8],
+    ) -> BoxFuture<'a, ProcResult> {
+        self.execute(context, procedure, args).boxed()
+    }
+}
