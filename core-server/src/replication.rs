@@ -1,14 +1,24 @@
 //! The `geonfs.replication.BlockReplication` gRPC service: whole-block
-//! geo copies from a core of another site, applied with
-//! [`BlockStore::put_replica`] (idempotent, never over newer data).
+//! copies from other cores (geo copies, restored in-site copies, repairs),
+//! applied with [`BlockStore::put_replica`] (idempotent, never over newer
+//! data). `Put` takes one block; `Replicate` takes a stream of them (the
+//! replication queue keeps one per target) and answers each in order, a
+//! failed put answered with its error without ending the stream.
 
+use std::pin::Pin;
+
+use futures::stream::{Stream, StreamExt};
 use geonfs_proto::replication as wire;
 use geonfs_proto::replication::block_replication_server::BlockReplication;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::queue::{JobSpec, PutOutcome, ReplicaOffer};
 use crate::store::BlockStore;
 use crate::CoreError;
+
+/// Puts of one `Replicate` stream applied at once (in order of reply):
+/// concurrent synced writes share WAL fsyncs.
+const STREAM_CONCURRENCY: usize = 8;
 
 /// The BlockReplication service of one node.
 #[derive(Clone, Debug)]
@@ -22,29 +32,22 @@ impl BlockReplicationService {
     pub fn new(store: BlockStore, block_size: u64) -> Self {
         BlockReplicationService { store, block_size }
     }
-}
 
-#[tonic::async_trait]
-impl BlockReplication for BlockReplicationService {
-    async fn put(
-        &self,
-        request: Request<wire::ReplicaPut>,
-    ) -> Result<Response<wire::ReplicaPutReply>, Status> {
-        let request = request.into_inner();
+    /// Validates and applies one put.
+    async fn apply(&self, request: wire::ReplicaPut) -> Result<wire::ReplicaPutReply, CoreError> {
         let block = request
             .block
             .ok_or_else(|| CoreError::InvalidArgument("missing field `block`".into()))?
             .into();
         if request.version == 0 {
-            return Err(CoreError::InvalidArgument("versions start at 1".into()).into());
+            return Err(CoreError::InvalidArgument("versions start at 1".into()));
         }
         if request.data.len() as u64 > self.block_size {
             return Err(CoreError::InvalidArgument(format!(
                 "a replica of {} bytes is larger than the block size of {} bytes",
                 request.data.len(),
                 self.block_size
-            ))
-            .into());
+            )));
         }
         let job = request.job.map(|job| JobSpec {
             targets: job.targets,
@@ -68,13 +71,61 @@ impl BlockReplication for BlockReplicationService {
             PutOutcome::AlreadyHeld => (false, false, request.version),
             PutOutcome::SkippedStale { stored } => (false, true, stored),
         };
-        let repaired = outcome == PutOutcome::Repaired;
-        Ok(Response::new(wire::ReplicaPutReply {
+        Ok(wire::ReplicaPutReply {
             incarnation: self.store.incarnation(),
             applied,
             skipped_stale,
             stored_version,
-            repaired,
-        }))
+            repaired: outcome == PutOutcome::Repaired,
+            block: Some(block.into()),
+            ..Default::default()
+        })
+    }
+}
+
+/// The reply stream of `Replicate`.
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<wire::ReplicaPutReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl BlockReplication for BlockReplicationService {
+    async fn put(
+        &self,
+        request: Request<wire::ReplicaPut>,
+    ) -> Result<Response<wire::ReplicaPutReply>, Status> {
+        Ok(Response::new(self.apply(request.into_inner()).await?))
+    }
+
+    type ReplicateStream = ReplyStream;
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<wire::ReplicaPut>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
+        let service = self.clone();
+        let replies = request
+            .into_inner()
+            .map(move |item| {
+                let service = service.clone();
+                async move {
+                    // A broken stream (undecodable message, reset) ends it.
+                    let put = item?;
+                    let block = put.block;
+                    Ok(match service.apply(put).await {
+                        Ok(reply) => reply,
+                        Err(err) => {
+                            let status = Status::from(err);
+                            wire::ReplicaPutReply {
+                                incarnation: service.store.incarnation(),
+                                block,
+                                error: status.message().to_string(),
+                                error_code: status.code() as i32,
+                                ..Default::default()
+                            }
+                        }
+                    })
+                }
+            })
+            .buffered(STREAM_CONCURRENCY);
+        Ok(Response::new(Box::pin(replies)))
     }
 }

@@ -2,6 +2,7 @@
 //! validation, and durability across a kill and restart.
 
 use bytes::Bytes;
+use futures::StreamExt;
 use geonfs_bench::cluster::TestCluster;
 use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_proto::core::{
@@ -221,5 +222,82 @@ async fn durable_writes_survive_a_kill() {
     }
     let stat = core.stat(StatRequest {}).await.unwrap().into_inner();
     assert_eq!(stat.blocks, 20);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_stream_answers_every_put_in_order() {
+    use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
+    use geonfs_proto::replication::ReplicaPut;
+
+    init_logging();
+    let cluster = TestCluster::builder()
+        .sites(1)
+        .cores_per_site(2)
+        .without_replication()
+        .start()
+        .await
+        .unwrap();
+    let mut replication =
+        BlockReplicationClient::new(cluster.channel("a-core-1", "a-core-2").unwrap());
+    let put = |index: u64, version: u64, fill: u8| ReplicaPut {
+        block: Some(geonfs_proto::core::BlockId { file_id: 77, index }),
+        version,
+        data: Bytes::from(vec![fill; 70_000]),
+        origin_site: "b".into(),
+        ..Default::default()
+    };
+    // Ten puts, one invalid (version 0) in the middle, one stale at the end.
+    let mut puts: Vec<ReplicaPut> = (0..10).map(|i| put(i, 5, i as u8 + 1)).collect();
+    puts[4].version = 0;
+    puts.push(put(0, 3, 0xee));
+    let replies: Vec<_> = replication
+        .replicate(futures::stream::iter(puts))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(replies.len(), 11, "one reply per put: {replies:?}");
+    for (i, reply) in replies.iter().enumerate() {
+        let reply = reply.as_ref().unwrap();
+        let index = reply.block.unwrap().index;
+        match i {
+            4 => {
+                assert_eq!(index, 4);
+                assert_eq!(
+                    reply.error_code,
+                    tonic::Code::InvalidArgument as i32,
+                    "{reply:?}"
+                );
+                assert!(reply.error.contains("versions start at 1"), "{reply:?}");
+            }
+            10 => {
+                assert_eq!(index, 0);
+                assert!(
+                    reply.skipped_stale && reply.stored_version == 5,
+                    "{reply:?}"
+                );
+            }
+            _ => {
+                assert_eq!(index, i as u64, "replies come in order");
+                assert!(reply.applied && reply.error.is_empty(), "{reply:?}");
+            }
+        }
+    }
+    // What the stream applied is on disk; the invalid put left nothing.
+    let mut core = client(cluster.channel("a-core-1", "a-core-2").unwrap());
+    for index in 0..10u64 {
+        let read = core
+            .read(read_req(77, index, 0, 10))
+            .await
+            .unwrap()
+            .into_inner();
+        if index == 4 {
+            assert!(!read.found);
+        } else {
+            assert_eq!((read.version, read.data[0]), (5, index as u8 + 1));
+        }
+    }
     cluster.shutdown().await.unwrap();
 }

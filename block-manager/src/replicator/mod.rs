@@ -13,10 +13,11 @@
 //!
 //! The worker polls the queue (waking early when a job is enqueued, see
 //! [`JobQueue::enqueued`]). For a due job, the **primary** of the block's
-//! local pair reads the whole block at its current version and `Put`s it to
-//! every target over [`Network::channel`] (so WAN emulation and faults
-//! apply). When every target holds it durably, the primary tells the
-//! **secondary** (the job's peer) to delete its copy up to that version
+//! local pair reads the whole block at its current version and sends it to
+//! every target on that target's `Replicate` stream (one per target core,
+//! shared by all jobs, see `stream.rs`: the batching), over
+//! [`Network::channel`] (so WAN emulation and faults apply). When every
+//! target holds it durably, the primary tells the **secondary** (the job's peer) to delete its copy up to that version
 //! (the trim) and marks the job done. A failure reschedules the job with an
 //! exponential backoff (up to [`ReplicatorOptions::max_backoff`]).
 //!
@@ -67,6 +68,7 @@ use crate::{BlockError, Placement};
 mod metrics;
 mod repair;
 mod scan;
+mod stream;
 
 pub use metrics::ReplicatorMetrics;
 
@@ -251,6 +253,7 @@ impl Replicator {
             options,
             metrics: metrics.clone(),
             channels: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
         };
         let worker = Arc::new(worker);
         let scan = worker
@@ -296,6 +299,7 @@ struct Worker {
     options: ReplicatorOptions,
     metrics: ReplicatorMetrics,
     channels: Mutex<HashMap<String, RpcChannel>>,
+    streams: stream::Streams,
 }
 
 fn now_ms() -> u64 {

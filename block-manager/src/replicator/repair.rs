@@ -8,7 +8,6 @@ use bytes::Bytes;
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_proto::domain::BlockId;
-use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
 use geonfs_proto::replication::{ReplicaJob, ReplicaPut, ReplicaPutReply};
 use geonfs_site_config::{Node, SiteId};
 use tonic::Code;
@@ -107,23 +106,21 @@ impl Worker {
             .get(target)
             .map_or("unknown", |(_, s)| s.as_str());
         let len = data.len() as u64;
-        let channel = self.channel(target).map_err(|err| (err, true))?;
-        let mut client = BlockReplicationClient::new(channel)
-            .max_decoding_message_size(self.max_message)
-            .max_encoding_message_size(self.max_message);
-        let result = client
-            .put(ReplicaPut {
-                block: Some(block.into()),
-                version,
-                data,
-                origin_site: self.site.clone(),
-                repair,
-                job,
-            })
+        let result = self
+            .put_streamed(
+                target,
+                ReplicaPut {
+                    block: Some(block.into()),
+                    version,
+                    data,
+                    origin_site: self.site.clone(),
+                    repair,
+                    job,
+                },
+            )
             .await;
         match result {
             Ok(reply) => {
-                let reply = reply.into_inner();
                 if reply.applied {
                     self.metrics
                         .bytes_replicated
