@@ -61,10 +61,9 @@ impl NfsProgram {
         )
     }
 
-    /// CREATE (UNCHECKED, GUARDED, EXCLUSIVE with its verifier). A size
-    /// other than 0 in the attributes is file data: `NFS3ERR_NOTSUPP` for
-    /// now (size 0 of an UNCHECKED create over an existing file truncates
-    /// it in the namespace; the file-data layer will release its blocks).
+    /// CREATE (UNCHECKED, GUARDED, EXCLUSIVE with its verifier). A size in
+    /// the attributes (e.g. 0 for an UNCHECKED create over an existing
+    /// file) truncates or extends the file's data.
     pub(crate) async fn create(&self, who: &Identity, args: &[u8]) -> Reply {
         let args = args!(CREATE3args, args);
         let dir = self.change_dir(who, &args.where_.dir).await?;
@@ -73,15 +72,21 @@ impl NfsProgram {
             createhow3::GUARDED(sattr) => (set_attrs(sattr), CreateMode::Guarded),
             createhow3::EXCLUSIVE(verf) => (SetAttrs::default(), CreateMode::Exclusive(verf.0)),
         };
-        if attrs.size.is_some_and(|size| size != 0) {
-            return Err(nfsstat3::NFS3ERR_NOTSUPP);
-        }
         new_owner(who, &mut attrs)?;
         let created = self
             .ns
             .create(dir.id, args.where_.name.as_ref(), &attrs, mode)
             .await
             .map_err(status_of)?;
+        if let Some(size) = attrs.size {
+            let before = self.current(created.inode.clone()).await;
+            if before.size != size || !created.created {
+                self.data
+                    .set_size(before.id, before.size, size)
+                    .await
+                    .map_err(|err| super::io::data_status(before.id, &err))?;
+            }
+        }
         let (obj, obj_attributes, dir_wcc) = self.made(dir.id, &created.inode).await;
         ok(&CREATE3resok {
             obj,
@@ -139,12 +144,12 @@ impl NfsProgram {
     pub(crate) async fn remove(&self, who: &Identity, args: &[u8]) -> Reply {
         let args = args!(REMOVE3args, args);
         let dir = self.change_dir(who, &args.object.dir).await?;
-        // The removed inode: where the file-data layer will free blocks.
-        let _removed = self
+        let removed = self
             .ns
             .remove(dir.id, args.object.name.as_ref())
             .await
             .map_err(status_of)?;
+        self.release(Some(removed)).await;
         let dir_after = self.after(dir.id).await;
         ok(&REMOVE3resok {
             dir_wcc: wcc(dir_after.as_ref(), self.fsid()),
@@ -170,8 +175,7 @@ impl NfsProgram {
         let args = args!(RENAME3args, args);
         let from = self.change_dir(who, &args.from.dir).await?;
         let to = self.change_dir(who, &args.to.dir).await?;
-        // A replaced target comes back here: the file-data seam again.
-        let _replaced = self
+        let replaced = self
             .ns
             .rename(
                 from.id,
@@ -181,6 +185,7 @@ impl NfsProgram {
             )
             .await
             .map_err(status_of)?;
+        self.release(replaced).await;
         let (from_after, to_after) = futures::join!(self.after(from.id), self.after(to.id));
         ok(&RENAME3resok {
             fromdir_wcc: wcc(from_after.as_ref(), self.fsid()),

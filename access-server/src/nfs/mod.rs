@@ -5,9 +5,8 @@
 //!   (DESIGN invariant 6).
 //! - [`MountProgram`]: MOUNT v3 (100005) for the one configured export.
 //! - [`NfsProgram`]: NFS v3 (100003). Every procedure gets an RFC 1813
-//!   answer; the file-data procedures (READ, WRITE, COMMIT and SETATTR of a
-//!   different size) answer `NFS3ERR_NOTSUPP` until the file-data layer is
-//!   wired in (see [`NfsProgram`]).
+//!   answer (LINK and MKNOD: `NFS3ERR_NOTSUPP`); READ, WRITE, COMMIT and
+//!   size changes go through [`crate::data::FileData`] (`io.rs`).
 //!
 //! Who may do what ([`access`]): NFS calls need AUTH_UNIX (AUTH_NONE is
 //! refused with AUTH_TOOWEAK, except NULL); the caller's uid, gid and
@@ -23,6 +22,7 @@ pub mod access;
 mod attrs;
 mod dirops;
 pub mod handle;
+mod io;
 mod mount;
 mod program;
 mod readdir;

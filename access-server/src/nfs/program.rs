@@ -3,13 +3,10 @@
 //! procedures. Directory changes are in `dirops.rs`, listings in
 //! `readdir.rs`.
 //!
-//! **File data is not wired in yet.** READ, WRITE and COMMIT answer
-//! `NFS3ERR_NOTSUPP`, and so does a SETATTR that changes a regular file's
-//! size (and a CREATE asking for a non-zero size): the file-data layer is
-//! built separately and will take these procedures over here, in
-//! [`NfsProgram::file_data`] and [`NfsProgram::setattr`]. REMOVE, RMDIR and
-//! RENAME over a file get the removed inode back from the namespace; that
-//! is where its blocks will be released.
+//! File data (READ, WRITE, COMMIT, a regular file's size and mtime) goes
+//! through [`FileData`] in `io.rs`; a SETATTR or CREATE that sets a size
+//! truncates or extends through it, and REMOVE or RENAME over a file
+//! releases the file's blocks.
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -29,6 +26,7 @@ use super::access::{ExportPolicy, Identity, EXEC, WRITE};
 use super::attrs::{fattr, ns_time, post_op, set_attrs, status_of, wcc};
 use super::handle::HandleCodec;
 use super::CapacityProvider;
+use crate::data::FileData;
 use crate::namespace::{FileKind, Inode, Namespace, SetTime, MAX_NAME_LEN};
 use crate::rpc::{CallContext, ProcResult, RpcProgram, NFS_PROGRAM as PROGRAM, NFS_VERSION};
 
@@ -43,10 +41,10 @@ pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 /// or an NFS error status (encoded with empty failure attributes).
 pub(crate) type Reply = Result<ProcResult, nfsstat3>;
 
-/// The NFS v3 program over the namespace. See the module documentation
-/// for what is not implemented yet (file data).
+/// The NFS v3 program over the namespace and the site's file data.
 pub struct NfsProgram {
     pub(crate) ns: Namespace,
+    pub(crate) data: FileData,
     pub(crate) handles: HandleCodec,
     pub(crate) policy: ExportPolicy,
     capacity: Arc<dyn CapacityProvider>,
@@ -108,16 +106,18 @@ fn failure(procedure: NFS_PROGRAM, status: nfsstat3) -> ProcResult {
 }
 
 impl NfsProgram {
-    /// The NFS program for `policy` over `ns`, with handles from `handles`
-    /// and FSSTAT answered from `capacity`.
+    /// The NFS program for `policy` over `ns` and `data`, with handles
+    /// from `handles` and FSSTAT answered from `capacity`.
     pub fn new(
         ns: Namespace,
+        data: FileData,
         handles: HandleCodec,
         policy: ExportPolicy,
         capacity: Arc<dyn CapacityProvider>,
     ) -> Self {
         NfsProgram {
             ns,
+            data,
             handles,
             policy,
             capacity,
@@ -135,8 +135,15 @@ impl NfsProgram {
     }
 
     /// The inode `fh` refers to: BADHANDLE, STALE (another cluster, a
-    /// removed file or a reused id), or the inode.
+    /// removed file or a reused id), or the inode with its current
+    /// attributes ([`NfsProgram::current`]).
     pub(crate) async fn resolve(&self, fh: &nfs_fh3) -> Result<Inode, nfsstat3> {
+        Ok(self.current(self.resolve_stored(fh).await?).await)
+    }
+
+    /// Like [`resolve`](Self::resolve), with the attributes as the
+    /// namespace stores them.
+    async fn resolve_stored(&self, fh: &nfs_fh3) -> Result<Inode, nfsstat3> {
         let handle = self.handles.decode(fh.data.as_ref())?;
         let inode = self.ns.getattr(handle.id).await.map_err(status_of)?;
         if inode.generation != handle.generation {
@@ -173,7 +180,7 @@ impl NfsProgram {
 
     /// The current attributes of `id` after a change, if readable.
     pub(crate) async fn after(&self, id: u64) -> Option<Inode> {
-        self.ns.getattr(id).await.ok()
+        Some(self.current(self.ns.getattr(id).await.ok()?).await)
     }
 
     async fn getattr(&self, args: &[u8]) -> Reply {
@@ -184,24 +191,22 @@ impl NfsProgram {
         })
     }
 
-    /// SETATTR: mode, owner, group and times (with the ctime guard). A
-    /// size change of a regular file is file data: `NFS3ERR_NOTSUPP` until
-    /// the file-data layer handles it here.
+    /// SETATTR: mode, owner, group and times (with the ctime guard); a
+    /// size change of a regular file truncates or extends its data first.
     async fn setattr(&self, who: &Identity, args: &[u8]) -> Reply {
         let args = args!(SETATTR3args, args);
         self.writable()?;
-        let inode = self.resolve(&args.object).await?;
+        let stored = self.resolve_stored(&args.object).await?;
+        let inode = self.current(stored.clone()).await;
         let attrs = set_attrs(&args.new_attributes);
         let owner_or_root = who.is_root() || who.owns(&inode);
-        if let Some(size) = attrs.size {
+        if attrs.size.is_some() {
             if inode.kind != FileKind::Regular {
                 return Err(nfsstat3::NFS3ERR_INVAL);
             }
-            if size != inode.size {
-                // The seam for the file-data layer (truncate / extend).
-                return Err(nfsstat3::NFS3ERR_NOTSUPP);
+            if !who.owns(&inode) {
+                Self::require(who, &inode, WRITE)?;
             }
-            Self::require(who, &inode, WRITE)?;
         }
         if attrs.mode.is_some() && !owner_or_root {
             return Err(nfsstat3::NFS3ERR_PERM);
@@ -221,15 +226,28 @@ impl NfsProgram {
                 _ => {}
             }
         }
+        // The client's guard is the ctime it was shown (with the attribute
+        // record's mtime folded in); the namespace checks its own stored
+        // ctime, atomically with the change.
         let guard = match args.guard {
-            Nfs3Option::Some(ctime) => Some(ns_time(ctime)),
+            Nfs3Option::Some(ctime) if ns_time(ctime) != inode.ctime => {
+                return Err(nfsstat3::NFS3ERR_NOT_SYNC);
+            }
+            Nfs3Option::Some(_) => Some(stored.ctime),
             Nfs3Option::None => None,
         };
+        if let Some(size) = attrs.size.filter(|&size| size != inode.size) {
+            self.data
+                .set_size(inode.id, inode.size, size)
+                .await
+                .map_err(|err| super::io::data_status(inode.id, &err))?;
+        }
         let updated = self
             .ns
             .setattr(inode.id, &attrs, guard)
             .await
             .map_err(status_of)?;
+        let updated = self.current(updated).await;
         ok(&SETATTR3resok {
             obj_wcc: wcc(Some(&updated), self.fsid()),
         })
@@ -244,6 +262,7 @@ impl NfsProgram {
             .lookup(dir.id, args.what.name.as_ref())
             .await
             .map_err(status_of)?;
+        let object = self.current(object).await;
         ok(&LOOKUP3resok {
             object: self.fh(&object),
             obj_attributes: post_op(Some(&object), self.fsid()),
@@ -330,16 +349,6 @@ impl NfsProgram {
         })
     }
 
-    /// READ, WRITE, COMMIT: the seam for the file-data layer, which is
-    /// built separately. Until it is wired in they answer
-    /// `NFS3ERR_NOTSUPP` (a valid NFS answer, not an RPC error).
-    async fn file_data(&self, args: &[u8]) -> Reply {
-        // Every file-data call starts with the file handle.
-        let fh = args!(nfs_fh3, args);
-        self.resolve(&fh).await?;
-        Err(nfsstat3::NFS3ERR_NOTSUPP)
-    }
-
     async fn dispatch(&self, who: &Identity, procedure: NFS_PROGRAM, args: &[u8]) -> Reply {
         use NFS_PROGRAM::*;
         match procedure {
@@ -349,7 +358,9 @@ impl NfsProgram {
             NFSPROC3_LOOKUP => self.lookup(who, args).await,
             NFSPROC3_ACCESS => self.access(who, args).await,
             NFSPROC3_READLINK => self.readlink(args).await,
-            NFSPROC3_READ | NFSPROC3_WRITE | NFSPROC3_COMMIT => self.file_data(args).await,
+            NFSPROC3_READ => self.read(who, args).await,
+            NFSPROC3_WRITE => self.write(who, args).await,
+            NFSPROC3_COMMIT => self.commit(who, args).await,
             NFSPROC3_CREATE => self.create(who, args).await,
             NFSPROC3_MKDIR => self.mkdir(who, args).await,
             NFSPROC3_SYMLINK => self.symlink(who, args).await,

@@ -154,7 +154,7 @@ impl NfsProgram {
             if item.id == dir.id {
                 return Some(dir.clone());
             }
-            self.ns.getattr(item.id).await.ok()
+            Some(self.current(self.ns.getattr(item.id).await.ok()?).await)
         }))
         .await;
         let entries = items

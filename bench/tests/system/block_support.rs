@@ -33,11 +33,17 @@ pub fn block_client(cluster: &TestCluster) -> BlockClient {
     .unwrap()
 }
 
-/// A data client to `core` from its own site's access node, so cuts between
-/// sites do not stop the test from looking.
+/// A data client to `core` from its own site's access node (or, in a
+/// cluster without one, from the core itself), so cuts between sites do not
+/// stop the test from looking.
 pub fn core_client(cluster: &TestCluster, core: &str) -> CoreDataClient<geonfs_rpc::RpcChannel> {
-    let from = format!("{}-access-1", &core[..1]);
-    CoreDataClient::new(cluster.channel(&from, core).unwrap())
+    let access = format!("{}-access-1", &core[..1]);
+    let from = if cluster.addr(&access).is_ok() {
+        access.as_str()
+    } else {
+        core
+    };
+    CoreDataClient::new(cluster.channel(from, core).unwrap())
         .max_decoding_message_size(8 * 1024 * 1024)
 }
 

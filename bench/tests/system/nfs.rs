@@ -6,9 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use geonfs_access_server::data::FileData;
 use geonfs_access_server::namespace::Namespace;
 use geonfs_access_server::nfs::{ExportPolicy, HandleCodec, MountProgram, NfsProgram};
 use geonfs_access_server::rpc::{RpcProgram, RpcServer, ServerOptions};
+use geonfs_bench::cluster::TestCluster;
+use geonfs_block_manager::BlockClient;
 use nfs3_client::nfs3_types::mount::{dirpath, mountstat3};
 use nfs3_client::nfs3_types::nfs3::*;
 use nfs3_client::nfs3_types::rpc::{auth_stat, auth_unix, opaque_auth};
@@ -19,13 +22,13 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::namespace::cluster;
 
-type Io = TokioIo<TcpStream>;
+pub(crate) type Io = TokioIo<TcpStream>;
 
-const CLIENT: &str = "127.1.0.9";
+pub(crate) const CLIENT: &str = "127.1.0.9";
 const OUTSIDER: &str = "127.3.0.1";
-const EXPORT: &str = "/geonfs";
+pub(crate) const EXPORT: &str = "/geonfs";
 
-fn policy() -> ExportPolicy {
+pub(crate) fn policy() -> ExportPolicy {
     ExportPolicy {
         export_path: EXPORT.to_string(),
         allowed_clients: vec!["127.1.0.0/16".parse().unwrap()],
@@ -36,12 +39,35 @@ fn policy() -> ExportPolicy {
     }
 }
 
-async fn serve(ns: &Namespace, handles: HandleCodec, policy: ExportPolicy) -> RpcServer {
+/// The site-a file data of `cluster`, called from a site-a address.
+pub(crate) fn file_data(cluster: &TestCluster) -> FileData {
+    let client = BlockClient::new(
+        cluster.network().clone(),
+        cluster.config(),
+        "127.1.0.50".parse().unwrap(),
+        cluster.site("a").unwrap(),
+    )
+    .unwrap();
+    FileData::new(client, cluster.config().cluster.block_size)
+}
+
+pub(crate) async fn serve(
+    cluster: &TestCluster,
+    ns: &Namespace,
+    handles: HandleCodec,
+    policy: ExportPolicy,
+) -> RpcServer {
     let capacity: Arc<dyn geonfs_access_server::nfs::CapacityProvider> =
         Arc::new(|| (1u64 << 40, 1u64 << 39));
     let programs: Vec<Arc<dyn RpcProgram>> = vec![
         Arc::new(MountProgram::new(ns.clone(), handles, policy.clone())),
-        Arc::new(NfsProgram::new(ns.clone(), handles, policy, capacity)),
+        Arc::new(NfsProgram::new(
+            ns.clone(),
+            file_data(cluster),
+            handles,
+            policy,
+            capacity,
+        )),
     ];
     RpcServer::bind(
         "127.1.0.1:0".parse().unwrap(),
@@ -52,7 +78,7 @@ async fn serve(ns: &Namespace, handles: HandleCodec, policy: ExportPolicy) -> Rp
     .expect("bind")
 }
 
-async fn connect(from: &str, to: SocketAddr) -> Io {
+pub(crate) async fn connect(from: &str, to: SocketAddr) -> Io {
     let socket = TcpSocket::new_v4().unwrap();
     socket
         .bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))
@@ -60,7 +86,7 @@ async fn connect(from: &str, to: SocketAddr) -> Io {
     TokioIo::new(socket.connect(to).await.expect("connect"))
 }
 
-fn unix(uid: u32, gid: u32) -> opaque_auth<'static> {
+pub(crate) fn unix(uid: u32, gid: u32) -> opaque_auth<'static> {
     opaque_auth::auth_unix(&auth_unix {
         stamp: 1,
         machinename: Opaque::borrowed(b"nfs-test"),
@@ -70,11 +96,11 @@ fn unix(uid: u32, gid: u32) -> opaque_auth<'static> {
     })
 }
 
-async fn mounter(from: &str, to: SocketAddr) -> MountClient<Io> {
+pub(crate) async fn mounter(from: &str, to: SocketAddr) -> MountClient<Io> {
     MountClient::new_with_auth(connect(from, to).await, unix(0, 0), opaque_auth::default())
 }
 
-async fn nfs(from: &str, to: SocketAddr, uid: u32, gid: u32) -> Nfs3Client<Io> {
+pub(crate) async fn nfs(from: &str, to: SocketAddr, uid: u32, gid: u32) -> Nfs3Client<Io> {
     Nfs3Client::new_with_auth(
         connect(from, to).await,
         unix(uid, gid),
@@ -82,7 +108,7 @@ async fn nfs(from: &str, to: SocketAddr, uid: u32, gid: u32) -> Nfs3Client<Io> {
     )
 }
 
-async fn mount(from: &str, to: SocketAddr, path: &str) -> Result<nfs_fh3, MountError> {
+pub(crate) async fn mount(from: &str, to: SocketAddr, path: &str) -> Result<nfs_fh3, MountError> {
     let mut client = mounter(from, to).await;
     let ok = client
         .mnt(dirpath(Opaque::owned(path.as_bytes().to_vec())))
@@ -93,28 +119,33 @@ async fn mount(from: &str, to: SocketAddr, path: &str) -> Result<nfs_fh3, MountE
     })
 }
 
-fn status<T, E>(result: &Nfs3Result<T, E>) -> nfsstat3 {
+pub(crate) fn status<T, E>(result: &Nfs3Result<T, E>) -> nfsstat3 {
     match result {
         Nfs3Result::Ok(_) => nfsstat3::NFS3_OK,
         Nfs3Result::Err((status, _)) => *status,
     }
 }
 
-fn dirop(dir: &nfs_fh3, name: &[u8]) -> diropargs3<'static> {
+pub(crate) fn dirop(dir: &nfs_fh3, name: &[u8]) -> diropargs3<'static> {
     diropargs3 {
         dir: dir.clone(),
         name: filename3(Opaque::owned(name.to_vec())),
     }
 }
 
-fn mode(mode: u32) -> sattr3 {
+pub(crate) fn mode(mode: u32) -> sattr3 {
     sattr3 {
         mode: Nfs3Option::Some(mode),
         ..sattr3::default()
     }
 }
 
-async fn create(c: &mut Nfs3Client<Io>, dir: &nfs_fh3, name: &str, how: createhow3) -> CREATE3res {
+pub(crate) async fn create(
+    c: &mut Nfs3Client<Io>,
+    dir: &nfs_fh3,
+    name: &str,
+    how: createhow3,
+) -> CREATE3res {
     c.create(&CREATE3args {
         where_: dirop(dir, name.as_bytes()),
         how,
@@ -123,7 +154,7 @@ async fn create(c: &mut Nfs3Client<Io>, dir: &nfs_fh3, name: &str, how: createho
     .expect("CREATE rpc")
 }
 
-async fn lookup(c: &mut Nfs3Client<Io>, dir: &nfs_fh3, name: &[u8]) -> LOOKUP3res {
+pub(crate) async fn lookup(c: &mut Nfs3Client<Io>, dir: &nfs_fh3, name: &[u8]) -> LOOKUP3res {
     c.lookup(&LOOKUP3args {
         what: dirop(dir, name),
     })
@@ -131,7 +162,7 @@ async fn lookup(c: &mut Nfs3Client<Io>, dir: &nfs_fh3, name: &[u8]) -> LOOKUP3re
     .expect("LOOKUP rpc")
 }
 
-async fn getattr(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) -> GETATTR3res {
+pub(crate) async fn getattr(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) -> GETATTR3res {
     c.getattr(&GETATTR3args { object: fh.clone() })
         .await
         .expect("GETATTR rpc")
@@ -199,7 +230,7 @@ async fn nfs_program_over_meta_kvs() {
         .unwrap();
     assert_eq!(handles, again, "one handle generation per cluster");
 
-    let server = serve(&ns, handles, policy()).await;
+    let server = serve(&cluster, &ns, handles, policy()).await;
     let addr = server.local_addr();
 
     // MOUNT: the export, with a trailing '/', the empty path of libnfs.
@@ -404,7 +435,7 @@ async fn nfs_program_over_meta_kvs() {
         })
         .await
         .expect("READ answered");
-    assert_eq!(status(&read), nfsstat3::NFS3ERR_NOTSUPP);
+    assert_eq!(status(&read), nfsstat3::NFS3ERR_ISDIR);
 
     // FSSTAT, FSINFO, PATHCONF, SETATTR with a stale guard.
     let Nfs3Result::Ok(fsstat) = c
@@ -486,6 +517,7 @@ async fn nfs_program_over_meta_kvs() {
     // Root squash: root's new file belongs to the anonymous ids.
     let public = mkdir(&mut c, &root, "pub", 0o777).await;
     let squash = serve(
+        &cluster,
         &ns,
         handles,
         ExportPolicy {
@@ -533,6 +565,7 @@ async fn nfs_program_over_meta_kvs() {
 
     // A read-only export.
     let ro = serve(
+        &cluster,
         &ns,
         handles,
         ExportPolicy {

@@ -1,0 +1,175 @@
+//! File data over NFS: READ, WRITE, COMMIT, and a regular file's current
+//! size and mtime, through [`crate::data::FileData`].
+//!
+//! A file's size and mtime are kept by its attribute record next to its
+//! data on the site's cores (see [`crate::data`]): every attribute this
+//! program returns for a regular file is the namespace's inode with the
+//! record's size, and the later of the two mtimes ([`NfsProgram::current`]).
+//!
+//! WRITE replies UNSTABLE when the client asked for it (the data is held on
+//! both in-site cores), FILE_SYNC otherwise (durable on both before the
+//! reply). COMMIT makes the file's held writes durable and answers with
+//! the write verifier, which changes when a core that held them restarted,
+//! so the client resends (RFC 1813).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use nfs3_types::nfs3::{
+    nfsstat3, stable_how, writeverf3, COMMIT3args, COMMIT3resok, READ3args, READ3resok, WRITE3args,
+    WRITE3resok,
+};
+use nfs3_types::xdr_codec::Opaque;
+
+use super::access::{Identity, READ, WRITE};
+use super::attrs::{post_op, wcc};
+use super::program::{args, ok, Reply, MAX_IO};
+use super::NfsProgram;
+use crate::data::DataError;
+use crate::namespace::{FileKind, Inode, Timestamp};
+
+/// The NFS status of a file-data failure (logged here, once).
+pub(crate) fn data_status(file_id: u64, err: &DataError) -> nfsstat3 {
+    tracing::warn!(file_id, %err, "file data operation failed");
+    match err {
+        DataError::Range { .. } => nfsstat3::NFS3ERR_FBIG,
+        DataError::Block(geonfs_block_manager::BlockError::Invalid(_)) => nfsstat3::NFS3ERR_INVAL,
+        _ => nfsstat3::NFS3ERR_IO,
+    }
+}
+
+/// A `SystemTime` as an NFS timestamp (clamped to the u32 seconds range).
+fn timestamp(time: SystemTime) -> Timestamp {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: u32::try_from(since.as_secs()).unwrap_or(u32::MAX),
+        nanos: since.subsec_nanos(),
+    }
+}
+
+impl NfsProgram {
+    /// `inode` with a regular file's size and mtime from its attribute
+    /// record (if it has one and it can be read; a failure is logged and
+    /// the namespace's values are returned).
+    pub(crate) async fn current(&self, mut inode: Inode) -> Inode {
+        if inode.kind != FileKind::Regular {
+            return inode;
+        }
+        match self.data.attributes(inode.id).await {
+            Ok(Some((size, mtime))) => {
+                inode.size = size;
+                let mtime = timestamp(mtime);
+                if mtime > inode.mtime {
+                    inode.mtime = mtime;
+                    inode.ctime = inode.ctime.max(mtime);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(file_id = inode.id, %err, "attribute record unreadable; namespace attributes returned");
+            }
+        }
+        inode
+    }
+
+    /// The regular file `fh` names, with its current attributes, if `who`
+    /// may use it for `bits` (the owner always may: NFS has no open, and
+    /// an owner's own writes to a file it made read-only must go through).
+    async fn regular_file(
+        &self,
+        who: &Identity,
+        fh: &nfs3_types::nfs3::nfs_fh3,
+        bits: u32,
+    ) -> Result<Inode, nfsstat3> {
+        let inode = self.resolve(fh).await?;
+        match inode.kind {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(nfsstat3::NFS3ERR_ISDIR),
+            FileKind::Symlink => return Err(nfsstat3::NFS3ERR_INVAL),
+        }
+        if !who.owns(&inode) {
+            Self::require(who, &inode, bits)?;
+        }
+        Ok(inode)
+    }
+
+    pub(crate) async fn read(&self, who: &Identity, args: &[u8]) -> Reply {
+        let args = args!(READ3args, args);
+        let inode = self.regular_file(who, &args.file, READ).await?;
+        let count = args.count.min(MAX_IO);
+        let (data, eof) = self
+            .data
+            .read(inode.id, args.offset, count, inode.size)
+            .await
+            .map_err(|err| data_status(inode.id, &err))?;
+        ok(&READ3resok {
+            file_attributes: post_op(Some(&inode), self.fsid()),
+            count: u32::try_from(data.len()).unwrap_or(u32::MAX),
+            eof,
+            data: Opaque::borrowed(&data),
+        })
+    }
+
+    pub(crate) async fn write(&self, who: &Identity, args: &[u8]) -> Reply {
+        let args = args!(WRITE3args, args);
+        self.writable()?;
+        let inode = self.regular_file(who, &args.file, WRITE).await?;
+        let given = args.data.as_ref();
+        let count = usize::try_from(args.count).unwrap_or(usize::MAX);
+        if count > given.len() || args.count > MAX_IO {
+            return Err(nfsstat3::NFS3ERR_INVAL);
+        }
+        let stable = args.stable != stable_how::UNSTABLE;
+        let written = self
+            .data
+            .write(
+                inode.id,
+                args.offset,
+                Bytes::copy_from_slice(&given[..count]),
+                stable,
+            )
+            .await
+            .map_err(|err| data_status(inode.id, &err))?;
+        let mut after = inode;
+        after.size = written.size;
+        after.mtime = timestamp(written.mtime);
+        after.ctime = after.ctime.max(after.mtime);
+        ok(&WRITE3resok {
+            file_wcc: wcc(Some(&after), self.fsid()),
+            count: args.count,
+            committed: if written.durable {
+                stable_how::FILE_SYNC
+            } else {
+                stable_how::UNSTABLE
+            },
+            verf: writeverf3(written.verifier),
+        })
+    }
+
+    pub(crate) async fn commit(&self, who: &Identity, args: &[u8]) -> Reply {
+        let args = args!(COMMIT3args, args);
+        let inode = self.regular_file(who, &args.file, WRITE).await?;
+        let verifier = self
+            .data
+            .commit(inode.id)
+            .await
+            .map_err(|err| data_status(inode.id, &err))?;
+        ok(&COMMIT3resok {
+            file_wcc: wcc(Some(&inode), self.fsid()),
+            verf: writeverf3(verifier),
+        })
+    }
+
+    /// Releases the blocks of a file the namespace no longer names
+    /// (REMOVE, RENAME over it). A failure leaves orphan blocks behind
+    /// (logged); the name is gone either way.
+    pub(crate) async fn release(&self, inode: Option<Inode>) {
+        let Some(inode) = inode.filter(|i| i.kind == FileKind::Regular) else {
+            return;
+        };
+        let inode = self.current(inode).await;
+        if let Err(err) = self.data.remove(inode.id, inode.size).await {
+            tracing::warn!(file_id = inode.id, %err, "blocks of a removed file not released");
+        }
+    }
+}
