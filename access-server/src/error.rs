@@ -18,4 +18,11 @@ pub enum AccessError {
     /// deadline; they were aborted.
     #[error("{0} connection(s) still busy at the shutdown deadline were aborted")]
     ShutdownDeadline(usize),
+    /// The configuration does not allow this access server (unknown node,
+    /// no cores in its site, …).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A metric could not be registered (a duplicate name).
+    #[error("metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
 }

@@ -7,6 +7,7 @@
 //! blocks on the site's core servers.
 //! [`namespace`] keeps directories and inodes in meta-kvs.
 //! [`nfs`] is the NFS v3 and MOUNT v3 programs over the namespace.
+//! [`AccessServer`] is the access role of a node (NFS, MOUNT, portmapper).
 //! [`rpc`] owns the ONC RPC transport (record marking, call decoding,
 //! credentials, dispatch to programs) and the PORTMAP program.
 #![warn(missing_docs)]
@@ -16,5 +17,7 @@ pub mod error;
 pub mod namespace;
 pub mod nfs;
 pub mod rpc;
+pub mod server;
 
 pub use error::AccessError;
+pub use server::AccessServer;

@@ -207,6 +207,9 @@ fn config_text(
             .collect();
         text += &format!("meta_voters = [{}]\n\n", voters.join(", "));
     }
+    // Every test process has its own access servers: NFS on a free port,
+    // no portmapper (port 111 is one per address).
+    text += "[nfs]\nport = 0\nportmapper = false\n\n";
     for s in 0..spec.sites {
         text += &format!(
             "[[site]]\nname = \"{}\"\nsubnets = [\"127.{}.0.0/16\"]\ntakes_writes = {}\n\n",

@@ -670,6 +670,25 @@ impl BlockClient {
         Ok(deleted)
     }
 
+    /// The site's block capacity: `(total, free)` bytes summed over the
+    /// cores of this site that answer (`None` if none does).
+    pub async fn site_capacity(&self) -> Option<(u64, u64)> {
+        let cores = self.inner.placement.cores(self.inner.site);
+        let stats = futures::future::join_all(cores.iter().map(|node| async move {
+            let mut client = self.client(node).ok()?;
+            let stat = client.stat(wire::StatRequest {}).await.ok()?.into_inner();
+            Some((
+                stat.capacity_bytes,
+                stat.capacity_bytes.saturating_sub(stat.used_bytes),
+            ))
+        }))
+        .await;
+        stats
+            .into_iter()
+            .flatten()
+            .reduce(|(t1, f1), (t2, f2)| (t1.saturating_add(t2), f1.saturating_add(f2)))
+    }
+
     fn all_cores(&self) -> impl Iterator<Item = &Node> {
         let placement = &self.inner.placement;
         (0..=u16::MAX)

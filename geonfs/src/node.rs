@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use geonfs_access_server::{AccessError, AccessServer};
 use geonfs_core_server::{CoreError, CoreMetrics, CoreServer, ReplicatorOptions};
 use geonfs_meta_kvs::{MetaMember, MetaMetrics, MetaOptions};
 use geonfs_proto::node::NodeIdentity;
@@ -55,6 +56,9 @@ pub enum NodeError {
     /// A metric could not be registered (a duplicate name).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The access server (NFS export) could not start.
+    #[error("access server: {0}")]
+    Access(#[from] AccessError),
 }
 
 /// Options of every role of a node.
@@ -87,6 +91,7 @@ pub struct RunningNode {
     task: JoinHandle<Result<(), RpcError>>,
     meta: Option<MetaMember>,
     core: Option<CoreServer>,
+    access: Option<AccessServer>,
     network: Network,
     registry: Registry,
 }
@@ -187,6 +192,22 @@ impl RunningNode {
         } else {
             None
         };
+        let access = if node.roles.access {
+            match AccessServer::start(&config, name, network.clone(), &registry).await {
+                Ok(access) => Some(access),
+                Err(err) => {
+                    if let Some(core) = core {
+                        core.kill().await;
+                    }
+                    if let Some(member) = meta {
+                        member.kill().await;
+                    }
+                    return Err(err.into());
+                }
+            }
+        } else {
+            None
+        };
         let signals = StopSignals::default();
         let task = tokio::spawn(server::serve(
             listener,
@@ -203,6 +224,7 @@ impl RunningNode {
             task,
             meta,
             core,
+            access,
             network,
             registry,
         })
@@ -262,10 +284,21 @@ impl RunningNode {
         self.core.as_ref()
     }
 
+    /// The access server (NFS export), on access nodes.
+    pub fn access(&self) -> Option<&AccessServer> {
+        self.access.as_ref()
+    }
+
     /// Stops gracefully: no new calls, calls in flight finish (for at most
     /// [`STOP_GRACE`], then the rest are cut); then the core server syncs its
     /// WAL (held writes become durable) and closes its store.
     pub async fn stop(self) -> Result<(), RpcError> {
+        // NFS clients first: their calls need the other roles.
+        if let Some(access) = self.access {
+            if let Err(err) = access.stop().await {
+                tracing::warn!(node = %self.name, %err, "access server stop");
+            }
+        }
         // The meta member first: its end closes the peers' inbound Raft
         // streams, which a graceful server stop would otherwise wait for.
         if let Some(meta) = self.meta {
@@ -296,6 +329,9 @@ impl RunningNode {
     /// dropped at once, nothing is flushed (the core server's store is closed
     /// without a WAL sync, so it can be opened again by a restart).
     pub async fn kill(self) -> Result<(), RpcError> {
+        if let Some(access) = self.access {
+            access.kill();
+        }
         self.signals.kill.cancel();
         if let Some(meta) = self.meta {
             meta.kill().await;

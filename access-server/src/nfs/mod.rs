@@ -69,3 +69,9 @@ where
         Box::pin((self.0)())
     }
 }
+
+/// The answer to an NFS call before the access server is connected to the
+/// cluster: `NFS3ERR_JUKEBOX` (the client retries later).
+pub(crate) fn not_ready(procedure: nfs3_types::nfs3::NFS_PROGRAM) -> crate::rpc::ProcResult {
+    program::failure(procedure, nfs3_types::nfs3::nfsstat3::NFS3ERR_JUKEBOX)
+}

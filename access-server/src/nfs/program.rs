@@ -88,7 +88,7 @@ pub(crate) use args;
 /// The failure encoding of `procedure`: the status, then its failure
 /// body with every attribute omitted (each `post_op_attr`/`pre_op_attr`
 /// is a single zero word, so a body is a number of zero words).
-fn failure(procedure: NFS_PROGRAM, status: nfsstat3) -> ProcResult {
+pub(crate) fn failure(procedure: NFS_PROGRAM, status: nfsstat3) -> ProcResult {
     use NFS_PROGRAM::*;
     let words = match procedure {
         NFSPROC3_NULL | NFSPROC3_GETATTR => 0,

@@ -32,26 +32,26 @@ impl RpcMetrics {
         };
         Self {
             calls: counter_vec(
-                "geonfs_rpc_calls_total",
+                "geonfs_onc_rpc_calls_total",
                 "ONC RPC calls received, by program and procedure",
                 &["program", "procedure"],
             ),
             errors: counter_vec(
-                "geonfs_rpc_errors_total",
+                "geonfs_onc_rpc_errors_total",
                 "ONC RPC calls not answered with SUCCESS, and undecodable records",
                 &["program", "kind"],
             ),
             connections: counter(
-                "geonfs_rpc_connections_total",
+                "geonfs_onc_rpc_connections_total",
                 "ONC RPC connections accepted",
             ),
             open_connections: IntGauge::with_opts(Opts::new(
-                "geonfs_rpc_open_connections",
+                "geonfs_onc_rpc_open_connections",
                 "ONC RPC connections currently open",
             ))
             .expect("valid metric"),
             refused_connections: counter(
-                "geonfs_rpc_refused_connections_total",
+                "geonfs_onc_rpc_refused_connections_total",
                 "ONC RPC connections refused by the client address filter",
             ),
         }

@@ -11,6 +11,7 @@ mod meta_jepsen;
 mod meta_membership;
 mod namespace;
 mod nfs;
+mod nfs_clients;
 mod nfs_data;
 mod repair;
 mod replication;

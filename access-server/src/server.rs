@@ -1,0 +1,282 @@
+//! [`AccessServer`]: the access role of a node — NFS v3 and MOUNT v3 on
+//! one port of the node's address (`[nfs] port`, 2049 by default), and the
+//! portmapper on port 111 when `[nfs] portmapper` is set and the port can
+//! be bound.
+//!
+//! The server listens at once and connects to the cluster in the
+//! background: it needs meta-kvs (the root directory, the handle
+//! generation), which may not have a leader yet when the node starts.
+//! Until it is ready, NFS calls are answered `NFS3ERR_JUKEBOX` (the
+//! client retries later) and MOUNT calls with an RPC system error; NULL
+//! always answers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use geonfs_block_manager::BlockClient;
+use geonfs_meta_kvs::MetaClient;
+use geonfs_rpc::Network;
+use geonfs_site_config::ClusterConfig;
+use nfs3_types::nfs3::NFS_PROGRAM;
+use prometheus::Registry;
+use tokio::task::JoinHandle;
+
+use crate::data::FileData;
+use crate::namespace::Namespace;
+use crate::nfs::{CapacityProvider, ExportPolicy, HandleCodec, MountProgram, NfsProgram};
+use crate::rpc::{
+    allow_networks, CallContext, PortmapProgram, ProcResult, RpcMetrics, RpcProgram, RpcServer,
+    ServerOptions, MOUNT_PROGRAM, MOUNT_VERSION, NFS_PROGRAM as NFS_PROGRAM_NUMBER, NFS_VERSION,
+};
+use crate::AccessError;
+
+/// The portmapper's well-known port.
+pub const PORTMAPPER_PORT: u16 = 111;
+/// How long a graceful stop waits for calls in flight.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(5);
+/// Pause between two attempts to reach meta-kvs at start.
+const INIT_RETRY: Duration = Duration::from_millis(500);
+
+/// The programs once the server is connected to the cluster.
+struct Ready {
+    nfs: NfsProgram,
+    mount: MountProgram,
+}
+
+/// A program that answers "not yet" until the server is ready.
+struct Gate {
+    program: u32,
+    ready: Arc<OnceLock<Ready>>,
+}
+
+impl Gate {
+    fn current(&self) -> Option<&dyn RpcProgram> {
+        let ready = self.ready.get()?;
+        Some(if self.program == MOUNT_PROGRAM {
+            &ready.mount
+        } else {
+            &ready.nfs
+        })
+    }
+}
+
+impl RpcProgram for Gate {
+    fn program(&self) -> u32 {
+        self.program
+    }
+
+    fn name(&self) -> &'static str {
+        if self.program == MOUNT_PROGRAM {
+            "mount"
+        } else {
+            "nfs"
+        }
+    }
+
+    fn versions(&self) -> RangeInclusive<u32> {
+        if self.program == MOUNT_PROGRAM {
+            MOUNT_VERSION..=MOUNT_VERSION
+        } else {
+            NFS_VERSION..=NFS_VERSION
+        }
+    }
+
+    fn procedure_name(&self, version: u32, procedure: u32) -> Option<&'static str> {
+        self.current()?.procedure_name(version, procedure)
+    }
+
+    fn call<'a>(
+        &'a self,
+        context: &'a CallContext,
+        version: u32,
+        procedure: u32,
+        args: &'a [u8],
+    ) -> BoxFuture<'a, ProcResult> {
+        if let Some(program) = self.current() {
+            return program.call(context, version, procedure, args);
+        }
+        let answer = if procedure == 0 {
+            ProcResult::Success(Vec::new())
+        } else if self.program == NFS_PROGRAM_NUMBER {
+            match NFS_PROGRAM::try_from(procedure) {
+                Ok(procedure) => crate::nfs::not_ready(procedure),
+                Err(_) => ProcResult::ProcUnavail,
+            }
+        } else {
+            ProcResult::SystemErr
+        };
+        async move { answer }.boxed()
+    }
+}
+
+/// The running access role of one node.
+#[derive(Debug)]
+pub struct AccessServer {
+    nfs: RpcServer,
+    portmapper: Option<RpcServer>,
+    init: JoinHandle<()>,
+}
+
+impl AccessServer {
+    /// Starts the access role of node `node_name` of `config`: binds the
+    /// NFS port (and the portmapper), then connects to the cluster in the
+    /// background. Its metrics go to `registry`.
+    pub async fn start(
+        config: &ClusterConfig,
+        node_name: &str,
+        network: Network,
+        registry: &Registry,
+    ) -> Result<Self, AccessError> {
+        let node = config
+            .node(node_name)
+            .ok_or_else(|| AccessError::Config(format!("no node named {node_name:?}")))?;
+        let ip = node.address.ip();
+        let settings = &config.nfs;
+        let policy = ExportPolicy::from(settings);
+        let metrics = RpcMetrics::new();
+        metrics.register(registry).map_err(AccessError::Metrics)?;
+        let client = BlockClient::new(network.clone(), config, ip, node.site)
+            .map_err(|err| AccessError::Config(err.to_string()))?;
+        client
+            .metrics()
+            .register(registry)
+            .map_err(AccessError::Metrics)?;
+        let ready = Arc::new(OnceLock::new());
+        let programs: Vec<Arc<dyn RpcProgram>> = vec![
+            Arc::new(Gate {
+                program: NFS_PROGRAM_NUMBER,
+                ready: ready.clone(),
+            }),
+            Arc::new(Gate {
+                program: MOUNT_PROGRAM,
+                ready: ready.clone(),
+            }),
+        ];
+        let options = ServerOptions {
+            client_filter: (!settings.allowed_clients.is_empty())
+                .then(|| allow_networks(settings.allowed_clients.clone())),
+            metrics: metrics.clone(),
+            ..ServerOptions::default()
+        };
+        let nfs = RpcServer::bind(SocketAddr::new(ip, settings.port), programs, options).await?;
+        let port = nfs.local_addr().port();
+        let portmapper = if settings.portmapper {
+            Self::portmapper(ip, port, metrics).await
+        } else {
+            None
+        };
+        let meta_endpoints = config
+            .nodes
+            .iter()
+            .filter(|n| n.roles.meta)
+            .map(|n| n.address)
+            .collect();
+        let meta = MetaClient::new(network, ip, meta_endpoints);
+        let data = FileData::new(client.clone(), config.cluster.block_size);
+        let name = node_name.to_string();
+        let init = tokio::spawn(async move {
+            let (ns, handles) = connect(&name, meta).await;
+            let capacity: Arc<dyn CapacityProvider> = Arc::new(SiteCapacity(client));
+            let nfs = NfsProgram::new(ns.clone(), data, handles, policy.clone(), capacity);
+            let mount = MountProgram::new(ns, handles, policy);
+            if ready.set(Ready { nfs, mount }).is_err() {
+                tracing::error!(node = %name, "access server initialised twice");
+            }
+            tracing::info!(node = %name, "NFS export ready");
+        });
+        Ok(AccessServer {
+            nfs,
+            portmapper,
+            init,
+        })
+    }
+
+    /// The portmapper on `ip`:111 answering `port` for NFS and MOUNT, if
+    /// that port can be bound (it needs privileges and may be taken).
+    async fn portmapper(ip: IpAddr, port: u16, metrics: RpcMetrics) -> Option<RpcServer> {
+        let addr = SocketAddr::new(ip, PORTMAPPER_PORT);
+        let program: Arc<dyn RpcProgram> = Arc::new(PortmapProgram::new(port, port));
+        let options = ServerOptions {
+            metrics,
+            ..ServerOptions::default()
+        };
+        match RpcServer::bind(addr, vec![program], options).await {
+            Ok(server) => Some(server),
+            Err(err) => {
+                tracing::warn!(%err, "no portmapper: clients must be given the port \
+                    (e.g. mount -o port={port},mountport={port},nfsvers=3,tcp)");
+                None
+            }
+        }
+    }
+
+    /// The address NFS and MOUNT are served on.
+    pub fn nfs_addr(&self) -> SocketAddr {
+        self.nfs.local_addr()
+    }
+
+    /// Whether the portmapper answers on port 111 of the node's address.
+    pub fn has_portmapper(&self) -> bool {
+        self.portmapper.is_some()
+    }
+
+    /// Whether the export is connected to the cluster and serving.
+    pub fn is_ready(&self) -> bool {
+        self.init.is_finished()
+    }
+
+    /// Stops serving: no new connections, calls in flight finish (for at
+    /// most [`STOP_DEADLINE`]).
+    pub async fn stop(self) -> Result<(), AccessError> {
+        self.init.abort();
+        if let Some(portmapper) = self.portmapper {
+            portmapper.shutdown(STOP_DEADLINE).await?;
+        }
+        self.nfs.shutdown(STOP_DEADLINE).await
+    }
+
+    /// Stops at once: every connection dropped, calls abandoned.
+    pub fn kill(self) {
+        self.init.abort();
+        drop(self.portmapper);
+        drop(self.nfs);
+    }
+}
+
+/// Reaches meta-kvs until the root directory and the handle generation
+/// are there (retrying: meta-kvs may have no leader yet).
+async fn connect(name: &str, meta: MetaClient) -> (Namespace, HandleCodec) {
+    let ns = Namespace::new(meta.clone());
+    let mut attempts = 0u32;
+    loop {
+        let result = async {
+            ns.ensure_root().await?;
+            HandleCodec::load(&meta).await
+        }
+        .await;
+        match result {
+            Ok(handles) => return (ns, handles),
+            Err(err) => {
+                attempts += 1;
+                if attempts % 20 == 1 {
+                    tracing::info!(node = %name, %err, "waiting for meta-kvs");
+                }
+                tokio::time::sleep(INIT_RETRY).await;
+            }
+        }
+    }
+}
+
+/// FSSTAT's capacity: the site's core servers (each block is kept once per
+/// site once replicated).
+struct SiteCapacity(BlockClient);
+
+impl CapacityProvider for SiteCapacity {
+    fn capacity(&self) -> BoxFuture<'_, Option<(u64, u64)>> {
+        self.0.site_capacity().boxed()
+    }
+}
