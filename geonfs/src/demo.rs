@@ -17,6 +17,8 @@ use crate::node::{NodeOptions, RunningNode};
 
 /// The gRPC port every demo node listens on (each node has its own address).
 pub const DEMO_RPC_PORT: u16 = 7100;
+/// The port of every demo node's Prometheus `/metrics`.
+pub const DEMO_METRICS_PORT: u16 = 9100;
 
 /// The demo's configuration, with data under `dir` and a fresh secret.
 pub fn demo_config_text(dir: &Path, secret: &str) -> String {
@@ -33,7 +35,7 @@ pub fn demo_config_text(dir: &Path, secret: &str) -> String {
         let mut node = |name: String, host: u8, role: &str, capacity: Option<&str>| {
             let data_dir = dir.join("data").join(&name);
             text += &format!(
-                "[[node]]\nname = \"{name}\"\naddress = \"127.{s}.0.{host}:{DEMO_RPC_PORT}\"\nroles = [\"{role}\"]\n"
+                "[[node]]\nname = \"{name}\"\naddress = \"127.{s}.0.{host}:{DEMO_RPC_PORT}\"\nroles = [\"{role}\"]\nmetrics_address = \"127.{s}.0.{host}:{DEMO_METRICS_PORT}\"\n"
             );
             if role != "access" {
                 text += &format!("data_dir = \"{}\"\n", data_dir.display());
@@ -55,6 +57,47 @@ pub fn demo_config_text(dir: &Path, secret: &str) -> String {
         node(format!("{site}-meta"), 21, "meta", None);
     }
     text
+}
+
+/// How to reach each site's export: the Linux mount line, the QEMU URL,
+/// the libnfs URL, and the node's `/metrics`.
+pub fn mount_lines(config: &ClusterConfig, nodes: &[RunningNode]) -> Vec<String> {
+    let export = &config.nfs.export_path;
+    let mut lines = Vec::new();
+    for node in nodes {
+        let Some(access) = node.access() else {
+            continue;
+        };
+        let addr = access.nfs_addr();
+        let (ip, port) = (addr.ip(), addr.port());
+        let site = node.identity().site.clone();
+        lines.push(format!(
+            "  site {site}: NFSv3 export {ip}:{export} (NFS and MOUNT on port {port})"
+        ));
+        if access.has_portmapper() {
+            lines.push(format!(
+                "    linux:  mount -t nfs -o vers=3 {ip}:{export} /mnt/geonfs-{site}"
+            ));
+            lines.push(format!(
+                "    qemu:   qemu-img create -f qcow2 nfs://{ip}{export}/disk.img 10G"
+            ));
+        } else {
+            lines.push(format!(
+                "    linux:  mount -t nfs -o vers=3,tcp,port={port},mountport={port} {ip}:{export} /mnt/geonfs-{site}"
+            ));
+            lines.push("    qemu:   needs the portmapper on port 111 (run as root)".to_string());
+        }
+        lines.push(format!(
+            "    libnfs: nfs-ls 'nfs://{ip}{export}/?nfsport={port}&mountport={port}'"
+        ));
+        if let Some(metrics) = node.metrics_endpoint() {
+            lines.push(format!(
+                "    metrics: curl http://{}/metrics",
+                metrics.addr()
+            ));
+        }
+    }
+    lines
 }
 
 /// Runs the demo until Ctrl-C / SIGTERM.
@@ -100,6 +143,9 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         "  status:   geonfs status --config {}",
         config_path.display()
     );
+    for line in mount_lines(&config, &nodes) {
+        println!("{line}");
+    }
     println!("geonfs demo: running; Ctrl-C stops it");
     crate::cli::shutdown_signal().await?;
     println!("geonfs demo: stopping");
@@ -108,4 +154,32 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     }
     println!("geonfs demo: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_config_is_valid_and_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = demo_config_text(dir.path(), "0123456789abcdef0123456789abcdef");
+        let config = ClusterConfig::from_toml_str(&text).unwrap();
+        assert_eq!(config.sites.len(), 3);
+        assert_eq!(config.nodes.len(), 15);
+        assert_eq!(config.cluster.replication_factor, 3);
+        assert_eq!(config.nfs.export_path, "/geonfs");
+        assert_eq!(config.nfs.port, 2049);
+        for (s, site) in ["a", "b", "c"].iter().enumerate() {
+            let access = config.node(&format!("{site}-access")).unwrap();
+            assert!(access.roles.access);
+            assert_eq!(access.address.ip().to_string(), format!("127.{}.0.1", s + 1));
+        }
+        // Every node serves /metrics on its own address.
+        for node in &config.nodes {
+            let metrics = node.metrics_address.unwrap();
+            assert_eq!(metrics.ip(), node.address.ip(), "{}", node.name);
+            assert_eq!(metrics.port(), DEMO_METRICS_PORT);
+        }
+    }
 }

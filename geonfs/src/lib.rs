@@ -8,4 +8,5 @@
 pub mod cli;
 pub mod demo;
 pub mod meta_cli;
+pub mod metrics_http;
 pub mod node;

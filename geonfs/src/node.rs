@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use geonfs_access_server::{AccessError, AccessServer};
+
+use crate::metrics_http::MetricsEndpoint;
 use geonfs_core_server::{CoreError, CoreMetrics, CoreServer, ReplicatorOptions};
 use geonfs_meta_kvs::{MetaMember, MetaMetrics, MetaOptions};
 use geonfs_proto::node::NodeIdentity;
@@ -59,6 +61,14 @@ pub enum NodeError {
     /// The access server (NFS export) could not start.
     #[error("access server: {0}")]
     Access(#[from] AccessError),
+    /// The `/metrics` endpoint could not listen on `metrics_address`.
+    #[error("metrics endpoint on {addr}: {source}")]
+    MetricsEndpoint {
+        /// The configured address.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
 }
 
 /// Options of every role of a node.
@@ -92,6 +102,7 @@ pub struct RunningNode {
     meta: Option<MetaMember>,
     core: Option<CoreServer>,
     access: Option<AccessServer>,
+    metrics_endpoint: Option<MetricsEndpoint>,
     network: Network,
     registry: Registry,
 }
@@ -208,6 +219,24 @@ impl RunningNode {
         } else {
             None
         };
+        let metrics_endpoint = match node.metrics_address {
+            Some(addr) => match MetricsEndpoint::start(addr, registry.clone()).await {
+                Ok(endpoint) => Some(endpoint),
+                Err(source) => {
+                    if let Some(access) = access {
+                        access.kill();
+                    }
+                    if let Some(core) = core {
+                        core.kill().await;
+                    }
+                    if let Some(member) = meta {
+                        member.kill().await;
+                    }
+                    return Err(NodeError::MetricsEndpoint { addr, source });
+                }
+            },
+            None => None,
+        };
         let signals = StopSignals::default();
         let task = tokio::spawn(server::serve(
             listener,
@@ -225,6 +254,7 @@ impl RunningNode {
             meta,
             core,
             access,
+            metrics_endpoint,
             network,
             registry,
         })
@@ -282,6 +312,11 @@ impl RunningNode {
     /// The core server, on core nodes.
     pub fn core(&self) -> Option<&CoreServer> {
         self.core.as_ref()
+    }
+
+    /// The `/metrics` endpoint, when the node has a `metrics_address`.
+    pub fn metrics_endpoint(&self) -> Option<&MetricsEndpoint> {
+        self.metrics_endpoint.as_ref()
     }
 
     /// The access server (NFS export), on access nodes.
