@@ -173,7 +173,10 @@ mod tests {
         for (s, site) in ["a", "b", "c"].iter().enumerate() {
             let access = config.node(&format!("{site}-access")).unwrap();
             assert!(access.roles.access);
-            assert_eq!(access.address.ip().to_string(), format!("127.{}.0.1", s + 1));
+            assert_eq!(
+                access.address.ip().to_string(),
+                format!("127.{}.0.1", s + 1)
+            );
         }
         // Every node serves /metrics on its own address.
         for node in &config.nodes {

@@ -379,21 +379,27 @@ async fn kill_a_local_copy_after_ack_before_geo() {
         })
         .await;
     }
-    let repairs: u64 = cluster
-        .core_names()
-        .iter()
-        .filter(|n| n.starts_with("a-") && cluster.is_running(n))
-        .map(|n| {
-            let metrics = cluster
-                .node(n)
-                .unwrap()
-                .core()
-                .unwrap()
-                .replicator_metrics();
-            metrics.repairs.with_label_values(&["local_copy"]).get()
-        })
-        .sum();
-    assert_eq!(repairs as usize, touched.len());
+    // Counted once each (the count follows the copy by a moment).
+    let repairs = || -> u64 {
+        cluster
+            .core_names()
+            .iter()
+            .filter(|n| n.starts_with("a-") && cluster.is_running(n))
+            .map(|n| {
+                let metrics = cluster
+                    .node(n)
+                    .unwrap()
+                    .core()
+                    .unwrap()
+                    .replicator_metrics();
+                metrics.repairs.with_label_values(&["local_copy"]).get()
+            })
+            .sum()
+    };
+    eventually(SETTLE, "every restored copy counted", || async {
+        repairs() == touched.len() as u64
+    })
+    .await;
 
     // Healed: replication completes from the surviving copies, and each
     // site ends with exactly one copy.
