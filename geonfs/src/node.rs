@@ -5,7 +5,9 @@
 //!
 //! Each node has its own Prometheus [`Registry`] ([`RunningNode::registry`])
 //! holding the metrics of its roles (the meta-kvs member's [`MetaMetrics`],
-//! the core server's [`CoreMetrics`]),
+//! the core server's [`CoreMetrics`], the access server's NFS and block
+//! client metrics), served on the node's `metrics_address` when it has one
+//! ([`MetricsEndpoint`]),
 //! so several nodes can share one process (the test cluster) without their
 //! metrics colliding. The RPC layer's [`geonfs_rpc::RpcMetrics`] belong to
 //! the process-wide [`Network`], not to a node: they are registered once per
@@ -20,8 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use geonfs_access_server::{AccessError, AccessServer};
-
-use crate::metrics_http::MetricsEndpoint;
 use geonfs_core_server::{CoreError, CoreMetrics, CoreServer, ReplicatorOptions};
 use geonfs_meta_kvs::{MetaMember, MetaMetrics, MetaOptions};
 use geonfs_proto::node::NodeIdentity;
@@ -30,6 +30,8 @@ use geonfs_rpc::{Network, RpcError};
 use geonfs_site_config::ClusterConfig;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use crate::metrics_http::MetricsEndpoint;
 
 /// The Prometheus registry type of [`RunningNode::registry`].
 pub use prometheus::Registry;
