@@ -25,6 +25,15 @@ pub fn chunk_key(block: BlockId, chunk: u32) -> [u8; 21] {
     key
 }
 
+/// The chunk number of a chunk key (its last four bytes); `None` if `key`
+/// is not one.
+pub fn chunk_of_key(key: &[u8]) -> Option<u32> {
+    if key.len() != 21 || key[0] != CHUNK_TAG {
+        return None;
+    }
+    Some(u32::from_be_bytes(key[17..21].try_into().ok()?))
+}
+
 /// The bounds `[lower, upper)` of every chunk key of `block`.
 pub fn chunk_bounds(block: BlockId) -> (Vec<u8>, Vec<u8>) {
     let lower = chunk_key(block, 0).to_vec();

@@ -287,31 +287,6 @@ impl Inner {
         Ok(())
     }
 
-    /// Whether every stored chunk of the block passes its checksum (each
-    /// failure is counted and logged by [`Inner::verify`]).
-    fn chunks_intact(&self, db: &DB, block: BlockId) -> Result<bool, CoreError> {
-        let (lower, upper) = crate::codec::chunk_bounds(block);
-        let mut read_options = ReadOptions::default();
-        read_options.set_iterate_lower_bound(lower.clone());
-        read_options.set_iterate_upper_bound(upper);
-        let mut iter = db.raw_iterator_opt(read_options);
-        iter.seek(&lower);
-        let mut intact = true;
-        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-            // The chunk number is the key's last four bytes (for the log).
-            let chunk = key
-                .get(key.len().saturating_sub(4)..)
-                .and_then(|tail| tail.try_into().ok())
-                .map_or(u32::MAX, u32::from_be_bytes);
-            if self.verify(block, chunk, value).is_err() {
-                intact = false;
-            }
-            iter.next();
-        }
-        iter.status()?;
-        Ok(intact)
-    }
-
     fn put_replica_blocking(&self, offer: &ReplicaOffer) -> Result<PutOutcome, CoreError> {
         let (block, version, data) = (offer.block, offer.version, &offer.data[..]);
         let db = self.db()?;

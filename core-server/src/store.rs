@@ -96,14 +96,21 @@ use rocksdb::{DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions,
 
 pub use crate::codec::CHUNK_SIZE;
 use crate::codec::{
-    block_of_meta_key, chunk_bounds, chunk_key, meta_key, meta_lower, meta_upper, open_chunk,
-    seal_chunk, BlockMeta, CRC_LEN,
+    block_of_meta_key, chunk_key, meta_key, meta_lower, meta_upper, open_chunk, seal_chunk,
+    BlockMeta, CRC_LEN,
 };
 use crate::{CoreError, CoreMetrics};
 
+#[path = "chunks.rs"]
+mod chunks;
 #[path = "queue.rs"]
 pub mod queue;
+#[path = "space.rs"]
+mod space;
+
+use chunks::delete_chunks;
 use queue::JobSpec;
+use space::{clamp_i64, scan_usage};
 
 /// Number of striped per-block write locks.
 pub const LOCK_STRIPES: usize = 1024;
@@ -597,43 +604,6 @@ impl Inner {
         })
     }
 
-    /// Reserves `bytes` of capacity, or fails with `OutOfSpace`.
-    fn reserve(&self, bytes: u64) -> Result<(), CoreError> {
-        if bytes == 0 {
-            return Ok(());
-        }
-        let capacity = self.capacity;
-        match self
-            .used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                used.checked_add(bytes).filter(|total| *total <= capacity)
-            }) {
-            Ok(before) => {
-                self.metrics.used_bytes.set(clamp_i64(before + bytes));
-                Ok(())
-            }
-            Err(used) => Err(CoreError::OutOfSpace {
-                needed: bytes,
-                free: capacity.saturating_sub(used),
-            }),
-        }
-    }
-
-    fn release(&self, bytes: u64) {
-        if bytes == 0 {
-            return;
-        }
-        let before = self
-            .used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                Some(used.saturating_sub(bytes))
-            })
-            .unwrap_or_else(|used| used);
-        self.metrics
-            .used_bytes
-            .set(clamp_i64(before.saturating_sub(bytes)));
-    }
-
     fn read_blocking(&self, read: &BlockRead) -> Result<Option<ReadOutcome>, CoreError> {
         let db = self.db()?;
         let block = read.block;
@@ -752,26 +722,6 @@ impl Inner {
     }
 }
 
-/// Used bytes and block count, from every block's metadata.
-fn scan_usage(db: &DB) -> Result<(u64, u64), CoreError> {
-    let mut read_options = ReadOptions::default();
-    read_options.set_iterate_upper_bound(meta_upper());
-    let mut iter = db.raw_iterator_opt(read_options);
-    iter.seek(meta_lower());
-    let (mut used, mut blocks) = (0u64, 0u64);
-    while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-        let block = block_of_meta_key(key).ok_or_else(|| CoreError::Corrupt {
-            what: "block metadata key".into(),
-            detail: format!("{key:?} is not a metadata key"),
-        })?;
-        used += decode_meta(block, value)?.stored;
-        blocks += 1;
-        iter.next();
-    }
-    iter.status()?;
-    Ok((used, blocks))
-}
-
 fn decode_meta(block: BlockId, value: &[u8]) -> Result<BlockMeta, CoreError> {
     BlockMeta::decode(value).ok_or_else(|| CoreError::Corrupt {
         what: format!("metadata of block {}/{}", block.file_id, block.index),
@@ -782,27 +732,4 @@ fn decode_meta(block: BlockId, value: &[u8]) -> Result<BlockMeta, CoreError> {
 fn chunk_no(chunk: u64) -> Result<u32, CoreError> {
     u32::try_from(chunk)
         .map_err(|_| CoreError::InvalidArgument(format!("chunk number {chunk} is too large")))
-}
-
-fn clamp_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Adds the deletion of every stored chunk of `block` to `batch`.
-pub(crate) fn delete_chunks(
-    db: &DB,
-    block: BlockId,
-    batch: &mut WriteBatch,
-) -> Result<(), rocksdb::Error> {
-    let (lower, upper) = chunk_bounds(block);
-    let mut read_options = ReadOptions::default();
-    read_options.set_iterate_lower_bound(lower.clone());
-    read_options.set_iterate_upper_bound(upper);
-    let mut iter = db.raw_iterator_opt(read_options);
-    iter.seek(&lower);
-    while let Some(key) = iter.key() {
-        batch.delete(key);
-        iter.next();
-    }
-    iter.status()
 }
