@@ -60,6 +60,18 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// Checks a benchmark's measured window (`--seconds`, positive) and
+/// warm-up (`--warmup`, zero or more).
+pub fn check_window(seconds: f64, warmup: f64) -> anyhow::Result<()> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        anyhow::bail!("--seconds must be positive");
+    }
+    if !(warmup.is_finite() && warmup >= 0.0) {
+        anyhow::bail!("--warmup must be zero or positive");
+    }
+    Ok(())
+}
+
 /// `a / b`, NaN when `b` is zero.
 pub fn ratio(a: f64, b: f64) -> f64 {
     if b == 0.0 {

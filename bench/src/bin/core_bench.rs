@@ -757,13 +757,7 @@ fn check(args: &Args) -> anyhow::Result<()> {
     if args.blocks < args.queue_depth.max(args.wan_writers) as u64 {
         bail!("--blocks must be at least --queue-depth and --wan-writers (writers own blocks)");
     }
-    if !(args.seconds.is_finite() && args.seconds > 0.0) {
-        bail!("--seconds must be positive");
-    }
-    if !(args.warmup.is_finite() && args.warmup >= 0.0) {
-        bail!("--warmup must be zero or positive");
-    }
-    Ok(())
+    geonfs_bench::report::check_window(args.seconds, args.warmup)
 }
 
 #[tokio::main]
@@ -777,31 +771,20 @@ async fn main() -> anyhow::Result<()> {
         records.push(record);
     };
     for round in 0..args.rounds {
-        for variant in 0..2 {
-            eprintln!(
-                "round {} scenario 1 {}",
-                round + 1,
-                variant_name(&args, 0, variant)
-            );
-            for record in copies(&args, variant, round).await? {
-                keep(record, &mut records);
+        for (scenario, case) in [(1, 0), (2, 2), (3, 3)] {
+            for variant in 0..2 {
+                let name = variant_name(&args, case, variant);
+                eprintln!("round {} scenario {scenario} {name}", round + 1);
+                match scenario {
+                    1 => {
+                        for record in copies(&args, variant, round).await? {
+                            keep(record, &mut records);
+                        }
+                    }
+                    2 => keep(group_commit(&args, variant, round).await?, &mut records),
+                    _ => keep(wan(&args, variant, round).await?, &mut records),
+                }
             }
-        }
-        for variant in 0..2 {
-            eprintln!(
-                "round {} scenario 2 {}",
-                round + 1,
-                variant_name(&args, 2, variant)
-            );
-            keep(group_commit(&args, variant, round).await?, &mut records);
-        }
-        for variant in 0..2 {
-            eprintln!(
-                "round {} scenario 3 {}",
-                round + 1,
-                variant_name(&args, 3, variant)
-            );
-            keep(wan(&args, variant, round).await?, &mut records);
         }
     }
     print!("{}", table(&args, &records));

@@ -518,13 +518,7 @@ fn check(args: &Args) -> anyhow::Result<()> {
     if args.clients == 0 || args.rounds == 0 || args.keys == 0 {
         bail!("--clients, --rounds and --keys must be at least 1");
     }
-    if !(args.seconds.is_finite() && args.seconds > 0.0) {
-        bail!("--seconds must be positive");
-    }
-    if !(args.warmup.is_finite() && args.warmup >= 0.0) {
-        bail!("--warmup must be zero or positive");
-    }
-    Ok(())
+    geonfs_bench::report::check_window(args.seconds, args.warmup)
 }
 
 #[tokio::main]

@@ -24,7 +24,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -97,7 +97,7 @@ impl FileStore {
     /// The block's file, created on first use (sparse, CRCs of zero chunks,
     /// file and directory synced).
     fn block(&self, index: u64) -> io::Result<Arc<(File, Mutex<()>)>> {
-        let mut files = self.files.lock().expect("files lock");
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(f) = files.get(&index) {
             return Ok(f.clone());
         }
@@ -118,7 +118,7 @@ impl FileStore {
 
     fn write(&self, index: u64, offset: u64, data: &[u8]) -> io::Result<()> {
         let f = self.block(index)?;
-        let (file, _guard) = (&f.0, f.1.lock().expect("block lock"));
+        let (file, _guard) = (&f.0, f.1.lock().unwrap_or_else(PoisonError::into_inner));
         let end = offset + data.len() as u64;
         let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
         let mut crcs = vec![0u8; 4 * (last - first + 1) as usize];
@@ -458,10 +458,10 @@ fn table(args: &Args, records: &[Record]) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let ok = args.rounds > 0 && args.writers > 0 && args.blocks >= args.writers as u64;
-    if !(ok && args.seconds > 0.0 && args.seconds.is_finite() && args.warmup >= 0.0) {
-        bail!("need --rounds, --writers, --seconds > 0, --blocks >= --writers, --warmup >= 0");
+    if args.rounds == 0 || args.writers == 0 || args.blocks < args.writers as u64 {
+        bail!("need --rounds and --writers of at least 1, and --blocks >= --writers");
     }
+    geonfs_bench::report::check_window(args.seconds, args.warmup)?;
     init_tracing();
     let mut tmp = tempfile::Builder::new();
     let tmp = tmp.prefix("store-choice-").tempdir_in(&args.dir)?;
