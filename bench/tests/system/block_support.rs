@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use geonfs_bench::cluster::TestCluster;
-use geonfs_block_manager::{BlockClient, ReplicatorOptions};
+use geonfs_block_manager::{BlockClient, ReplicatorMetrics, ReplicatorOptions};
 use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_proto::core::{BlockInfo, ListRequest, ReadRequest};
 use geonfs_proto::domain::BlockId;
@@ -132,4 +132,32 @@ pub fn per_site(held: &BTreeMap<String, BlockInfo>) -> BTreeMap<char, usize> {
         *count.entry(name.chars().next().unwrap()).or_default() += 1;
     }
     count
+}
+
+/// The replicator metrics of every running core whose name starts with
+/// `prefix` (`""` for every site).
+pub fn replicator_metrics(cluster: &TestCluster, prefix: &str) -> Vec<ReplicatorMetrics> {
+    cluster
+        .core_names()
+        .iter()
+        .filter(|n| n.starts_with(prefix) && cluster.is_running(n))
+        .map(|n| {
+            cluster
+                .node(n)
+                .unwrap()
+                .core()
+                .unwrap()
+                .replicator_metrics()
+                .clone()
+        })
+        .collect()
+}
+
+/// Copies restored of `kind` (`local_copy`, `remote_copy`) by the running
+/// cores whose name starts with `prefix`.
+pub fn repairs(cluster: &TestCluster, prefix: &str, kind: &str) -> u64 {
+    replicator_metrics(cluster, prefix)
+        .iter()
+        .map(|m| m.repairs.with_label_values(&[kind]).get())
+        .sum()
 }

@@ -14,7 +14,7 @@ use geonfs_proto::core::ReadRequest;
 use geonfs_proto::domain::{BlockId, Durability};
 
 use crate::block_support::{
-    block_client, core_client, holders, id, pattern, per_site, read_copy, three_sites,
+    block_client, core_client, holders, id, pattern, per_site, read_copy, repairs, three_sites,
 };
 use crate::support::{eventually, init_logging};
 
@@ -210,20 +210,8 @@ async fn a_lost_remote_copy_is_restored_and_the_extra_one_removed() {
         .await;
     }
     // Counted (the count follows the copy by a moment).
-    let restored = || -> u64 {
-        cluster
-            .core_names()
-            .iter()
-            .filter(|n| cluster.is_running(n))
-            .map(|n| {
-                let core = cluster.node(n).unwrap().core().unwrap();
-                let metrics = core.replicator_metrics();
-                metrics.repairs.with_label_values(&["remote_copy"]).get()
-            })
-            .sum()
-    };
     eventually(SETTLE, "the restored copies are counted", || async {
-        restored() >= lost.len() as u64
+        repairs(&cluster, "", "remote_copy") >= lost.len() as u64
     })
     .await;
 

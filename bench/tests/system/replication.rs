@@ -16,7 +16,8 @@ use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
 use geonfs_proto::replication::ReplicaPut;
 
 use crate::block_support::{
-    block_client, core_client, holders, id, pattern, per_site, read_copy, three_sites,
+    block_client, core_client, holders, id, pattern, per_site, read_copy, repairs,
+    replicator_metrics, three_sites,
 };
 use crate::support::{eventually, init_logging};
 
@@ -38,61 +39,35 @@ async fn one_copy_per_site(
         && held.values().all(|i| i.version == version)
 }
 
-/// Sum of a per-site gauge over the cores of site a.
+/// Jobs queued for `site` on site a's running cores.
 fn backlog_jobs(cluster: &TestCluster, site: &str) -> i64 {
-    cluster
-        .core_names()
+    replicator_metrics(cluster, "a-")
         .iter()
-        .filter(|n| n.starts_with("a-") && cluster.is_running(n))
-        .map(|n| {
-            let core = cluster.node(n).unwrap().core().unwrap();
-            core.replicator_metrics()
-                .backlog_jobs
-                .with_label_values(&[site])
-                .get()
-        })
+        .map(|m| m.backlog_jobs.with_label_values(&[site]).get())
         .sum()
 }
 
+/// Bytes queued for `site` on site a's running cores.
 fn backlog_bytes(cluster: &TestCluster, site: &str) -> i64 {
-    cluster
-        .core_names()
+    replicator_metrics(cluster, "a-")
         .iter()
-        .filter(|n| n.starts_with("a-") && cluster.is_running(n))
-        .map(|n| {
-            let core = cluster.node(n).unwrap().core().unwrap();
-            core.replicator_metrics()
-                .backlog_bytes
-                .with_label_values(&[site])
-                .get()
-        })
+        .map(|m| m.backlog_bytes.with_label_values(&[site]).get())
         .sum()
 }
 
+/// The oldest pending write for `site` on site a's running cores, seconds.
 fn oldest_age(cluster: &TestCluster, site: &str) -> f64 {
-    cluster
-        .core_names()
+    replicator_metrics(cluster, "a-")
         .iter()
-        .filter(|n| n.starts_with("a-") && cluster.is_running(n))
-        .map(|n| {
-            let core = cluster.node(n).unwrap().core().unwrap();
-            core.replicator_metrics()
-                .oldest_age_seconds
-                .with_label_values(&[site])
-                .get()
-        })
+        .map(|m| m.oldest_age_seconds.with_label_values(&[site]).get())
         .fold(0.0, f64::max)
 }
 
+/// Trims by every running core.
 fn trims(cluster: &TestCluster) -> u64 {
-    cluster
-        .core_names()
+    replicator_metrics(cluster, "")
         .iter()
-        .filter(|n| cluster.is_running(n))
-        .map(|n| {
-            let core = cluster.node(n).unwrap().core().unwrap();
-            core.replicator_metrics().trims.get()
-        })
+        .map(|m| m.trims.get())
         .sum()
 }
 
@@ -380,24 +355,8 @@ async fn kill_a_local_copy_after_ack_before_geo() {
         .await;
     }
     // Counted once each (the count follows the copy by a moment).
-    let repairs = || -> u64 {
-        cluster
-            .core_names()
-            .iter()
-            .filter(|n| n.starts_with("a-") && cluster.is_running(n))
-            .map(|n| {
-                let metrics = cluster
-                    .node(n)
-                    .unwrap()
-                    .core()
-                    .unwrap()
-                    .replicator_metrics();
-                metrics.repairs.with_label_values(&["local_copy"]).get()
-            })
-            .sum()
-    };
     eventually(SETTLE, "every restored copy counted", || async {
-        repairs() == touched.len() as u64
+        repairs(&cluster, "a-", "local_copy") == touched.len() as u64
     })
     .await;
 
