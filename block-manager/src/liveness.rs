@@ -75,7 +75,10 @@ mod tests {
         // The suspicion expires after its TTL (30 ms): poll for it.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !live.is_live("x") {
-            assert!(std::time::Instant::now() < deadline, "suspicion never expired");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "suspicion never expired"
+            );
             std::thread::yield_now();
         }
     }

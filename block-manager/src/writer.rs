@@ -539,6 +539,7 @@ impl BlockClient {
                 block: Some(block.into()),
                 offset: 0,
                 length: u32::try_from(self.inner.block_size).unwrap_or(u32::MAX),
+                with_pending_job: false,
             })
             .await
             .map(tonic::Response::into_inner)
@@ -555,6 +556,7 @@ impl BlockClient {
                         block: Some(block.into()),
                         offset: 0,
                         length: 0,
+                        with_pending_job: false,
                     })
                     .await
                     .map(tonic::Response::into_inner),

@@ -74,10 +74,11 @@ impl CoreData for CoreDataService {
         &self,
         request: Request<wire::ReadRequest>,
     ) -> Result<Response<wire::ReadReply>, Status> {
-        let read = BlockRead::try_from(request.into_inner()).map_err(CoreError::from)?;
+        let request = request.into_inner();
+        let with_job = request.with_pending_job && request.length == 0;
+        let read = BlockRead::try_from(request).map_err(CoreError::from)?;
         self.check_range(read.range)?;
         let block = read.block;
-        let probe = read.range.len == 0;
         let mut reply = match self.store.read(read).await? {
             Some(found) => wire::ReadReply {
                 incarnation: self.store.incarnation(),
@@ -92,9 +93,9 @@ impl CoreData for CoreDataService {
                 ..Default::default()
             },
         };
-        // Probes also tell the block manager whether this copy still has
+        // The replicator's probes also learn whether this copy still has
         // geo replication to do (a secondary deciding about takeover).
-        if probe && reply.found {
+        if with_job && reply.found {
             reply.pending_job_version = self.store.job(block).await?.map_or(0, |job| job.version);
         }
         Ok(Response::new(reply))

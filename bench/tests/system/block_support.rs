@@ -108,6 +108,7 @@ pub async fn read_copy(
             block: Some(block.into()),
             offset: 0,
             length: len,
+            with_pending_job: false,
         })
         .await
         .unwrap()

@@ -188,6 +188,7 @@ async fn a_dead_pair_member_is_replaced() {
                 block: Some(old.into()),
                 offset: 0,
                 length: 200_000,
+                with_pending_job: false,
             })
             .await
             .unwrap()

@@ -39,6 +39,7 @@ fn read_req(file_id: u64, index: u64, offset: u64, length: u32) -> ReadRequest {
         block: id(file_id, index),
         offset,
         length,
+        with_pending_job: false,
     }
 }
 
@@ -299,5 +300,31 @@ async fn replicate_stream_answers_every_put_in_order() {
             assert_eq!((read.version, read.data[0]), (5, index as u8 + 1));
         }
     }
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_report_the_pending_job_only_when_asked() {
+    init_logging();
+    let cluster = TestCluster::builder()
+        .sites(1)
+        .cores_per_site(2)
+        .without_replication()
+        .start()
+        .await
+        .unwrap();
+    let mut core = client(cluster.channel("a-core-1", "a-core-2").unwrap());
+    let mut write = write_req(9, 0, 0, vec![1; 100], 4);
+    write.replicate_to = vec!["b-core-1".into()];
+    write.primary = true;
+    write.peer = "a-core-1".into();
+    core.write(write).await.unwrap();
+    let plain = core.read(read_req(9, 0, 0, 0)).await.unwrap().into_inner();
+    assert!(plain.found);
+    assert_eq!(plain.pending_job_version, 0, "not asked: no job lookup");
+    let mut asked = read_req(9, 0, 0, 0);
+    asked.with_pending_job = true;
+    let asked = core.read(asked).await.unwrap().into_inner();
+    assert_eq!(asked.pending_job_version, 4);
     cluster.shutdown().await.unwrap();
 }

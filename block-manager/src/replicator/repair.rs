@@ -176,6 +176,7 @@ impl Worker {
                 block: Some(block.into()),
                 offset: 0,
                 length: 0,
+                with_pending_job: true,
             })
             .await;
         match reply {

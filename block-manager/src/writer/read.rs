@@ -129,6 +129,7 @@ impl BlockClient {
                 block: Some(block.into()),
                 offset,
                 length: len,
+                with_pending_job: false,
             };
             match client.read(request).await {
                 Ok(reply) => {
