@@ -169,13 +169,7 @@ impl AccessServer {
         } else {
             None
         };
-        let meta_endpoints = config
-            .nodes
-            .iter()
-            .filter(|n| n.roles.meta)
-            .map(|n| n.address)
-            .collect();
-        let meta = MetaClient::new(network, ip, meta_endpoints);
+        let meta = MetaClient::for_cluster(network, ip, config);
         let data = FileData::new(client.clone(), config.cluster.block_size);
         let name = node_name.to_string();
         let init = tokio::spawn(async move {

@@ -425,14 +425,11 @@ impl TestCluster {
     /// A meta-kvs client calling from node `from` to every meta node.
     pub fn meta_client(&self, from: &str) -> anyhow::Result<MetaClient> {
         let from = self.addr(from)?.ip();
-        let endpoints = self
-            .config
-            .nodes
-            .iter()
-            .filter(|n| n.roles.meta)
-            .map(|n| n.address)
-            .collect();
-        Ok(MetaClient::new(self.network.clone(), from, endpoints))
+        Ok(MetaClient::for_cluster(
+            self.network.clone(),
+            from,
+            &self.config,
+        ))
     }
 
     /// The running meta member that says it leads, with the highest term

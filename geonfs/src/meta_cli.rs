@@ -120,17 +120,7 @@ pub fn resolve(config: &ClusterConfig, name: &str) -> anyhow::Result<Member> {
 /// A client of every meta node of `config`, calling from outside the
 /// cluster.
 pub fn client(config: &ClusterConfig, network: &Network) -> MetaClient {
-    let endpoints = config
-        .nodes
-        .iter()
-        .filter(|n| n.roles.meta)
-        .map(|n| n.address)
-        .collect();
-    MetaClient::new(
-        network.clone(),
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        endpoints,
-    )
+    MetaClient::for_cluster(network.clone(), IpAddr::V4(Ipv4Addr::UNSPECIFIED), config)
 }
 
 /// Applies one membership change to meta node `name` (resolved through

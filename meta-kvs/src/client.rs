@@ -12,6 +12,7 @@ use geonfs_proto::meta::meta_admin_client::MetaAdminClient;
 use geonfs_proto::meta::meta_kv_client::MetaKvClient;
 use geonfs_proto::meta::*;
 use geonfs_rpc::{Network, RpcChannel};
+use geonfs_site_config::ClusterConfig;
 use tonic::{Code, Status};
 
 use crate::error::{MetaError, LEADER_HEADER, OUTCOME_HEADER};
@@ -56,6 +57,17 @@ impl MetaClient {
             leader: Arc::new(Mutex::new(None)),
             deadline: DEFAULT_DEADLINE,
         }
+    }
+
+    /// A client calling from `from` to every meta node of `config`.
+    pub fn for_cluster(network: Network, from: IpAddr, config: &ClusterConfig) -> Self {
+        let endpoints = config
+            .nodes
+            .iter()
+            .filter(|n| n.roles.meta)
+            .map(|n| n.address)
+            .collect();
+        Self::new(network, from, endpoints)
     }
 
     /// Sets the overall deadline of each call.

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use geonfs_bench::cluster::TestCluster;
+use geonfs_bench::report::Rng;
 
 use crate::support::{eventually, init_logging};
 
@@ -43,15 +44,8 @@ fn url(cluster: &TestCluster, access: &str, file: &str) -> String {
 }
 
 fn random_file(path: &Path, len: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let mut rng = Rng::new(0x6e66_735f_6370);
+    let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
     std::fs::write(path, &data).unwrap();
     data
 }

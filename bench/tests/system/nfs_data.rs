@@ -9,16 +9,10 @@ use geonfs_access_server::nfs::HandleCodec;
 use nfs3_client::nfs3_types::nfs3::*;
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
 
-use crate::block_support::inventory;
+use crate::block_support::{inventory, pattern};
 use crate::namespace::cluster;
 use crate::nfs::{create, getattr, mount, nfs, policy, serve, status, Io, CLIENT, EXPORT};
 use nfs3_client::Nfs3Client;
-
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed))
-        .collect()
-}
 
 async fn write(
     c: &mut Nfs3Client<Io>,
