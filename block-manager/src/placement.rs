@@ -153,6 +153,11 @@ impl Placement {
             .unwrap_or_default()
     }
 
+    /// Every site's id, in configuration order.
+    pub fn sites(&self) -> impl Iterator<Item = SiteId> + '_ {
+        (0..self.sites.len()).filter_map(|i| u16::try_from(i).ok().map(SiteId))
+    }
+
     /// The live core servers of `site` ranked for `block`, best first. The
     /// first two are the block's local pair.
     pub fn in_site(

@@ -693,10 +693,9 @@ impl BlockClient {
 
     fn all_cores(&self) -> impl Iterator<Item = &Node> {
         let placement = &self.inner.placement;
-        (0..=u16::MAX)
-            .map(SiteId)
-            .map_while(move |site| placement.site_name(site).map(|_| placement.cores(site)))
-            .flatten()
+        placement
+            .sites()
+            .flat_map(move |site| placement.cores(site))
     }
 }
 

@@ -7,7 +7,7 @@ use geonfs_proto::core as wire;
 use geonfs_proto::domain::BlockId;
 use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
 use geonfs_proto::replication::ReplicaPut;
-use geonfs_site_config::{Node, SiteId};
+use geonfs_site_config::Node;
 use tonic::Code;
 
 use super::{classify, BlockClient, BlockRead, CopyError};
@@ -185,9 +185,8 @@ impl BlockClient {
     /// newest first.
     async fn remote_holders(&self, block: BlockId, version: u64) -> Vec<(&Node, u64)> {
         let placement = &self.inner.placement;
-        let others: Vec<&Node> = (0..=u16::MAX)
-            .map(SiteId)
-            .map_while(|site| placement.site_name(site).map(|_| site))
+        let others: Vec<&Node> = placement
+            .sites()
             .filter(|&site| site != self.inner.site)
             .flat_map(|site| placement.in_site(block, site, &|_| true))
             .collect();
