@@ -549,32 +549,65 @@ impl BlockClient {
     /// parallel): the holders sorted newest first (rank order within a
     /// version), and the nodes that did not answer.
     async fn probe<'a>(&self, block: BlockId, nodes: &[&'a Node]) -> Probe<'a> {
+        self.probe_reading_first(block, nodes, None).await
+    }
+
+    /// Like [`probe`](Self::probe), but when `range` is given the first of
+    /// `nodes` is asked for those bytes instead of a zero-length read, so
+    /// that a read whose first-ranked core holds the newest version takes
+    /// one round trip ([`Probe::first`]). A first core whose copy fails its
+    /// checksum is probed again with a zero-length read: the caller's
+    /// normal path then meets (and counts) the corrupt copy.
+    async fn probe_reading_first<'a>(
+        &self,
+        block: BlockId,
+        nodes: &[&'a Node],
+        range: Option<(u64, u32)>,
+    ) -> Probe<'a> {
+        let request = |(offset, length): (u64, u32)| wire::ReadRequest {
+            block: Some(block.into()),
+            offset,
+            length,
+            with_pending_job: false,
+        };
         let calls = nodes.iter().enumerate().map(|(rank, node)| async move {
-            let result = match self.client(node) {
-                Ok(mut client) => client
-                    .read(wire::ReadRequest {
-                        block: Some(block.into()),
-                        offset: 0,
-                        length: 0,
-                        with_pending_job: false,
-                    })
-                    .await
-                    .map(tonic::Response::into_inner),
-                Err(err) => Err(tonic::Status::internal(err.to_string())),
+            let mut client = match self.client(node) {
+                Ok(client) => client,
+                Err(err) => return (rank, *node, Err(tonic::Status::internal(err.to_string()))),
             };
-            (rank, *node, result)
+            let mut wanted = range.filter(|_| rank == 0);
+            let mut result = client
+                .read(request(wanted.unwrap_or((0, 0))))
+                .await
+                .map(tonic::Response::into_inner);
+            if wanted.is_some() && matches!(&result, Err(s) if s.code() == Code::DataLoss) {
+                wanted = None;
+                result = client
+                    .read(request((0, 0)))
+                    .await
+                    .map(tonic::Response::into_inner);
+            }
+            (rank, *node, result.map(|reply| (reply, wanted.is_some())))
         });
         let mut probe = Probe {
             found: Vec::new(),
             unreachable: Vec::new(),
+            first: None,
         };
         let mut found = Vec::new();
         for (rank, node, result) in futures::future::join_all(calls).await {
             match result {
-                Ok(reply) => {
+                Ok((reply, with_data)) => {
                     self.inner.liveness.alive(&node.name);
                     if reply.found {
                         found.push((rank, node, reply.version));
+                        if with_data {
+                            probe.first = Some(BlockRead {
+                                node: node.name.clone(),
+                                version: reply.version,
+                                data: reply.data,
+                            });
+                        }
                     }
                 }
                 Err(status) => {
@@ -705,4 +738,7 @@ struct Probe<'a> {
     found: Vec<(&'a Node, u64)>,
     /// Cores that did not answer.
     unreachable: Vec<String>,
+    /// The bytes the first core served, when asked for them
+    /// ([`BlockClient::probe_reading_first`]) and it holds the block.
+    first: Option<BlockRead>,
 }

@@ -29,6 +29,13 @@ impl BlockClient {
     /// copy. `Ok(None)` when every core of the site answered that it does
     /// not hold the block.
     ///
+    /// The live cores of the site are asked in parallel which version they
+    /// hold; the best-ranked one is asked for the bytes at the same time,
+    /// so when it holds the newest version (the usual case: it is the
+    /// primary, whose copy stays after the trim) the read takes one round
+    /// trip. Otherwise the bytes are read from a holder of the newest
+    /// version afterwards.
+    ///
     /// A copy that fails its checksum (`DATA_LOSS`) is counted and the next
     /// copy of the same version is read; when no copy of the site is good,
     /// the other sites' copies of that version (or newer) are tried. An
@@ -44,7 +51,21 @@ impl BlockClient {
     ) -> Result<Option<BlockRead>, BlockError> {
         self.check_range(offset, u64::from(len))?;
         let (order, believed) = self.order(block);
-        let mut probe = self.probe(block, &order[..believed]).await;
+        let mut probe = self
+            .probe_reading_first(block, &order[..believed], Some((offset, len)))
+            .await;
+        if let Some(first) = probe.first.take() {
+            // The best-ranked core (which keeps the site's copy after the
+            // trim) holds the newest version found: served in one trip.
+            if probe
+                .found
+                .first()
+                .is_some_and(|&(_, v)| first.version >= v)
+            {
+                self.inner.metrics.reads.inc();
+                return Ok(Some(first));
+            }
+        }
         if probe.found.is_empty() && believed < order.len() {
             // Only suspects are left: ask them before saying "absent".
             let more = self.probe(block, &order[believed..]).await;
