@@ -137,6 +137,7 @@ impl AccessServer {
         let ip = node.address.ip();
         let settings = &config.nfs;
         let policy = ExportPolicy::from(settings);
+        let attribute_cache = settings.attribute_cache;
         let metrics = RpcMetrics::new();
         metrics.register(registry).map_err(AccessError::Metrics)?;
         let client = BlockClient::new(network.clone(), config, ip, node.site)
@@ -173,7 +174,7 @@ impl AccessServer {
         let data = FileData::new(client.clone(), config.cluster.block_size);
         let name = node_name.to_string();
         let init = tokio::spawn(async move {
-            let (ns, handles) = connect(&name, meta).await;
+            let (ns, handles) = connect(&name, meta, attribute_cache).await;
             let capacity: Arc<dyn CapacityProvider> = Arc::new(SiteCapacity(client));
             let nfs = NfsProgram::new(ns.clone(), data, handles, policy.clone(), capacity);
             let mount = MountProgram::new(ns, handles, policy);
@@ -243,8 +244,12 @@ impl AccessServer {
 
 /// Reaches meta-kvs until the root directory and the handle generation
 /// are there (retrying: meta-kvs may have no leader yet).
-async fn connect(name: &str, meta: MetaClient) -> (Namespace, HandleCodec) {
-    let ns = Namespace::new(meta.clone());
+async fn connect(
+    name: &str,
+    meta: MetaClient,
+    attribute_cache: Duration,
+) -> (Namespace, HandleCodec) {
+    let ns = Namespace::new(meta.clone()).with_inode_cache(attribute_cache);
     let mut attempts = 0u32;
     loop {
         let result = async {

@@ -140,6 +140,10 @@ pub struct NfsSettings {
     pub anon_uid: u32,
     /// Anonymous gid.
     pub anon_gid: u32,
+    /// How long an access server trusts an inode it read from meta-kvs
+    /// (changes made through another access server may take this long to
+    /// show); zero reads meta-kvs on every call.
+    pub attribute_cache: Duration,
 }
 
 impl Default for NfsSettings {
@@ -154,6 +158,7 @@ impl Default for NfsSettings {
             root_squash: false,
             anon_uid: 65534,
             anon_gid: 65534,
+            attribute_cache: Duration::from_secs(1),
         }
     }
 }

@@ -161,6 +161,8 @@ pub(crate) struct RawNfs {
     pub anon_uid: Leaf<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anon_gid: Leaf<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribute_cache: Leaf<String>,
 }
 
 /// `[[wan]]`
@@ -250,6 +252,7 @@ impl RawConfig {
                 root_squash: leaf(true),
                 anon_uid: leaf(1),
                 anon_gid: leaf(1),
+                attribute_cache: s("x"),
             }),
             wan: vec![RawWan {
                 between: list(&["x", "y"]),
@@ -416,6 +419,7 @@ pub(crate) fn to_raw(c: &ClusterConfig) -> RawConfig {
             root_squash: leaf(c.nfs.root_squash),
             anon_uid: leaf(i64::from(c.nfs.anon_uid)),
             anon_gid: leaf(i64::from(c.nfs.anon_gid)),
+            attribute_cache: s(&format_duration(c.nfs.attribute_cache)),
         }),
         wan: c
             .wan

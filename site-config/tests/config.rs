@@ -639,7 +639,7 @@ fn toml_round_trip() {
     );
     let t = edit(&t, "roles = [\"access\"]", "roles = [\"access\", \"meta\"]\ndata_dir = \"/tmp/geonfs/a-access\"\nmetrics_address = \"[fd00:3::1]:9100\"");
     let t = t
-        + "\n[nfs]\nexport_path = \"/\"\nport = 0\nportmapper = false\nallowed_clients = [\"10.0.0.0/8\", \"fd00::/16\"]\nread_only = true\nroot_squash = true\nanon_uid = 1\nanon_gid = 2\n"
+        + "\n[nfs]\nexport_path = \"/\"\nport = 0\nportmapper = false\nallowed_clients = [\"10.0.0.0/8\", \"fd00::/16\"]\nread_only = true\nroot_squash = true\nanon_uid = 1\nanon_gid = 2\nattribute_cache = \"250ms\"\n"
         + "\n[[wan]]\nbetween = [\"b\", \"a\"]\nrtt = \"1.5ms\"\nbandwidth = \"100Mbit/s\"\n"
         + "\n[[wan]]\nbetween = [\"a\", \"c\"]\nrtt = \"250us\"\n";
     let c = ClusterConfig::from_toml_str(&t).unwrap();

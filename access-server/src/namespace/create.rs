@@ -28,6 +28,7 @@ impl Namespace {
         attrs: &SetAttrs,
         mode: CreateMode,
     ) -> Result<Created, NamespaceError> {
+        let _changing = self.cache.change();
         let object = NewObject {
             kind: FileKind::Regular,
             attrs,
@@ -45,6 +46,7 @@ impl Namespace {
         name: &[u8],
         attrs: &SetAttrs,
     ) -> Result<Inode, NamespaceError> {
+        let _changing = self.cache.change();
         let object = NewObject {
             kind: FileKind::Directory,
             attrs,
@@ -63,6 +65,7 @@ impl Namespace {
         target: &[u8],
         attrs: &SetAttrs,
     ) -> Result<Inode, NamespaceError> {
+        let _changing = self.cache.change();
         if target.is_empty() {
             return Err(NamespaceError::Inval("empty symlink target"));
         }

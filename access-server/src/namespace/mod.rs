@@ -18,6 +18,7 @@
 //! existing file and directory mtimes follow RFC 1813.
 
 mod alloc;
+mod cache;
 mod create;
 mod error;
 pub mod keys;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use geonfs_meta_kvs::MetaClient;
 
 pub use alloc::{IdAllocator, DEFAULT_RANGE};
+pub use cache::InodeCache;
 pub use error::NamespaceError;
 pub use keys::{validate_name, MAX_NAME_LEN};
 pub use record::{DirEntry, FileKind, Inode, Timestamp};
@@ -104,25 +106,36 @@ pub struct ReadDir {
 }
 
 /// The namespace, stored in meta-kvs. Cheap to clone; clones share the id
-/// allocator.
+/// allocator and the inode cache.
 #[derive(Clone, Debug)]
 pub struct Namespace {
     client: MetaClient,
     ids: Arc<IdAllocator>,
+    cache: Arc<InodeCache>,
 }
 
 impl Namespace {
-    /// A namespace over `client`, reserving [`DEFAULT_RANGE`] ids at a time.
+    /// A namespace over `client`, reserving [`DEFAULT_RANGE`] ids at a
+    /// time, caching no inodes.
     pub fn new(client: MetaClient) -> Self {
         Self::with_id_range(client, DEFAULT_RANGE)
     }
 
-    /// A namespace over `client`, reserving `range` ids at a time.
+    /// A namespace over `client`, reserving `range` ids at a time, caching
+    /// no inodes.
     pub fn with_id_range(client: MetaClient, range: u64) -> Self {
         Namespace {
             ids: Arc::new(IdAllocator::new(client.clone(), range)),
             client,
+            cache: Arc::new(InodeCache::new(std::time::Duration::ZERO)),
         }
+    }
+
+    /// This namespace with GETATTR and LOOKUP results kept for `ttl` (see
+    /// [`InodeCache`] for what a cached inode may miss).
+    pub fn with_inode_cache(mut self, ttl: std::time::Duration) -> Self {
+        self.cache = Arc::new(InodeCache::new(ttl));
+        self
     }
 
     /// The meta-kvs client.

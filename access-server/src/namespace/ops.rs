@@ -52,9 +52,16 @@ impl Namespace {
     }
 
     /// The attributes of `id` (NFS GETATTR); [`NamespaceError::Stale`] for
-    /// an unknown id.
+    /// an unknown id. Served from the [`InodeCache`](super::InodeCache)
+    /// when it holds `id` (see there for what that may miss).
     pub async fn getattr(&self, id: u64) -> Result<Inode, NamespaceError> {
-        self.inode(id).await
+        if let Some(inode) = self.cache.get(id) {
+            return Ok(inode);
+        }
+        let ticket = self.cache.begin();
+        let inode = self.inode(id).await?;
+        self.cache.insert(ticket, &inode);
+        Ok(inode)
     }
 
     /// The object `name` in directory `dir` (NFS LOOKUP); `.` is the
@@ -68,13 +75,21 @@ impl Namespace {
             return self.inode(dir.parent).await;
         }
         validate_name(name)?;
-        let (d, entry) = futures::join!(self.dir(dir), self.read_name(dir, name));
-        d?;
+        let ticket = self.cache.begin();
+        // A file id is never reused and never changes kind: a cached
+        // directory is still one (or gone, and the name with it).
+        let (d, entry) = futures::join!(self.getattr(dir), self.read_name(dir, name));
+        if !d?.is_dir() {
+            return Err(NamespaceError::NotDir);
+        }
         let entry = entry?.ok_or(NamespaceError::NoEnt)?;
         // Removed between the two reads: the name is gone too.
-        self.read_inode(entry.id)
+        let inode = self
+            .read_inode(entry.id)
             .await?
-            .ok_or(NamespaceError::NoEnt)
+            .ok_or(NamespaceError::NoEnt)?;
+        self.cache.insert(ticket, &inode);
+        Ok(inode)
     }
 
     /// The target of symlink `id` (NFS READLINK); [`NamespaceError::Inval`]
@@ -132,6 +147,7 @@ impl Namespace {
         attrs: &SetAttrs,
         guard_ctime: Option<Timestamp>,
     ) -> Result<Inode, NamespaceError> {
+        let _changing = self.cache.change();
         let mut attempts = Attempts::new();
         let result = self
             .setattr_attempts(id, attrs, guard_ctime, &mut attempts)
@@ -189,6 +205,7 @@ impl Namespace {
     /// removed inode, so the caller can delete its data.
     /// [`NamespaceError::IsDir`] for a directory.
     pub async fn remove(&self, dir: u64, name: &[u8]) -> Result<Inode, NamespaceError> {
+        let _changing = self.cache.change();
         self.unlink(dir, name, false).await
     }
 
@@ -196,6 +213,7 @@ impl Namespace {
     /// removed inode. [`NamespaceError::NotDir`] for a non-directory,
     /// [`NamespaceError::NotEmpty`] for a directory with entries.
     pub async fn rmdir(&self, dir: u64, name: &[u8]) -> Result<Inode, NamespaceError> {
+        let _changing = self.cache.change();
         self.unlink(dir, name, true).await
     }
 

@@ -30,6 +30,7 @@ impl Namespace {
         to_dir: u64,
         to_name: &[u8],
     ) -> Result<Option<Inode>, NamespaceError> {
+        let _changing = self.cache.change();
         validate_name(from_name)?;
         validate_name(to_name)?;
         let mut attempts = Attempts::new();

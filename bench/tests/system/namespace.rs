@@ -606,3 +606,53 @@ async fn namespace_readdir_pages_while_changing() {
     ));
     cluster.shutdown().await.unwrap();
 }
+
+/// The inode cache: an access server sees its own changes at once, a change
+/// made through another access server within the cache's TTL, and until
+/// then keeps answering from the cache (no meta-kvs read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn namespace_inode_cache_sees_own_changes_at_once_and_others_after_the_ttl() {
+    let cluster = cluster().await;
+    let other = namespace(&cluster).await;
+    let long = Namespace::new(cluster.meta_client("a-meta-2").unwrap())
+        .with_inode_cache(Duration::from_secs(600));
+    let short = Namespace::new(cluster.meta_client("a-meta-3").unwrap())
+        .with_inode_cache(Duration::from_millis(200));
+    let id = create(&other, ROOT_ID, "cached").await;
+    let original = long.getattr(id).await.unwrap().mode;
+    assert_eq!(short.getattr(id).await.unwrap().mode, original);
+
+    // Changed elsewhere: the long cache still answers the old mode, the
+    // short one sees the change once its entry expired.
+    let set_mode = SetAttrs {
+        mode: Some(0o600),
+        ..attrs()
+    };
+    assert_ne!(original, 0o600);
+    other.setattr(id, &set_mode, None).await.unwrap();
+    assert_eq!(long.getattr(id).await.unwrap().mode, original);
+    eventually(
+        DEADLINE,
+        "the short cache sees the other change",
+        || async { short.getattr(id).await.unwrap().mode == 0o600 },
+    )
+    .await;
+
+    // Its own change shows at once, with the other's (read afresh).
+    let set_uid = SetAttrs {
+        uid: Some(42),
+        ..attrs()
+    };
+    long.setattr(id, &set_uid, None).await.unwrap();
+    let seen = long.getattr(id).await.unwrap();
+    assert_eq!((seen.uid, seen.mode), (42, 0o600));
+
+    // LOOKUP fills the cache too; a removal through it empties it.
+    assert_eq!(long.lookup(ROOT_ID, b"cached").await.unwrap().id, id);
+    long.remove(ROOT_ID, b"cached").await.unwrap();
+    assert!(matches!(
+        long.getattr(id).await,
+        Err(NamespaceError::Stale(_))
+    ));
+    cluster.shutdown().await.unwrap();
+}

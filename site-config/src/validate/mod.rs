@@ -543,8 +543,24 @@ fn nfs(ctx: &mut Ctx<'_>, raw: Option<&RawNfs>) -> NfsSettings {
             .int_in("nfs.anon_gid", v, 0, max_id)
             .unwrap_or(out.anon_gid);
     }
+    if let Some(text) = ctx.get("nfs.attribute_cache", &r.attribute_cache) {
+        match parse_duration(text) {
+            Ok(d) if d <= MAX_ATTRIBUTE_CACHE => out.attribute_cache = d,
+            Ok(_) => ctx.push(
+                "nfs.attribute_cache",
+                format!(
+                    "{text:?} is longer than {}s: changes made at other sites would stay unseen that long",
+                    MAX_ATTRIBUTE_CACHE.as_secs()
+                ),
+            ),
+            Err(m) => ctx.push("nfs.attribute_cache", m),
+        }
+    }
     out
 }
+
+/// The longest `nfs.attribute_cache` accepted.
+const MAX_ATTRIBUTE_CACHE: Duration = Duration::from_secs(60);
 
 /// An absolute, normalised path: `/`, `/geonfs`, `/a/b`.
 fn check_export_path(p: &str) -> Result<(), String> {
