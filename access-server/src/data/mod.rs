@@ -28,31 +28,28 @@
 //! until then the record is the authority for size and mtime.
 //!
 //! **The recorded size never shrinks under concurrent writes.** The
-//! in-memory per-file (size, mtime) is updated when a write is *issued*:
-//! under one per-file lock, the new size `max(size, offset + len)` is
-//! computed and the record's version is taken from the process clock. So
-//! record versions are ordered exactly like the in-memory states they
-//! carry, and between two SETATTRs the sizes only grow along that order.
-//! A core keeps only the newest version of a block (older writes are
-//! refused as stale, invariant 8), so the record a core keeps is the one
-//! with the largest size issued so far — whatever order the record writes
-//! arrive in. A record write refused as stale was overtaken by a newer
-//! record; it is done if a newer record is already acknowledged with at
-//! least its durability (that record's size is at least its own),
-//! otherwise it is retried with a fresh version and the current state.
-//! A truncation (SETATTR) takes its record version under the same lock,
-//! so it orders with the writes the same way.
+//! in-memory per-file (size, mtime) is updated when a write is *issued*,
+//! under one lock: the new size is `max(size, offset + len)` (a SETATTR
+//! sets it). A file's record writes go out one at a time ([`batch`]): each
+//! carries the state at the moment it is sent, with a version taken from
+//! the process clock under the same lock, so record versions are ordered
+//! like the states they carry and every writer waiting for a record is
+//! answered by one that covers its own state. A core keeps only the newest
+//! version of a block (older writes are refused as stale, invariant 8), so
+//! the record a core keeps is the newest state sent. A stale refusal
+//! means another process wrote a newer record: the clock moves past it
+//! and the current state is sent again.
 //!
 //! # Versions
 //!
 //! Every block write takes a fresh version from one process-wide hybrid
-//! clock ([`next_version`]: `max(now in µs, last + 1)`); see [`clock`] for
-//! the assumption across restarts (the wall clock moves forward) and how
-//! versions seen on the cores push the clock past them. Two concurrent
-//! writes into the same block race at the cores: the one whose older
-//! version arrives second is refused as stale and is retried with a fresh
-//! version (for overlapping ranges either order is a valid outcome of two
-//! concurrent, unacknowledged NFS writes).
+//! clock ([`next_version`]: `max(now in µs, last + 1)`) when it is issued;
+//! see [`clock`] for the assumption across restarts (the wall clock moves
+//! forward) and how versions seen on the cores push the clock past them.
+//! The writes of one block are sent one batch at a time, merged where
+//! their ranges touch ([`batch`]), so they do not race each other to the
+//! cores. A write refused as stale all the same (another process wrote
+//! the block) is retried with a fresh version.
 //!
 //! # Verifier (RFC 1813 WRITE/COMMIT)
 //!
@@ -67,6 +64,7 @@
 //! return and carry the current verifier.
 
 pub mod attr;
+mod batch;
 pub mod clock;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -113,6 +111,14 @@ pub enum DataError {
         /// The length asked for.
         len: u64,
     },
+    /// The batch that carried this write failed (the error is shared by
+    /// every write of the batch).
+    #[error(transparent)]
+    Shared(Arc<DataError>),
+    /// The batch that would have carried this write was abandoned (the
+    /// process is stopping).
+    #[error("the write was abandoned before it was sent")]
+    Abandoned,
     /// A block write kept being overtaken by newer writes.
     #[error("block {}/{}: refused as stale {attempts} times (overtaken by newer writes)", .block.file_id, .block.index)]
     Contended {
@@ -121,6 +127,16 @@ pub enum DataError {
         /// How many attempts were made.
         attempts: u32,
     },
+}
+
+impl DataError {
+    /// The error itself, seen through [`DataError::Shared`].
+    pub fn root(&self) -> &DataError {
+        match self {
+            DataError::Shared(shared) => shared.root(),
+            other => other,
+        }
+    }
 }
 
 /// What [`FileData::write`] did.
@@ -151,6 +167,10 @@ struct Inner {
     client: BlockClient,
     block_size: u64,
     files: Mutex<HashMap<u64, FileState>>,
+    /// Data writes waiting for their block ([`batch`]).
+    writes: batch::Queues<BlockId, batch::QueuedWrite>,
+    /// Writers waiting for their file's attribute record ([`batch`]).
+    records: batch::Queues<u64, batch::QueuedRecord>,
 }
 
 /// What this process knows about one file.
@@ -162,10 +182,6 @@ struct FileState {
     size: u64,
     /// The mtime as of every write issued.
     mtime: SystemTime,
-    /// The newest record version acknowledged by two cores (any durability).
-    record_acked: u64,
-    /// The newest record version acknowledged durable on two cores.
-    record_durable: u64,
     /// (core, incarnation) of the unstable writes since the last commit.
     unstable: HashSet<(String, u64)>,
 }
@@ -176,8 +192,6 @@ impl FileState {
             exists: false,
             size: 0,
             mtime: SystemTime::UNIX_EPOCH,
-            record_acked: 0,
-            record_durable: 0,
             unstable: HashSet::new(),
         }
     }
@@ -209,6 +223,8 @@ impl FileData {
                 client,
                 block_size,
                 files: Mutex::new(HashMap::new()),
+                writes: batch::Queues::new(),
+                records: batch::Queues::new(),
             }),
         }
     }
@@ -270,25 +286,24 @@ impl FileData {
         let end = self.check_range(file_id, offset, data.len() as u64)?;
         self.ensure(file_id).await?;
         let durability = durability(stable);
-        let (size, mtime, record_version) = {
+        let (size, mtime) = {
             let mut files = self.files();
             let state = files.entry(file_id).or_insert_with(FileState::absent);
             state.exists = true;
             state.size = state.size.max(end);
             state.mtime = SystemTime::now();
-            // Under the lock: record versions are ordered like the states.
-            (state.size, state.mtime, next_version())
+            (state.size, state.mtime)
         };
         let writes =
             self.pieces(file_id, offset, end)
                 .into_iter()
                 .map(|(block, within, take, at)| {
                     let piece = data.slice(at as usize..(at + take) as usize);
-                    self.write_block(block, within, piece, durability)
+                    self.queue_write(block, within, piece, durability)
                 });
         let (acks, ()) = futures::future::try_join(
             futures::future::try_join_all(writes),
-            self.write_record(file_id, record_version, size, mtime, durability),
+            self.queue_record(file_id, durability),
         )
         .await?;
         if !stable {
@@ -312,17 +327,18 @@ impl FileData {
         }
     }
 
-    /// One block write, retried with a fresh version while a newer write
-    /// of the same block got to a core first.
+    /// One block write at `version`, retried with a fresh version while a
+    /// newer write of the same block (from another process: this one sends
+    /// a block's writes one batch at a time) got to a core first.
     async fn write_block(
         &self,
         block: BlockId,
         offset: u64,
         data: Bytes,
+        mut version: u64,
         durability: Durability,
     ) -> Result<WriteAck, DataError> {
         for _ in 0..STALE_ATTEMPTS {
-            let version = next_version();
             match self
                 .inner
                 .client
@@ -333,6 +349,7 @@ impl FileData {
                 Err(err) if is_stale(&err) => {
                     tracing::debug!(?block, version, "block write overtaken; retrying");
                     self.observe_block(block).await;
+                    version = next_version();
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -350,18 +367,23 @@ impl FileData {
         }
     }
 
-    /// Writes the attribute record (`version`, `size`, `mtime`); see the
-    /// module documentation for why a stale refusal may end it early.
-    async fn write_record(
-        &self,
-        file_id: u64,
-        mut version: u64,
-        mut size: u64,
-        mut mtime: SystemTime,
-        durability: Durability,
-    ) -> Result<(), DataError> {
+    /// Writes the attribute record with the file's state now (its version
+    /// taken with the state, under the lock); nothing when the file was
+    /// removed meanwhile. Called by one batch at a time per file
+    /// ([`batch`]), so a stale refusal means another process wrote a newer
+    /// record: the clock moves past it and the current state is written
+    /// again.
+    async fn write_record(&self, file_id: u64, durability: Durability) -> Result<(), DataError> {
         let block = attr_block(file_id);
         for _ in 0..STALE_ATTEMPTS {
+            let Some((size, mtime, version)) = self
+                .files()
+                .get(&file_id)
+                .filter(|state| state.exists)
+                .map(|state| (state.size, state.mtime, next_version()))
+            else {
+                return Ok(());
+            };
             let bytes = Bytes::copy_from_slice(&attr::encode(size, mtime));
             match self
                 .inner
@@ -370,36 +392,14 @@ impl FileData {
                 .await
             {
                 Ok(ack) => {
-                    let mut files = self.files();
-                    let state = files.entry(file_id).or_insert_with(FileState::absent);
-                    state.record_acked = state.record_acked.max(version);
-                    if durability == Durability::Durable {
-                        state.record_durable = state.record_durable.max(version);
-                    } else {
-                        for copy in &ack.copies {
-                            state.unstable.insert((copy.node.clone(), copy.incarnation));
-                        }
+                    if durability == Durability::Held {
+                        self.remember_unstable(file_id, std::slice::from_ref(&ack));
                     }
                     return Ok(());
                 }
                 Err(err) if is_stale(&err) => {
                     tracing::debug!(file_id, version, "attribute record overtaken");
-                    {
-                        let files = self.files();
-                        if let Some(state) = files.get(&file_id) {
-                            let covered = match durability {
-                                Durability::Durable => state.record_durable,
-                                Durability::Held => state.record_acked,
-                            };
-                            if covered >= version {
-                                return Ok(());
-                            }
-                        }
-                    }
                     self.observe_block(block).await;
-                    let mut files = self.files();
-                    let state = files.entry(file_id).or_insert_with(FileState::absent);
-                    (version, size, mtime) = (next_version(), state.size, state.mtime);
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -451,7 +451,6 @@ impl FileData {
             state.exists = true;
             state.size = size;
             state.mtime = mtime;
-            state.record_acked = state.record_acked.max(read.version);
         }
         Ok(Some((state.size, state.mtime)))
     }
@@ -561,7 +560,7 @@ impl FileData {
     ) -> Result<(), DataError> {
         self.check_range(file_id, new_size, 0)?;
         self.ensure(file_id).await?;
-        let (old, mtime, record_version, up_to) = {
+        let (old, up_to) = {
             let mut files = self.files();
             let state = files.entry(file_id).or_insert_with(FileState::absent);
             let old = state.size.max(old_size);
@@ -570,7 +569,7 @@ impl FileData {
             state.mtime = SystemTime::now();
             // Under the lock: every write issued later has newer versions,
             // so the deletes below cannot remove its data.
-            (old, state.mtime, next_version(), next_version())
+            (old, next_version())
         };
         let bs = self.inner.block_size;
         let shrink = async {
@@ -590,7 +589,7 @@ impl FileData {
                     file_id,
                     index: new_size / bs,
                 };
-                self.write_block(
+                self.queue_write(
                     block,
                     within,
                     Bytes::from(vec![0; tail as usize]),
@@ -603,17 +602,7 @@ impl FileData {
                 .await
                 .map(|_| ())
         };
-        futures::future::try_join(
-            shrink,
-            self.write_record(
-                file_id,
-                record_version,
-                new_size,
-                mtime,
-                Durability::Durable,
-            ),
-        )
-        .await?;
+        futures::future::try_join(shrink, self.queue_record(file_id, Durability::Durable)).await?;
         Ok(())
     }
 

@@ -31,7 +31,7 @@ use crate::namespace::{FileKind, Inode, Timestamp};
 /// The NFS status of a file-data failure (logged here, once).
 pub(crate) fn data_status(file_id: u64, err: &DataError) -> nfsstat3 {
     tracing::warn!(file_id, %err, "file data operation failed");
-    match err {
+    match err.root() {
         DataError::Range { .. } => nfsstat3::NFS3ERR_FBIG,
         DataError::Block(geonfs_block_manager::BlockError::Invalid(_)) => nfsstat3::NFS3ERR_INVAL,
         _ => nfsstat3::NFS3ERR_IO,

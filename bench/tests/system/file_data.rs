@@ -381,3 +381,54 @@ async fn file_data_block_delete_respects_up_to_version() {
     assert!(client.read(block, 0, 10).await.unwrap().is_none());
     cluster.shutdown().await.unwrap();
 }
+
+/// A client streaming small writes at a high queue depth puts them all
+/// into one block: they are sent in merged batches (not raced to the cores
+/// and refused as stale), every one succeeds, later writes win where they
+/// overlap, and far fewer block writes than NFS writes reach the cores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_data_concurrent_writes_into_one_block_are_batched() {
+    init_logging();
+    let cluster = start().await;
+    let client = block_client(&cluster);
+    let data = FileData::new(client.clone(), BS);
+    const WRITES: u64 = 64;
+    const LEN: u64 = BS / WRITES;
+    let mut model = vec![0u8; BS as usize];
+    let mut writes = Vec::new();
+    for n in 0..WRITES {
+        // Every fourth write also overwrites half of the one before it.
+        let offset = if n % 4 == 3 {
+            n * LEN - LEN / 2
+        } else {
+            n * LEN
+        };
+        let bytes = pattern(n as u8, LEN as usize);
+        model[offset as usize..(offset + LEN) as usize].copy_from_slice(&bytes);
+        if n == 0 {
+            // Loads the file's state: the others then queue in the order
+            // they are issued (which the overlaps check).
+            data.write(9, offset, bytes, true).await.unwrap();
+        } else {
+            writes.push(data.write(9, offset, bytes, n % 8 == 0));
+        }
+    }
+    for result in futures::future::join_all(writes).await {
+        result.unwrap();
+    }
+    data.commit(9).await.unwrap();
+    let sent = client.metrics().writes.get();
+    assert!(
+        sent <= WRITES / 2,
+        "{sent} block writes (data and record) for {WRITES} concurrent writes"
+    );
+    let fresh = file_data(&cluster);
+    let size = fresh.attributes(9).await.unwrap().unwrap().0;
+    assert_eq!(size, (WRITES - 1) * LEN + LEN / 2);
+    let (read, _) = fresh.read(9, 0, BS as u32, size).await.unwrap();
+    assert!(
+        read[..] == model[..size as usize],
+        "content differs from the model"
+    );
+    cluster.shutdown().await.unwrap();
+}
