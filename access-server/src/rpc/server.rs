@@ -26,7 +26,7 @@ use tracing::Instrument;
 use super::dispatch::{Dispatcher, EncodedReply, RecordAction};
 use super::metrics::RpcMetrics;
 use super::program::RpcProgram;
-use super::record::{RecordReader, DEFAULT_MAX_RECORD_SIZE};
+use super::record::{RecordError, RecordReader, DEFAULT_MAX_RECORD_SIZE};
 use crate::error::AccessError;
 
 /// Decides from its address whether a client may connect at all.
@@ -269,6 +269,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 tracing::debug!("peer closed the connection");
                 break;
             }
+            Err(RecordError::Io(error)) if is_disconnect(&error) => {
+                // Clients reset their connection when they are done
+                // (qemu-img does): nothing was lost.
+                tracing::debug!(%error, "peer reset the connection");
+                break;
+            }
             Err(error) => {
                 tracing::warn!(%error, "closing connection: bad record");
                 shared.options.metrics.error("unknown", "bad_record");
@@ -336,4 +342,10 @@ async fn write_replies(
     if let Err(error) = output.shutdown().await {
         tracing::debug!(%error, "closing the connection's write side failed");
     }
+}
+
+/// Whether `error` is the peer going away (reset, aborted, broken pipe).
+fn is_disconnect(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(error.kind(), ConnectionReset | ConnectionAborted | BrokenPipe)
 }
