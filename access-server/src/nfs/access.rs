@@ -160,18 +160,32 @@ impl ExportPolicy {
         Some(identity)
     }
 
-    /// Whether `path` (as a MOUNT client sent it) names the export: the
-    /// export path with or without trailing `/`, and the empty path libnfs
-    /// sends for `nfs://host/file`.
-    pub fn is_export_path(&self, path: &[u8]) -> bool {
-        fn trim(path: &[u8]) -> &[u8] {
-            let mut path = path;
-            while path.len() > 1 && path.ends_with(b"/") {
-                path = &path[..path.len() - 1];
-            }
-            path
+    /// The names leading from the export's root to the directory `path`
+    /// (as a MOUNT client sent it) names: empty for the export itself (its
+    /// path, with or without trailing `/`, and the empty path libnfs sends
+    /// for `nfs://host/file`), the components of a subdirectory below it
+    /// (`/geonfs/vms` → `["vms"]`, empty components ignored); `None` for a
+    /// path outside the export or one with a `.` or `..` component.
+    pub fn below_export<'p>(&self, path: &'p [u8]) -> Option<Vec<&'p [u8]>> {
+        if path.is_empty() {
+            return Some(Vec::new());
         }
-        path.is_empty() || trim(path) == trim(self.export_path.as_bytes())
+        fn parts(p: &[u8]) -> Option<Vec<&[u8]>> {
+            if !p.starts_with(b"/") {
+                return None;
+            }
+            Some(p.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect())
+        }
+        let export = parts(self.export_path.as_bytes())?;
+        let asked = parts(path)?;
+        if asked.len() < export.len() || asked[..export.len()] != export[..] {
+            return None;
+        }
+        let below = &asked[export.len()..];
+        if below.iter().any(|c| *c == b"." || *c == b"..") {
+            return None;
+        }
+        Some(below.to_vec())
     }
 }
 
@@ -269,15 +283,27 @@ mod tests {
         assert!(p.admits("::ffff:10.1.2.3".parse().unwrap()));
         assert!(!p.admits("10.2.0.1".parse().unwrap()));
         for ok in [&b"/geonfs"[..], b"/geonfs/", b"/geonfs//", b""] {
-            assert!(p.is_export_path(ok), "{ok:?}");
+            assert_eq!(p.below_export(ok), Some(vec![]), "{ok:?}");
         }
-        for bad in [&b"/"[..], b"/geonfs/x", b"/geo", b"geonfs"] {
-            assert!(!p.is_export_path(bad), "{bad:?}");
+        let sub: Vec<&[u8]> = vec![b"vms", b"a"];
+        assert_eq!(p.below_export(b"/geonfs/vms//a/"), Some(sub));
+        for bad in [
+            &b"/"[..],
+            b"/geo",
+            b"geonfs",
+            b"/geonfsx/y",
+            b"/geonfs/../etc",
+            b"/geonfs/./x",
+        ] {
+            assert_eq!(p.below_export(bad), None, "{bad:?}");
         }
         let slash = ExportPolicy {
             export_path: "/".into(),
             ..p
         };
-        assert!(slash.is_export_path(b"/") && slash.is_export_path(b""));
+        assert_eq!(slash.below_export(b"/"), Some(vec![]));
+        assert_eq!(slash.below_export(b""), Some(vec![]));
+        let x: Vec<&[u8]> = vec![b"x"];
+        assert_eq!(slash.below_export(b"/x"), Some(x));
     }
 }

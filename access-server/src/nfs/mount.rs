@@ -2,8 +2,11 @@
 //!
 //! MNT accepts the export path, with or without a trailing `/` (so `/` only
 //! when it is the export), and the empty path libnfs sends for
-//! `nfs://host/file`; it answers the root handle with AUTH_UNIX as the only
-//! flavor. Other paths are `MNT3ERR_NOENT`, a client outside
+//! `nfs://host/file`, answering the root handle; and a directory below the
+//! export (`/geonfs/vms`, which libnfs mounts for `nfs://host/geonfs/vms/disk.img`),
+//! answering that directory's handle. AUTH_UNIX is the only flavor. Paths
+//! outside the export or missing are `MNT3ERR_NOENT`, a file
+//! `MNT3ERR_NOTDIR`; a client outside
 //! `allowed_clients` is `MNT3ERR_ACCES`. Mounts are not recorded: DUMP is
 //! empty and UMNT/UMNTALL do nothing (the handle is what grants access,
 //! and every NFS call is checked on its own).
@@ -21,7 +24,7 @@ use nfs3_types::xdr_codec::{List, Opaque};
 use super::access::ExportPolicy;
 use super::attrs::{decode, encode};
 use super::handle::HandleCodec;
-use crate::namespace::Namespace;
+use crate::namespace::{Inode, Namespace, NamespaceError};
 use crate::rpc::{CallContext, ProcResult, RpcProgram, MOUNT_PROGRAM as PROGRAM, MOUNT_VERSION};
 
 /// AUTH_UNIX (AUTH_SYS), the only flavor offered.
@@ -56,24 +59,52 @@ impl MountProgram {
             mountres3::Err(mountstat3::MNT3ERR_ACCES)
         } else if path.len() > MNTPATHLEN {
             mountres3::Err(mountstat3::MNT3ERR_NAMETOOLONG)
-        } else if !self.policy.is_export_path(path) {
-            tracing::info!(%peer, path = %String::from_utf8_lossy(path), "MNT of an unknown path");
-            mountres3::Err(mountstat3::MNT3ERR_NOENT)
-        } else {
-            match self.ns.ensure_root().await {
-                Ok(root) => mountres3::Ok(mountres3_ok {
+        } else if let Some(below) = self.policy.below_export(path) {
+            match self.directory(&below).await {
+                Ok(dir) => mountres3::Ok(mountres3_ok {
                     fhandle: fhandle3(Opaque::owned(
-                        self.handles.encode_bytes(root.id, root.generation),
+                        self.handles.encode_bytes(dir.id, dir.generation),
                     )),
                     auth_flavors: vec![AUTH_UNIX],
                 }),
-                Err(err) => {
-                    tracing::warn!(%err, "MNT: cannot read the root directory");
-                    mountres3::Err(mountstat3::MNT3ERR_SERVERFAULT)
+                Err(status) => {
+                    tracing::info!(%peer, path = %String::from_utf8_lossy(path), ?status, "MNT refused");
+                    mountres3::Err(status)
                 }
             }
+        } else {
+            tracing::info!(%peer, path = %String::from_utf8_lossy(path), "MNT of a path outside the export");
+            mountres3::Err(mountstat3::MNT3ERR_NOENT)
         };
         encode(&result)
+    }
+
+    /// The directory reached from the export's root through `names`.
+    async fn directory(&self, names: &[&[u8]]) -> Result<Inode, mountstat3> {
+        let mut dir = self.ns.ensure_root().await.map_err(|err| {
+            tracing::warn!(%err, "MNT: cannot read the root directory");
+            mountstat3::MNT3ERR_SERVERFAULT
+        })?;
+        for component in names {
+            dir = match self.ns.lookup(dir.id, component).await {
+                Ok(next) => next,
+                Err(NamespaceError::NoEnt | NamespaceError::Stale(_)) => {
+                    return Err(mountstat3::MNT3ERR_NOENT)
+                }
+                Err(NamespaceError::NameTooLong) => return Err(mountstat3::MNT3ERR_NAMETOOLONG),
+                Err(NamespaceError::Inval(_) | NamespaceError::InvalidName(_)) => {
+                    return Err(mountstat3::MNT3ERR_INVAL)
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "MNT: lookup failed");
+                    return Err(mountstat3::MNT3ERR_SERVERFAULT);
+                }
+            };
+        }
+        if !dir.is_dir() {
+            return Err(mountstat3::MNT3ERR_NOTDIR);
+        }
+        Ok(dir)
     }
 
     fn export(&self) -> ProcResult {

@@ -347,5 +347,8 @@ async fn write_replies(
 /// Whether `error` is the peer going away (reset, aborted, broken pipe).
 fn is_disconnect(error: &std::io::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-    matches!(error.kind(), ConnectionReset | ConnectionAborted | BrokenPipe)
+    matches!(
+        error.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }

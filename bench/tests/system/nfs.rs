@@ -308,6 +308,23 @@ async fn nfs_program_over_meta_kvs() {
     let inner = create(&mut c, &d, "f", createhow3::UNCHECKED(sattr3::default())).await;
     assert_eq!(status(&inner), nfsstat3::NFS3_OK);
 
+    // MOUNT of a directory below the export (libnfs mounts /geonfs/d for
+    // nfs://host/geonfs/d/f): that directory's handle; a file or a missing
+    // name below the export is refused.
+    assert_eq!(mount(CLIENT, addr, "/geonfs/d").await.unwrap(), d);
+    assert_eq!(mount(CLIENT, addr, "/geonfs//d/").await.unwrap(), d);
+    for (path, refused) in [
+        ("/geonfs/d/f", mountstat3::MNT3ERR_NOTDIR),
+        ("/geonfs/nothing", mountstat3::MNT3ERR_NOENT),
+        ("/geonfs/d/../d", mountstat3::MNT3ERR_NOENT),
+    ] {
+        let result = mount(CLIENT, addr, path).await;
+        assert!(
+            matches!(result, Err(MountError::Denied(s)) if s as u32 == refused as u32),
+            "{path}: {result:?}"
+        );
+    }
+
     // READDIRPLUS with "." and "..", whole and in small pages.
     let (names, _) = list_plus(&mut c, &root, 64 << 10).await;
     assert_eq!(names, vec![".", "..", "a", "x", "d"]);
