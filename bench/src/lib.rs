@@ -8,4 +8,5 @@
 
 pub mod cluster;
 pub mod linearizability;
+pub mod peers;
 pub mod report;

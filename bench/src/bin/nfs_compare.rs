@@ -1,30 +1,39 @@
-//! geonfs against NFS-Ganesha, with the same real clients, in one run:
-//! `qemu-img bench` 4 KiB writes and reads at queue depth 16 through
-//! QEMU's NFS driver, and `nfs-cp` of a random file in and out. The rounds
-//! alternate A B / B A; the table gives medians and the ratio geonfs /
-//! Ganesha.
+//! geonfs against NFS-Ganesha and against `nfs3_server`, with the same
+//! real clients, in one run: `qemu-img bench` 4 KiB writes and reads at
+//! queue depth 16 through QEMU's NFS driver, and `nfs-cp` of a random file
+//! in and out. The rounds rotate the order of the servers; the table gives
+//! medians and the ratios to Ganesha.
 //!
-//! A is site a's access server of an in-process 3 sites × 3 cores cluster
-//! (n = 3, replication on; a per-address portmapper from
-//! `shared/tools/portmap` answers for it on 127.1.0.1:111, since QEMU
-//! always asks one); B is `shared/tools/ganesha-baseline` exporting a
-//! directory of this disk on 127.9.0.1. Needs root, qemu-img with the nfs
-//! driver (`shared/tools/qemu-nfs/setup.sh`) and nfs-cp (libnfs-utils).
+//! geonfs is site a's access server of an in-process 3 sites × 3 cores
+//! cluster (n = 3, replication on); `nfs3_server` is that crate's own
+//! dispatcher over its in-memory file system (`MemFs`: no storage at all,
+//! so its numbers bound what the crate's dispatcher can do); Ganesha is
+//! `shared/tools/ganesha-baseline` exporting a directory of this disk on
+//! 127.9.0.1. Per-address portmappers from `shared/tools/portmap` answer
+//! for geonfs and nfs3_server on port 111 (QEMU always asks one). Needs
+//! root, qemu-img with the nfs driver (`shared/tools/qemu-nfs/setup.sh`)
+//! and nfs-cp (libnfs-utils).
 //!
 //! ```text
 //! cargo build --release -p geonfs-bench --bins
-//! /var/tmp/geonfs-target/release/nfs_compare --rounds 3 --count 4000
+//! /var/tmp/geonfs-target/release/nfs_compare --rounds 3 --count 4000 --cross-mib 1024
 //! ```
+//!
+//! `--cross-mib N` adds the cross-site check: nfs-cp of a random N MiB
+//! file into site a and, once geo replication drained, out of site b, with
+//! the md5 of both compared (reading at site b before the copies arrived
+//! is issue 6's read-after-write across sites).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use geonfs_bench::cluster::TestCluster;
+use geonfs_bench::peers::{comparison_row, comparison_table, run, start_memfs, Ganesha, Portmap};
 use geonfs_bench::report::{
-    init_tracing, json_num, json_object, json_string, median, ratio, write_json, Rng, Table,
+    init_tracing, json_num, json_object, json_string, median, write_json, Rng,
 };
 
 #[derive(Parser, Debug)]
@@ -39,6 +48,10 @@ struct Args {
     /// Size of the file nfs-cp copies, MiB.
     #[arg(long, default_value_t = 64)]
     copy_mib: usize,
+    /// Size of the file copied into site a and, once replicated, out of
+    /// site b (MiB, 0 skips this step): checksums compared, MB/s reported.
+    #[arg(long, default_value_t = 0)]
+    cross_mib: usize,
     /// The shared test tools.
     #[arg(long, default_value = "../shared/tools")]
     tools: PathBuf,
@@ -46,6 +59,9 @@ struct Args {
     #[arg(long, default_value = "bench/results/nfs_compare.json")]
     json: PathBuf,
 }
+
+/// Where nfs3_server's MemFs listens.
+const MEMFS_IP: &str = "127.9.1.1";
 
 /// One NFS server under test.
 struct Server {
@@ -74,23 +90,6 @@ const METRICS: [&str; 4] = [
 
 fn values(s: &Sample) -> [f64; 4] {
     [s.write_iops, s.read_iops, s.copy_in_mbs, s.copy_out_mbs]
-}
-
-/// Runs `program args`, returning stdout+stderr, failing with them.
-fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {program}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        bail!("{program} {}: {text}", args.join(" "));
-    }
-    Ok(text)
 }
 
 /// `qemu-img bench` IOPS on `image` (a write run with `write`).
@@ -143,23 +142,7 @@ fn measure(server: &Server, round: usize, args: &Args, local: &Path) -> anyhow::
     })
 }
 
-/// A `KEY=VALUE` assignment of ganesha-baseline/start.sh's `GANESHA_*` line.
-fn assignment(line: &str, key: &str) -> anyhow::Result<String> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .map(str::to_string)
-        .with_context(|| format!("no {key} in {line:?}"))
-}
-
-fn script(tools: &Path, path: &str) -> String {
-    tools.join(path).display().to_string()
-}
-
-async fn compare(
-    args: &Args,
-    geonfs: &Server,
-    ganesha: &Server,
-) -> anyhow::Result<Vec<[Sample; 2]>> {
+async fn compare(args: &Args, servers: &[Server; 3]) -> anyhow::Result<Vec<[Sample; 3]>> {
     let local = tempfile::tempdir()?;
     let mut rng = Rng::new(0x6e66_735f_636f_6d70);
     let data: Vec<u8> = (0..args.copy_mib << 20)
@@ -168,13 +151,14 @@ async fn compare(
     std::fs::write(local.path().join("source.bin"), &data)?;
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        let mut samples = [Sample::default(); 2];
-        for which in order {
-            let server = if which == 0 { geonfs } else { ganesha };
+        let mut samples = [Sample::default(); 3];
+        for k in 0..3 {
+            // Rotating order: each server goes first, second and last.
+            let which = (round + k) % 3;
+            let server = &servers[which];
             let sample =
                 tokio::task::block_in_place(|| measure(server, round, args, local.path()))?;
-            eprintln!("round {} {:<8} {:?}", round + 1, server.name, sample);
+            eprintln!("round {} {:<11} {:?}", round + 1, server.name, sample);
             samples[which] = sample;
         }
         rounds.push(samples);
@@ -191,43 +175,18 @@ async fn main() -> anyhow::Result<()> {
         .canonicalize()
         .context("--tools: shared/tools not found")?;
     let cluster = TestCluster::builder().sites(3).start().await?;
-    let access = cluster
-        .node("a-access-1")?
-        .access()
-        .context("a-access-1 has no access server")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !access.is_ready() {
-        if Instant::now() > deadline {
-            bail!("the access server did not connect to meta-kvs in 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let addr = access.nfs_addr();
+    let addr = ready_access(&cluster, "a-access-1").await?;
     let port = addr.port();
-    run(
-        &script(&tools, "portmap/start.sh"),
-        &[&format!("{}={port}", addr.ip())],
-    )?;
-    let export = tempfile::Builder::new()
-        .prefix("gexport-")
-        .tempdir_in("/var/tmp")?;
-    let started = run(
-        &script(&tools, "ganesha-baseline/start.sh"),
-        &[&export.path().display().to_string(), "127.9.0.1"],
-    );
+    let portmap = Portmap::start(&tools, &addr.ip().to_string(), port)?;
+    let ganesha = Ganesha::start(&tools, "127.9.0.1");
     let outcome = async {
-        let started = started?;
-        let last = started
-            .lines()
-            .find(|line| line.contains("GANESHA_URL="))
-            .context("ganesha-baseline/start.sh printed no GANESHA_* line")?;
+        let ganesha = ganesha.as_ref().map_err(|err| anyhow::anyhow!("{err:#}"))?;
         let ganesha = Server {
             name: "ganesha",
-            url: assignment(last, "GANESHA_URL")?,
+            url: ganesha.url.clone(),
             ports: format!(
                 "?nfsport={}&mountport={}",
-                assignment(last, "GANESHA_NFS_PORT")?,
-                assignment(last, "GANESHA_MOUNT_PORT")?
+                ganesha.nfs_port, ganesha.mount_port
             ),
         };
         let geonfs = Server {
@@ -235,53 +194,191 @@ async fn main() -> anyhow::Result<()> {
             url: format!("nfs://{}/geonfs", addr.ip()),
             ports: format!("?nfsport={port}&mountport={port}"),
         };
-        compare(&args, &geonfs, &ganesha).await
+        let memfs_port = start_memfs(MEMFS_IP).await?;
+        let _memfs_portmap = Portmap::start(&tools, MEMFS_IP, memfs_port)?;
+        let memfs = Server {
+            name: "nfs3_server",
+            url: format!("nfs://{MEMFS_IP}/memfs"),
+            ports: format!("?nfsport={memfs_port}&mountport={memfs_port}"),
+        };
+        let rounds = compare(&args, &[geonfs, memfs, ganesha]).await?;
+        let cross = if args.cross_mib > 0 {
+            Some(cross_site_copy(&cluster, args.cross_mib).await?)
+        } else {
+            None
+        };
+        Ok::<_, anyhow::Error>((rounds, cross))
     }
     .await;
-    let _ = run(&script(&tools, "ganesha-baseline/stop.sh"), &[]);
-    let _ = run(
-        &script(&tools, "portmap/stop.sh"),
-        &[&addr.ip().to_string()],
-    );
+    if let Ok(ganesha) = ganesha {
+        ganesha.stop();
+    }
+    drop(portmap);
     cluster.shutdown().await?;
-    let rounds = outcome?;
-    report(&args, &rounds)
+    let (rounds, cross) = outcome?;
+    report(&args, &rounds, cross.as_ref())
 }
 
-fn report(args: &Args, rounds: &[[Sample; 2]]) -> anyhow::Result<()> {
-    let mut table = Table::new(&["metric", "geonfs", "ganesha", "ratio"], 1);
+/// The NFS address of `name`'s access server once it is connected to
+/// meta-kvs.
+async fn ready_access(cluster: &TestCluster, name: &str) -> anyhow::Result<SocketAddr> {
+    let access = cluster
+        .node(name)?
+        .access()
+        .with_context(|| format!("{name} has no access server"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !access.is_ready() {
+        if Instant::now() > deadline {
+            bail!("{name} did not connect to meta-kvs in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(access.nfs_addr())
+}
+
+/// What the cross-site copy measured.
+struct CrossCopy {
+    mib: usize,
+    in_mbs: f64,
+    drain_seconds: f64,
+    out_mbs: f64,
+    md5: String,
+}
+
+/// Replication jobs not yet done, over every core of the cluster.
+fn replication_backlog(cluster: &TestCluster) -> anyhow::Result<f64> {
+    let mut jobs = 0.0;
+    for name in cluster.core_names() {
+        let core = cluster.node(&name)?.core().context("not a core")?;
+        for family in prometheus::core::Collector::collect(&core.replicator_metrics().backlog_jobs)
+        {
+            jobs += family
+                .get_metric()
+                .iter()
+                .map(|m| m.get_gauge().get_value())
+                .sum::<f64>();
+        }
+    }
+    Ok(jobs)
+}
+
+/// The md5 of `path`, by `md5sum`.
+fn md5(path: &Path) -> anyhow::Result<String> {
+    let out = run("md5sum", &[&path.display().to_string()])?;
+    out.split_whitespace()
+        .next()
+        .map(str::to_string)
+        .context("md5sum printed nothing")
+}
+
+/// nfs-cp of a random `mib` MiB file into site a, then (once geo
+/// replication has drained: no job left on any core, three polls in a
+/// row) out of site b; the checksums must be equal.
+async fn cross_site_copy(cluster: &TestCluster, mib: usize) -> anyhow::Result<CrossCopy> {
+    let a = ready_access(cluster, "a-access-1").await?;
+    let b = ready_access(cluster, "b-access-1").await?;
+    let local = tempfile::tempdir_in("/var/tmp")?;
+    let source = local.path().join("cross.bin");
+    {
+        use std::io::Write;
+        let mut rng = Rng::new(0x6372_6f73_735f_7369);
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&source)?);
+        let mut chunk = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            for word in chunk.chunks_mut(8) {
+                word.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            file.write_all(&chunk)?;
+        }
+        file.flush()?;
+    }
+    let want = md5(&source)?;
+    let bytes = mib << 20;
+    let url = |addr: SocketAddr| {
+        format!(
+            "nfs://{}/geonfs/cross.bin?nfsport={p}&mountport={p}",
+            addr.ip(),
+            p = addr.port()
+        )
+    };
+    let source_text = source.display().to_string();
+    let in_mbs = tokio::task::block_in_place(|| copy(&source_text, &url(a), bytes))?;
+    let drain = Instant::now();
+    let deadline = drain + Duration::from_secs(600);
+    let mut quiet = 0;
+    while quiet < 3 {
+        if Instant::now() > deadline {
+            bail!("replication did not drain in 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        quiet = if replication_backlog(cluster)? == 0.0 {
+            quiet + 1
+        } else {
+            0
+        };
+    }
+    let drain_seconds = drain.elapsed().as_secs_f64();
+    let back = local.path().join("back.bin");
+    let back_text = back.display().to_string();
+    let out_mbs = tokio::task::block_in_place(|| copy(&url(b), &back_text, bytes))?;
+    let got = md5(&back)?;
+    if got != want {
+        bail!("nfs-cp out of site b returned md5 {got}, the file copied into site a has {want}");
+    }
+    eprintln!("cross-site copy: {mib} MiB in at a {in_mbs:.1} MB/s, drained in {drain_seconds:.1} s, out at b {out_mbs:.1} MB/s, md5 {got} both");
+    Ok(CrossCopy {
+        mib,
+        in_mbs,
+        drain_seconds,
+        out_mbs,
+        md5: got,
+    })
+}
+
+fn report(args: &Args, rounds: &[[Sample; 3]], cross: Option<&CrossCopy>) -> anyhow::Result<()> {
+    let mut table = comparison_table();
     let mut summary = Vec::new();
     for (m, metric) in METRICS.iter().enumerate() {
         let med = |which: usize| {
             let all: Vec<f64> = rounds.iter().map(|r| values(&r[which])[m]).collect();
             median(&all)
         };
-        let (a, b) = (med(0), med(1));
-        table.row(vec![
-            metric.to_string(),
-            format!("{a:.1}"),
-            format!("{b:.1}"),
-            format!("{:.3}x", ratio(a, b)),
-        ]);
-        summary.push(json_object(&[
-            ("metric", json_string(metric)),
-            ("geonfs", json_num(a)),
-            ("ganesha", json_num(b)),
-            ("ratio", json_num(ratio(a, b))),
-        ]));
+        summary.push(comparison_row(
+            &mut table,
+            metric,
+            [med(0), med(1), med(2)],
+            1,
+        ));
     }
     println!(
-        "geonfs (site a of 3 sites x 3 cores, n = 3) vs NFS-Ganesha (VFS), {} rounds alternating, medians; qemu-img bench -t none -d 16 -s 4k -c {}; nfs-cp {} MiB",
+        "geonfs (site a of 3 sites x 3 cores, n = 3) vs nfs3_server (MemFs) vs NFS-Ganesha (VFS), {} rounds rotating, medians; qemu-img bench -t none -d 16 -s 4k -c {}; nfs-cp {} MiB",
         args.rounds, args.count, args.copy_mib
     );
     print!("{}", table.render());
-    let json = json_object(&[
+    let mut fields = vec![
         ("benchmark", json_string("nfs_compare")),
         ("rounds", json_num(args.rounds as f64)),
         ("count", json_num(f64::from(args.count))),
         ("copy_mib", json_num(args.copy_mib as f64)),
         ("summary", format!("[{}]", summary.join(","))),
-    ]);
+    ];
+    if let Some(c) = cross {
+        println!(
+            "cross-site nfs-cp {} MiB: into site a {:.1} MB/s, replication drained {:.1} s later, out of site b {:.1} MB/s, md5 equal ({})",
+            c.mib, c.in_mbs, c.drain_seconds, c.out_mbs, c.md5
+        );
+        fields.push((
+            "cross_site_copy",
+            json_object(&[
+                ("mib", json_num(c.mib as f64)),
+                ("in_mbs", json_num(c.in_mbs)),
+                ("drain_seconds", json_num(c.drain_seconds)),
+                ("out_mbs", json_num(c.out_mbs)),
+                ("md5", json_string(&c.md5)),
+            ]),
+        ));
+    }
+    let json = json_object(&fields);
     write_json(&args.json, &json)?;
     println!("JSON: {}", args.json.display());
     Ok(())
