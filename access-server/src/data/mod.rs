@@ -30,7 +30,7 @@
 //! **The recorded size never shrinks under concurrent writes.** The
 //! in-memory per-file (size, mtime) is updated when a write is *issued*,
 //! under one lock: the new size is `max(size, offset + len)` (a SETATTR
-//! sets it). A file's record writes go out one at a time ([`batch`]): each
+//! sets it). A file's record writes go out one at a time (`batch.rs`): each
 //! carries the state at the moment it is sent, with a version taken from
 //! the process clock under the same lock, so record versions are ordered
 //! like the states they carry and every writer waiting for a record is
@@ -47,7 +47,7 @@
 //! see [`clock`] for the assumption across restarts (the wall clock moves
 //! forward) and how versions seen on the cores push the clock past them.
 //! The writes of one block are sent one batch at a time, merged where
-//! their ranges touch ([`batch`]), so they do not race each other to the
+//! their ranges touch (`batch.rs`), so they do not race each other to the
 //! cores. A write refused as stale all the same (another process wrote
 //! the block) is retried with a fresh version.
 //!
@@ -167,9 +167,9 @@ struct Inner {
     client: BlockClient,
     block_size: u64,
     files: Mutex<HashMap<u64, FileState>>,
-    /// Data writes waiting for their block ([`batch`]).
+    /// Data writes waiting for their block (`batch.rs`).
     writes: batch::Queues<BlockId, batch::QueuedWrite>,
-    /// Writers waiting for their file's attribute record ([`batch`]).
+    /// Writers waiting for their file's attribute record (`batch.rs`).
     records: batch::Queues<u64, batch::QueuedRecord>,
 }
 
@@ -370,7 +370,7 @@ impl FileData {
     /// Writes the attribute record with the file's state now (its version
     /// taken with the state, under the lock); nothing when the file was
     /// removed meanwhile. Called by one batch at a time per file
-    /// ([`batch`]), so a stale refusal means another process wrote a newer
+    /// (`batch.rs`), so a stale refusal means another process wrote a newer
     /// record: the clock moves past it and the current state is written
     /// again.
     async fn write_record(&self, file_id: u64, durability: Durability) -> Result<(), DataError> {

@@ -11,7 +11,7 @@
 //!   what it read (the name keys and the directory inode at least), retried
 //!   a bounded number of times when a condition fails; concurrent creators
 //!   of one name get exactly one winner. Ambiguous meta-kvs failures are
-//!   resolved by re-reading (see [`txn`]): success is never reported for a
+//!   resolved by re-reading (see `txn.rs`): success is never reported for a
 //!   change that did not happen.
 //!
 //! Ctime-based SETATTR guards, EXCLUSIVE create verifiers, RENAME over an
