@@ -1,6 +1,7 @@
 //! [`MetaClient`]: calls meta-kvs on the leader, following leader hints,
 //! rotating through endpoints with exponential backoff, within a deadline.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -21,13 +22,18 @@ use crate::error::{MetaError, LEADER_HEADER, OUTCOME_HEADER};
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A meta-kvs client.
+/// A meta-kvs client. Clones share the leader hint and the connections.
 #[derive(Clone, Debug)]
 pub struct MetaClient {
     network: Network,
     from: IpAddr,
     endpoints: Vec<SocketAddr>,
     leader: Arc<Mutex<Option<SocketAddr>>>,
+    /// One channel (one HTTP/2 connection, dialled lazily) per member,
+    /// kept across calls; dropped after a transport failure so the next
+    /// attempt dials afresh. (A cut link severs the connection, so fault
+    /// injection still applies to a kept channel.)
+    channels: Arc<Mutex<HashMap<SocketAddr, RpcChannel>>>,
     deadline: Duration,
 }
 
@@ -55,6 +61,7 @@ impl MetaClient {
             from,
             endpoints,
             leader: Arc::new(Mutex::new(None)),
+            channels: Arc::new(Mutex::new(HashMap::new())),
             deadline: DEFAULT_DEADLINE,
         }
     }
@@ -84,6 +91,28 @@ impl MetaClient {
         *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = addr;
     }
 
+    /// The kept channel to `target`, made if there is none.
+    fn channel(&self, target: SocketAddr) -> Result<RpcChannel, MetaError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(&target) {
+            return Ok(channel.clone());
+        }
+        let channel = self
+            .network
+            .channel(self.from, target)
+            .map_err(|e| MetaError::Rpc(e.into()))?;
+        channels.insert(target, channel.clone());
+        Ok(channel)
+    }
+
+    /// Forgets the channel to `target` (its connection failed).
+    fn drop_channel(&self, target: SocketAddr) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&target);
+    }
+
     async fn call<T, F, Fut>(&self, idempotent: bool, f: F) -> Result<T, MetaError>
     where
         F: Fn(RpcChannel) -> Fut,
@@ -108,10 +137,7 @@ impl MetaClient {
                 rotate += 1;
                 self.endpoints[rotate % self.endpoints.len()]
             });
-            let channel = self
-                .network
-                .channel(self.from, target)
-                .map_err(|e| MetaError::Rpc(e.into()))?;
+            let channel = self.channel(target)?;
             let result = tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), f(channel)).await;
             let status = match result {
                 Ok(Ok(reply)) => {
@@ -140,6 +166,9 @@ impl MetaClient {
                 | Code::Unknown
                 | Code::Cancelled
                 | Code::Aborted => {
+                    if status.code() != Code::Aborted {
+                        self.drop_channel(target);
+                    }
                     if !idempotent && !not_sent(&status) {
                         return Err(MetaError::OutcomeUnknown(last_error));
                     }
