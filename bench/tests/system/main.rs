@@ -13,6 +13,7 @@ mod namespace;
 mod nfs;
 mod nfs_clients;
 mod nfs_data;
+mod nfs_readdir;
 mod repair;
 mod replication;
 mod rpc;

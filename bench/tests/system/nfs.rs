@@ -168,7 +168,7 @@ pub(crate) async fn getattr(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) -> GETATTR3res
         .expect("GETATTR rpc")
 }
 
-async fn mkdir(c: &mut Nfs3Client<Io>, dir: &nfs_fh3, name: &str, m: u32) -> nfs_fh3 {
+pub(crate) async fn mkdir(c: &mut Nfs3Client<Io>, dir: &nfs_fh3, name: &str, m: u32) -> nfs_fh3 {
     let res = c
         .mkdir(&MKDIR3args {
             where_: dirop(dir, name.as_bytes()),
