@@ -23,6 +23,7 @@ use geonfs_rpc::Network;
 use geonfs_site_config::ClusterConfig;
 use nfs3_types::nfs3::NFS_PROGRAM;
 use prometheus::Registry;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::data::FileData;
@@ -47,11 +48,18 @@ struct Ready {
     mount: MountProgram,
 }
 
-/// A program that answers "not yet" until the server is ready.
+/// A program that answers "not yet" until the server is ready: NFS
+/// procedures with NFS3ERR_JUKEBOX (the client retries), MOUNT procedures
+/// by waiting up to [`MOUNT_READY_WAIT`] (MOUNT has no "try later").
 struct Gate {
     program: u32,
     ready: Arc<OnceLock<Ready>>,
+    became_ready: watch::Receiver<bool>,
 }
+
+/// How long a MOUNT call made before the server is connected to the
+/// cluster waits for it (then SYSTEM_ERR).
+const MOUNT_READY_WAIT: Duration = Duration::from_secs(20);
 
 impl Gate {
     fn current(&self) -> Option<&dyn RpcProgram> {
@@ -98,6 +106,28 @@ impl RpcProgram for Gate {
     ) -> BoxFuture<'a, ProcResult> {
         if let Some(program) = self.current() {
             return program.call(context, version, procedure, args);
+        }
+        if self.program == MOUNT_PROGRAM && procedure != 0 {
+            let mut became_ready = self.became_ready.clone();
+            return async move {
+                // The guard wait_for returns is dropped at once (not Send).
+                let waited = tokio::time::timeout(MOUNT_READY_WAIT, async {
+                    became_ready.wait_for(|r| *r).await.is_ok()
+                })
+                .await;
+                match (waited, self.current()) {
+                    (Ok(true), Some(program)) => {
+                        program.call(context, version, procedure, args).await
+                    }
+                    _ => {
+                        tracing::warn!(
+                            "MOUNT call refused: not connected to the cluster after {MOUNT_READY_WAIT:?}"
+                        );
+                        ProcResult::SystemErr
+                    }
+                }
+            }
+            .boxed();
         }
         let answer = if procedure == 0 {
             ProcResult::Success(Vec::new())
@@ -147,14 +177,17 @@ impl AccessServer {
             .register(registry)
             .map_err(AccessError::Metrics)?;
         let ready = Arc::new(OnceLock::new());
+        let (ready_sender, became_ready) = watch::channel(false);
         let programs: Vec<Arc<dyn RpcProgram>> = vec![
             Arc::new(Gate {
                 program: NFS_PROGRAM_NUMBER,
                 ready: ready.clone(),
+                became_ready: became_ready.clone(),
             }),
             Arc::new(Gate {
                 program: MOUNT_PROGRAM,
                 ready: ready.clone(),
+                became_ready,
             }),
         ];
         let options = ServerOptions {
@@ -181,6 +214,7 @@ impl AccessServer {
             if ready.set(Ready { nfs, mount }).is_err() {
                 tracing::error!(node = %name, "access server initialised twice");
             }
+            ready_sender.send_replace(true);
             tracing::info!(node = %name, "NFS export ready");
         });
         Ok(AccessServer {

@@ -104,3 +104,48 @@ async fn nfs_cp_into_site_a_and_out_of_site_b() {
     .await;
     cluster.shutdown().await.unwrap();
 }
+
+/// A MOUNT made before the access server has reached meta-kvs (the node
+/// just restarted, meta-kvs unreachable) waits for it instead of failing
+/// (MOUNT has no "try later" status), and is answered once it is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mount_before_the_server_is_ready_waits_for_it() {
+    init_logging();
+    let mut cluster = TestCluster::builder().sites(1).start().await.unwrap();
+    cluster.stop_node("a-access-1").await.unwrap();
+    cluster.isolate_node("a-access-1").unwrap();
+    cluster.restart_node("a-access-1").await.unwrap();
+    let node = cluster.node("a-access-1").unwrap();
+    let access = node.access().unwrap();
+    assert!(!access.is_ready(), "meta-kvs is unreachable");
+    let addr = access.nfs_addr();
+    let mounting = tokio::spawn(crate::nfs::mount(
+        crate::nfs::CLIENT,
+        addr,
+        crate::nfs::EXPORT,
+    ));
+    let registry = node.registry().clone();
+    eventually(DEADLINE, "the MOUNT client connected", || {
+        let registry = registry.clone();
+        async move {
+            registry
+                .gather()
+                .iter()
+                .filter(|f| f.name() == "geonfs_onc_rpc_open_connections")
+                .flat_map(|f| f.get_metric())
+                .any(|m| m.get_gauge().get_value() >= 1.0)
+        }
+    })
+    .await;
+    assert!(!access.is_ready());
+    cluster.heal_all();
+    let root = mounting.await.unwrap().expect("MNT answered once ready");
+    assert!(cluster
+        .node("a-access-1")
+        .unwrap()
+        .access()
+        .unwrap()
+        .is_ready());
+    assert!(!root.data.is_empty());
+    cluster.shutdown().await.unwrap();
+}
