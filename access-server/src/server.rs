@@ -149,6 +149,7 @@ pub struct AccessServer {
     nfs: RpcServer,
     portmapper: Option<RpcServer>,
     init: JoinHandle<()>,
+    became_ready: watch::Receiver<bool>,
 }
 
 impl AccessServer {
@@ -187,7 +188,7 @@ impl AccessServer {
             Arc::new(Gate {
                 program: MOUNT_PROGRAM,
                 ready: ready.clone(),
-                became_ready,
+                became_ready: became_ready.clone(),
             }),
         ];
         let options = ServerOptions {
@@ -221,6 +222,7 @@ impl AccessServer {
             nfs,
             portmapper,
             init,
+            became_ready,
         })
     }
 
@@ -256,6 +258,13 @@ impl AccessServer {
     /// Whether the export is connected to the cluster and serving.
     pub fn is_ready(&self) -> bool {
         self.init.is_finished()
+    }
+
+    /// Waits until the export is connected to the cluster and serving.
+    pub async fn wait_ready(&self) {
+        let mut became_ready = self.became_ready.clone();
+        // An error means the server was dropped: nothing left to wait for.
+        let _ = became_ready.wait_for(|r| *r).await.is_ok();
     }
 
     /// Stops serving: no new connections, calls in flight finish (for at

@@ -100,6 +100,10 @@ pub fn mount_lines(config: &ClusterConfig, nodes: &[RunningNode]) -> Vec<String>
     lines
 }
 
+/// How long the demo waits for every export to be ready before it prints
+/// the mount lines anyway.
+const EXPORTS_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Runs the demo until Ctrl-C / SIGTERM.
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -125,6 +129,19 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting {}", node.name))?;
         nodes.push(running);
+    }
+    // The mount lines below are only worth printing once every export can
+    // answer (the access servers wait for a meta-kvs leader first).
+    let exports = nodes.iter().filter_map(|node| node.access());
+    let ready = futures::future::join_all(exports.map(|access| access.wait_ready()));
+    if tokio::time::timeout(EXPORTS_READY_WAIT, ready)
+        .await
+        .is_err()
+    {
+        println!(
+            "geonfs demo: the exports are not connected to the metadata store after {}s; NFS calls get JUKEBOX (retry) until they are",
+            EXPORTS_READY_WAIT.as_secs()
+        );
     }
     println!(
         "geonfs demo: {} nodes in {} sites, config {}",

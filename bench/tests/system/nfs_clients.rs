@@ -139,6 +139,9 @@ async fn a_mount_before_the_server_is_ready_waits_for_it() {
     .await;
     assert!(!access.is_ready());
     cluster.heal_all();
+    tokio::time::timeout(DEADLINE, access.wait_ready())
+        .await
+        .expect("ready once meta-kvs is reachable");
     let root = mounting.await.unwrap().expect("MNT answered once ready");
     assert!(cluster
         .node("a-access-1")
