@@ -11,7 +11,6 @@
 //! always answers.
 
 use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -30,8 +29,8 @@ use crate::data::FileData;
 use crate::namespace::Namespace;
 use crate::nfs::{CapacityProvider, ExportPolicy, HandleCodec, MountProgram, NfsProgram};
 use crate::rpc::{
-    allow_networks, CallContext, PortmapProgram, ProcResult, RpcMetrics, RpcProgram, RpcServer,
-    ServerOptions, MOUNT_PROGRAM, MOUNT_VERSION, NFS_PROGRAM as NFS_PROGRAM_NUMBER, NFS_VERSION,
+    allow_networks, CallContext, PortmapProgram, ProcResult, ProgramId, RpcMetrics, RpcProgram,
+    RpcServer, ServerOptions, MOUNT_ID, NFS_ID,
 };
 use crate::AccessError;
 
@@ -52,7 +51,7 @@ struct Ready {
 /// procedures with NFS3ERR_JUKEBOX (the client retries), MOUNT procedures
 /// by waiting up to [`MOUNT_READY_WAIT`] (MOUNT has no "try later").
 struct Gate {
-    program: u32,
+    id: ProgramId,
     ready: Arc<OnceLock<Ready>>,
     became_ready: watch::Receiver<bool>,
 }
@@ -64,7 +63,7 @@ const MOUNT_READY_WAIT: Duration = Duration::from_secs(20);
 impl Gate {
     fn current(&self) -> Option<&dyn RpcProgram> {
         let ready = self.ready.get()?;
-        Some(if self.program == MOUNT_PROGRAM {
+        Some(if self.id == MOUNT_ID {
             &ready.mount
         } else {
             &ready.nfs
@@ -73,24 +72,8 @@ impl Gate {
 }
 
 impl RpcProgram for Gate {
-    fn program(&self) -> u32 {
-        self.program
-    }
-
-    fn name(&self) -> &'static str {
-        if self.program == MOUNT_PROGRAM {
-            "mount"
-        } else {
-            "nfs"
-        }
-    }
-
-    fn versions(&self) -> RangeInclusive<u32> {
-        if self.program == MOUNT_PROGRAM {
-            MOUNT_VERSION..=MOUNT_VERSION
-        } else {
-            NFS_VERSION..=NFS_VERSION
-        }
+    fn id(&self) -> ProgramId {
+        self.id
     }
 
     fn procedure_name(&self, version: u32, procedure: u32) -> Option<&'static str> {
@@ -107,7 +90,7 @@ impl RpcProgram for Gate {
         if let Some(program) = self.current() {
             return program.call(context, version, procedure, args);
         }
-        if self.program == MOUNT_PROGRAM && procedure != 0 {
+        if self.id == MOUNT_ID && procedure != 0 {
             let mut became_ready = self.became_ready.clone();
             return async move {
                 // The guard wait_for returns is dropped at once (not Send).
@@ -131,7 +114,7 @@ impl RpcProgram for Gate {
         }
         let answer = if procedure == 0 {
             ProcResult::Success(Vec::new())
-        } else if self.program == NFS_PROGRAM_NUMBER {
+        } else if self.id == NFS_ID {
             match NFS_PROGRAM::try_from(procedure) {
                 Ok(procedure) => crate::nfs::not_ready(procedure),
                 Err(_) => ProcResult::ProcUnavail,
@@ -181,12 +164,12 @@ impl AccessServer {
         let (ready_sender, became_ready) = watch::channel(false);
         let programs: Vec<Arc<dyn RpcProgram>> = vec![
             Arc::new(Gate {
-                program: NFS_PROGRAM_NUMBER,
+                id: NFS_ID,
                 ready: ready.clone(),
                 became_ready: became_ready.clone(),
             }),
             Arc::new(Gate {
-                program: MOUNT_PROGRAM,
+                id: MOUNT_ID,
                 ready: ready.clone(),
                 became_ready: became_ready.clone(),
             }),

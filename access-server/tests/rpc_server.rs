@@ -4,15 +4,14 @@
 
 use std::io::Cursor;
 use std::net::SocketAddr;
-use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use geonfs_access_server::rpc::{
-    allow_networks, CallContext, CallerAuth, PortmapProgram, ProcResult, RpcProgram, RpcServer,
-    ServerOptions,
+    allow_networks, CallContext, CallerAuth, PortmapProgram, ProcResult, ProgramId, RpcProgram,
+    RpcServer, ServerOptions,
 };
 use nfs3_client::tokio::TokioIo;
 use nfs3_client::{PortmapError, PortmapperClient};
@@ -93,16 +92,13 @@ fn words(values: &[u32]) -> Vec<u8> {
 }
 
 impl RpcProgram for EchoProgram {
-    fn program(&self) -> u32 {
-        ECHO_PROGRAM
-    }
-
-    fn name(&self) -> &'static str {
-        "echo"
-    }
-
-    fn versions(&self) -> RangeInclusive<u32> {
-        1..=2
+    fn id(&self) -> ProgramId {
+        ProgramId {
+            number: ECHO_PROGRAM,
+            name: "echo",
+            lowest: 1,
+            highest: 2,
+        }
     }
 
     fn procedure_name(&self, _version: u32, procedure: u32) -> Option<&'static str> {

@@ -11,8 +11,6 @@
 //! empty and UMNT/UMNTALL do nothing (the handle is what grants access,
 //! and every NFS call is checked on its own).
 
-use std::ops::RangeInclusive;
-
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use nfs3_types::mount::{
@@ -25,7 +23,7 @@ use super::access::ExportPolicy;
 use super::attrs::{decode, encode};
 use super::handle::HandleCodec;
 use crate::namespace::{Inode, Namespace, NamespaceError};
-use crate::rpc::{CallContext, ProcResult, RpcProgram, MOUNT_PROGRAM as PROGRAM, MOUNT_VERSION};
+use crate::rpc::{CallContext, ProcResult, ProgramId, RpcProgram, MOUNT_ID};
 
 /// AUTH_UNIX (AUTH_SYS), the only flavor offered.
 const AUTH_UNIX: u32 = 1;
@@ -141,16 +139,8 @@ impl MountProgram {
 }
 
 impl RpcProgram for MountProgram {
-    fn program(&self) -> u32 {
-        PROGRAM
-    }
-
-    fn name(&self) -> &'static str {
-        "mount"
-    }
-
-    fn versions(&self) -> RangeInclusive<u32> {
-        MOUNT_VERSION..=MOUNT_VERSION
+    fn id(&self) -> ProgramId {
+        MOUNT_ID
     }
 
     fn procedure_name(&self, _version: u32, procedure: u32) -> Option<&'static str> {

@@ -8,7 +8,6 @@
 //! truncates or extends through it, and REMOVE or RENAME over a file
 //! releases the file's blocks.
 
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -28,7 +27,7 @@ use super::handle::HandleCodec;
 use super::CapacityProvider;
 use crate::data::FileData;
 use crate::namespace::{FileKind, Inode, Namespace, SetTime, MAX_NAME_LEN};
-use crate::rpc::{CallContext, ProcResult, RpcProgram, NFS_PROGRAM as PROGRAM, NFS_VERSION};
+use crate::rpc::{CallContext, ProcResult, ProgramId, RpcProgram, NFS_ID};
 
 /// The largest READ and WRITE offered (and preferred): 1 MiB.
 pub const MAX_IO: u32 = 1 << 20;
@@ -404,16 +403,8 @@ impl NfsProgram {
 }
 
 impl RpcProgram for NfsProgram {
-    fn program(&self) -> u32 {
-        PROGRAM
-    }
-
-    fn name(&self) -> &'static str {
-        "nfs"
-    }
-
-    fn versions(&self) -> RangeInclusive<u32> {
-        NFS_VERSION..=NFS_VERSION
+    fn id(&self) -> ProgramId {
+        NFS_ID
     }
 
     fn procedure_name(&self, _version: u32, procedure: u32) -> Option<&'static str> {

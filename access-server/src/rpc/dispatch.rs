@@ -74,7 +74,7 @@ impl Dispatcher {
     /// A dispatcher of `programs` (a later program with the same number
     /// replaces an earlier one).
     pub(crate) fn new(programs: Vec<Arc<dyn RpcProgram>>, metrics: RpcMetrics) -> Self {
-        let programs = programs.into_iter().map(|p| (p.program(), p)).collect();
+        let programs = programs.into_iter().map(|p| (p.id().number, p)).collect();
         Self { programs, metrics }
     }
 
@@ -109,21 +109,22 @@ impl Dispatcher {
                 Vec::new(),
             ));
         };
+        let id = program.id();
         let procedure_label = program
             .procedure_name(header.version, header.procedure)
             .unwrap_or(UNKNOWN);
         self.metrics
             .calls
-            .with_label_values(&[program.name(), procedure_label])
+            .with_label_values(&[id.name, procedure_label])
             .inc();
-        let versions = program.versions();
+        let versions = id.versions();
         if !versions.contains(&header.version) {
             let status = ReplyStatus::ProgMismatch {
                 low: *versions.start(),
                 high: *versions.end(),
             };
-            tracing::debug!(%peer, xid = header.xid, program = program.name(), version = header.version, "PROG_MISMATCH");
-            self.metrics.error(program.name(), status_kind(status));
+            tracing::debug!(%peer, xid = header.xid, program = id.name, version = header.version, "PROG_MISMATCH");
+            self.metrics.error(id.name, status_kind(status));
             return RecordAction::Answer(EncodedReply::new(header.xid, status, Vec::new()));
         }
         RecordAction::Execute(Execution {
@@ -151,6 +152,7 @@ impl Dispatcher {
             xid: header.xid,
         };
         let args = record.get(header.args_offset..).unwrap_or_default();
+        let name = program.id().name;
         let outcome =
             AssertUnwindSafe(program.call(&context, header.version, header.procedure, args))
                 .catch_unwind()
@@ -165,13 +167,13 @@ impl Dispatcher {
                 Vec::new(),
             ),
             Err(_) => {
-                tracing::error!(%peer, xid = context.xid, program = program.name(), procedure = header.procedure, "procedure panicked; answering SYSTEM_ERR");
+                tracing::error!(%peer, xid = context.xid, program = name, procedure = header.procedure, "procedure panicked; answering SYSTEM_ERR");
                 (ReplyStatus::SystemErr, Vec::new())
             }
         };
         if status != ReplyStatus::Success {
-            tracing::debug!(%peer, xid = context.xid, program = program.name(), procedure = header.procedure, ?status, "call failed");
-            self.metrics.error(program.name(), status_kind(status));
+            tracing::debug!(%peer, xid = context.xid, program = name, procedure = header.procedure, ?status, "call failed");
+            self.metrics.error(name, status_kind(status));
         }
         EncodedReply::new(context.xid, status, body)
     }

@@ -48,8 +48,10 @@ mod server;
 
 pub use message::{CallerAuth, UnixCredentials};
 pub use metrics::RpcMetrics;
-pub use portmap::{PortmapProgram, MOUNT_PROGRAM, MOUNT_VERSION, NFS_PROGRAM, NFS_VERSION};
-pub use program::{CallContext, Caller, ProcResult, RpcProgram};
+pub use portmap::{
+    PortmapProgram, MOUNT_ID, MOUNT_PROGRAM, MOUNT_VERSION, NFS_ID, NFS_PROGRAM, NFS_VERSION,
+};
+pub use program::{CallContext, Caller, ProcResult, ProgramId, RpcProgram};
 pub use record::DEFAULT_MAX_RECORD_SIZE;
 pub use server::{
     allow_networks, ClientFilter, RpcServer, ServerOptions, DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,

@@ -6,13 +6,12 @@
 //! its own server's two TCP ports; SET and UNSET are refused.
 
 use std::io::Cursor;
-use std::ops::RangeInclusive;
 
 use futures::future::{self, BoxFuture};
 use nfs3_types::portmap::{mapping, pmaplist, IPPROTO_TCP, PMAP_PROG, PROGRAM, VERSION};
 use nfs3_types::xdr_codec::{List, Pack, Unpack};
 
-use super::program::{CallContext, ProcResult, RpcProgram};
+use super::program::{CallContext, ProcResult, ProgramId, RpcProgram};
 
 /// The NFS program number.
 pub const NFS_PROGRAM: u32 = 100_003;
@@ -22,6 +21,20 @@ pub const NFS_VERSION: u32 = 3;
 pub const MOUNT_PROGRAM: u32 = 100_005;
 /// The MOUNT version served.
 pub const MOUNT_VERSION: u32 = 3;
+/// The NFS program as served here.
+pub const NFS_ID: ProgramId = ProgramId {
+    number: NFS_PROGRAM,
+    name: "nfs",
+    lowest: NFS_VERSION,
+    highest: NFS_VERSION,
+};
+/// The MOUNT program as served here.
+pub const MOUNT_ID: ProgramId = ProgramId {
+    number: MOUNT_PROGRAM,
+    name: "mount",
+    lowest: MOUNT_VERSION,
+    highest: MOUNT_VERSION,
+};
 
 /// PORTMAP v2 over the fixed registrations of this server.
 #[derive(Clone, Debug)]
@@ -91,16 +104,13 @@ fn encode(results: &impl Pack) -> ProcResult {
 }
 
 impl RpcProgram for PortmapProgram {
-    fn program(&self) -> u32 {
-        PROGRAM
-    }
-
-    fn name(&self) -> &'static str {
-        "portmap"
-    }
-
-    fn versions(&self) -> RangeInclusive<u32> {
-        VERSION..=VERSION
+    fn id(&self) -> ProgramId {
+        ProgramId {
+            number: PROGRAM,
+            name: "portmap",
+            lowest: VERSION,
+            highest: VERSION,
+        }
     }
 
     fn procedure_name(&self, _version: u32, procedure: u32) -> Option<&'static str> {

@@ -41,20 +41,35 @@ pub enum ProcResult {
     AuthTooWeak,
 }
 
+/// Which program a [`RpcProgram`] is: its number, its name for logs and
+/// metric labels, and the versions it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramId {
+    /// The program number (e.g. 100003 for NFS).
+    pub number: u32,
+    /// A short name for logs and metric labels (e.g. `"nfs"`).
+    pub name: &'static str,
+    /// The lowest version served.
+    pub lowest: u32,
+    /// The highest version served.
+    pub highest: u32,
+}
+
+impl ProgramId {
+    /// The versions served; calls to other versions get PROG_MISMATCH
+    /// with this range.
+    pub fn versions(&self) -> RangeInclusive<u32> {
+        self.lowest..=self.highest
+    }
+}
+
 /// One ONC RPC program served by an [`RpcServer`](super::RpcServer).
 ///
 /// Calls are executed concurrently, several per connection, so
 /// implementations take `&self` and synchronise internally.
 pub trait RpcProgram: Send + Sync + 'static {
-    /// The program number (e.g. 100003 for NFS).
-    fn program(&self) -> u32;
-
-    /// A short name for logs and metric labels (e.g. `"nfs"`).
-    fn name(&self) -> &'static str;
-
-    /// The versions served; calls to other versions get PROG_MISMATCH with
-    /// this range.
-    fn versions(&self) -> RangeInclusive<u32>;
+    /// Which program this is.
+    fn id(&self) -> ProgramId;
 
     /// The name of a procedure for logs and metric labels, `None` for
     /// procedures the program does not know (labelled `"unknown"`, which
@@ -62,7 +77,7 @@ pub trait RpcProgram: Send + Sync + 'static {
     fn procedure_name(&self, version: u32, procedure: u32) -> Option<&'static str>;
 
     /// Executes one call of `procedure` in `version` (which is within
-    /// [`versions`](Self::versions)) with the XDR-encoded `args`.
+    /// [`ProgramId::versions`]) with the XDR-encoded `args`.
     fn call<'a>(
         &'a self,
         context: &'a CallContext,

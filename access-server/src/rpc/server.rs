@@ -114,7 +114,7 @@ impl RpcServer {
         let bind_error = |source| AccessError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
-        let program_names: Vec<_> = programs.iter().map(|p| p.name()).collect();
+        let program_names: Vec<_> = programs.iter().map(|p| p.id().name).collect();
         tracing::info!(%local_addr, programs = ?program_names, "ONC RPC server listening");
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
