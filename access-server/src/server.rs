@@ -240,7 +240,7 @@ impl AccessServer {
 
     /// Whether the export is connected to the cluster and serving.
     pub fn is_ready(&self) -> bool {
-        self.init.is_finished()
+        *self.became_ready.borrow()
     }
 
     /// Waits until the export is connected to the cluster and serving.

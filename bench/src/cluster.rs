@@ -360,6 +360,19 @@ impl TestCluster {
         }
     }
 
+    /// The NFS address of access node `name` once its export is connected
+    /// to meta-kvs (within `deadline`).
+    pub async fn ready_access(&self, name: &str, deadline: Duration) -> anyhow::Result<SocketAddr> {
+        let access = self
+            .node(name)?
+            .access()
+            .with_context(|| format!("{name} has no access server"))?;
+        tokio::time::timeout(deadline, access.wait_ready())
+            .await
+            .with_context(|| format!("{name} did not connect to meta-kvs within {deadline:?}"))?;
+        Ok(access.nfs_addr())
+    }
+
     /// A channel from node `from` to node `to` (through WAN and faults).
     pub fn channel(&self, from: &str, to: &str) -> anyhow::Result<RpcChannel> {
         let from = self.addr(from)?.ip();

@@ -60,6 +60,9 @@ struct Args {
     json: PathBuf,
 }
 
+/// How long the access servers may take to reach meta-kvs.
+const READY_WAIT: Duration = Duration::from_secs(60);
+
 /// Where nfs3_server's MemFs listens.
 const MEMFS_IP: &str = "127.9.1.1";
 
@@ -175,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
         .canonicalize()
         .context("--tools: shared/tools not found")?;
     let cluster = TestCluster::builder().sites(3).start().await?;
-    let addr = ready_access(&cluster, "a-access-1").await?;
+    let addr = cluster.ready_access("a-access-1", READY_WAIT).await?;
     let port = addr.port();
     let portmap = Portmap::start(&tools, &addr.ip().to_string(), port)?;
     let ganesha = Ganesha::start(&tools, "127.9.0.1");
@@ -219,23 +222,6 @@ async fn main() -> anyhow::Result<()> {
     report(&args, &rounds, cross.as_ref())
 }
 
-/// The NFS address of `name`'s access server once it is connected to
-/// meta-kvs.
-async fn ready_access(cluster: &TestCluster, name: &str) -> anyhow::Result<SocketAddr> {
-    let access = cluster
-        .node(name)?
-        .access()
-        .with_context(|| format!("{name} has no access server"))?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !access.is_ready() {
-        if Instant::now() > deadline {
-            bail!("{name} did not connect to meta-kvs in 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(access.nfs_addr())
-}
-
 /// What the cross-site copy measured.
 struct CrossCopy {
     mib: usize,
@@ -275,8 +261,8 @@ fn md5(path: &Path) -> anyhow::Result<String> {
 /// replication has drained: no job left on any core, three polls in a
 /// row) out of site b; the checksums must be equal.
 async fn cross_site_copy(cluster: &TestCluster, mib: usize) -> anyhow::Result<CrossCopy> {
-    let a = ready_access(cluster, "a-access-1").await?;
-    let b = ready_access(cluster, "b-access-1").await?;
+    let a = cluster.ready_access("a-access-1", READY_WAIT).await?;
+    let b = cluster.ready_access("b-access-1", READY_WAIT).await?;
     let local = tempfile::tempdir_in("/var/tmp")?;
     let source = local.path().join("cross.bin");
     {

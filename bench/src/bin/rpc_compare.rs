@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use clap::Parser;
 use geonfs_bench::cluster::TestCluster;
 use geonfs_bench::peers::{comparison_row, comparison_table, start_memfs, Ganesha, COMPARED};
@@ -224,17 +224,9 @@ async fn main() -> anyhow::Result<()> {
         .canonicalize()
         .context("--tools: shared/tools not found")?;
     let cluster = TestCluster::builder().sites(1).start().await?;
-    let access = cluster
-        .node("a-access-1")?
-        .access()
-        .context("a-access-1 has no access server")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !access.is_ready() {
-        if Instant::now() > deadline {
-            bail!("the access server did not connect to meta-kvs in 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let geonfs = cluster
+        .ready_access("a-access-1", Duration::from_secs(60))
+        .await?;
     let memfs_ip = "127.9.1.1";
     let memfs_port = start_memfs(memfs_ip).await?;
     let ganesha = Ganesha::start(&tools, "127.9.0.1")?;
@@ -243,8 +235,8 @@ async fn main() -> anyhow::Result<()> {
     let servers = [
         Server {
             name: COMPARED[0],
-            nfs: access.nfs_addr(),
-            mount: access.nfs_addr(),
+            nfs: geonfs,
+            mount: geonfs,
             export: "/geonfs".into(),
         },
         Server {

@@ -54,12 +54,9 @@ fn random_file(path: &Path, len: usize) -> Vec<u8> {
 async fn nfs_cp_into_site_a_and_out_of_site_b() {
     init_logging();
     let cluster = TestCluster::builder().sites(3).start().await.unwrap();
-    eventually(DEADLINE, "every access server is ready", || async {
-        ["a-access-1", "b-access-1", "c-access-1"]
-            .iter()
-            .all(|n| cluster.node(n).unwrap().access().unwrap().is_ready())
-    })
-    .await;
+    for name in ["a-access-1", "b-access-1", "c-access-1"] {
+        cluster.ready_access(name, DEADLINE).await.unwrap();
+    }
     let local = tempfile::tempdir().unwrap();
     let source = local.path().join("source.bin");
     // Three and a half blocks: whole blocks, a partial one, several writes.

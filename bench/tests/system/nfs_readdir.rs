@@ -21,7 +21,7 @@ use nfs3_client::Nfs3Client;
 use crate::nfs::{
     create, dirop, getattr, lookup, mkdir, mode, mount, nfs, status, Io, CLIENT, EXPORT,
 };
-use crate::support::{eventually, init_logging};
+use crate::support::init_logging;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 /// Entries in the big directory.
@@ -275,12 +275,10 @@ async fn readdir_100k_entries_with_stable_cookies() {
         .start()
         .await
         .expect("cluster starts");
-    let access = cluster.node("a-access-1").unwrap().access().unwrap();
-    eventually(DEADLINE, "the access server is ready", || async {
-        access.is_ready()
-    })
-    .await;
-    let addr = access.nfs_addr();
+    let addr = cluster
+        .ready_access("a-access-1", DEADLINE)
+        .await
+        .expect("the access server is ready");
     let meta = cluster.meta_client("a-meta-1").unwrap();
     let root = mount(CLIENT, addr, EXPORT).await.expect("MNT export");
     let mut c = nfs(CLIENT, addr, 0, 0).await;
