@@ -147,11 +147,11 @@ fn measure(server: &Server, round: usize, args: &Args, local: &Path) -> anyhow::
 
 async fn compare(args: &Args, servers: &[Server; 3]) -> anyhow::Result<Vec<[Sample; 3]>> {
     let local = tempfile::tempdir()?;
-    let mut rng = Rng::new(0x6e66_735f_636f_6d70);
-    let data: Vec<u8> = (0..args.copy_mib << 20)
-        .map(|_| rng.next_u64() as u8)
-        .collect();
-    std::fs::write(local.path().join("source.bin"), &data)?;
+    write_random_file(
+        &local.path().join("source.bin"),
+        args.copy_mib,
+        0x6e66_735f_636f_6d70,
+    )?;
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
         let mut samples = [Sample::default(); 3];
@@ -248,6 +248,23 @@ fn replication_backlog(cluster: &TestCluster) -> anyhow::Result<f64> {
     Ok(jobs)
 }
 
+/// Writes `mib` MiB of pseudo-random bytes (from `seed`) to `path`, a
+/// MiB at a time.
+fn write_random_file(path: &Path, mib: usize, seed: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut rng = Rng::new(seed);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut chunk = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for word in chunk.chunks_mut(8) {
+            word.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        file.write_all(&chunk)?;
+    }
+    file.flush()?;
+    Ok(())
+}
+
 /// The md5 of `path`, by `md5sum`.
 fn md5(path: &Path) -> anyhow::Result<String> {
     let out = run("md5sum", &[&path.display().to_string()])?;
@@ -265,19 +282,7 @@ async fn cross_site_copy(cluster: &TestCluster, mib: usize) -> anyhow::Result<Cr
     let b = cluster.ready_access("b-access-1", READY_WAIT).await?;
     let local = tempfile::tempdir_in("/var/tmp")?;
     let source = local.path().join("cross.bin");
-    {
-        use std::io::Write;
-        let mut rng = Rng::new(0x6372_6f73_735f_7369);
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&source)?);
-        let mut chunk = vec![0u8; 1 << 20];
-        for _ in 0..mib {
-            for word in chunk.chunks_mut(8) {
-                word.copy_from_slice(&rng.next_u64().to_le_bytes());
-            }
-            file.write_all(&chunk)?;
-        }
-        file.flush()?;
-    }
+    write_random_file(&source, mib, 0x6372_6f73_735f_7369)?;
     let want = md5(&source)?;
     let bytes = mib << 20;
     let url = |addr: SocketAddr| {

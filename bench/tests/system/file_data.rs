@@ -49,6 +49,18 @@ async fn blocks_of(cluster: &TestCluster, file_id: u64) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The distinct block indexes of `file_id` held by any core, sorted.
+async fn block_indexes(cluster: &TestCluster, file_id: u64) -> Vec<u64> {
+    let mut indexes: Vec<u64> = blocks_of(cluster, file_id)
+        .await
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect();
+    indexes.sort();
+    indexes.dedup();
+    indexes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn file_data_write_across_a_block_boundary_reads_back() {
     init_logging();
@@ -148,14 +160,7 @@ async fn file_data_sparse_ranges_read_as_zeros() {
     assert!(read[..offset as usize].iter().all(|&b| b == 0));
     assert_eq!(&read[offset as usize..], &bytes[..]);
     // Never-written blocks take no space.
-    let mut indexes: Vec<u64> = blocks_of(&cluster, 3)
-        .await
-        .into_iter()
-        .map(|(_, i)| i)
-        .collect();
-    indexes.sort();
-    indexes.dedup();
-    assert_eq!(indexes, vec![3, u64::MAX]);
+    assert_eq!(block_indexes(&cluster, 3).await, vec![3, u64::MAX]);
     cluster.shutdown().await.unwrap();
 }
 
@@ -316,14 +321,11 @@ async fn file_data_truncate_then_extend_reads_zeros() {
     let cut = BS + 100;
     data.set_size(8, full, cut).await.unwrap();
     assert_eq!(data.attributes(8).await.unwrap().unwrap().0, cut);
-    let mut indexes: Vec<u64> = blocks_of(&cluster, 8)
-        .await
-        .into_iter()
-        .map(|(_, i)| i)
-        .collect();
-    indexes.sort();
-    indexes.dedup();
-    assert_eq!(indexes, vec![0, 1, u64::MAX], "block 2 is deleted");
+    assert_eq!(
+        block_indexes(&cluster, 8).await,
+        vec![0, 1, u64::MAX],
+        "block 2 is deleted"
+    );
 
     data.set_size(8, cut, full).await.unwrap();
     let fresh = file_data(&cluster);
