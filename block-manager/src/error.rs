@@ -27,6 +27,41 @@ pub enum BlockError {
         /// The last failure that made a core unusable, if any.
         last_error: Option<String>,
     },
+    /// A whole-block copy could not be put on as many cores of the site as
+    /// asked ([`crate::BlockClient::put_whole`]).
+    #[error(
+        "block {}/{}: only {placed} of the {wanted} whole-block copies asked could be placed in \
+         site {site} ({total} core server(s) configured){}",
+        .block.file_id, .block.index,
+        .last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+    )]
+    CopiesNotPlaced {
+        /// The site.
+        site: String,
+        /// The block.
+        block: BlockId,
+        /// How many cores hold the copy's version (or newer) now.
+        placed: usize,
+        /// How many copies were asked for.
+        wanted: usize,
+        /// How many core servers the site has in the configuration.
+        total: usize,
+        /// The last failure that made a core unusable, if any.
+        last_error: Option<String>,
+    },
+    /// A core refused the request because the file's ownership fence there
+    /// is newer than the caller's ownership epoch: ownership of the file
+    /// moved, and this caller may no longer read or write it. Never
+    /// retried on another core.
+    #[error("core {node} refused access to file {file_id}: fenced ({message})")]
+    Fenced {
+        /// The core server that refused.
+        node: String,
+        /// The file.
+        file_id: u64,
+        /// The core's explanation (its fence and the epoch offered).
+        message: String,
+    },
     /// A core server refused or failed the request in a way another core
     /// would not fix (stale version, invalid argument, …).
     #[error("core {node}: {}: {}", .status.code(), .status.message())]
@@ -91,5 +126,26 @@ impl BlockError {
             node: node.to_string(),
             status: Box::new(status),
         }
+    }
+
+    /// `node`'s failure of a request about a block of `file_id`: a
+    /// `PERMISSION_DENIED` (the core's fence refused the caller's epoch)
+    /// becomes [`BlockError::Fenced`], anything else [`BlockError::Core`].
+    pub fn from_status(node: &str, file_id: u64, status: tonic::Status) -> Self {
+        if status.code() == tonic::Code::PermissionDenied {
+            BlockError::Fenced {
+                node: node.to_string(),
+                file_id,
+                message: status.message().to_string(),
+            }
+        } else {
+            BlockError::core(node, status)
+        }
+    }
+
+    /// Whether a core refused the request because the file's ownership
+    /// moved past the caller's epoch ([`BlockError::Fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, BlockError::Fenced { .. })
     }
 }

@@ -6,7 +6,10 @@
 //!   two in-site cores and its geo copies.
 //! - [`writer`]: [`BlockClient`], the client-side write/read/flush path the
 //!   access server uses: writes to both in-site cores in parallel and
-//!   acknowledges only when two distinct cores hold the write (invariant 1).
+//!   acknowledges only when two distinct cores hold the write (invariant 1);
+//!   its reads, writes and deletes carry the caller's file-ownership epoch,
+//!   and it fences files, lists them and puts whole-block copies for an
+//!   ownership handover.
 //! - [`replicator`]: [`Replicator`], the worker inside each core server that
 //!   ships queued writes to the other sites and trims the extra local copy.
 
@@ -24,4 +27,4 @@ pub use liveness::Liveness;
 pub use metrics::BlockMetrics;
 pub use placement::{Placement, PlacementError};
 pub use replicator::{JobQueue, ReplicationJob, Replicator, ReplicatorMetrics, ReplicatorOptions};
-pub use writer::{BlockClient, BlockRead, CopyAck, FlushAck, WriteAck};
+pub use writer::{BlockClient, BlockRead, CopyAck, FenceReport, FileListing, FlushAck, WriteAck};

@@ -40,6 +40,21 @@
 //! core holding the newest version. A copy that fails its checksum
 //! (`DATA_LOSS`) is counted and the next newest copy is tried; an older
 //! copy is never returned in its place.
+//!
+//! # Ownership fencing
+//!
+//! A file is owned by one site at a time, under an ownership epoch.
+//! [`BlockClient::write_as`], [`BlockClient::read_as`] and
+//! [`BlockClient::delete_as`] carry the caller's epoch (the plain calls
+//! send 0, "not checked"); a core whose fence for the file is newer
+//! refuses with `PERMISSION_DENIED`, which becomes
+//! [`BlockError::Fenced`]: fatal for a write (no other core is tried), and
+//! for a read as soon as any probed core answers so (never skipped). The
+//! handover calls live in `owner.rs`: [`BlockClient::fence`] raises a
+//! file's fence on every core of the site, [`BlockClient::list_file`]
+//! lists the file's blocks and their newest versions there, and
+//! [`BlockClient::put_whole`] puts a whole-block copy (another site's
+//! newer one) on the block's cores.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -57,7 +72,10 @@ use tonic::Code;
 
 use crate::{BlockError, BlockMetrics, Liveness, Placement};
 
+mod owner;
 mod read;
+
+pub use owner::{FenceReport, FileListing};
 
 /// How long a core stays suspect after a failed call.
 pub const DEFAULT_SUSPECT_TTL: Duration = Duration::from_secs(5);
@@ -158,6 +176,15 @@ fn classify(node: &str, status: tonic::Status) -> CopyError {
     }
 }
 
+/// [`classify`] for a request about a block of `file_id`: a refusal by the
+/// file's fence is fatal, as [`BlockError::Fenced`].
+fn classify_file(node: &str, file_id: u64, status: tonic::Status) -> CopyError {
+    if status.code() == Code::PermissionDenied {
+        return CopyError::Fatal(BlockError::from_status(node, file_id, status));
+    }
+    classify(node, status)
+}
+
 /// Block I/O from one node of one site to the site's core servers. Cheap
 /// to clone; clones share channels, the liveness cache and metrics.
 #[derive(Clone, Debug)]
@@ -216,6 +243,11 @@ impl BlockClient {
         self.inner.site
     }
 
+    /// The name of the site this client writes to.
+    pub fn site_name(&self) -> &str {
+        &self.inner.site_name
+    }
+
     /// The client's beliefs about which cores are reachable.
     pub fn liveness(&self) -> &Liveness {
         &self.inner.liveness
@@ -234,14 +266,9 @@ impl BlockClient {
             .local_pair(block, self.inner.site, &live)
     }
 
-    fn client(&self, node: &Node) -> Result<CoreDataClient<RpcChannel>, BlockError> {
-        let mut clients = match self.inner.clients.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(client) = clients.get(&node.name) {
-            return Ok(client.clone());
-        }
+    /// A channel from this client's address to `node`, and the largest
+    /// message a block operation needs (a whole block and some room).
+    fn channel_to(&self, node: &Node) -> Result<(RpcChannel, usize), BlockError> {
         let channel = self
             .inner
             .network
@@ -253,6 +280,18 @@ impl BlockClient {
         let max = usize::try_from(self.inner.block_size)
             .unwrap_or(usize::MAX)
             .saturating_add(1024 * 1024);
+        Ok((channel, max))
+    }
+
+    fn client(&self, node: &Node) -> Result<CoreDataClient<RpcChannel>, BlockError> {
+        let mut clients = match self.inner.clients.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(client) = clients.get(&node.name) {
+            return Ok(client.clone());
+        }
+        let (channel, max) = self.channel_to(node)?;
         let client = CoreDataClient::new(channel)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
@@ -307,7 +346,8 @@ impl BlockClient {
 
     /// Writes `data` at `offset` of `block` with `version` to two distinct
     /// cores of this client's site, in parallel; returns when both hold it
-    /// (durably if `durability` is [`Durability::Durable`]).
+    /// (durably if `durability` is [`Durability::Durable`]). Not checked
+    /// against ownership fences ([`BlockClient::write_as`] with epoch 0).
     pub async fn write(
         &self,
         block: BlockId,
@@ -315,6 +355,23 @@ impl BlockClient {
         data: Bytes,
         version: u64,
         durability: Durability,
+    ) -> Result<WriteAck, BlockError> {
+        self.write_as(block, offset, data, version, durability, 0)
+            .await
+    }
+
+    /// [`BlockClient::write`] by a caller at ownership epoch `owner_epoch`
+    /// of the block's file (0 = not checked): a core whose fence for the
+    /// file is newer refuses, and the write fails with
+    /// [`BlockError::Fenced`] without trying another core.
+    pub async fn write_as(
+        &self,
+        block: BlockId,
+        offset: u64,
+        data: Bytes,
+        version: u64,
+        durability: Durability,
+        owner_epoch: u64,
     ) -> Result<WriteAck, BlockError> {
         self.check_range(offset, data.len() as u64)?;
         if version == 0 {
@@ -346,6 +403,7 @@ impl BlockClient {
             replicate_to: self.remote_targets(block),
             primary: false,
             peer: String::new(),
+            owner_epoch,
         };
         // The first of the pair ships the geo copies; each member names
         // the other (the primary trims it, the secondary watches it).
@@ -461,8 +519,10 @@ impl BlockClient {
         seed_sources: Option<Vec<&Node>>,
     ) -> (&'a Node, Result<wire::WriteReply, CopyError>) {
         let result = async {
+            let file_id = request.block.map_or(0, |b| b.file_id);
             if let (Some(sources), Some(block)) = (seed_sources, request.block) {
-                self.seed(node, block.into(), &sources).await?;
+                self.seed(node, block.into(), &sources, request.owner_epoch)
+                    .await?;
             }
             let mut client = self.client(node).map_err(CopyError::Fatal)?;
             match client.write(request).await {
@@ -470,7 +530,7 @@ impl BlockClient {
                     self.inner.liveness.alive(&node.name);
                     Ok(reply.into_inner())
                 }
-                Err(status) => Err(classify(&node.name, status)),
+                Err(status) => Err(classify_file(&node.name, file_id, status)),
             }
         }
         .await;
@@ -480,10 +540,23 @@ impl BlockClient {
     /// Copies the block's newest in-site version (among `sources`) onto
     /// `node`, durably, so that a partial write there lands on complete
     /// data. Nothing to do if no source holds the block, or `node` already
-    /// holds the newest version.
-    async fn seed(&self, node: &Node, block: BlockId, sources: &[&Node]) -> Result<(), CopyError> {
+    /// holds the newest version. Every call carries the write's
+    /// `owner_epoch`: a fenced answer stops the write.
+    async fn seed(
+        &self,
+        node: &Node,
+        block: BlockId,
+        sources: &[&Node],
+        owner_epoch: u64,
+    ) -> Result<(), CopyError> {
         let target = [node];
-        let (probed, own) = futures::join!(self.probe(block, sources), self.probe(block, &target));
+        let (probed, own) = futures::join!(
+            self.probe(block, sources, owner_epoch),
+            self.probe(block, &target, owner_epoch)
+        );
+        if let Some(err) = probed.fenced.or(own.fenced) {
+            return Err(CopyError::Fatal(err));
+        }
         let Some(&(source, version)) = probed.found.first() else {
             return Ok(());
         };
@@ -491,9 +564,9 @@ impl BlockClient {
             return Ok(());
         }
         let read = self
-            .read_whole(source, block)
+            .read_whole(source, block, owner_epoch)
             .await
-            .map_err(|status| classify(&source.name, status))?;
+            .map_err(|status| classify_file(&source.name, block.file_id, status))?;
         if !read.found {
             return Ok(());
         }
@@ -511,6 +584,7 @@ impl BlockClient {
                 data: read.data.slice(..used.min(read.data.len())),
                 version: read.version.max(version),
                 durability: wire::Durability::Durable as i32,
+                owner_epoch,
                 ..Default::default()
             })
             .await;
@@ -521,15 +595,17 @@ impl BlockClient {
             }
             // The replacement already holds something newer: keep it.
             Err(status) if status.code() == Code::FailedPrecondition => Ok(()),
-            Err(status) => Err(classify(&node.name, status)),
+            Err(status) => Err(classify_file(&node.name, block.file_id, status)),
         }
     }
 
-    /// The whole of `node`'s copy of `block` (zeros past its length).
+    /// The whole of `node`'s copy of `block` (zeros past its length), read
+    /// at ownership epoch `owner_epoch`.
     async fn read_whole(
         &self,
         node: &Node,
         block: BlockId,
+        owner_epoch: u64,
     ) -> Result<wire::ReadReply, tonic::Status> {
         let mut client = self
             .client(node)
@@ -540,89 +616,10 @@ impl BlockClient {
                 offset: 0,
                 length: u32::try_from(self.inner.block_size).unwrap_or(u32::MAX),
                 with_pending_job: false,
+                owner_epoch,
             })
             .await
             .map(tonic::Response::into_inner)
-    }
-
-    /// The version of `block` on each of `nodes` (zero-length reads, in
-    /// parallel): the holders sorted newest first (rank order within a
-    /// version), and the nodes that did not answer.
-    async fn probe<'a>(&self, block: BlockId, nodes: &[&'a Node]) -> Probe<'a> {
-        self.probe_reading_first(block, nodes, None).await
-    }
-
-    /// Like [`probe`](Self::probe), but when `range` is given the first of
-    /// `nodes` is asked for those bytes instead of a zero-length read, so
-    /// that a read whose first-ranked core holds the newest version takes
-    /// one round trip ([`Probe::first`]). A first core whose copy fails its
-    /// checksum is probed again with a zero-length read: the caller's
-    /// normal path then meets (and counts) the corrupt copy.
-    async fn probe_reading_first<'a>(
-        &self,
-        block: BlockId,
-        nodes: &[&'a Node],
-        range: Option<(u64, u32)>,
-    ) -> Probe<'a> {
-        let request = |(offset, length): (u64, u32)| wire::ReadRequest {
-            block: Some(block.into()),
-            offset,
-            length,
-            with_pending_job: false,
-        };
-        let calls = nodes.iter().enumerate().map(|(rank, node)| async move {
-            let mut client = match self.client(node) {
-                Ok(client) => client,
-                Err(err) => return (rank, *node, Err(tonic::Status::internal(err.to_string()))),
-            };
-            let mut wanted = range.filter(|_| rank == 0);
-            let mut result = client
-                .read(request(wanted.unwrap_or((0, 0))))
-                .await
-                .map(tonic::Response::into_inner);
-            if wanted.is_some() && matches!(&result, Err(s) if s.code() == Code::DataLoss) {
-                wanted = None;
-                result = client
-                    .read(request((0, 0)))
-                    .await
-                    .map(tonic::Response::into_inner);
-            }
-            (rank, *node, result.map(|reply| (reply, wanted.is_some())))
-        });
-        let mut probe = Probe {
-            found: Vec::new(),
-            unreachable: Vec::new(),
-            first: None,
-        };
-        let mut found = Vec::new();
-        for (rank, node, result) in futures::future::join_all(calls).await {
-            match result {
-                Ok((reply, with_data)) => {
-                    self.inner.liveness.alive(&node.name);
-                    if reply.found {
-                        found.push((rank, node, reply.version));
-                        if with_data {
-                            probe.first = Some(BlockRead {
-                                node: node.name.clone(),
-                                version: reply.version,
-                                data: reply.data,
-                            });
-                        }
-                    }
-                }
-                Err(status) => {
-                    let suspect = matches!(
-                        classify(&node.name, status),
-                        CopyError::Retry { suspect: true, .. }
-                    );
-                    self.failed(&node.name, suspect);
-                    probe.unreachable.push(node.name.clone());
-                }
-            }
-        }
-        found.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
-        probe.found = found.into_iter().map(|(_, n, v)| (n, v)).collect();
-        probe
     }
 
     /// Makes every held write durable on each of `nodes` (in parallel) and
@@ -670,8 +667,21 @@ impl BlockClient {
     /// failover a copy may live on any of them. Fails if any core cannot be
     /// asked — a copy left on it could come back (a later read takes the
     /// site's newest copy), so the caller must retry. Copies in other sites
-    /// are not touched here.
+    /// are not touched here. Not checked against ownership fences
+    /// ([`BlockClient::delete_as`] with epoch 0).
     pub async fn delete(&self, block: BlockId, up_to_version: u64) -> Result<usize, BlockError> {
+        self.delete_as(block, up_to_version, 0).await
+    }
+
+    /// [`BlockClient::delete`] by a caller at ownership epoch `owner_epoch`
+    /// of the block's file (0 = not checked): fails with
+    /// [`BlockError::Fenced`] when any core's fence for the file is newer.
+    pub async fn delete_as(
+        &self,
+        block: BlockId,
+        up_to_version: u64,
+        owner_epoch: u64,
+    ) -> Result<usize, BlockError> {
         let cores = self.inner.placement.cores(self.inner.site);
         let calls = cores.iter().map(|node| async move {
             let mut client = self.client(node)?;
@@ -679,6 +689,7 @@ impl BlockClient {
                 .delete(wire::DeleteRequest {
                     block: Some(block.into()),
                     up_to_version,
+                    owner_epoch,
                 })
                 .await
             {
@@ -692,17 +703,27 @@ impl BlockClient {
                     {
                         self.failed(&node.name, true);
                     }
-                    Err(BlockError::core(&node.name, status))
+                    Err(BlockError::from_status(&node.name, block.file_id, status))
                 }
             }
         });
         let mut deleted = 0;
+        let mut first_error = None;
         for result in futures::future::join_all(calls).await {
-            if result? {
-                deleted += 1;
+            match result {
+                Ok(true) => deleted += 1,
+                Ok(false) => {}
+                // A fenced refusal is the answer that matters most.
+                Err(err) if err.is_fenced() => return Err(err),
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
             }
         }
-        Ok(deleted)
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(deleted),
+        }
     }
 
     /// The site's block capacity: `(total, free)` bytes summed over the
@@ -730,15 +751,4 @@ impl BlockClient {
             .sites()
             .flat_map(move |site| placement.cores(site))
     }
-}
-
-/// What [`BlockClient::probe`] learnt.
-struct Probe<'a> {
-    /// Holders and their versions, newest first.
-    found: Vec<(&'a Node, u64)>,
-    /// Cores that did not answer.
-    unreachable: Vec<String>,
-    /// The bytes the first core served, when asked for them
-    /// ([`BlockClient::probe_reading_first`]) and it holds the block.
-    first: Option<BlockRead>,
 }

@@ -17,6 +17,22 @@ pub enum CoreError {
         /// The version the caller offered.
         offered: u64,
     },
+    /// The caller's ownership epoch of the file is older than the file's
+    /// fence on this core: ownership moved to another site (or another
+    /// epoch) and this caller may no longer read, write or delete the
+    /// file's blocks here. Nothing was changed.
+    #[error(
+        "file {file_id} is fenced at ownership epoch {fence}; the caller's epoch {offered} is \
+         older (ownership moved)"
+    )]
+    Fenced {
+        /// The file.
+        file_id: u64,
+        /// The epoch the caller offered.
+        offered: u64,
+        /// The file's fence on this core.
+        fence: u64,
+    },
     /// The write would take the store past its configured capacity. Nothing
     /// was changed.
     #[error("out of space: the write needs {needed} more bytes, {free} bytes are free")]
@@ -100,6 +116,7 @@ impl From<CoreError> for tonic::Status {
         let msg = err.to_string();
         match err {
             CoreError::StaleVersion { .. } => tonic::Status::failed_precondition(msg),
+            CoreError::Fenced { .. } => tonic::Status::permission_denied(msg),
             CoreError::OutOfSpace { .. } => tonic::Status::resource_exhausted(msg),
             CoreError::CorruptChunk { .. } | CoreError::Corrupt { .. } => {
                 tonic::Status::data_loss(msg)
@@ -138,6 +155,19 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         let status: tonic::Status = CoreError::CorruptChunk { block, chunk: 3 }.into();
         assert_eq!(status.code(), tonic::Code::DataLoss);
+        let status: tonic::Status = CoreError::Fenced {
+            file_id: 7,
+            offered: 4,
+            fence: 5,
+        }
+        .into();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(
+            status
+                .message()
+                .contains("file 7 is fenced at ownership epoch 5; the caller's epoch 4 is older"),
+            "{status}"
+        );
         let status: tonic::Status = CoreError::InvalidArgument("x".into()).into();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }

@@ -1,6 +1,7 @@
 //! geonfs core server: the block store of one node (partial writes,
-//! checksums, versions, group commit; see [`store`]) and its gRPC data
-//! service (`geonfs.core.CoreData`, [`service`]). The node runtime
+//! checksums, versions, group commit, per-file ownership fences; see
+//! [`store`]) and its gRPC data service (`geonfs.core.CoreData`,
+//! [`service`]). The node runtime
 //! (`geonfs::node`) serves it on nodes with the `core` role through
 //! [`CoreServer`], which also receives geo copies
 //! (`geonfs.replication.BlockReplication`, [`replication`]) and runs the
@@ -17,6 +18,8 @@ mod server;
 pub mod service;
 pub mod store;
 
+#[cfg(test)]
+mod fence_tests;
 #[cfg(test)]
 mod queue_tests;
 #[cfg(test)]

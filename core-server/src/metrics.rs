@@ -23,6 +23,9 @@ pub struct CoreMetrics {
     pub checksum_failures: IntCounter,
     /// Corrupt copies replaced by a good replica (repairs applied here).
     pub repairs: IntCounter,
+    /// Reads, writes and deletes refused because the caller's ownership
+    /// epoch is older than the file's fence.
+    pub fenced_requests: IntCounter,
     /// Bytes stored (sum of stored chunk lengths).
     pub used_bytes: IntGauge,
     /// Configured capacity in bytes.
@@ -62,6 +65,10 @@ impl CoreMetrics {
                 "geonfs_core_repairs_total",
                 "corrupt block copies replaced by a good replica",
             ),
+            fenced_requests: c(
+                "geonfs_core_fenced_requests_total",
+                "reads, writes and deletes refused: the caller's ownership epoch is older than the file's fence",
+            ),
             used_bytes: g("geonfs_core_used_bytes", "bytes stored in blocks"),
             capacity_bytes: g(
                 "geonfs_core_capacity_bytes",
@@ -86,6 +93,7 @@ impl CoreMetrics {
         registry.register(Box::new(self.flushes.clone()))?;
         registry.register(Box::new(self.checksum_failures.clone()))?;
         registry.register(Box::new(self.repairs.clone()))?;
+        registry.register(Box::new(self.fenced_requests.clone()))?;
         registry.register(Box::new(self.used_bytes.clone()))?;
         registry.register(Box::new(self.capacity_bytes.clone()))?;
         Ok(())

@@ -526,6 +526,7 @@ impl JobQueue for BlockStore {
                 let read = BlockRead {
                     block,
                     range: BlockRange { offset: 0, len },
+                    owner_epoch: 0,
                 };
                 match self.read(read).await.map_err(store_error)? {
                     None => return Ok(None),

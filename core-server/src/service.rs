@@ -1,5 +1,7 @@
 //! The `geonfs.core.CoreData` gRPC service: validates requests (wire rules
-//! and the configured block size) and runs them on the [`BlockStore`].
+//! and the configured block size) and runs them on the [`BlockStore`],
+//! including the per-file ownership fences (`Fence`, and the `owner_epoch`
+//! of reads, writes and deletes).
 
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_server::CoreData;
@@ -122,7 +124,10 @@ impl CoreData for CoreDataService {
             .block
             .ok_or_else(|| CoreError::InvalidArgument("missing field `block`".into()))?
             .into();
-        let outcome = self.store.delete(block, request.up_to_version).await?;
+        let outcome = self
+            .store
+            .delete_as(block, request.up_to_version, request.owner_epoch)
+            .await?;
         Ok(Response::new(wire::DeleteReply {
             incarnation: self.store.incarnation(),
             deleted: outcome == DeleteOutcome::Deleted,
@@ -165,6 +170,20 @@ impl CoreData for CoreDataService {
             incarnation: self.store.incarnation(),
             blocks: blocks.into_iter().map(info_to_wire).collect(),
             more,
+        }))
+    }
+
+    /// Durable, and no write or delete admitted under a lower fence is
+    /// still in flight, when answered (see [`BlockStore::fence`]).
+    async fn fence(
+        &self,
+        request: Request<wire::FenceRequest>,
+    ) -> Result<Response<wire::FenceReply>, Status> {
+        let request = request.into_inner();
+        let epoch = self.store.fence(request.file_id, request.epoch).await?;
+        Ok(Response::new(wire::FenceReply {
+            incarnation: self.store.incarnation(),
+            epoch,
         }))
     }
 }

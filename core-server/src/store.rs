@@ -27,6 +27,10 @@
 //!   [`geonfs_block_manager::ReplicationJob`] (see [`queue`]): the block's
 //!   pending geo-replication job, written in the same batch as the write
 //!   that creates it.
+//! - **Fences.** Key `f | file_id BE`, value the file's ownership fence
+//!   epoch (u64 BE), written synced (see [`fence`]): reads, writes and
+//!   deletes carrying an older owner epoch (other than 0) are refused with
+//!   [`CoreError::Fenced`]. Loaded into memory at open.
 //!
 //! # Why RocksDB and not files (measured)
 //!
@@ -73,9 +77,12 @@
 //! [`LOCK_STRIPES`] striped async mutexes (chosen by a hash of the block id),
 //! so concurrent partial writes to one chunk never lose an update. The lock
 //! guard moves into the blocking task, so a cancelled caller cannot release
-//! it while its write is still running. Reads take no lock: they read the
-//! metadata and the chunks from one RocksDB snapshot. Every RocksDB call runs
-//! in `spawn_blocking` (fsyncs block).
+//! it while its write is still running. Writes and deletes checked against
+//! a file's fence also hold a read guard of the fences from their check
+//! until their batch is applied, so a fence waits for them ([`fence`]).
+//! Reads take no lock: they read the metadata and the chunks from one
+//! RocksDB snapshot. Every RocksDB call runs in `spawn_blocking` (fsyncs
+//! block).
 //!
 //! # Capacity
 //!
@@ -103,12 +110,15 @@ use crate::{CoreError, CoreMetrics};
 
 #[path = "chunks.rs"]
 mod chunks;
+#[path = "fence.rs"]
+pub mod fence;
 #[path = "queue.rs"]
 pub mod queue;
 #[path = "space.rs"]
 mod space;
 
 use chunks::delete_chunks;
+use fence::{load_fences, FenceMap};
 use queue::JobSpec;
 use space::{clamp_i64, scan_usage};
 
@@ -225,6 +235,8 @@ struct Inner {
     durable_writes: AtomicU64,
     /// Notified whenever a replication job is enqueued.
     enqueued: Arc<tokio::sync::Notify>,
+    /// Each fenced file's ownership fence (see [`fence`]).
+    fences: RwLock<FenceMap>,
 }
 
 impl BlockStore {
@@ -252,6 +264,7 @@ impl BlockStore {
         // honestly start empty.
         db.flush_wal(true)?;
         let (used, blocks) = scan_usage(&db)?;
+        let fences = load_fences(&db)?;
         metrics.capacity_bytes.set(clamp_i64(capacity));
         metrics.used_bytes.set(clamp_i64(used));
         let inner = Inner {
@@ -271,8 +284,10 @@ impl BlockStore {
             chunk_bytes: AtomicU64::new(0),
             durable_writes: AtomicU64::new(0),
             enqueued: Arc::new(tokio::sync::Notify::new()),
+            fences: RwLock::new(fences),
         };
-        tracing::info!(path = %inner.path.display(), used, blocks, capacity, "block store opened");
+        let fenced = inner.fences.read().map_or(0, |f| f.len());
+        tracing::info!(path = %inner.path.display(), used, blocks, capacity, fenced, "block store opened");
         Ok(BlockStore {
             inner: Arc::new(inner),
         })
@@ -318,7 +333,9 @@ impl BlockStore {
 
     /// [`BlockStore::write`] that also records (or replaces) the block's
     /// replication job in the same batch when `job` is given, so the job
-    /// is exactly as durable as the write.
+    /// is exactly as durable as the write. A write whose
+    /// [`BlockWrite::owner_epoch`] is older than the file's fence is refused
+    /// with [`CoreError::Fenced`] (0 = not checked).
     pub async fn write_with_job(
         &self,
         write: BlockWrite,
@@ -331,6 +348,8 @@ impl BlockStore {
         let inner = self.inner.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let _guard = guard;
+            // Held across the check and the batch: a fence waits for it.
+            let _fence = inner.admit(write.block.file_id, write.owner_epoch)?;
             inner.write_blocking(&write, job.as_ref())
         })
         .await??;
@@ -344,7 +363,9 @@ impl BlockStore {
     }
 
     /// Reads `read.range` of a block; `None` if the block is absent. Bytes
-    /// never written (or past the block's length) read as zeros.
+    /// never written (or past the block's length) read as zeros. A read
+    /// whose [`BlockRead::owner_epoch`] is older than the file's fence is
+    /// refused with [`CoreError::Fenced`] (0 = not checked).
     pub async fn read(&self, read: BlockRead) -> Result<Option<ReadOutcome>, CoreError> {
         let inner = self.inner.clone();
         let outcome = tokio::task::spawn_blocking(move || inner.read_blocking(&read)).await??;
@@ -367,16 +388,31 @@ impl BlockStore {
     }
 
     /// Deletes a block if its stored version is at most `up_to_version`.
-    /// The delete is durable when this returns.
+    /// The delete is durable when this returns. Unchecked against fences
+    /// ([`BlockStore::delete_as`] with epoch 0).
     pub async fn delete(
         &self,
         block: BlockId,
         up_to_version: u64,
     ) -> Result<DeleteOutcome, CoreError> {
+        self.delete_as(block, up_to_version, 0).await
+    }
+
+    /// [`BlockStore::delete`] by a caller at ownership epoch `owner_epoch`
+    /// of the block's file: refused with [`CoreError::Fenced`] when it is
+    /// older than the file's fence (0 = not checked).
+    pub async fn delete_as(
+        &self,
+        block: BlockId,
+        up_to_version: u64,
+        owner_epoch: u64,
+    ) -> Result<DeleteOutcome, CoreError> {
         let guard = self.inner.lock_for(block).lock_owned().await;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
+            // Held across the check and the batch: a fence waits for it.
+            let _fence = inner.admit(block.file_id, owner_epoch)?;
             inner.delete_blocking(block, up_to_version)
         })
         .await?
@@ -608,6 +644,9 @@ impl Inner {
         let db = self.db()?;
         let block = read.block;
         let snapshot = db.snapshot();
+        // Checked after the snapshot: a read that passes reads data from
+        // before any fence that refuses it.
+        self.check_read(block.file_id, read.owner_epoch)?;
         let Some(meta) = snapshot.get_pinned(meta_key(block))? else {
             return Ok(None);
         };

@@ -95,6 +95,9 @@ pub struct BlockWrite {
     pub version: u64,
     /// When it must be durable.
     pub durability: Durability,
+    /// The caller's ownership epoch of the block's file; 0 = not checked.
+    /// Refused when lower than the file's fence on the core.
+    pub owner_epoch: u64,
 }
 
 impl TryFrom<wire_core::WriteRequest> for BlockWrite {
@@ -125,6 +128,7 @@ impl TryFrom<wire_core::WriteRequest> for BlockWrite {
             data: req.data,
             version: req.version,
             durability,
+            owner_epoch: req.owner_epoch,
         })
     }
 }
@@ -136,6 +140,9 @@ pub struct BlockRead {
     pub block: BlockId,
     /// Which bytes.
     pub range: BlockRange,
+    /// The caller's ownership epoch of the block's file; 0 = not checked.
+    /// Refused when lower than the file's fence on the core.
+    pub owner_epoch: u64,
 }
 
 impl TryFrom<wire_core::ReadRequest> for BlockRead {
@@ -144,7 +151,11 @@ impl TryFrom<wire_core::ReadRequest> for BlockRead {
     fn try_from(req: wire_core::ReadRequest) -> Result<Self, WireError> {
         let block = req.block.ok_or(WireError::MissingField("block"))?.into();
         let range = BlockRange::new(req.offset, u64::from(req.length))?;
-        Ok(BlockRead { block, range })
+        Ok(BlockRead {
+            block,
+            range,
+            owner_epoch: req.owner_epoch,
+        })
     }
 }
 
@@ -257,6 +268,22 @@ mod tests {
             }
         );
         assert_eq!(write.durability, Durability::Held);
+        assert_eq!(write.owner_epoch, 0);
+        let mut req = write_req(0, 1);
+        req.owner_epoch = 9;
+        assert_eq!(BlockWrite::try_from(req).unwrap().owner_epoch, 9);
+        let read = BlockRead::try_from(wire_core::ReadRequest {
+            block: Some(wire_core::BlockId {
+                file_id: 7,
+                index: 2,
+            }),
+            offset: 0,
+            length: 10,
+            owner_epoch: 4,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(read.owner_epoch, 4);
     }
 
     #[test]

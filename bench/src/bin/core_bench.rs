@@ -129,6 +129,7 @@ impl Target {
                     data,
                     version,
                     durability,
+                    owner_epoch: 0,
                 };
                 store
                     .write(write)

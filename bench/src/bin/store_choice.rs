@@ -186,6 +186,7 @@ impl Target {
                         data,
                         version,
                         durability,
+                        owner_epoch: 0,
                     })
                     .await?;
             }
@@ -202,7 +203,13 @@ impl Target {
         match self {
             Target::Rocks(store) => {
                 let (block, range) = (block_id(index), BlockRange::new(offset, len as u64)?);
-                let found = store.read(BlockRead { block, range }).await?;
+                let found = store
+                    .read(BlockRead {
+                        block,
+                        range,
+                        owner_epoch: 0,
+                    })
+                    .await?;
                 found.map(drop).context("block absent")
             }
             Target::Files(fs) => {

@@ -109,6 +109,7 @@ pub async fn read_copy(
             offset: 0,
             length: len,
             with_pending_job: false,
+            owner_epoch: 0,
         })
         .await
         .unwrap()

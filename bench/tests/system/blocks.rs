@@ -189,6 +189,7 @@ async fn a_dead_pair_member_is_replaced() {
                 offset: 0,
                 length: 200_000,
                 with_pending_job: false,
+                owner_epoch: 0,
             })
             .await
             .unwrap()

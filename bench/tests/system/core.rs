@@ -40,6 +40,7 @@ fn read_req(file_id: u64, index: u64, offset: u64, length: u32) -> ReadRequest {
         offset,
         length,
         with_pending_job: false,
+        owner_epoch: 0,
     }
 }
 
@@ -143,6 +144,7 @@ async fn core_data_round_trip() {
         .delete(DeleteRequest {
             block: id(1, 1),
             up_to_version: 2,
+            owner_epoch: 0,
         })
         .await
         .unwrap()
@@ -152,6 +154,7 @@ async fn core_data_round_trip() {
         .delete(DeleteRequest {
             block: id(1, 1),
             up_to_version: 3,
+            owner_epoch: 0,
         })
         .await
         .unwrap()

@@ -61,6 +61,7 @@ async fn copy_is_good(cluster: &TestCluster, core: &str, block: BlockId, data: &
             offset: 0,
             length: data.len() as u32,
             with_pending_job: false,
+            owner_epoch: 0,
         })
         .await;
     matches!(reply, Ok(r) if r.get_ref().found && r.get_ref().data == data)

@@ -151,6 +151,7 @@ impl Worker {
             .delete(wire::DeleteRequest {
                 block: Some(block.into()),
                 up_to_version: version,
+                owner_epoch: 0,
             })
             .await
             .map_err(|status| {
@@ -177,6 +178,7 @@ impl Worker {
                 offset: 0,
                 length: 0,
                 with_pending_job: true,
+                owner_epoch: 0,
             })
             .await;
         match reply {

@@ -1,17 +1,32 @@
-//! The read path of [`BlockClient`]: the site's newest copy, checksum
-//! failures answered from another copy (of this site, else of another
-//! site) and the bad copy repaired in the background (invariant 7).
+//! The read path of [`BlockClient`]: the site's newest copy (found by
+//! probing the cores' versions), checksum failures answered from another
+//! copy (of this site, else of another site) and the bad copy repaired in
+//! the background (invariant 7). Every probe and data read carries the
+//! caller's ownership epoch; a fenced answer from any core fails the read.
 
 use bytes::Bytes;
 use geonfs_proto::core as wire;
 use geonfs_proto::domain::BlockId;
-use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
 use geonfs_proto::replication::ReplicaPut;
 use geonfs_site_config::Node;
 use tonic::Code;
 
-use super::{classify, BlockClient, BlockRead, CopyError};
+use super::{classify, classify_file, BlockClient, BlockRead, CopyError};
 use crate::BlockError;
+
+/// What [`BlockClient::probe`] learnt.
+pub(super) struct Probe<'a> {
+    /// Holders and their versions, newest first.
+    pub(super) found: Vec<(&'a Node, u64)>,
+    /// Cores that did not answer.
+    pub(super) unreachable: Vec<String>,
+    /// The bytes the first core served, when asked for them
+    /// ([`BlockClient::probe_reading_first`]) and it holds the block.
+    pub(super) first: Option<BlockRead>,
+    /// A core refused the caller's ownership epoch (the first such
+    /// refusal): the caller must not use what the others said.
+    pub(super) fenced: Option<BlockError>,
+}
 
 /// What reading the newest version from a list of holders came to.
 enum Served {
@@ -43,17 +58,37 @@ impl BlockClient {
     /// the read, every corrupt copy is replaced by it in the background
     /// (a repair put, which the core applies only over a copy of the same
     /// version that fails its checksum, or an older one).
+    ///
+    /// Not checked against ownership fences ([`BlockClient::read_as`] with
+    /// epoch 0).
     pub async fn read(
         &self,
         block: BlockId,
         offset: u64,
         len: u32,
     ) -> Result<Option<BlockRead>, BlockError> {
+        self.read_as(block, offset, len, 0).await
+    }
+
+    /// [`BlockClient::read`] by a caller at ownership epoch `owner_epoch`
+    /// of the block's file (0 = not checked). The epoch goes on every
+    /// probe and on the data read; when any core refuses it (its fence for
+    /// the file is newer), the read fails with [`BlockError::Fenced`].
+    pub async fn read_as(
+        &self,
+        block: BlockId,
+        offset: u64,
+        len: u32,
+        owner_epoch: u64,
+    ) -> Result<Option<BlockRead>, BlockError> {
         self.check_range(offset, u64::from(len))?;
         let (order, believed) = self.order(block);
         let mut probe = self
-            .probe_reading_first(block, &order[..believed], Some((offset, len)))
+            .probe_reading_first(block, &order[..believed], Some((offset, len)), owner_epoch)
             .await;
+        if let Some(err) = probe.fenced.take() {
+            return Err(err);
+        }
         if let Some(first) = probe.first.take() {
             // The best-ranked core (which keeps the site's copy after the
             // trim) holds the newest version found: served in one trip.
@@ -68,7 +103,10 @@ impl BlockClient {
         }
         if probe.found.is_empty() && believed < order.len() {
             // Only suspects are left: ask them before saying "absent".
-            let more = self.probe(block, &order[believed..]).await;
+            let more = self.probe(block, &order[believed..], owner_epoch).await;
+            if let Some(err) = more.fenced {
+                return Err(err);
+            }
             probe.found = more.found;
             probe.unreachable.extend(more.unreachable);
         }
@@ -94,7 +132,14 @@ impl BlockClient {
             .map(|(n, _)| *n)
             .collect();
         let (last_error, corrupt) = match self
-            .serve(block, offset, len, newest, &holders, Vec::new())
+            .serve(
+                block,
+                (offset, len),
+                owner_epoch,
+                newest,
+                &holders,
+                Vec::new(),
+            )
             .await
         {
             Served::Data(read) => return Ok(Some(read)),
@@ -107,10 +152,10 @@ impl BlockClient {
             return Err(err);
         }
         // Every copy of this site is corrupt: another site's copy serves.
-        let remote = self.remote_holders(block, newest).await;
+        let remote = self.remote_holders(block, newest, owner_epoch).await?;
         let remote: Vec<&Node> = remote.iter().map(|(n, _)| *n).collect();
         let corrupt = match self
-            .serve(block, offset, len, newest, &remote, corrupt)
+            .serve(block, (offset, len), owner_epoch, newest, &remote, corrupt)
             .await
         {
             Served::Data(read) => return Ok(Some(read)),
@@ -127,12 +172,13 @@ impl BlockClient {
 
     /// Reads the range from the first of `holders` that serves version
     /// `newest` (or newer) intact; schedules the repair of the corrupt
-    /// copies met on the way (and of `corrupt`, met before).
+    /// copies met on the way (and of `corrupt`, met before). A fenced
+    /// answer ends it (`last_error`).
     async fn serve(
         &self,
         block: BlockId,
-        offset: u64,
-        len: u32,
+        (offset, len): (u64, u32),
+        owner_epoch: u64,
         newest: u64,
         holders: &[&Node],
         mut corrupt: Vec<String>,
@@ -151,6 +197,7 @@ impl BlockClient {
                 offset,
                 length: len,
                 with_pending_job: false,
+                owner_epoch,
             };
             match client.read(request).await {
                 Ok(reply) => {
@@ -182,7 +229,7 @@ impl BlockClient {
                         "corrupt block copy; trying the next one: {}", status.message());
                     corrupt.push(node.name.clone());
                 }
-                Err(status) => match classify(&node.name, status) {
+                Err(status) => match classify_file(&node.name, block.file_id, status) {
                     CopyError::Fatal(err) => {
                         return Served::Failed {
                             last_error: Some(err),
@@ -203,20 +250,28 @@ impl BlockClient {
     }
 
     /// The cores of the other sites holding `version` of `block` or newer,
-    /// newest first.
-    async fn remote_holders(&self, block: BlockId, version: u64) -> Vec<(&Node, u64)> {
+    /// newest first (probed at `owner_epoch`; fenced if any refuses it).
+    async fn remote_holders(
+        &self,
+        block: BlockId,
+        version: u64,
+        owner_epoch: u64,
+    ) -> Result<Vec<(&Node, u64)>, BlockError> {
         let placement = &self.inner.placement;
         let others: Vec<&Node> = placement
             .sites()
             .filter(|&site| site != self.inner.site)
             .flat_map(|site| placement.in_site(block, site, &|_| true))
             .collect();
-        let probe = self.probe(block, &others).await;
-        probe
+        let probe = self.probe(block, &others, owner_epoch).await;
+        if let Some(err) = probe.fenced {
+            return Err(err);
+        }
+        Ok(probe
             .found
             .into_iter()
             .filter(|&(_, v)| v >= version)
-            .collect()
+            .collect())
     }
 
     /// Replaces the `corrupt` copies with `good`'s copy, in the background.
@@ -234,7 +289,7 @@ impl BlockClient {
     /// core of `corrupt`.
     async fn repair(&self, block: BlockId, good: &Node, corrupt: &[String]) -> Result<(), String> {
         let read = self
-            .read_whole(good, block)
+            .read_whole(good, block, 0)
             .await
             .map_err(|status| format!("read from {}: {}", good.name, status.message()))?;
         if !read.found {
@@ -253,16 +308,8 @@ impl BlockClient {
                 continue;
             };
             let result = async {
-                let channel = self
-                    .inner
-                    .network
-                    .channel(self.inner.from, node.address)
-                    .map_err(|err| err.to_string())?;
-                let max = usize::try_from(self.inner.block_size)
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(1024 * 1024);
-                BlockReplicationClient::new(channel)
-                    .max_encoding_message_size(max)
+                self.replica_client(node)
+                    .map_err(|err| err.to_string())?
                     .put(ReplicaPut {
                         block: Some(block.into()),
                         version: read.version,
@@ -291,5 +338,104 @@ impl BlockClient {
         } else {
             Err(errors.join("; "))
         }
+    }
+
+    /// The version of `block` on each of `nodes` (zero-length reads at
+    /// `owner_epoch`, in parallel): the holders sorted newest first (rank
+    /// order within a version), the nodes that did not answer, and the
+    /// first fenced refusal.
+    pub(super) async fn probe<'a>(
+        &self,
+        block: BlockId,
+        nodes: &[&'a Node],
+        owner_epoch: u64,
+    ) -> Probe<'a> {
+        self.probe_reading_first(block, nodes, None, owner_epoch)
+            .await
+    }
+
+    /// Like [`probe`](Self::probe), but when `range` is given the first of
+    /// `nodes` is asked for those bytes instead of a zero-length read, so
+    /// that a read whose first-ranked core holds the newest version takes
+    /// one round trip ([`Probe::first`]). A first core whose copy fails its
+    /// checksum is probed again with a zero-length read: the caller's
+    /// normal path then meets (and counts) the corrupt copy.
+    async fn probe_reading_first<'a>(
+        &self,
+        block: BlockId,
+        nodes: &[&'a Node],
+        range: Option<(u64, u32)>,
+        owner_epoch: u64,
+    ) -> Probe<'a> {
+        let request = |(offset, length): (u64, u32)| wire::ReadRequest {
+            block: Some(block.into()),
+            offset,
+            length,
+            with_pending_job: false,
+            owner_epoch,
+        };
+        let calls = nodes.iter().enumerate().map(|(rank, node)| async move {
+            let mut client = match self.client(node) {
+                Ok(client) => client,
+                Err(err) => return (rank, *node, Err(tonic::Status::internal(err.to_string()))),
+            };
+            let mut wanted = range.filter(|_| rank == 0);
+            let mut result = client
+                .read(request(wanted.unwrap_or((0, 0))))
+                .await
+                .map(tonic::Response::into_inner);
+            if wanted.is_some() && matches!(&result, Err(s) if s.code() == Code::DataLoss) {
+                wanted = None;
+                result = client
+                    .read(request((0, 0)))
+                    .await
+                    .map(tonic::Response::into_inner);
+            }
+            (rank, *node, result.map(|reply| (reply, wanted.is_some())))
+        });
+        let mut probe = Probe {
+            found: Vec::new(),
+            unreachable: Vec::new(),
+            first: None,
+            fenced: None,
+        };
+        let mut found = Vec::new();
+        for (rank, node, result) in futures::future::join_all(calls).await {
+            match result {
+                Ok((reply, with_data)) => {
+                    self.inner.liveness.alive(&node.name);
+                    if reply.found {
+                        found.push((rank, node, reply.version));
+                        if with_data {
+                            probe.first = Some(BlockRead {
+                                node: node.name.clone(),
+                                version: reply.version,
+                                data: reply.data,
+                            });
+                        }
+                    }
+                }
+                Err(status) if status.code() == Code::PermissionDenied => {
+                    // It answered: its fence refused the caller's epoch.
+                    self.inner.liveness.alive(&node.name);
+                    probe.fenced.get_or_insert(BlockError::from_status(
+                        &node.name,
+                        block.file_id,
+                        status,
+                    ));
+                }
+                Err(status) => {
+                    let suspect = matches!(
+                        classify(&node.name, status),
+                        CopyError::Retry { suspect: true, .. }
+                    );
+                    self.failed(&node.name, suspect);
+                    probe.unreachable.push(node.name.clone());
+                }
+            }
+        }
+        found.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        probe.found = found.into_iter().map(|(_, n, v)| (n, v)).collect();
+        probe
     }
 }

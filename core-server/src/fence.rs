@@ -1,0 +1,178 @@
+//! Per-file ownership fences (a child module of [`crate::store`]).
+//!
+//! A file is owned by one site at a time, under an ownership epoch that
+//! grows at every handover. The site taking a file over at epoch E calls
+//! [`BlockStore::fence`] with E on the old owner's cores (and its own):
+//! from then on those cores refuse every read, write and delete of the
+//! file's blocks that carries an older epoch, with
+//! [`CoreError::Fenced`]. An old owner with a stale belief can then
+//! neither acknowledge writes nor serve reads. Epoch 0 in a request means
+//! "not checked" (replication, repair, scans and tools use it).
+//!
+//! One record per fenced file in the store's database: key
+//! `f | file_id BE`, value the epoch (u64 BE), written synced. The map is
+//! loaded into memory at open and lives behind a `std::sync::RwLock`:
+//! checked writes and deletes hold a read guard from their check until
+//! their `WriteBatch` is applied (inside their blocking task, so a
+//! cancelled caller cannot release it early), and a fence takes the write
+//! guard while it persists and publishes the new epoch. So when a fence
+//! returns, every write or delete admitted under the lower fence has
+//! landed, and none can land later. Reads check without holding the guard:
+//! a read that passes its check after taking its snapshot read data from
+//! before the fence.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLockReadGuard};
+
+use rocksdb::{ReadOptions, WriteOptions, DB};
+
+use super::{BlockStore, Inner};
+use crate::CoreError;
+
+/// Key prefix of fence records.
+const FENCE_TAG: u8 = b'f';
+
+/// The fences of the files: file id → epoch.
+pub(super) type FenceMap = HashMap<u64, u64>;
+
+/// `f | file_id BE`.
+fn fence_key(file_id: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = FENCE_TAG;
+    key[1..9].copy_from_slice(&file_id.to_be_bytes());
+    key
+}
+
+/// Every fence record of the database.
+pub(super) fn load_fences(db: &DB) -> Result<FenceMap, CoreError> {
+    let mut read_options = ReadOptions::default();
+    read_options.set_iterate_upper_bound(vec![FENCE_TAG + 1]);
+    let mut iter = db.raw_iterator_opt(read_options);
+    iter.seek([FENCE_TAG]);
+    let mut fences = FenceMap::new();
+    while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+        let file_id = key
+            .strip_prefix(&[FENCE_TAG])
+            .and_then(|id| <[u8; 8]>::try_from(id).ok())
+            .map(u64::from_be_bytes);
+        let epoch = <[u8; 8]>::try_from(value).ok().map(u64::from_be_bytes);
+        match (file_id, epoch) {
+            (Some(file_id), Some(epoch)) => {
+                fences.insert(file_id, epoch);
+            }
+            _ => {
+                return Err(CoreError::Corrupt {
+                    what: "fence record".into(),
+                    detail: format!("key {key:?} with a value of {} bytes", value.len()),
+                })
+            }
+        }
+        iter.next();
+    }
+    iter.status()?;
+    Ok(fences)
+}
+
+impl Inner {
+    fn fences_read(&self) -> RwLockReadGuard<'_, FenceMap> {
+        self.fences.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refuses `offered` (counting the refusal) if it is older than the
+    /// file's fence in `fences`.
+    fn check_fence(&self, fences: &FenceMap, file_id: u64, offered: u64) -> Result<(), CoreError> {
+        if offered == 0 {
+            return Ok(());
+        }
+        let fence = fences.get(&file_id).copied().unwrap_or(0);
+        if offered < fence {
+            self.metrics.fenced_requests.inc();
+            tracing::debug!(
+                file_id,
+                offered,
+                fence,
+                "request refused by the file's fence"
+            );
+            return Err(CoreError::Fenced {
+                file_id,
+                offered,
+                fence,
+            });
+        }
+        Ok(())
+    }
+
+    /// Admits a write or delete of `file_id` by a caller at epoch
+    /// `offered`: `None` when unchecked (epoch 0), else a read guard of the
+    /// fences that the caller holds until its batch is applied (a fence
+    /// waits for it).
+    pub(super) fn admit(
+        &self,
+        file_id: u64,
+        offered: u64,
+    ) -> Result<Option<RwLockReadGuard<'_, FenceMap>>, CoreError> {
+        if offered == 0 {
+            return Ok(None);
+        }
+        let fences = self.fences_read();
+        self.check_fence(&fences, file_id, offered)?;
+        Ok(Some(fences))
+    }
+
+    /// Refuses a read of `file_id` by a caller at epoch `offered` older
+    /// than the file's fence (no guard is kept).
+    pub(super) fn check_read(&self, file_id: u64, offered: u64) -> Result<(), CoreError> {
+        if offered == 0 {
+            return Ok(());
+        }
+        let fences = self.fences_read();
+        self.check_fence(&fences, file_id, offered)
+    }
+
+    /// The file's fence, 0 if none.
+    pub(super) fn fence_of(&self, file_id: u64) -> u64 {
+        self.fences_read().get(&file_id).copied().unwrap_or(0)
+    }
+
+    /// Raises the file's fence to `epoch` (durably) under the write guard,
+    /// i.e. once no checked write or delete is between its check and its
+    /// batch; returns the fence after.
+    fn fence_blocking(&self, file_id: u64, epoch: u64) -> Result<u64, CoreError> {
+        let mut fences = self.fences.write().unwrap_or_else(PoisonError::into_inner);
+        let current = fences.get(&file_id).copied().unwrap_or(0);
+        if epoch <= current {
+            return Ok(current);
+        }
+        let db = self.db()?;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        db.put_opt(fence_key(file_id), epoch.to_be_bytes(), &options)?;
+        fences.insert(file_id, epoch);
+        tracing::info!(file_id, from = current, to = epoch, "file fence raised");
+        Ok(epoch)
+    }
+}
+
+impl BlockStore {
+    /// Raises the ownership fence of `file_id` to `max(current, epoch)`
+    /// and returns the fence after. Durable when it returns, and by then
+    /// no write or delete of the file admitted under a lower fence is in
+    /// flight or can land later; later requests with an older epoch
+    /// (other than 0) are refused with [`CoreError::Fenced`]. Epoch 0 (or
+    /// one not above the current fence) changes nothing.
+    pub async fn fence(&self, file_id: u64, epoch: u64) -> Result<u64, CoreError> {
+        // A published fence already waited for everything admitted under
+        // a lower one.
+        let current = self.fence_of(file_id);
+        if epoch <= current {
+            return Ok(current);
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.fence_blocking(file_id, epoch)).await?
+    }
+
+    /// The ownership fence of `file_id` on this store, 0 if it has none.
+    pub fn fence_of(&self, file_id: u64) -> u64 {
+        self.inner.fence_of(file_id)
+    }
+}
