@@ -6,6 +6,8 @@
 //! [`data`] keeps file bytes (and each file's size and mtime record) in
 //! blocks on the site's core servers.
 //! [`namespace`] keeps directories and inodes in meta-kvs.
+//! [`ownership`] records which site writes each file, hands files over
+//! between sites and finds the newest bytes for a read anywhere.
 //! [`nfs`] is the NFS v3 and MOUNT v3 programs over the namespace.
 //! [`AccessServer`] is the access role of a node (NFS, MOUNT, portmapper).
 //! [`rpc`] owns the ONC RPC transport (record marking, call decoding,
@@ -16,6 +18,7 @@ pub mod data;
 pub mod error;
 pub mod namespace;
 pub mod nfs;
+pub mod ownership;
 pub mod rpc;
 pub mod server;
 

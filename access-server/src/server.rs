@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use crate::data::FileData;
 use crate::namespace::Namespace;
 use crate::nfs::{CapacityProvider, ExportPolicy, HandleCodec, MountProgram, NfsProgram};
+use crate::ownership::Ownership;
 use crate::rpc::{
     allow_networks, CallContext, PortmapProgram, ProcResult, ProgramId, RpcMetrics, RpcProgram,
     RpcServer, ServerOptions, MOUNT_ID, NFS_ID,
@@ -187,8 +188,14 @@ impl AccessServer {
         } else {
             None
         };
-        let meta = MetaClient::for_cluster(network, ip, config);
-        let data = FileData::new(client.clone(), config.cluster.block_size);
+        let meta = MetaClient::for_cluster(network.clone(), ip, config);
+        let ownership = Ownership::new(meta.clone(), config, network, ip, client.clone())
+            .map_err(|err| AccessError::Config(err.to_string()))?;
+        ownership
+            .metrics()
+            .register(registry)
+            .map_err(AccessError::Metrics)?;
+        let data = FileData::with_ownership(ownership, config.cluster.block_size);
         let name = node_name.to_string();
         let init = tokio::spawn(async move {
             let (ns, handles) = connect(&name, meta, attribute_cache).await;

@@ -1,5 +1,5 @@
 //! The `geonfs` command line: `run`, `demo`, `check-config`, `status`,
-//! `meta …` (in [`crate::meta_cli`]).
+//! `relocate` (in [`crate::relocate`]), `meta …` (in [`crate::meta_cli`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -57,6 +57,18 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Move a file's ownership to another site ahead of a planned
+    /// migration, bringing its data current there (with a progress bar).
+    Relocate {
+        /// The file, relative to the export's root (e.g. `vms/disk.img`).
+        path: String,
+        /// The site to move it to.
+        #[arg(long)]
+        to: String,
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// The metadata store: status and membership changes.
     Meta {
         /// What to do.
@@ -81,6 +93,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Run { config, node } => run_node(&config, &node).await?,
             Command::Demo { dir } => crate::demo::run(&dir).await?,
             Command::Status { config } => status(&config).await?,
+            Command::Relocate { path, to, config } => relocate(&config, &path, &to).await?,
             Command::Meta { command } => crate::meta_cli::run(command).await?,
         }
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
@@ -153,6 +166,29 @@ async fn run_node(config_path: &std::path::Path, name: &str) -> anyhow::Result<(
             node.stop().await?;
         }
     }
+    Ok(())
+}
+
+/// `relocate`: runs [`crate::relocate::relocate`] with progress bars and
+/// prints what it did.
+async fn relocate(config_path: &std::path::Path, path: &str, to: &str) -> anyhow::Result<()> {
+    let config = ClusterConfig::load(config_path)?;
+    let network = Network::new(NetworkOptions::from_config(&config))?;
+    let started = Instant::now();
+    let done =
+        crate::relocate::relocate(&config, network, path, to, crate::relocate::draw_progress)
+            .await?;
+    println!(
+        "{path}: file {} moved from site {} to site {to} (epoch {}): {:.1} MiB pre-copied, \
+         handover {} ms, {} block(s) caught up after it; total {:.1} s",
+        done.file_id,
+        done.from,
+        done.epoch,
+        done.precopied_bytes as f64 / (1024.0 * 1024.0),
+        done.handover.as_millis(),
+        done.caught_up_blocks,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! The geonfs node runtime and command-line interface.
 //!
 //! [`node`] starts every role one configured node has (shared by the `geonfs`
-//! binary and the in-process test cluster); [`cli`] is the binary's commands.
+//! binary and the in-process test cluster); [`cli`] is the binary's commands;
+//! [`relocate`] moves a file's ownership to another site.
 
 #![warn(missing_docs)]
 
@@ -10,3 +11,4 @@ pub mod demo;
 pub mod meta_cli;
 pub mod metrics_http;
 pub mod node;
+pub mod relocate;

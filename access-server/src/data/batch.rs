@@ -95,6 +95,8 @@ pub(crate) struct QueuedWrite {
     pub(crate) data: Bytes,
     pub(crate) version: u64,
     pub(crate) durability: Durability,
+    /// The ownership epoch the write was issued under.
+    pub(crate) epoch: u64,
     pub(crate) reply: oneshot::Sender<Answer<WriteAck>>,
 }
 
@@ -112,6 +114,8 @@ pub(crate) struct Merged {
     pub(crate) data: Bytes,
     pub(crate) version: u64,
     pub(crate) durability: Durability,
+    /// The newest ownership epoch of its writes.
+    pub(crate) epoch: u64,
     pub(crate) replies: Vec<oneshot::Sender<Answer<WriteAck>>>,
 }
 
@@ -157,6 +161,7 @@ fn merge_group(mut group: Vec<QueuedWrite>) -> Merged {
                 data: w.data,
                 version: w.version,
                 durability: w.durability,
+                epoch: w.epoch,
                 replies: vec![w.reply],
             };
         }
@@ -170,12 +175,14 @@ fn merge_group(mut group: Vec<QueuedWrite>) -> Merged {
         .unwrap_or(start);
     let mut buffer = BytesMut::zeroed((end - start) as usize);
     let mut version = 0;
+    let mut epoch = 0;
     let mut durability = Durability::Held;
     let mut replies = Vec::with_capacity(group.len());
     for w in group {
         let at = (w.offset - start) as usize;
         buffer[at..at + w.data.len()].copy_from_slice(&w.data);
         version = version.max(w.version);
+        epoch = epoch.max(w.epoch);
         durability = stronger(durability, w.durability);
         replies.push(w.reply);
     }
@@ -184,6 +191,7 @@ fn merge_group(mut group: Vec<QueuedWrite>) -> Merged {
         data: buffer.freeze(),
         version,
         durability,
+        epoch,
         replies,
     }
 }
@@ -217,6 +225,7 @@ impl FileData {
         offset: u64,
         data: Bytes,
         durability: Durability,
+        epoch: u64,
     ) -> Result<WriteAck, DataError> {
         let (reply, outcome) = oneshot::channel();
         let start = self.inner.writes.push(block, || QueuedWrite {
@@ -224,6 +233,7 @@ impl FileData {
             data,
             version: next_version(),
             durability,
+            epoch,
             reply,
         });
         if start {
@@ -238,6 +248,7 @@ impl FileData {
                                 merged.data,
                                 merged.version,
                                 merged.durability,
+                                merged.epoch,
                             )
                             .await;
                         answer(merged.replies, result);
@@ -286,6 +297,7 @@ mod tests {
             data: Bytes::from(vec![fill; len]),
             version,
             durability: Durability::Held,
+            epoch: 1,
             reply: oneshot::channel().0,
         }
     }

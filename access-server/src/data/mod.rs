@@ -66,18 +66,20 @@
 pub mod attr;
 mod batch;
 pub mod clock;
+mod resize;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use futures::stream::{self, StreamExt};
-use geonfs_block_manager::{BlockClient, BlockError, WriteAck};
+use geonfs_block_manager::{BlockClient, BlockError, BlockRead, WriteAck};
 use geonfs_proto::domain::{BlockId, Durability};
 use tonic::Code;
 
 pub use attr::{attr_block, ATTR_INDEX, ATTR_LEN};
+
+use crate::ownership::{Ownership, OwnershipError};
 pub use clock::{next_version, observe};
 
 /// How many times a block write refused as stale (a concurrent newer write
@@ -86,6 +88,10 @@ const STALE_ATTEMPTS: u32 = 16;
 
 /// How many block deletes of one truncate or remove run at once.
 const DELETE_CONCURRENCY: usize = 32;
+
+/// How many times a write refused by a fence (ownership moved) is retried
+/// after taking the file back.
+const FENCED_ATTEMPTS: u32 = 8;
 
 /// Why a file-data operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +125,16 @@ pub enum DataError {
     /// process is stopping).
     #[error("the write was abandoned before it was sent")]
     Abandoned,
+    /// The file's ownership moved while the write was on its way (the
+    /// caller takes the file back and writes again).
+    #[error("file {file_id}: ownership moved during the write")]
+    OwnershipMoved {
+        /// The file.
+        file_id: u64,
+    },
+    /// File ownership (record, handover, routing) failed.
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
     /// A block write kept being overtaken by newer writes.
     #[error("block {}/{}: refused as stale {attempts} times (overtaken by newer writes)", .block.file_id, .block.index)]
     Contended {
@@ -135,6 +151,17 @@ impl DataError {
         match self {
             DataError::Shared(shared) => shared.root(),
             other => other,
+        }
+    }
+
+    /// Whether a core refused the request because the file's ownership
+    /// moved to a newer epoch (the caller refreshes and retries).
+    pub fn is_fenced(&self) -> bool {
+        match self.root() {
+            DataError::OwnershipMoved { .. } => true,
+            DataError::Block(err) => err.is_fenced(),
+            DataError::Ownership(OwnershipError::Block(err)) => err.is_fenced(),
+            _ => false,
         }
     }
 }
@@ -165,6 +192,9 @@ pub struct FileData {
 #[derive(Debug)]
 struct Inner {
     client: BlockClient,
+    /// File ownership across sites; `None` for a single-site data path
+    /// (every request unchecked, epoch 0).
+    ownership: Option<Ownership>,
     block_size: u64,
     files: Mutex<HashMap<u64, FileState>>,
     /// Data writes waiting for their block (`batch.rs`).
@@ -184,6 +214,12 @@ struct FileState {
     mtime: SystemTime,
     /// (core, incarnation) of the unstable writes since the last commit.
     unstable: HashSet<(String, u64)>,
+    /// The ownership epoch `size` and `mtime` were loaded or written at;
+    /// another epoch means they must be read again.
+    epoch: u64,
+    /// Set when ownership moved away: size and mtime are unknown until
+    /// loaded again, and a record write waiting must not be skipped.
+    lost: bool,
 }
 
 impl FileState {
@@ -193,6 +229,8 @@ impl FileState {
             size: 0,
             mtime: SystemTime::UNIX_EPOCH,
             unstable: HashSet::new(),
+            epoch: 0,
+            lost: false,
         }
     }
 }
@@ -217,10 +255,26 @@ impl FileData {
     ///
     /// If `block_size` is 0.
     pub fn new(client: BlockClient, block_size: u64) -> Self {
+        Self::build(client, None, block_size)
+    }
+
+    /// The data path of a multi-site cluster: every file has an owning
+    /// site ([`Ownership`]); writes go through it, reads find the newest
+    /// bytes wherever they are.
+    ///
+    /// # Panics
+    ///
+    /// If `block_size` is 0.
+    pub fn with_ownership(ownership: Ownership, block_size: u64) -> Self {
+        Self::build(ownership.local().clone(), Some(ownership), block_size)
+    }
+
+    fn build(client: BlockClient, ownership: Option<Ownership>, block_size: u64) -> Self {
         assert!(block_size > 0, "block size must be positive");
         FileData {
             inner: Arc::new(Inner {
                 client,
+                ownership,
                 block_size,
                 files: Mutex::new(HashMap::new()),
                 writes: batch::Queues::new(),
@@ -232,6 +286,63 @@ impl FileData {
     /// The block size.
     pub fn block_size(&self) -> u64 {
         self.inner.block_size
+    }
+
+    /// File ownership, when this data path has it.
+    pub fn ownership(&self) -> Option<&Ownership> {
+        self.inner.ownership.as_ref()
+    }
+
+    /// The epoch to write `file_id` with: this site's ownership epoch
+    /// (taking the file over if needed; `fenced_at` after a refusal), or
+    /// 0 without ownership.
+    async fn write_epoch(&self, file_id: u64, fenced_at: Option<u64>) -> Result<u64, DataError> {
+        match &self.inner.ownership {
+            Some(ownership) => Ok(ownership.acquire(file_id, fenced_at).await?),
+            None => Ok(0),
+        }
+    }
+
+    /// Whether size and mtime loaded at `epoch` are still this site's to
+    /// trust (it owns the file at that epoch, or there is no ownership).
+    fn state_is_current(&self, file_id: u64, epoch: u64) -> bool {
+        match &self.inner.ownership {
+            Some(ownership) => ownership.owned_epoch(file_id) == Some(epoch),
+            None => true,
+        }
+    }
+
+    /// The newest bytes of a block range, wherever they are.
+    async fn read_piece(
+        &self,
+        block: BlockId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<BlockRead>, DataError> {
+        match &self.inner.ownership {
+            Some(ownership) => Ok(ownership.read_block(block, offset, len).await?),
+            None => Ok(self.inner.client.read(block, offset, len).await?),
+        }
+    }
+
+    /// Forgets what this process knew about a file whose ownership moved
+    /// (its size and mtime; the unstable writes stay to be committed).
+    fn ownership_lost(&self, file_id: u64) {
+        if let Some(ownership) = &self.inner.ownership {
+            ownership.invalidate(file_id);
+        }
+        if let Some(state) = self.files().get_mut(&file_id) {
+            state.lost = true;
+        }
+    }
+
+    /// Before a partial write into `block`: brings the block current on
+    /// this site when its newest version is elsewhere (after a handover).
+    async fn prepare_block(&self, block: BlockId) -> Result<(), DataError> {
+        if let Some(ownership) = &self.inner.ownership {
+            ownership.prepare_write(block.file_id, block.index).await?;
+        }
+        Ok(())
     }
 
     /// The current write verifier (process-wide).
@@ -275,7 +386,10 @@ impl FileData {
 
     /// Writes `data` at `offset` of `file_id`: the pieces to their blocks
     /// and the attribute record, in parallel, each on two cores of the site
-    /// (durably if `stable`, else held until [`FileData::commit`]).
+    /// (durably if `stable`, else held until [`FileData::commit`]). With
+    /// ownership, the site first owns the file (a handover if another site
+    /// did), and a write refused by a fence takes the file back and is
+    /// sent again.
     pub async fn write(
         &self,
         file_id: u64,
@@ -284,8 +398,50 @@ impl FileData {
         stable: bool,
     ) -> Result<WriteResult, DataError> {
         let end = self.check_range(file_id, offset, data.len() as u64)?;
-        self.ensure(file_id).await?;
+        let mut fenced_at = None;
+        let mut attempts = 0;
+        loop {
+            let epoch = self.write_epoch(file_id, fenced_at).await?;
+            match self
+                .write_at(file_id, offset, end, data.clone(), stable, epoch)
+                .await
+            {
+                Err(err) if err.is_fenced() && attempts < FENCED_ATTEMPTS => {
+                    tracing::debug!(
+                        file_id,
+                        epoch,
+                        "write fenced: ownership moved; taking the file back"
+                    );
+                    attempts += 1;
+                    fenced_at = Some(epoch);
+                    self.ownership_lost(file_id);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// [`FileData::write`] at ownership `epoch`.
+    async fn write_at(
+        &self,
+        file_id: u64,
+        offset: u64,
+        end: u64,
+        data: Bytes,
+        stable: bool,
+        epoch: u64,
+    ) -> Result<WriteResult, DataError> {
+        self.ensure(file_id, epoch).await?;
         let durability = durability(stable);
+        let pieces = self.pieces(file_id, offset, end);
+        let bs = self.inner.block_size;
+        futures::future::try_join_all(
+            pieces
+                .iter()
+                .filter(|(_, _, take, _)| *take < bs)
+                .map(|(block, _, _, _)| self.prepare_block(*block)),
+        )
+        .await?;
         let (size, mtime) = {
             let mut files = self.files();
             let state = files.entry(file_id).or_insert_with(FileState::absent);
@@ -294,13 +450,10 @@ impl FileData {
             state.mtime = SystemTime::now();
             (state.size, state.mtime)
         };
-        let writes =
-            self.pieces(file_id, offset, end)
-                .into_iter()
-                .map(|(block, within, take, at)| {
-                    let piece = data.slice(at as usize..(at + take) as usize);
-                    self.queue_write(block, within, piece, durability)
-                });
+        let writes = pieces.into_iter().map(|(block, within, take, at)| {
+            let piece = data.slice(at as usize..(at + take) as usize);
+            self.queue_write(block, within, piece, durability, epoch)
+        });
         let (acks, ()) = futures::future::try_join(
             futures::future::try_join_all(writes),
             self.queue_record(file_id, durability),
@@ -337,12 +490,13 @@ impl FileData {
         data: Bytes,
         mut version: u64,
         durability: Durability,
+        epoch: u64,
     ) -> Result<WriteAck, DataError> {
         for _ in 0..STALE_ATTEMPTS {
             match self
                 .inner
                 .client
-                .write(block, offset, data.clone(), version, durability)
+                .write_as(block, offset, data.clone(), version, durability, epoch)
                 .await
             {
                 Ok(ack) => return Ok(ack),
@@ -376,19 +530,25 @@ impl FileData {
     async fn write_record(&self, file_id: u64, durability: Durability) -> Result<(), DataError> {
         let block = attr_block(file_id);
         for _ in 0..STALE_ATTEMPTS {
-            let Some((size, mtime, version)) = self
-                .files()
-                .get(&file_id)
-                .filter(|state| state.exists)
-                .map(|state| (state.size, state.mtime, next_version()))
-            else {
+            let Some((size, mtime, version, epoch)) = ({
+                let files = self.files();
+                match files.get(&file_id) {
+                    Some(state) if state.lost => {
+                        return Err(DataError::OwnershipMoved { file_id });
+                    }
+                    Some(state) if state.exists => {
+                        Some((state.size, state.mtime, next_version(), state.epoch))
+                    }
+                    _ => None,
+                }
+            }) else {
                 return Ok(());
             };
             let bytes = Bytes::copy_from_slice(&attr::encode(size, mtime));
             match self
                 .inner
                 .client
-                .write(block, 0, bytes, version, durability)
+                .write_as(block, 0, bytes, version, durability, epoch)
                 .await
             {
                 Ok(ack) => {
@@ -410,47 +570,92 @@ impl FileData {
         })
     }
 
-    /// Loads the file's state (its attribute record) unless known.
-    async fn ensure(&self, file_id: u64) -> Result<(), DataError> {
-        if self.files().contains_key(&file_id) {
+    /// Loads the file's state (its attribute record) unless known for
+    /// ownership `epoch`.
+    async fn ensure(&self, file_id: u64, epoch: u64) -> Result<(), DataError> {
+        if self
+            .files()
+            .get(&file_id)
+            .is_some_and(|state| state.epoch == epoch && !state.lost)
+        {
             return Ok(());
         }
-        if self.attributes(file_id).await?.is_none() {
-            self.files()
-                .entry(file_id)
-                .or_insert_with(FileState::absent);
+        let record = self.read_record(file_id).await?;
+        let mut files = self.files();
+        let state = files.entry(file_id).or_insert_with(FileState::absent);
+        if state.epoch != epoch || state.lost {
+            state.epoch = epoch;
+            state.lost = false;
+            state.exists = record.is_some();
+            if let Some((size, mtime)) = record {
+                state.size = size;
+                state.mtime = mtime;
+            }
         }
         Ok(())
     }
 
-    /// The file's size and mtime: as of the writes issued by this process,
-    /// else from the attribute record on the cores. `None` if the file has
-    /// no record (never written, or removed).
-    pub async fn attributes(&self, file_id: u64) -> Result<Option<(u64, SystemTime)>, DataError> {
-        if let Some(state) = self.files().get(&file_id) {
-            if state.exists {
-                return Ok(Some((state.size, state.mtime)));
-            }
-        }
+    /// The attribute record's (size, mtime) at its newest version.
+    async fn read_record(&self, file_id: u64) -> Result<Option<(u64, SystemTime)>, DataError> {
         let Some(read) = self
-            .inner
-            .client
-            .read(attr_block(file_id), 0, ATTR_LEN as u32)
+            .read_piece(attr_block(file_id), 0, ATTR_LEN as u32)
             .await?
         else {
             return Ok(None);
         };
         observe(read.version);
-        let (size, mtime) = attr::decode(&read.data).ok_or(DataError::BadRecord {
-            file_id,
-            len: read.data.len(),
-        })?;
+        attr::decode(&read.data)
+            .ok_or(DataError::BadRecord {
+                file_id,
+                len: read.data.len(),
+            })
+            .map(Some)
+    }
+
+    /// The file's size and mtime: as of the writes issued by this process
+    /// while its site owns the file, else from the newest attribute record
+    /// (at the owner's site when another site owns the file). `None` if
+    /// the file has no record (never written, or removed).
+    ///
+    /// With ownership the record is read every time, with the epoch: at
+    /// the owner that is one in-site round trip, and it is how an owner
+    /// whose file was taken over learns it (the fence refuses the read)
+    /// instead of answering with the size it remembers.
+    pub async fn attributes(&self, file_id: u64) -> Result<Option<(u64, SystemTime)>, DataError> {
+        let remembered = |data: &Self| {
+            data.files()
+                .get(&file_id)
+                .filter(|s| s.exists && !s.lost && data.state_is_current(file_id, s.epoch))
+                .map(|s| (s.size, s.mtime))
+        };
+        if self.inner.ownership.is_none() {
+            if let Some(known) = remembered(self) {
+                return Ok(Some(known));
+            }
+        }
+        let record = self.read_record(file_id).await?;
+        if let Some(known) = remembered(self) {
+            return Ok(Some(known));
+        }
+        let Some((size, mtime)) = record else {
+            return Ok(None);
+        };
+        let owned = match &self.inner.ownership {
+            Some(ownership) => ownership.owned_epoch(file_id),
+            None => Some(0),
+        };
+        let Some(epoch) = owned else {
+            // Another site writes the file: nothing here to keep.
+            return Ok(Some((size, mtime)));
+        };
         let mut files = self.files();
         let state = files.entry(file_id).or_insert_with(FileState::absent);
-        if !state.exists {
+        if !state.exists || state.epoch != epoch || state.lost {
+            state.lost = false;
             state.exists = true;
             state.size = size;
             state.mtime = mtime;
+            state.epoch = epoch;
         }
         Ok(Some((state.size, state.mtime)))
     }
@@ -521,7 +726,7 @@ impl FileData {
         let reads = self.pieces(file_id, offset, end).into_iter().map(
             |(block, within, take, _)| async move {
                 let len = take as usize;
-                let data = match self.inner.client.read(block, within, take as u32).await? {
+                let data = match self.read_piece(block, within, take as u32).await? {
                     Some(read) if read.data.len() == len => read.data,
                     Some(read) => {
                         let mut padded = BytesMut::zeroed(len);
@@ -545,97 +750,5 @@ impl FileData {
             out.freeze()
         };
         Ok((data, end == file_size))
-    }
-
-    /// Sets the file's size (SETATTR size), durably: truncating deletes
-    /// the blocks wholly past `new_size` and zeroes the rest of the last
-    /// partial block; extending writes no data (the new range reads as
-    /// zeros). Then the attribute record is written. `old_size` is the size
-    /// the caller knows; the larger of it and this process's is used.
-    pub async fn set_size(
-        &self,
-        file_id: u64,
-        old_size: u64,
-        new_size: u64,
-    ) -> Result<(), DataError> {
-        self.check_range(file_id, new_size, 0)?;
-        self.ensure(file_id).await?;
-        let (old, up_to) = {
-            let mut files = self.files();
-            let state = files.entry(file_id).or_insert_with(FileState::absent);
-            let old = state.size.max(old_size);
-            state.exists = true;
-            state.size = new_size;
-            state.mtime = SystemTime::now();
-            // Under the lock: every write issued later has newer versions,
-            // so the deletes below cannot remove its data.
-            (old, next_version())
-        };
-        let bs = self.inner.block_size;
-        let shrink = async {
-            if new_size >= old {
-                return Ok(());
-            }
-            let first_gone = new_size.div_ceil(bs);
-            let deletes = self.delete_blocks(file_id, first_gone..old.div_ceil(bs), up_to);
-            let zero_tail = async {
-                let within = new_size % bs;
-                if within == 0 {
-                    return Ok(());
-                }
-                let block_start = new_size - within;
-                let tail = old.min(block_start + bs) - new_size;
-                let block = BlockId {
-                    file_id,
-                    index: new_size / bs,
-                };
-                self.queue_write(
-                    block,
-                    within,
-                    Bytes::from(vec![0; tail as usize]),
-                    Durability::Durable,
-                )
-                .await
-                .map(|_| ())
-            };
-            futures::future::try_join(deletes, zero_tail)
-                .await
-                .map(|_| ())
-        };
-        futures::future::try_join(shrink, self.queue_record(file_id, Durability::Durable)).await?;
-        Ok(())
-    }
-
-    /// Deletes blocks `indexes` of `file_id` from the site's cores (up to
-    /// `up_to` version), a bounded number at a time.
-    async fn delete_blocks(
-        &self,
-        file_id: u64,
-        indexes: impl Iterator<Item = u64>,
-        up_to: u64,
-    ) -> Result<(), DataError> {
-        let client = &self.inner.client;
-        let mut deletes = stream::iter(indexes)
-            .map(|index| client.delete(BlockId { file_id, index }, up_to))
-            .buffer_unordered(DELETE_CONCURRENCY);
-        while let Some(result) = deletes.next().await {
-            result?;
-        }
-        Ok(())
-    }
-
-    /// Deletes the file's blocks (those covering `size` bytes, or the
-    /// recorded size if larger) and its attribute record (REMOVE of the
-    /// last link).
-    pub async fn remove(&self, file_id: u64, size: u64) -> Result<(), DataError> {
-        let recorded = self.attributes(file_id).await?.map_or(0, |(s, _)| s);
-        let up_to = {
-            let mut files = self.files();
-            files.remove(&file_id);
-            next_version()
-        };
-        let size = size.max(recorded);
-        let blocks = (0..size.div_ceil(self.inner.block_size)).chain([ATTR_INDEX]);
-        self.delete_blocks(file_id, blocks, up_to).await
     }
 }

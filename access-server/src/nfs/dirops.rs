@@ -79,7 +79,7 @@ impl NfsProgram {
             .await
             .map_err(status_of)?;
         if let Some(size) = attrs.size {
-            let before = self.current(created.inode.clone()).await;
+            let before = self.current(created.inode.clone()).await?;
             if before.size != size || !created.created {
                 self.data
                     .set_size(before.id, before.size, size)

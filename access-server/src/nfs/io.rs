@@ -34,6 +34,12 @@ pub(crate) fn data_status(file_id: u64, err: &DataError) -> nfsstat3 {
     match err.root() {
         DataError::Range { .. } => nfsstat3::NFS3ERR_FBIG,
         DataError::Block(geonfs_block_manager::BlockError::Invalid(_)) => nfsstat3::NFS3ERR_INVAL,
+        // A handover that cannot finish now, or meta-kvs out of reach (as
+        // for namespace operations): the client retries later.
+        DataError::Ownership(
+            crate::ownership::OwnershipError::Blocked { .. }
+            | crate::ownership::OwnershipError::Meta { .. },
+        ) => nfsstat3::NFS3ERR_JUKEBOX,
         _ => nfsstat3::NFS3ERR_IO,
     }
 }
@@ -49,11 +55,12 @@ fn timestamp(time: SystemTime) -> Timestamp {
 
 impl NfsProgram {
     /// `inode` with a regular file's size and mtime from its attribute
-    /// record (if it has one and it can be read; a failure is logged and
-    /// the namespace's values are returned).
-    pub(crate) async fn current(&self, mut inode: Inode) -> Inode {
+    /// record (if it has one). A record that cannot be read (its site out
+    /// of reach) is an error: the namespace's size may be stale, and a
+    /// client must never be shown a stale size (invariant 4).
+    pub(crate) async fn current(&self, mut inode: Inode) -> Result<Inode, nfsstat3> {
         if inode.kind != FileKind::Regular {
-            return inode;
+            return Ok(inode);
         }
         match self.data.attributes(inode.id).await {
             Ok(Some((size, mtime))) => {
@@ -65,23 +72,27 @@ impl NfsProgram {
                 }
             }
             Ok(None) => {}
-            Err(err) => {
-                tracing::warn!(file_id = inode.id, %err, "attribute record unreadable; namespace attributes returned");
-            }
+            Err(err) => return Err(data_status(inode.id, &err)),
         }
-        inode
+        Ok(inode)
     }
 
-    /// The regular file `fh` names, with its current attributes, if `who`
-    /// may use it for `bits` (the owner always may: NFS has no open, and
-    /// an owner's own writes to a file it made read-only must go through).
+    /// The regular file `fh` names, with its current attributes when
+    /// `current` (else the namespace's), if `who` may use it for `bits`
+    /// (the owner always may: NFS has no open, and an owner's own writes
+    /// to a file it made read-only must go through).
     async fn regular_file(
         &self,
         who: &Identity,
         fh: &nfs3_types::nfs3::nfs_fh3,
         bits: u32,
+        current: bool,
     ) -> Result<Inode, nfsstat3> {
-        let inode = self.resolve(fh).await?;
+        let inode = if current {
+            self.resolve(fh).await?
+        } else {
+            self.resolve_stored(fh).await?
+        };
         match inode.kind {
             FileKind::Regular => {}
             FileKind::Directory => return Err(nfsstat3::NFS3ERR_ISDIR),
@@ -95,7 +106,7 @@ impl NfsProgram {
 
     pub(crate) async fn read(&self, who: &Identity, args: &[u8]) -> Reply {
         let args = args!(READ3args, args);
-        let inode = self.regular_file(who, &args.file, READ).await?;
+        let inode = self.regular_file(who, &args.file, READ, true).await?;
         let count = args.count.min(MAX_IO);
         let (data, eof) = self
             .data
@@ -113,7 +124,9 @@ impl NfsProgram {
     pub(crate) async fn write(&self, who: &Identity, args: &[u8]) -> Reply {
         let args = args!(WRITE3args, args);
         self.writable()?;
-        let inode = self.regular_file(who, &args.file, WRITE).await?;
+        // The namespace's attributes suffice: the write sets size and mtime
+        // (at a non-owner the owner's record is not needed before the handover).
+        let inode = self.regular_file(who, &args.file, WRITE, false).await?;
         let given = args.data.as_ref();
         let count = usize::try_from(args.count).unwrap_or(usize::MAX);
         if count > given.len() || args.count > MAX_IO {
@@ -148,7 +161,7 @@ impl NfsProgram {
 
     pub(crate) async fn commit(&self, who: &Identity, args: &[u8]) -> Reply {
         let args = args!(COMMIT3args, args);
-        let inode = self.regular_file(who, &args.file, WRITE).await?;
+        let inode = self.regular_file(who, &args.file, WRITE, true).await?;
         let verifier = self
             .data
             .commit(inode.id)
@@ -167,7 +180,10 @@ impl NfsProgram {
         let Some(inode) = inode.filter(|i| i.kind == FileKind::Regular) else {
             return;
         };
-        let inode = self.current(inode).await;
+        let inode = match self.current(inode.clone()).await {
+            Ok(current) => current,
+            Err(_) => inode,
+        };
         if let Err(err) = self.data.remove(inode.id, inode.size).await {
             tracing::warn!(file_id = inode.id, %err, "blocks of a removed file not released");
         }

@@ -137,12 +137,12 @@ impl NfsProgram {
     /// removed file or a reused id), or the inode with its current
     /// attributes ([`NfsProgram::current`]).
     pub(crate) async fn resolve(&self, fh: &nfs_fh3) -> Result<Inode, nfsstat3> {
-        Ok(self.current(self.resolve_stored(fh).await?).await)
+        self.current(self.resolve_stored(fh).await?).await
     }
 
     /// Like [`resolve`](Self::resolve), with the attributes as the
     /// namespace stores them.
-    async fn resolve_stored(&self, fh: &nfs_fh3) -> Result<Inode, nfsstat3> {
+    pub(crate) async fn resolve_stored(&self, fh: &nfs_fh3) -> Result<Inode, nfsstat3> {
         let handle = self.handles.decode(fh.data.as_ref())?;
         let inode = self.ns.getattr(handle.id).await.map_err(status_of)?;
         if inode.generation != handle.generation {
@@ -179,7 +179,7 @@ impl NfsProgram {
 
     /// The current attributes of `id` after a change, if readable.
     pub(crate) async fn after(&self, id: u64) -> Option<Inode> {
-        Some(self.current(self.ns.getattr(id).await.ok()?).await)
+        self.current(self.ns.getattr(id).await.ok()?).await.ok()
     }
 
     async fn getattr(&self, args: &[u8]) -> Reply {
@@ -196,7 +196,7 @@ impl NfsProgram {
         let args = args!(SETATTR3args, args);
         self.writable()?;
         let stored = self.resolve_stored(&args.object).await?;
-        let inode = self.current(stored.clone()).await;
+        let inode = self.current(stored.clone()).await?;
         let attrs = set_attrs(&args.new_attributes);
         let owner_or_root = who.is_root() || who.owns(&inode);
         if attrs.size.is_some() {
@@ -246,7 +246,7 @@ impl NfsProgram {
             .setattr(inode.id, &attrs, guard)
             .await
             .map_err(status_of)?;
-        let updated = self.current(updated).await;
+        let updated = self.current(updated).await?;
         ok(&SETATTR3resok {
             obj_wcc: wcc(Some(&updated), self.fsid()),
         })
@@ -261,7 +261,7 @@ impl NfsProgram {
             .lookup(dir.id, args.what.name.as_ref())
             .await
             .map_err(status_of)?;
-        let object = self.current(object).await;
+        let object = self.current(object).await?;
         ok(&LOOKUP3resok {
             object: self.fh(&object),
             obj_attributes: post_op(Some(&object), self.fsid()),

@@ -154,7 +154,9 @@ impl NfsProgram {
             if item.id == dir.id {
                 return Some(dir.clone());
             }
-            Some(self.current(self.ns.getattr(item.id).await.ok()?).await)
+            self.current(self.ns.getattr(item.id).await.ok()?)
+                .await
+                .ok()
         }))
         .await;
         let entries = items

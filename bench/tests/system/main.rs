@@ -15,6 +15,7 @@ mod nfs;
 mod nfs_clients;
 mod nfs_data;
 mod nfs_readdir;
+mod ownership;
 mod repair;
 mod replication;
 mod rpc;

@@ -1,0 +1,426 @@
+//! The handover: claim, fence, list, complete (see [`super`]), and the
+//! resolution of claims whose claimant died.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use geonfs_block_manager::FileListing;
+use geonfs_meta_kvs::MetaError;
+use geonfs_proto::meta::{condition, operation, Condition, KeyValue, Operation, TxnRequest};
+use rand::Rng;
+
+use super::catchup::DirtyMap;
+use super::record::{self, owner_key, Claim, OwnerRecord};
+use super::{lock, Ownership, OwnershipError, View, WAIT_FOR_CLAIM};
+use crate::data::clock;
+
+/// What one attempt of [`Ownership::acquire`] came to.
+enum Step {
+    /// This site owns the file at this epoch.
+    Owned(u64),
+    /// The record changed under us: read it again.
+    Retry,
+}
+
+/// What a conditional write of the record came to.
+enum Put {
+    /// Applied at this meta-kvs version.
+    Applied(u64),
+    /// The record had changed.
+    Conflict,
+    /// Unknown: read the record to learn.
+    Unknown(MetaError),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A short, growing, jittered pause between attempts (a poll interval,
+/// never a synchronisation point: the caller re-reads the record).
+pub(super) async fn pause(attempt: u32) {
+    let base = 10u64 << attempt.min(5);
+    let jitter = rand::rng().random_range(0..=base);
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+}
+
+impl Ownership {
+    /// Makes this site the owner of `file_id` and returns the epoch to
+    /// write with: at once when the cached record says so, else through a
+    /// handover. `fenced_at` is the epoch a request was just refused with
+    /// (the cache was stale, or this site's cores were fenced above it).
+    pub async fn acquire(
+        &self,
+        file_id: u64,
+        fenced_at: Option<u64>,
+    ) -> Result<u64, OwnershipError> {
+        if fenced_at.is_none() {
+            if let Some(epoch) = self.owned_epoch(file_id) {
+                return Ok(epoch);
+            }
+        }
+        let gate = {
+            let mut handovers = lock(&self.inner.handovers);
+            handovers.entry(file_id).or_default().clone()
+        };
+        let _one_at_a_time = gate.lock().await;
+        if let Some(epoch) = self.owned_epoch(file_id) {
+            if fenced_at.is_none_or(|fenced| epoch > fenced) {
+                return Ok(epoch);
+            }
+        }
+        let deadline = Instant::now() + WAIT_FOR_CLAIM;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let step = match self.load(file_id).await? {
+                None => self.first_owner(file_id).await?,
+                Some(view) => self.step(file_id, view, fenced_at).await?,
+            };
+            match step {
+                Step::Owned(epoch) => return Ok(epoch),
+                Step::Retry if Instant::now() >= deadline => {
+                    return Err(OwnershipError::Blocked {
+                        file_id,
+                        reason: "the owner record kept changing (another site is taking the file)"
+                            .into(),
+                    })
+                }
+                Step::Retry => pause(attempt).await,
+            }
+        }
+    }
+
+    /// One decision of [`Ownership::acquire`] on the stored `view`.
+    async fn step(
+        &self,
+        file_id: u64,
+        view: View,
+        fenced_at: Option<u64>,
+    ) -> Result<Step, OwnershipError> {
+        let me = self.inner.site.as_str();
+        let record = &view.record;
+        match &record.claim {
+            None if record.site == me && fenced_at.is_none_or(|f| f < record.epoch) => {
+                if !record.sources.is_empty() {
+                    self.dirty_map(file_id, &view).await?;
+                }
+                Ok(Step::Owned(record.epoch))
+            }
+            None => {
+                // Another site owns it (or this one, fenced above its
+                // epoch by a claim that was resolved): claim it.
+                let claim = Claim {
+                    by: me.to_string(),
+                    epoch: record.top_epoch() + 1,
+                    since_ms: now_ms(),
+                    token: rand::rng().random_range(1..=u64::MAX),
+                };
+                let mut claimed = record.clone();
+                claimed.claim = Some(claim.clone());
+                match self.put(file_id, view.meta_version, &claimed).await? {
+                    Put::Applied(version) => {
+                        let view = View {
+                            record: claimed,
+                            meta_version: version,
+                        };
+                        self.remember(file_id, &view);
+                        self.finish(file_id, view, claim).await
+                    }
+                    Put::Conflict => Ok(Step::Retry),
+                    Put::Unknown(err) => {
+                        tracing::debug!(file_id, %err, "claim outcome unknown; re-reading");
+                        Ok(Step::Retry)
+                    }
+                }
+            }
+            Some(claim) if claim.by == me => {
+                // Ours (this process or another access server of this
+                // site, perhaps before a restart): carry it on.
+                let claim = claim.clone();
+                self.finish(file_id, view, claim).await
+            }
+            Some(claim) if self.is_stale(claim) => {
+                self.resolve(file_id, &view).await?;
+                Ok(Step::Retry)
+            }
+            Some(_) => Ok(Step::Retry),
+        }
+    }
+
+    fn is_stale(&self, claim: &Claim) -> bool {
+        let age = now_ms().saturating_sub(claim.since_ms);
+        Duration::from_millis(age) >= self.inner.claim_timeout
+    }
+
+    /// The first owner of a file without a record: this site, epoch 1.
+    async fn first_owner(&self, file_id: u64) -> Result<Step, OwnershipError> {
+        let record = OwnerRecord::owned(&self.inner.site, 1);
+        match self.put(file_id, 0, &record).await? {
+            Put::Applied(version) => {
+                self.remember(
+                    file_id,
+                    &View {
+                        record,
+                        meta_version: version,
+                    },
+                );
+                self.inner.metrics.first_owners.inc();
+                Ok(Step::Owned(1))
+            }
+            Put::Conflict | Put::Unknown(_) => Ok(Step::Retry),
+        }
+    }
+
+    /// Steps 2–4 of a handover whose claim (`claim`, in `view`) is
+    /// recorded: fence, list, complete.
+    async fn finish(&self, file_id: u64, view: View, claim: Claim) -> Result<Step, OwnershipError> {
+        let started = Instant::now();
+        let me = self.inner.site.clone();
+        let record = &view.record;
+        let blocked = |reason: String| OwnershipError::Blocked { file_id, reason };
+        // Fence the old owner and this site.
+        let old = self.client(file_id, &record.site)?;
+        let (old_report, own_report) = futures::join!(
+            old.fence(file_id, claim.epoch),
+            self.local().fence(file_id, claim.epoch)
+        );
+        for (site, report) in [(&record.site, &old_report), (&me, &own_report)] {
+            if !report.all_but_one() {
+                self.inner.metrics.blocked.inc();
+                return Err(blocked(format!(
+                    "only {} of the {} cores of site {site} could be fenced ({})",
+                    report.fenced.len(),
+                    report.total,
+                    describe(&report.failed)
+                )));
+            }
+        }
+        // List the file's blocks everywhere.
+        let listings: Vec<(&String, FileListing)> = futures::future::join_all(
+            self.inner
+                .clients
+                .iter()
+                .map(|(site, client)| async move { (site, client.list_file(file_id).await) }),
+        )
+        .await;
+        let required: BTreeSet<&str> = std::iter::once(record.site.as_str())
+            .chain(record.sources.iter().map(String::as_str))
+            .chain(std::iter::once(me.as_str()))
+            .collect();
+        for (site, listing) in &listings {
+            let enough = listing.total > 0 && listing.answered.len() + 1 >= listing.total;
+            if required.contains(site.as_str()) && !enough {
+                self.inner.metrics.blocked.inc();
+                return Err(blocked(format!(
+                    "only {} of the {} cores of site {site} listed the file ({})",
+                    listing.answered.len(),
+                    listing.total,
+                    describe(&listing.failed)
+                )));
+            }
+        }
+        let dirty = dirty_blocks(&me, &listings);
+        if let Some(top) = listings.iter().flat_map(|(_, l)| l.versions.values()).max() {
+            clock::observe(*top);
+        }
+        let sources: Vec<String> = dirty
+            .values()
+            .map(|(_, site)| site.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let owned = OwnerRecord {
+            site: me.clone(),
+            epoch: claim.epoch,
+            sources,
+            claim: None,
+        };
+        let version = match self.put(file_id, view.meta_version, &owned).await? {
+            Put::Applied(version) => version,
+            Put::Conflict => return Ok(Step::Retry),
+            Put::Unknown(err) => {
+                tracing::debug!(file_id, %err, "handover outcome unknown; re-reading");
+                match self.load(file_id).await? {
+                    Some(now) if now.record == owned => now.meta_version,
+                    _ => return Ok(Step::Retry),
+                }
+            }
+        };
+        let view = View {
+            record: owned,
+            meta_version: version,
+        };
+        self.remember(file_id, &view);
+        let moved_from = record.site.clone();
+        if !dirty.is_empty() {
+            self.install_dirty(file_id, Arc::new(DirtyMap::new(claim.epoch, dirty)));
+        }
+        let metrics = &self.inner.metrics;
+        metrics.handovers.inc();
+        metrics
+            .handover_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(file_id, from = %moved_from, to = %me, epoch = claim.epoch,
+            ms = started.elapsed().as_millis() as u64, "file ownership handed over");
+        Ok(Step::Owned(claim.epoch))
+    }
+
+    /// Resolves a claim older than the claim timeout found in `view`: the
+    /// record goes back to the old owner at the claim's epoch (which
+    /// passes any fence the claimant set). Nothing if it changed meanwhile.
+    async fn resolve(&self, file_id: u64, view: &View) -> Result<(), OwnershipError> {
+        let Some(claim) = &view.record.claim else {
+            return Ok(());
+        };
+        let back = OwnerRecord {
+            site: view.record.site.clone(),
+            epoch: claim.epoch.max(view.record.epoch),
+            sources: view.record.sources.clone(),
+            claim: None,
+        };
+        tracing::warn!(file_id, claimant = %claim.by, owner = %back.site,
+            "handover claim timed out; the file stays with its owner");
+        if let Put::Applied(version) = self.put(file_id, view.meta_version, &back).await? {
+            self.inner.metrics.resolved_claims.inc();
+            self.remember(
+                file_id,
+                &View {
+                    record: back,
+                    meta_version: version,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Resolves the file's claim if it is stale (readers use this so a
+    /// dead claimant cannot keep a fenced file unreadable).
+    pub(super) async fn resolve_stale_claim(&self, file_id: u64) -> Result<(), OwnershipError> {
+        if let Some(view) = self.load(file_id).await? {
+            if view.record.claim.as_ref().is_some_and(|c| self.is_stale(c)) {
+                self.resolve(file_id, &view).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `record` if the stored one is at `expected` (0 = absent).
+    async fn put(
+        &self,
+        file_id: u64,
+        expected: u64,
+        record: &OwnerRecord,
+    ) -> Result<Put, OwnershipError> {
+        let key = owner_key(file_id);
+        let test = if expected == 0 {
+            condition::Test::Absent(true)
+        } else {
+            condition::Test::VersionEquals(expected)
+        };
+        let request = TxnRequest {
+            conditions: vec![Condition {
+                key: key.clone(),
+                test: Some(test),
+            }],
+            operations: vec![Operation {
+                op: Some(operation::Op::Put(KeyValue {
+                    key,
+                    value: record::encode(record),
+                    version: 0,
+                })),
+            }],
+        };
+        match self.inner.meta.txn(request).await {
+            Ok(reply) if reply.succeeded => Ok(Put::Applied(reply.version)),
+            Ok(_) => Ok(Put::Conflict),
+            Err(err @ MetaError::OutcomeUnknown(_)) => Ok(Put::Unknown(err)),
+            Err(source) => Err(OwnershipError::Meta { file_id, source }),
+        }
+    }
+
+    /// Writes `record` if the stored one is at `expected`, and caches it;
+    /// an error when it changed meanwhile or the outcome is unknown (the
+    /// caller retries after re-reading).
+    pub(super) async fn put_record(
+        &self,
+        file_id: u64,
+        expected: u64,
+        record: OwnerRecord,
+    ) -> Result<(), OwnershipError> {
+        match self.put(file_id, expected, &record).await? {
+            Put::Applied(version) => {
+                self.remember(
+                    file_id,
+                    &View {
+                        record,
+                        meta_version: version,
+                    },
+                );
+                Ok(())
+            }
+            Put::Conflict => Err(OwnershipError::Blocked {
+                file_id,
+                reason: "the owner record changed meanwhile".into(),
+            }),
+            Put::Unknown(err) => Err(OwnershipError::Meta {
+                file_id,
+                source: err,
+            }),
+        }
+    }
+
+    /// Deletes the owner record (the file was removed).
+    pub async fn forget(&self, file_id: u64) -> Result<(), OwnershipError> {
+        self.invalidate(file_id);
+        lock(&self.inner.dirty).remove(&file_id);
+        lock(&self.inner.handovers).remove(&file_id);
+        self.inner
+            .meta
+            .delete(owner_key(file_id))
+            .await
+            .map(|_| ())
+            .map_err(|source| OwnershipError::Meta { file_id, source })
+    }
+}
+
+/// The blocks whose newest version (over every listing) is not on site
+/// `me`'s cores: index → (version, a site holding it).
+pub(super) fn dirty_blocks(
+    me: &str,
+    listings: &[(&String, FileListing)],
+) -> BTreeMap<u64, (u64, String)> {
+    let mut newest: BTreeMap<u64, (u64, &str)> = BTreeMap::new();
+    let mut own: BTreeMap<u64, u64> = BTreeMap::new();
+    for (site, listing) in listings {
+        for (&index, &version) in &listing.versions {
+            if site.as_str() == me {
+                own.insert(index, version);
+            }
+            let entry = newest.entry(index).or_insert((version, site.as_str()));
+            if version > entry.0 {
+                *entry = (version, site.as_str());
+            }
+        }
+    }
+    newest
+        .into_iter()
+        .filter(|(index, (version, _))| own.get(index).is_none_or(|own| own < version))
+        .map(|(index, (version, site))| (index, (version, site.to_string())))
+        .collect()
+}
+
+fn describe(failed: &[(String, String)]) -> String {
+    if failed.is_empty() {
+        return "no core answered".into();
+    }
+    failed
+        .iter()
+        .map(|(node, err)| format!("{node}: {err}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

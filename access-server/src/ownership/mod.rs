@@ -1,0 +1,464 @@
+//! [`Ownership`]: which site writes each file, the handover when another
+//! site starts writing, and where a READ finds the newest bytes
+//! (DESIGN "Ownership", invariants 3, 4, 5 and 8).
+//!
+//! # The owner record and epochs
+//!
+//! Each regular file has an owner record in meta-kvs (`record.rs`): the
+//! owning **site**, its **epoch**, the **sources** (sites that may still
+//! hold newer blocks than the owner's, until its catch-up completes) and a
+//! **claim** while a handover is in progress. Every block request an
+//! access server sends for a file carries the epoch it believes in, and a
+//! core server refuses (`PERMISSION_DENIED`, "fenced") a request whose
+//! epoch is older than the file's fence on that core. Fences only grow.
+//!
+//! # Writes at the owner: no WAN (invariant 3)
+//!
+//! An access server caches the record. While its site owns the file, a
+//! WRITE goes to the site's two cores with the cached epoch and nothing
+//! else: no meta-kvs call, no other site. If ownership has moved, the new
+//! owner has fenced this site's cores, so the write is refused instead of
+//! acknowledged, and the cache is refreshed.
+//!
+//! # Handover (`handover.rs`)
+//!
+//! The first write at a site that does not own the file takes it over:
+//!
+//! 1. **claim** — a conditional meta-kvs transaction records
+//!    `claim = {by: this site, epoch: top + 1}`; the record's owner is
+//!    unchanged, so everyone still reads the old owner's data;
+//! 2. **fence** — the old owner's cores and this site's cores are fenced
+//!    at the new epoch. All but at most one core of the old owner must
+//!    answer (so no write can find two cores that accept the old epoch);
+//!    when it returns no write of the old epoch is in flight there;
+//! 3. **list** — every site's cores list the file's blocks and versions
+//!    (the old owner, the sources and this site must answer; the others
+//!    are asked too). The blocks whose newest version is not on this
+//!    site's cores form the **dirty map**; the clock moves past every
+//!    version seen (so this site's writes are newer than all of them);
+//! 4. **complete** — a second conditional transaction makes this site the
+//!    owner at the new epoch, with the sites of the dirty map as sources.
+//!
+//! Only then is the write sent (a partial write into a dirty block first
+//! copies the block's newest version onto the local pair). Every write the
+//! old owner acknowledged is on its cores before the fence returns, so it
+//! is in the listing, hence readable here before the first write here is
+//! acknowledged.
+//!
+//! **One owner at a time.** Claims are serialised by the record's
+//! version; writes of the old epoch are refused once the fence is in
+//! place, and the claimant writes nothing before it completes. Two sites
+//! writing one file at once therefore take turns: each switch is one
+//! handover (two meta-kvs commits, a fence and a listing: a few WAN round
+//! trips), the writes of each turn are applied whole, and a write refused
+//! by a fence is retried after its site took the file back. NFS clients
+//! see slower writes, never a torn or lost one.
+//!
+//! **A handover that cannot finish** (the old owner is unreachable, or too
+//! few of its cores answer) fails with [`OwnershipError::Blocked`] (NFS
+//! `JUKEBOX`: the client retries); the claim stays and the old owner keeps
+//! owning the file. A claim older than the claim timeout may be resolved
+//! by anyone who meets it: the record goes back to the old owner at the
+//! claim's epoch (which passes any fence the claimant set), so a claimant
+//! that died mid-handover cannot wedge a file.
+//!
+//! # Reads: never stale (invariant 4)
+//!
+//! - **At the owner, current**: the site's own cores (one in-site round
+//!   trip), with the epoch, so a fence (ownership moved) is noticed.
+//! - **At the owner, catching up**: a block of the dirty map is read from
+//!   the site that holds its newest version; the others locally. An
+//!   access server of the owner site that did not make the map lists it
+//!   once (`catchup.rs`).
+//! - **Elsewhere**: the local copy is read while the owner site's cores
+//!   (and the sources') are probed for the newest version with the
+//!   owner's epoch; the local bytes are returned when they are that
+//!   version, else the newest copy is read (one or two WAN round trips).
+//!   During a handover the old owner's data is read; if it is already
+//!   fenced, the read waits for the handover to complete.
+//!
+//! # Catch-up: local speed after a move (`catchup.rs`)
+//!
+//! After a handover the dirty blocks are copied onto this site's cores in
+//! the background, a few at a time; then the sources are cleared from the
+//! record and every read is local. How long it takes depends on the bytes
+//! that were newer elsewhere — the old owner's replication backlog at the
+//! handover (its RPO), or the whole file when this site held no replica
+//! (n below the number of sites) — divided by the WAN bandwidth, plus a
+//! round trip per block and per meta-kvs commit. `geonfs relocate` runs
+//! the handover and the catch-up ahead of a planned migration.
+
+mod catchup;
+mod handover;
+pub mod metrics;
+pub mod record;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use geonfs_block_manager::{BlockClient, BlockError, BlockRead};
+use geonfs_meta_kvs::{MetaClient, MetaError};
+use geonfs_proto::domain::BlockId;
+use geonfs_rpc::Network;
+use geonfs_site_config::ClusterConfig;
+
+pub use catchup::CatchUpProgress;
+pub use metrics::OwnershipMetrics;
+pub use record::{Claim, OwnerRecord};
+
+/// How long a claim may stay unfinished before anyone who meets it may
+/// resolve it (its claimant is presumed dead).
+pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a read or write waits for a handover by another site to
+/// complete before giving up with [`OwnershipError::Blocked`].
+const WAIT_FOR_CLAIM: Duration = Duration::from_secs(15);
+
+/// How many times a read or write re-reads the record after being fenced.
+const REFRESH_ATTEMPTS: u32 = 8;
+
+/// Why an ownership operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnershipError {
+    /// A block operation failed.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// meta-kvs failed.
+    #[error("owner record of file {file_id}: {source}")]
+    Meta {
+        /// The file.
+        file_id: u64,
+        /// The error.
+        source: MetaError,
+    },
+    /// The stored owner record cannot be decoded.
+    #[error("owner record of file {file_id} is corrupt: {detail}")]
+    Corrupt {
+        /// The file.
+        file_id: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A handover cannot finish now (the old owner or its data is out of
+    /// reach, or another site's handover is in progress); retry later.
+    #[error("file {file_id}: handover blocked: {reason}")]
+    Blocked {
+        /// The file.
+        file_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The record names a site this configuration does not have.
+    #[error("file {file_id}: owner record names unknown site {site:?}")]
+    UnknownSite {
+        /// The file.
+        file_id: u64,
+        /// The site named.
+        site: String,
+    },
+}
+
+/// What a reader needs of a file's ownership (from the cached record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    /// The record.
+    pub record: OwnerRecord,
+    /// Its meta-kvs version.
+    pub meta_version: u64,
+}
+
+/// File ownership for one access server. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Ownership {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    meta: MetaClient,
+    site: String,
+    block_size: u64,
+    /// A block client per site (by name), all calling from this node.
+    clients: BTreeMap<String, BlockClient>,
+    /// Cached records by file.
+    views: Mutex<HashMap<u64, View>>,
+    /// Dirty maps of files this site owns and is catching up.
+    dirty: Mutex<HashMap<u64, Arc<catchup::DirtyMap>>>,
+    /// One handover at a time per file in this process.
+    handovers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    claim_timeout: Duration,
+    metrics: OwnershipMetrics,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Ownership {
+    /// Ownership for an access server at `from_ip` in the site of `local`
+    /// (its block client), reaching every other site's cores over
+    /// `network`.
+    pub fn new(
+        meta: MetaClient,
+        config: &ClusterConfig,
+        network: Network,
+        from_ip: IpAddr,
+        local: BlockClient,
+    ) -> Result<Self, OwnershipError> {
+        let site = local.site_name().to_string();
+        let mut clients = BTreeMap::new();
+        for (index, other) in config.sites.iter().enumerate() {
+            if other.name == site {
+                continue;
+            }
+            let id = geonfs_site_config::SiteId(u16::try_from(index).unwrap_or(u16::MAX));
+            let client = BlockClient::new(network.clone(), config, from_ip, id)?;
+            clients.insert(other.name.clone(), client);
+        }
+        clients.insert(site.clone(), local);
+        Ok(Ownership {
+            inner: Arc::new(Inner {
+                meta,
+                site,
+                block_size: config.cluster.block_size,
+                clients,
+                views: Mutex::new(HashMap::new()),
+                dirty: Mutex::new(HashMap::new()),
+                handovers: Mutex::new(HashMap::new()),
+                claim_timeout: DEFAULT_CLAIM_TIMEOUT,
+                metrics: OwnershipMetrics::new(),
+            }),
+        })
+    }
+
+    /// This access server's site.
+    pub fn site(&self) -> &str {
+        &self.inner.site
+    }
+
+    /// The metrics (unregistered until [`OwnershipMetrics::register`]).
+    pub fn metrics(&self) -> &OwnershipMetrics {
+        &self.inner.metrics
+    }
+
+    /// The block client of `site`.
+    fn client(&self, file_id: u64, site: &str) -> Result<&BlockClient, OwnershipError> {
+        self.inner
+            .clients
+            .get(site)
+            .ok_or_else(|| OwnershipError::UnknownSite {
+                file_id,
+                site: site.to_string(),
+            })
+    }
+
+    /// This site's block client.
+    pub fn local(&self) -> &BlockClient {
+        // The constructor always inserts the local site.
+        &self.inner.clients[&self.inner.site]
+    }
+
+    /// The block clients of the other sites (best-effort cleanup).
+    pub fn remote_clients(&self) -> impl Iterator<Item = &BlockClient> {
+        self.inner
+            .clients
+            .iter()
+            .filter(|(name, _)| **name != self.inner.site)
+            .map(|(_, client)| client)
+    }
+
+    /// The cached view of `file_id`, if any.
+    fn cached(&self, file_id: u64) -> Option<View> {
+        lock(&self.inner.views).get(&file_id).cloned()
+    }
+
+    /// Forgets the cached record (after a fence refused a request).
+    pub fn invalidate(&self, file_id: u64) {
+        lock(&self.inner.views).remove(&file_id);
+    }
+
+    fn remember(&self, file_id: u64, view: &View) {
+        let mut views = lock(&self.inner.views);
+        match views.get(&file_id) {
+            Some(old) if old.meta_version > view.meta_version => {}
+            _ => {
+                views.insert(file_id, view.clone());
+            }
+        }
+    }
+
+    /// Reads the record from meta-kvs (linearizable) and caches it.
+    /// `None`: the file has no owner record (never written since it was
+    /// created, or created before ownership existed).
+    pub async fn load(&self, file_id: u64) -> Result<Option<View>, OwnershipError> {
+        let found = self
+            .inner
+            .meta
+            .get(record::owner_key(file_id))
+            .await
+            .map_err(|source| OwnershipError::Meta { file_id, source })?;
+        let Some(kv) = found else {
+            self.invalidate(file_id);
+            return Ok(None);
+        };
+        let record = record::decode(&kv.value)
+            .map_err(|detail| OwnershipError::Corrupt { file_id, detail })?;
+        let view = View {
+            record,
+            meta_version: kv.version,
+        };
+        self.remember(file_id, &view);
+        Ok(Some(view))
+    }
+
+    /// The cached view, else the stored one.
+    pub async fn view(&self, file_id: u64) -> Result<Option<View>, OwnershipError> {
+        match self.cached(file_id) {
+            Some(view) => Ok(Some(view)),
+            None => self.load(file_id).await,
+        }
+    }
+
+    /// The epoch this site owns `file_id` at, as cached (no claim on it);
+    /// `None` if the cache does not say this site owns it.
+    pub fn owned_epoch(&self, file_id: u64) -> Option<u64> {
+        self.cached(file_id)
+            .filter(|v| v.record.site == self.inner.site && v.record.claim.is_none())
+            .map(|v| v.record.epoch)
+    }
+
+    /// Reads `len` bytes at `offset` of `block` at their newest version
+    /// anywhere (see the module documentation): `None` when the file's
+    /// data has no such block.
+    pub async fn read_block(
+        &self,
+        block: BlockId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<BlockRead>, OwnershipError> {
+        let file_id = block.file_id;
+        let deadline = Instant::now() + WAIT_FOR_CLAIM;
+        let mut refreshes = 0;
+        loop {
+            let view = match self.view(file_id).await? {
+                Some(view) => view,
+                // No owner: the file was never written under ownership;
+                // its data, if any, is where this site's cores have it.
+                None => return Ok(self.local().read(block, offset, len).await?),
+            };
+            match self.read_with(&view, block, offset, len).await {
+                Err(OwnershipError::Block(err)) if err.is_fenced() => {
+                    refreshes += 1;
+                    self.inner.metrics.fenced.inc();
+                    let fresh = self.load(file_id).await?;
+                    let claim_pending = fresh.as_ref().is_some_and(|v| v.record.claim.is_some());
+                    if claim_pending {
+                        // The old owner is fenced, the claimant not done.
+                        self.resolve_stale_claim(file_id).await?;
+                        if Instant::now() >= deadline {
+                            return Err(OwnershipError::Blocked {
+                                file_id,
+                                reason: "a handover by another site has not completed".into(),
+                            });
+                        }
+                        handover::pause(refreshes).await;
+                    } else if refreshes > REFRESH_ATTEMPTS {
+                        return Err(OwnershipError::Block(err));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt of [`Ownership::read_block`] with `view`.
+    async fn read_with(
+        &self,
+        view: &View,
+        block: BlockId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<BlockRead>, OwnershipError> {
+        let file_id = block.file_id;
+        let record = &view.record;
+        let owner = self.client(file_id, &record.site)?;
+        let epoch = record.epoch;
+        if record.site == self.inner.site && record.claim.is_none() {
+            if record.sources.is_empty() {
+                return Ok(owner.read_as(block, offset, len, epoch).await?);
+            }
+            let dirty = self.dirty_map(file_id, view).await?;
+            return match dirty.get(block.index) {
+                None => Ok(owner.read_as(block, offset, len, epoch).await?),
+                Some((_, site)) => {
+                    // The owner's copy with the epoch (fence check), the
+                    // newer copy from the site that holds it.
+                    let source = self.client(file_id, &site)?;
+                    let (own, newer) = futures::join!(
+                        owner.read_as(block, offset, len, epoch),
+                        source.read_as(block, offset, len, 0)
+                    );
+                    Ok(newest(own?, newer?))
+                }
+            };
+        }
+        // Not the owner (or a handover is in progress): the local copy
+        // while the owner (and sources) are asked for their version.
+        let local = self.local();
+        let remote_sites: Vec<&str> = std::iter::once(record.site.as_str())
+            .chain(record.sources.iter().map(String::as_str))
+            .filter(|s| *s != self.inner.site)
+            .collect();
+        let local_read = async {
+            if record.site == self.inner.site {
+                local.read_as(block, offset, len, epoch).await
+            } else {
+                local.read(block, offset, len).await
+            }
+        };
+        let probes = remote_sites.iter().map(|site| async move {
+            let client = self.client(file_id, site)?;
+            let epoch = if *site == record.site { epoch } else { 0 };
+            Ok::<_, OwnershipError>((*site, client.read_as(block, 0, 0, epoch).await?))
+        });
+        let (local_result, probed) = futures::join!(local_read, futures::future::join_all(probes));
+        let mut best: Option<(&str, u64)> = None;
+        for result in probed {
+            let (site, found) = result?;
+            if let Some(found) = found {
+                if best.is_none_or(|(_, v)| found.version > v) {
+                    best = Some((site, found.version));
+                }
+            }
+        }
+        let local_found = local_result?;
+        let Some((site, version)) = best else {
+            // No remote copy: the local one counts when this site is the
+            // owner or a source; otherwise the owner's "absent" stands.
+            let counts = record.site == self.inner.site
+                || record.sources.iter().any(|s| *s == self.inner.site);
+            return Ok(if counts { local_found } else { None });
+        };
+        if let Some(found) = local_found.filter(|f| f.version >= version) {
+            return Ok(Some(found));
+        }
+        let epoch = if site == record.site { epoch } else { 0 };
+        Ok(self
+            .client(file_id, site)?
+            .read_as(block, offset, len, epoch)
+            .await?)
+    }
+}
+
+/// The newer of two reads (the first on a tie).
+fn newest(a: Option<BlockRead>, b: Option<BlockRead>) -> Option<BlockRead> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.version > a.version { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}

@@ -1,0 +1,157 @@
+//! The owner record of a file in meta-kvs: which site writes it, at which
+//! epoch, which sites may still hold newer blocks, and the handover in
+//! progress (see [`super`] for the protocol).
+//!
+//! ```text
+//! fs/o/<file id u64 BE>  → OwnerRecord (prost)
+//! ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
+
+/// The prefix of owner-record keys (inside the namespace's `fs/` space).
+const OWNER: &[u8] = b"fs/o/";
+
+/// The meta-kvs key of `file_id`'s owner record.
+pub fn owner_key(file_id: u64) -> Bytes {
+    let mut key = BytesMut::with_capacity(OWNER.len() + 8);
+    key.put_slice(OWNER);
+    key.put_u64(file_id);
+    key.freeze()
+}
+
+/// A file's ownership as recorded in meta-kvs.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OwnerRecord {
+    /// The site whose writes the file's blocks accept (the owner). During
+    /// a handover it is still the old owner: its data is the file's until
+    /// the new owner completes.
+    pub site: String,
+    /// The owner's epoch: its block requests carry it, and a core fenced
+    /// at a higher epoch refuses them.
+    pub epoch: u64,
+    /// Sites that may hold newer versions of some blocks than the owner's
+    /// site (the previous owner, until the owner's catch-up completes).
+    pub sources: Vec<String>,
+    /// A handover in progress, if any.
+    pub claim: Option<Claim>,
+}
+
+/// A handover in progress: `by` is taking the file over at `epoch`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Claim {
+    /// The claiming site.
+    pub by: String,
+    /// The epoch the claimant fences the old owner with and will own at.
+    pub epoch: u64,
+    /// When the claim was made (ms since the Unix epoch); a claim older
+    /// than the claim timeout may be superseded (its claimant died).
+    pub since_ms: u64,
+    /// A random token identifying this claim (resolves unknown outcomes).
+    pub token: u64,
+}
+
+impl OwnerRecord {
+    /// A file owned by `site` at `epoch`, current there.
+    pub fn owned(site: &str, epoch: u64) -> Self {
+        OwnerRecord {
+            site: site.to_string(),
+            epoch,
+            sources: Vec::new(),
+            claim: None,
+        }
+    }
+
+    /// The highest epoch this record has handed out (owner or claim).
+    pub fn top_epoch(&self) -> u64 {
+        self.claim
+            .as_ref()
+            .map_or(self.epoch, |claim| claim.epoch.max(self.epoch))
+    }
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct WireRecord {
+    #[prost(string, tag = "1")]
+    site: String,
+    #[prost(uint64, tag = "2")]
+    epoch: u64,
+    #[prost(string, repeated, tag = "3")]
+    sources: Vec<String>,
+    #[prost(message, optional, tag = "4")]
+    claim: Option<WireClaim>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct WireClaim {
+    #[prost(string, tag = "1")]
+    by: String,
+    #[prost(uint64, tag = "2")]
+    epoch: u64,
+    #[prost(uint64, tag = "3")]
+    since_ms: u64,
+    #[prost(fixed64, tag = "4")]
+    token: u64,
+}
+
+/// Encodes a record for meta-kvs.
+pub fn encode(record: &OwnerRecord) -> Bytes {
+    WireRecord {
+        site: record.site.clone(),
+        epoch: record.epoch,
+        sources: record.sources.clone(),
+        claim: record.claim.as_ref().map(|c| WireClaim {
+            by: c.by.clone(),
+            epoch: c.epoch,
+            since_ms: c.since_ms,
+            token: c.token,
+        }),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// Decodes a stored record; `Err` names what is wrong.
+pub fn decode(bytes: &[u8]) -> Result<OwnerRecord, String> {
+    let wire = WireRecord::decode(bytes).map_err(|err| err.to_string())?;
+    if wire.site.is_empty() || wire.epoch == 0 {
+        return Err(format!(
+            "owner site {:?} at epoch {} is not a valid owner",
+            wire.site, wire.epoch
+        ));
+    }
+    Ok(OwnerRecord {
+        site: wire.site,
+        epoch: wire.epoch,
+        sources: wire.sources,
+        claim: wire.claim.map(|c| Claim {
+            by: c.by,
+            epoch: c.epoch,
+            since_ms: c.since_ms,
+            token: c.token,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_bad_ones_are_refused() {
+        let mut record = OwnerRecord::owned("a", 3);
+        record.sources = vec!["b".into()];
+        record.claim = Some(Claim {
+            by: "c".into(),
+            epoch: 4,
+            since_ms: 17,
+            token: 99,
+        });
+        assert_eq!(decode(&encode(&record)), Ok(record.clone()));
+        assert_eq!(record.top_epoch(), 4);
+        assert!(decode(&encode(&OwnerRecord::owned("", 1))).is_err());
+        assert!(decode(&encode(&OwnerRecord::owned("a", 0))).is_err());
+        assert!(decode(b"\xff\xff").is_err());
+        assert_eq!(&owner_key(1)[..], b"fs/o/\0\0\0\0\0\0\0\x01");
+    }
+}

@@ -1,0 +1,542 @@
+//! File ownership across sites (issue 6), through the access servers of a
+//! 3-site cluster with `nfs3_client`: read-after-write at a non-owner with
+//! geo replication stalled and 50 ms RTT, writers taking turns at three
+//! sites with verifying readers everywhere, and the old owner cut off in
+//! the middle of a handover.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use geonfs_access_server::ownership::record::{self, Claim, OwnerRecord};
+use geonfs_access_server::ownership::CatchUpProgress;
+use geonfs_bench::cluster::TestCluster;
+use geonfs_bench::report::Rng;
+use geonfs_block_manager::BlockClient;
+use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_rpc::WanParams;
+use nfs3_client::nfs3_types::nfs3::*;
+use nfs3_client::nfs3_types::xdr_codec::Opaque;
+use nfs3_client::Nfs3Client;
+
+use crate::nfs::{create, mount, nfs, status, Io, EXPORT};
+use crate::support::init_logging;
+
+const READY: Duration = Duration::from_secs(120);
+
+/// One NFS client per site (a client address inside the site's subnet).
+struct Sites {
+    clients: Vec<Nfs3Client<Io>>,
+    names: Vec<&'static str>,
+    root: nfs_fh3,
+}
+
+async fn connect(cluster: &TestCluster, names: &[&'static str]) -> Sites {
+    let mut clients = Vec::new();
+    let mut root = None;
+    for (i, site) in names.iter().enumerate() {
+        let addr: SocketAddr = cluster
+            .ready_access(&format!("{site}-access-1"), READY)
+            .await
+            .unwrap();
+        let from = format!("127.{}.0.9", i + 1);
+        if root.is_none() {
+            root = Some(mount(&from, addr, EXPORT).await.expect("MNT"));
+        }
+        clients.push(nfs(&from, addr, 0, 0).await);
+    }
+    Sites {
+        clients,
+        names: names.to_vec(),
+        root: root.expect("at least one site"),
+    }
+}
+
+impl Sites {
+    fn at(&mut self, site: &str) -> &mut Nfs3Client<Io> {
+        let i = self.names.iter().position(|s| *s == site).expect("site");
+        &mut self.clients[i]
+    }
+
+    async fn create(&mut self, site: &str, name: &str) -> nfs_fh3 {
+        let root = self.root.clone();
+        match create(
+            self.at(site),
+            &root,
+            name,
+            createhow3::UNCHECKED(sattr3::default()),
+        )
+        .await
+        {
+            Nfs3Result::Ok(ok) => ok.obj.unwrap(),
+            res => panic!("CREATE: {}", status(&res)),
+        }
+    }
+}
+
+async fn try_write(
+    c: &mut Nfs3Client<Io>,
+    fh: &nfs_fh3,
+    offset: u64,
+    data: &[u8],
+    stable: stable_how,
+) -> Result<(), nfsstat3> {
+    let res = c
+        .write(&WRITE3args {
+            file: fh.clone(),
+            offset,
+            count: data.len() as u32,
+            stable,
+            data: Opaque::borrowed(data),
+        })
+        .await
+        .expect("WRITE rpc");
+    match res {
+        Nfs3Result::Ok(ok) => {
+            assert_eq!(ok.count, data.len() as u32);
+            Ok(())
+        }
+        Nfs3Result::Err((s, _)) => Err(s),
+    }
+}
+
+async fn write(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, data: &[u8], stable: stable_how) {
+    if let Err(s) = try_write(c, fh, offset, data, stable).await {
+        panic!("WRITE of {} bytes at {offset}: {s}", data.len());
+    }
+}
+
+async fn commit(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) {
+    let res = c
+        .commit(&COMMIT3args {
+            file: fh.clone(),
+            offset: 0,
+            count: 0,
+        })
+        .await
+        .expect("COMMIT rpc");
+    assert_eq!(status(&res), nfsstat3::NFS3_OK, "COMMIT");
+}
+
+/// READ of `count` bytes at `offset`, in as many calls as it takes.
+async fn read(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, count: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while (out.len() as u64) < count {
+        let want = (count - out.len() as u64).min(1 << 20) as u32;
+        let res = c
+            .read(&READ3args {
+                file: fh.clone(),
+                offset: offset + out.len() as u64,
+                count: want,
+            })
+            .await
+            .expect("READ rpc");
+        match res {
+            Nfs3Result::Ok(ok) => {
+                out.extend_from_slice(ok.data.as_ref());
+                if ok.eof || ok.data.is_empty() {
+                    break;
+                }
+            }
+            Nfs3Result::Err((s, _)) => panic!("READ at {offset}: {s}"),
+        }
+    }
+    out
+}
+
+async fn size_of(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) -> u64 {
+    let res = c
+        .getattr(&GETATTR3args { object: fh.clone() })
+        .await
+        .expect("GETATTR rpc");
+    match res {
+        Nfs3Result::Ok(ok) => ok.obj_attributes.size,
+        Nfs3Result::Err((s, _)) => panic!("GETATTR: {s}"),
+    }
+}
+
+fn file_id(fh: &nfs_fh3) -> u64 {
+    // The handle is generation (8 bytes) then the file id (8 bytes, BE).
+    let bytes = fh.data.as_ref();
+    u64::from_be_bytes(
+        bytes[8..16]
+            .try_into()
+            .expect("a handle holds the file id at bytes 8..16"),
+    )
+}
+
+fn random_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// Applies a write to the model of the file.
+fn apply(model: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    let end = offset as usize + data.len();
+    if model.len() < end {
+        model.resize(end, 0);
+    }
+    model[offset as usize..end].copy_from_slice(data);
+}
+
+async fn owner_record(cluster: &TestCluster, file_id: u64) -> Option<(OwnerRecord, u64)> {
+    let meta = cluster.meta_client("c-meta-1").unwrap();
+    let kv = meta.get(record::owner_key(file_id)).await.unwrap()?;
+    Some((record::decode(&kv.value).unwrap(), kv.version))
+}
+
+fn site_client(cluster: &TestCluster, site: &str, from: &str) -> BlockClient {
+    BlockClient::new(
+        cluster.network().clone(),
+        cluster.config(),
+        from.parse().unwrap(),
+        cluster.site(site).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Every site reads the whole file back and compares it with the model.
+async fn verify_everywhere(sites: &mut Sites, fh: &nfs_fh3, model: &[u8], step: &str) {
+    for i in 0..sites.names.len() {
+        let site = sites.names[i];
+        let c = &mut sites.clients[i];
+        assert_eq!(
+            size_of(c, fh).await,
+            model.len() as u64,
+            "{step}: size at site {site}"
+        );
+        let got = read(c, fh, 0, model.len() as u64).await;
+        assert!(
+            got == model,
+            "{step}: site {site} read {} bytes that differ from the model (first difference at {:?})",
+            got.len(),
+            got.iter().zip(model).position(|(a, b)| a != b)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_at_a_is_read_at_b_at_once_with_replication_stalled_and_50ms_rtt() {
+    init_logging();
+    let wan = WanParams {
+        rtt: Duration::from_millis(50),
+        bandwidth_bytes_per_sec: None,
+    };
+    let cluster = TestCluster::builder()
+        .sites(3)
+        .wan(wan)
+        .without_replication()
+        .start()
+        .await
+        .unwrap();
+    let mut sites = connect(&cluster, &["a", "b"]).await;
+    let fh = sites.create("a", "raw.img").await;
+    let block = cluster.config().cluster.block_size;
+    let mut rng = Rng::new(0x5241_5721);
+    let mut model = Vec::new();
+    let sizes = [1usize, 511, 4096, 65_536, 200_000, 1 << 20];
+    for step in 0..36 {
+        let len = sizes[step % sizes.len()];
+        // Offsets: inside the first blocks, across a block boundary, and
+        // past the end (the file grows).
+        let offset = match step % 4 {
+            0 => rng.below(2 * block),
+            1 => block - (len as u64 / 2).max(1),
+            2 => model.len() as u64 + rng.below(10_000),
+            _ => rng.below(model.len().max(1) as u64),
+        };
+        let data = random_bytes(&mut rng, len);
+        let stable = if step % 2 == 0 {
+            stable_how::FILE_SYNC
+        } else {
+            stable_how::UNSTABLE
+        };
+        write(sites.at("a"), &fh, offset, &data, stable).await;
+        apply(&mut model, offset, &data);
+        let got = read(sites.at("b"), &fh, offset, len as u64).await;
+        assert!(
+            got == data,
+            "step {step}: {len} bytes written at {offset} at site a, site b read different bytes"
+        );
+        assert_eq!(
+            size_of(sites.at("b"), &fh).await,
+            model.len() as u64,
+            "step {step}: size at b"
+        );
+    }
+    let whole = read(sites.at("b"), &fh, 0, model.len() as u64).await;
+    assert!(whole == model, "the whole file at site b");
+
+    // Replication really was stalled: site b's cores hold none of it, so
+    // every byte site b returned came from site a over the WAN.
+    let id = file_id(&fh);
+    let b_cores = site_client(&cluster, "b", "127.2.0.50");
+    for index in 0..model.len().div_ceil(block as usize) as u64 {
+        let found = b_cores
+            .read(BlockId { file_id: id, index }, 0, 0)
+            .await
+            .unwrap();
+        assert!(
+            found.is_none(),
+            "block {index} reached site b: replication was not stalled"
+        );
+    }
+    let (owner, _) = owner_record(&cluster, id).await.expect("owner record");
+    assert_eq!(owner.site, "a", "reads do not move ownership");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_at_a_b_and_c_in_turn_with_verifying_readers_at_every_site() {
+    init_logging();
+    let cluster = TestCluster::builder()
+        .sites(3)
+        .block_size(256 * 1024)
+        .start()
+        .await
+        .unwrap();
+    let mut sites = connect(&cluster, &["a", "b", "c"]).await;
+    let fh = sites.create("a", "pingpong.img").await;
+    let id = file_id(&fh);
+    let block = cluster.config().cluster.block_size;
+    let mut rng = Rng::new(0x7069_6e67);
+    let mut model = Vec::new();
+    let mut last_epoch = 0;
+    for (turn, writer) in ["a", "b", "c", "a", "c", "b", "a"].into_iter().enumerate() {
+        for _ in 0..6 {
+            // Partial blocks, block boundaries, growth.
+            let len = 1 + rng.below(block + block / 2) as usize;
+            let offset = rng.below(model.len() as u64 + block);
+            let data = random_bytes(&mut rng, len);
+            write(sites.at(writer), &fh, offset, &data, stable_how::UNSTABLE).await;
+            apply(&mut model, offset, &data);
+        }
+        commit(sites.at(writer), &fh).await;
+        let step = format!("turn {turn} (writer {writer})");
+        verify_everywhere(&mut sites, &fh, &model, &step).await;
+        let (owner, _) = owner_record(&cluster, id).await.expect("owner record");
+        assert_eq!(owner.site, writer, "{step}: the writer owns the file");
+        assert!(owner.claim.is_none(), "{step}: no handover left open");
+        assert!(owner.epoch > last_epoch || turn == 0, "{step}: epochs grow");
+        last_epoch = owner.epoch;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_file() {
+    init_logging();
+    let cluster = TestCluster::builder()
+        .sites(3)
+        .block_size(256 * 1024)
+        .without_replication()
+        .start()
+        .await
+        .unwrap();
+    let mut sites = connect(&cluster, &["a", "b", "c"]).await;
+    let fh = sites.create("a", "cut.img").await;
+    let id = file_id(&fh);
+    let mut rng = Rng::new(0x0063_7574);
+    let mut model = Vec::new();
+    let first = random_bytes(&mut rng, 600_000);
+    write(sites.at("a"), &fh, 0, &first, stable_how::FILE_SYNC).await;
+    apply(&mut model, 0, &first);
+    let (before, _) = owner_record(&cluster, id).await.unwrap();
+    assert_eq!(before.site, "a");
+
+    // Site a is cut off from the other sites (its meta voter too). b's
+    // handover cannot fence a, so b's write is refused (JUKEBOX: retry
+    // later) and a keeps the file: a is the only site that could
+    // acknowledge a write.
+    cluster.cut_sites("a", "b").unwrap();
+    cluster.cut_sites("a", "c").unwrap();
+    let attempt = random_bytes(&mut rng, 10_000);
+    for _ in 0..3 {
+        let refused = try_write(sites.at("b"), &fh, 5_000, &attempt, stable_how::FILE_SYNC).await;
+        assert_eq!(
+            refused,
+            Err(nfsstat3::NFS3ERR_JUKEBOX),
+            "b's write while a is cut off"
+        );
+    }
+    // a's write is acknowledged when a can still resolve the handle (its
+    // inode cache; meta-kvs has no majority at a), else refused: either
+    // way nothing is lost, and an acknowledged write must survive.
+    let during = random_bytes(&mut rng, 300_000);
+    if try_write(sites.at("a"), &fh, 400_000, &during, stable_how::FILE_SYNC)
+        .await
+        .is_ok()
+    {
+        apply(&mut model, 400_000, &during);
+    }
+    let (pending, _) = owner_record(&cluster, id).await.unwrap();
+    assert_eq!(pending.site, "a", "a still owns the file: {pending:?}");
+    if let Some(claim) = &pending.claim {
+        assert_eq!(claim.by, "b", "only b tried to take the file");
+    }
+    // c cannot reach the owner: its READ fails rather than return old data.
+    let res = sites
+        .at("c")
+        .read(&READ3args {
+            file: fh.clone(),
+            offset: 400_000,
+            count: 1000,
+        })
+        .await
+        .expect("READ rpc");
+    assert_ne!(
+        status(&res),
+        nfsstat3::NFS3_OK,
+        "a read at c while the owner is cut off"
+    );
+
+    // Healed: b's next write completes the handover; everything a
+    // acknowledged is there before it.
+    cluster.heal_all();
+    let at_b = random_bytes(&mut rng, 50_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match try_write(sites.at("b"), &fh, 650_000, &at_b, stable_how::FILE_SYNC).await {
+            Ok(()) => break,
+            // meta-kvs may still be settling after the partition.
+            Err(nfsstat3::NFS3ERR_JUKEBOX) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(s) => panic!("b's write after healing: {s}"),
+        }
+    }
+    apply(&mut model, 650_000, &at_b);
+    let (after, _) = owner_record(&cluster, id).await.unwrap();
+    assert_eq!(after.site, "b");
+    assert!(after.claim.is_none() && after.epoch > before.epoch);
+    verify_everywhere(&mut sites, &fh, &model, "after b's handover").await;
+    // a's cores refuse a's old epoch now: a cannot write behind b's back.
+    let a_cores = site_client(&cluster, "a", "127.1.0.50");
+    let stale = a_cores
+        .write_as(
+            BlockId {
+                file_id: id,
+                index: 0,
+            },
+            0,
+            bytes::Bytes::from_static(b"stale owner"),
+            u64::MAX / 2,
+            Durability::Durable,
+            before.epoch,
+        )
+        .await;
+    assert!(
+        stale.as_ref().is_err_and(|e| e.is_fenced()),
+        "a write at the old owner's epoch must be fenced: {stale:?}"
+    );
+
+    // A claimant that dies after fencing the owner: site c claims the
+    // file and fences b's cores, then never completes. b's next write is
+    // fenced, waits out the claim timeout, resolves the claim back to
+    // itself and goes through; nothing b acknowledged is lost.
+    let (now, version) = owner_record(&cluster, id).await.unwrap();
+    let dead_claim = Claim {
+        by: "c".into(),
+        epoch: now.epoch + 1,
+        since_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+        token: 7,
+    };
+    let mut claimed = now.clone();
+    claimed.claim = Some(dead_claim.clone());
+    let meta = cluster.meta_client("c-meta-1").unwrap();
+    let txn = geonfs_proto::meta::TxnRequest {
+        conditions: vec![geonfs_proto::meta::Condition {
+            key: record::owner_key(id),
+            test: Some(geonfs_proto::meta::condition::Test::VersionEquals(version)),
+        }],
+        operations: vec![geonfs_proto::meta::Operation {
+            op: Some(geonfs_proto::meta::operation::Op::Put(
+                geonfs_proto::meta::KeyValue {
+                    key: record::owner_key(id),
+                    value: record::encode(&claimed),
+                    version: 0,
+                },
+            )),
+        }],
+    };
+    assert!(meta.txn(txn).await.unwrap().succeeded);
+    let b_cores = site_client(&cluster, "b", "127.2.0.50");
+    assert!(b_cores.fence(id, dead_claim.epoch).await.all());
+    let late = random_bytes(&mut rng, 70_000);
+    write(sites.at("b"), &fh, 100_000, &late, stable_how::FILE_SYNC).await;
+    apply(&mut model, 100_000, &late);
+    let (resolved, _) = owner_record(&cluster, id).await.unwrap();
+    assert_eq!(resolved.site, "b", "the dead claim went back to b");
+    assert!(resolved.claim.is_none());
+    assert!(resolved.epoch >= dead_claim.epoch);
+    verify_everywhere(&mut sites, &fh, &model, "after the dead claim").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relocate_moves_ownership_and_brings_the_data_to_the_new_site() {
+    init_logging();
+    let cluster = TestCluster::builder()
+        .sites(3)
+        .block_size(256 * 1024)
+        .without_replication()
+        .start()
+        .await
+        .unwrap();
+    let mut sites = connect(&cluster, &["a", "b"]).await;
+    let fh = sites.create("a", "relocated.img").await;
+    let id = file_id(&fh);
+    let mut rng = Rng::new(0x7265_6c6f);
+    let mut model = Vec::new();
+    for _ in 0..5 {
+        let data = random_bytes(&mut rng, 300_000);
+        let offset = rng.below(1_500_000);
+        write(sites.at("a"), &fh, offset, &data, stable_how::UNSTABLE).await;
+        apply(&mut model, offset, &data);
+    }
+    commit(sites.at("a"), &fh).await;
+    let block = cluster.config().cluster.block_size;
+    let blocks = model.len().div_ceil(block as usize) as u64;
+
+    let mut phases: Vec<(String, CatchUpProgress)> = Vec::new();
+    let done = geonfs::relocate::relocate(
+        cluster.config(),
+        cluster.network().clone(),
+        "/geonfs/relocated.img",
+        "b",
+        |phase, p| phases.push((phase.to_string(), p)),
+    )
+    .await
+    .unwrap();
+    assert_eq!((done.file_id, done.from.as_str()), (id, "a"));
+    let precopy_end = phases
+        .iter()
+        .rev()
+        .find(|(phase, _)| phase == "pre-copy")
+        .map(|(_, p)| *p)
+        .expect("pre-copy progress");
+    // Every data block and the attribute record were copied to b.
+    assert_eq!(precopy_end.total_blocks, blocks + 1);
+    assert_eq!(precopy_end.done_blocks, precopy_end.total_blocks);
+    assert!(precopy_end.finished);
+    let (owner, _) = owner_record(&cluster, id).await.unwrap();
+    assert_eq!(owner.site, "b");
+    assert!(
+        owner.sources.is_empty() && owner.claim.is_none(),
+        "{owner:?}"
+    );
+    // b's own cores now hold the newest data: reads at b are local.
+    let b_cores = site_client(&cluster, "b", "127.2.0.50");
+    for index in 0..blocks {
+        let start = index * block;
+        let end = (start + block).min(model.len() as u64);
+        let read = b_cores
+            .read(BlockId { file_id: id, index }, 0, (end - start) as u32)
+            .await
+            .unwrap()
+            .expect("block at b");
+        assert!(
+            read.data[..] == model[start as usize..end as usize],
+            "block {index} at b"
+        );
+    }
+    verify_everywhere(&mut sites, &fh, &model, "after relocation").await;
+}
