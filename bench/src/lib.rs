@@ -8,5 +8,8 @@
 
 pub mod cluster;
 pub mod linearizability;
+pub mod nfs_client;
 pub mod peers;
+pub mod plot;
+pub mod replication;
 pub mod report;

@@ -31,6 +31,16 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        for word in out.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            word.copy_from_slice(&bytes[..word.len()]);
+        }
+        out
+    }
 }
 
 /// Nearest-rank percentile `p` (0..=1) of sorted values in µs, in ms; NaN
