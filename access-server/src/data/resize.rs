@@ -153,8 +153,8 @@ impl FileData {
 
     /// Deletes the file's blocks (those covering `size` bytes, or the
     /// recorded size if larger) and its attribute record (REMOVE of the
-    /// last link) — on this site, and on the others best effort — and
-    /// its owner record.
+    /// last link) — on this site, and on the others best effort — after
+    /// fencing the owner and dropping the owner record.
     pub async fn remove(&self, file_id: u64, size: u64) -> Result<(), DataError> {
         let recorded = self.attributes(file_id).await?.map_or(0, |(s, _)| s);
         let up_to = {
@@ -163,13 +163,15 @@ impl FileData {
             next_version()
         };
         let size = size.max(recorded);
+        // First the owner is fenced off and the record dropped, so that no
+        // write lands after the deletes.
+        if let Some(ownership) = &self.inner.ownership {
+            ownership.forget(file_id).await?;
+        }
         let blocks = (0..size.div_ceil(self.inner.block_size)).chain([ATTR_INDEX]);
         self.delete_blocks(&self.inner.client, file_id, blocks.clone(), up_to, 0)
             .await?;
         self.delete_elsewhere(file_id, blocks, up_to).await;
-        if let Some(ownership) = &self.inner.ownership {
-            ownership.forget(file_id).await?;
-        }
         Ok(())
     }
 }

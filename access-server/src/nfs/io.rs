@@ -36,6 +36,10 @@ pub(crate) fn data_status(file_id: u64, err: &DataError) -> nfsstat3 {
         DataError::Block(geonfs_block_manager::BlockError::Invalid(_)) => nfsstat3::NFS3ERR_INVAL,
         // A handover that cannot finish now, or meta-kvs out of reach (as
         // for namespace operations): the client retries later.
+        // Removed at another site while this site wrote it.
+        DataError::Ownership(crate::ownership::OwnershipError::Removed { .. }) => {
+            nfsstat3::NFS3ERR_STALE
+        }
         DataError::Ownership(
             crate::ownership::OwnershipError::Blocked { .. }
             | crate::ownership::OwnershipError::Meta { .. },
@@ -88,20 +92,28 @@ impl NfsProgram {
         bits: u32,
         current: bool,
     ) -> Result<Inode, nfsstat3> {
-        let inode = if current {
-            self.resolve(fh).await?
-        } else {
-            self.resolve_stored(fh).await?
+        let inode = match self.owned_inode(fh) {
+            // Owned here: no meta-kvs read.
+            Some(inode) if !current => inode,
+            _ if current => self.resolve(fh).await?,
+            _ => self.resolve_stored(fh).await?,
         };
+        Self::check_regular(who, &inode, bits)?;
+        Ok(inode)
+    }
+
+    /// NFS3ERR_ISDIR/INVAL unless `inode` is a regular file, ACCES unless
+    /// `who` may use it for `bits` (its owner always may).
+    fn check_regular(who: &Identity, inode: &Inode, bits: u32) -> Result<(), nfsstat3> {
         match inode.kind {
             FileKind::Regular => {}
             FileKind::Directory => return Err(nfsstat3::NFS3ERR_ISDIR),
             FileKind::Symlink => return Err(nfsstat3::NFS3ERR_INVAL),
         }
-        if !who.owns(&inode) {
-            Self::require(who, &inode, bits)?;
+        if !who.owns(inode) {
+            Self::require(who, inode, bits)?;
         }
-        Ok(inode)
+        Ok(())
     }
 
     pub(crate) async fn read(&self, who: &Identity, args: &[u8]) -> Reply {
@@ -142,7 +154,11 @@ impl NfsProgram {
                 stable,
             )
             .await
-            .map_err(|err| data_status(inode.id, &err))?;
+            .map_err(|err| {
+                self.forget_owned(inode.id);
+                data_status(inode.id, &err)
+            })?;
+        self.remember_owned(&inode);
         let mut after = inode;
         after.size = written.size;
         after.mtime = timestamp(written.mtime);
@@ -180,6 +196,7 @@ impl NfsProgram {
         let Some(inode) = inode.filter(|i| i.kind == FileKind::Regular) else {
             return;
         };
+        self.forget_owned(inode.id);
         let inode = match self.current(inode.clone()).await {
             Ok(current) => current,
             Err(_) => inode,

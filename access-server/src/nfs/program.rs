@@ -47,6 +47,9 @@ pub struct NfsProgram {
     pub(crate) handles: HandleCodec,
     pub(crate) policy: ExportPolicy,
     capacity: Arc<dyn CapacityProvider>,
+    /// Inodes of files this site owns, as last resolved here (see
+    /// [`NfsProgram::owned_inode`]).
+    owned: Arc<std::sync::Mutex<std::collections::HashMap<u64, Inode>>>,
 }
 
 impl std::fmt::Debug for NfsProgram {
@@ -120,7 +123,48 @@ impl NfsProgram {
             handles,
             policy,
             capacity,
+            owned: Arc::default(),
         }
+    }
+
+    fn owned_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Inode>> {
+        match self.owned.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The inode `fh` names when this site owns the file, as last resolved
+    /// here, without a meta-kvs read: a WRITE at the owner crosses no WAN
+    /// (invariant 3), even when the inode cache has expired. Its size and
+    /// mtime come from the data path; what it adds is the mode and owner
+    /// for the permission check (a change made at another site is seen at
+    /// the next resolve, as by an NFS client's attribute cache). A file
+    /// removed elsewhere is fenced at the highest epoch by the remover, so
+    /// a write here fails with STALE instead of landing.
+    pub(crate) fn owned_inode(&self, fh: &nfs_fh3) -> Option<Inode> {
+        let handle = self.handles.decode(fh.data.as_ref()).ok()?;
+        self.data.ownership()?.owned_epoch(handle.id)?;
+        self.owned_map()
+            .get(&handle.id)
+            .filter(|inode| inode.generation == handle.generation)
+            .cloned()
+    }
+
+    /// Keeps `inode` for [`NfsProgram::owned_inode`] if this site owns it.
+    pub(crate) fn remember_owned(&self, inode: &Inode) {
+        let owned = self
+            .data
+            .ownership()
+            .is_some_and(|o| o.owned_epoch(inode.id).is_some());
+        if owned {
+            self.owned_map().insert(inode.id, inode.clone());
+        }
+    }
+
+    /// Drops `id` from the owned inodes (it changed or went away).
+    pub(crate) fn forget_owned(&self, id: u64) {
+        self.owned_map().remove(&id);
     }
 
     /// The file system id in attributes: the cluster's handle generation.
@@ -135,8 +179,12 @@ impl NfsProgram {
 
     /// The inode `fh` refers to: BADHANDLE, STALE (another cluster, a
     /// removed file or a reused id), or the inode with its current
-    /// attributes ([`NfsProgram::current`]).
+    /// attributes ([`NfsProgram::current`]); for a file this site owns,
+    /// without reading meta-kvs ([`NfsProgram::owned_inode`]).
     pub(crate) async fn resolve(&self, fh: &nfs_fh3) -> Result<Inode, nfsstat3> {
+        if let Some(inode) = self.owned_inode(fh) {
+            return self.current(inode).await;
+        }
         self.current(self.resolve_stored(fh).await?).await
     }
 
@@ -196,6 +244,7 @@ impl NfsProgram {
         let args = args!(SETATTR3args, args);
         self.writable()?;
         let stored = self.resolve_stored(&args.object).await?;
+        self.forget_owned(stored.id);
         let inode = self.current(stored.clone()).await?;
         let attrs = set_attrs(&args.new_attributes);
         let owner_or_root = who.is_root() || who.owns(&inode);

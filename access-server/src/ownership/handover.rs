@@ -78,6 +78,9 @@ impl Ownership {
         loop {
             attempt += 1;
             let step = match self.load(file_id).await? {
+                // Fenced, and no record: removed at another site (the
+                // remover fences the owner at the highest epoch).
+                None if fenced_at.is_some() => return Err(OwnershipError::Removed { file_id }),
                 None => self.first_owner(file_id).await?,
                 Some(view) => self.step(file_id, view, fenced_at).await?,
             };
@@ -374,8 +377,20 @@ impl Ownership {
         }
     }
 
-    /// Deletes the owner record (the file was removed).
+    /// Deletes the owner record (the file was removed), after fencing the
+    /// owner's cores at the highest epoch so that an owner still writing
+    /// the file learns it is gone (best effort: logged).
     pub async fn forget(&self, file_id: u64) -> Result<(), OwnershipError> {
+        if let Some(view) = self.load(file_id).await? {
+            let report = self
+                .client(file_id, &view.record.site)?
+                .fence(file_id, u64::MAX)
+                .await;
+            if !report.all() {
+                tracing::warn!(file_id, owner = %view.record.site, failed = %describe(&report.failed),
+                    "removed file not fenced on every core of its owner site");
+            }
+        }
         self.invalidate(file_id);
         lock(&self.inner.dirty).remove(&file_id);
         lock(&self.inner.handovers).remove(&file_id);
