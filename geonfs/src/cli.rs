@@ -65,6 +65,11 @@ pub enum Command {
         /// The site to move it to.
         #[arg(long)]
         to: String,
+        /// The owning site is lost (down for good): take the file over
+        /// without it; writes it had not copied out are lost. Stop its
+        /// access servers first.
+        #[arg(long)]
+        owner_lost: bool,
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
@@ -93,7 +98,12 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Run { config, node } => run_node(&config, &node).await?,
             Command::Demo { dir } => crate::demo::run(&dir).await?,
             Command::Status { config } => status(&config).await?,
-            Command::Relocate { path, to, config } => relocate(&config, &path, &to).await?,
+            Command::Relocate {
+                path,
+                to,
+                owner_lost,
+                config,
+            } => relocate(&config, &path, &to, owner_lost).await?,
             Command::Meta { command } => crate::meta_cli::run(command).await?,
         }
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
@@ -171,13 +181,19 @@ async fn run_node(config_path: &std::path::Path, name: &str) -> anyhow::Result<(
 
 /// `relocate`: runs [`crate::relocate::relocate`] with progress bars and
 /// prints what it did.
-async fn relocate(config_path: &std::path::Path, path: &str, to: &str) -> anyhow::Result<()> {
+async fn relocate(
+    config_path: &std::path::Path,
+    path: &str,
+    to: &str,
+    owner_lost: bool,
+) -> anyhow::Result<()> {
     let config = ClusterConfig::load(config_path)?;
     let network = Network::new(NetworkOptions::from_config(&config))?;
     let started = Instant::now();
-    let done =
-        crate::relocate::relocate(&config, network, path, to, crate::relocate::draw_progress)
-            .await?;
+    let done = crate::relocate::relocate(&config, network, path, to, owner_lost, |phase, p| {
+        crate::relocate::draw_progress(phase, p)
+    })
+    .await?;
     println!(
         "{path}: file {} moved from site {} to site {to} (epoch {}): {:.1} MiB pre-copied, \
          handover {} ms, {} block(s) caught up after it; total {:.1} s",

@@ -14,6 +14,11 @@
 //!
 //! A write at the old site after the relocation takes the file back (one
 //! more handover): relocate right before the VM moves.
+//!
+//! `--owner-lost` is for a site that is gone (invariant 5): the file is
+//! taken over without the old owner's fence or data — whatever it had not
+//! copied out is lost — so that the other sites can read and write it
+//! again. Make sure the lost site's access servers are down first.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -94,12 +99,16 @@ fn site_and_address(config: &ClusterConfig, name: &str) -> anyhow::Result<(SiteI
 }
 
 /// Relocates the file at `path` to site `to`, reporting each phase's
-/// progress to `progress` (phase name, progress).
+/// progress to `progress` (phase name, progress). With `owner_lost` the
+/// owning site is declared lost: no pre-copy, and the handover does not
+/// wait for it ([`Ownership::take_over_lost`]; what it had not copied out
+/// is lost).
 pub async fn relocate(
     config: &ClusterConfig,
     network: Network,
     path: &str,
     to: &str,
+    owner_lost: bool,
     mut progress: impl FnMut(&str, CatchUpProgress),
 ) -> anyhow::Result<Relocated> {
     let (site, from_ip) = site_and_address(config, to)?;
@@ -112,11 +121,19 @@ pub async fn relocate(
     let from = before
         .as_ref()
         .map_or_else(|| "(none)".to_string(), |v| v.record.site.clone());
-    let precopied_bytes = ownership
-        .precopy(file_id, |p| progress("pre-copy", p))
-        .await?;
+    let precopied_bytes = if owner_lost {
+        0
+    } else {
+        ownership
+            .precopy(file_id, |p| progress("pre-copy", p))
+            .await?
+    };
     let started = Instant::now();
-    let epoch = ownership.acquire(file_id, None).await?;
+    let epoch = if owner_lost {
+        ownership.take_over_lost(file_id).await?
+    } else {
+        ownership.acquire(file_id, None).await?
+    };
     let handover = started.elapsed();
     let mut caught_up_blocks = 0;
     ownership

@@ -117,41 +117,92 @@ impl Ownership {
             None => {
                 // Another site owns it (or this one, fenced above its
                 // epoch by a claim that was resolved): claim it.
-                let claim = Claim {
-                    by: me.to_string(),
-                    epoch: record.top_epoch() + 1,
-                    since_ms: now_ms(),
-                    token: rand::rng().random_range(1..=u64::MAX),
-                };
-                let mut claimed = record.clone();
-                claimed.claim = Some(claim.clone());
-                match self.put(file_id, view.meta_version, &claimed).await? {
-                    Put::Applied(version) => {
-                        let view = View {
-                            record: claimed,
-                            meta_version: version,
-                        };
-                        self.remember(file_id, &view);
-                        self.finish(file_id, view, claim).await
-                    }
-                    Put::Conflict => Ok(Step::Retry),
-                    Put::Unknown(err) => {
-                        tracing::debug!(file_id, %err, "claim outcome unknown; re-reading");
-                        Ok(Step::Retry)
-                    }
+                match self.put_claim(file_id, &view).await? {
+                    Some((view, claim)) => self.finish(file_id, view, claim, false).await,
+                    None => Ok(Step::Retry),
                 }
             }
             Some(claim) if claim.by == me => {
                 // Ours (this process or another access server of this
                 // site, perhaps before a restart): carry it on.
                 let claim = claim.clone();
-                self.finish(file_id, view, claim).await
+                self.finish(file_id, view, claim, false).await
             }
             Some(claim) if self.is_stale(claim) => {
                 self.resolve(file_id, &view).await?;
                 Ok(Step::Retry)
             }
             Some(_) => Ok(Step::Retry),
+        }
+    }
+
+    /// Takes `file_id` over for this site from an owner site the operator
+    /// declared lost (`geonfs relocate --owner-lost`): like a handover, but
+    /// neither the old owner's fence nor its listing is required, so the
+    /// file becomes readable and writable again with what the other sites
+    /// hold; writes the lost site had not copied out are lost (its RPO).
+    /// The operator must make sure the lost site's access servers are down
+    /// (they could otherwise still write to cores that missed the fence).
+    pub async fn take_over_lost(&self, file_id: u64) -> Result<u64, OwnershipError> {
+        let deadline = Instant::now() + WAIT_FOR_CLAIM;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let step = match self.load(file_id).await? {
+                None => self.first_owner(file_id).await?,
+                Some(view)
+                    if view.record.site == self.inner.site && view.record.claim.is_none() =>
+                {
+                    Step::Owned(view.record.epoch)
+                }
+                Some(view) => match self.put_claim(file_id, &view).await? {
+                    Some((view, claim)) => self.finish(file_id, view, claim, true).await?,
+                    None => Step::Retry,
+                },
+            };
+            match step {
+                Step::Owned(epoch) => return Ok(epoch),
+                Step::Retry if Instant::now() >= deadline => {
+                    return Err(OwnershipError::Blocked {
+                        file_id,
+                        reason: "the owner record kept changing".into(),
+                    })
+                }
+                Step::Retry => pause(attempt).await,
+            }
+        }
+    }
+
+    /// Records a claim by this site on `view`'s record (epoch: the
+    /// highest handed out + 1); `None` when the record changed meanwhile
+    /// or the outcome is unknown (the caller reads it again).
+    async fn put_claim(
+        &self,
+        file_id: u64,
+        view: &View,
+    ) -> Result<Option<(View, Claim)>, OwnershipError> {
+        let claim = Claim {
+            by: self.inner.site.clone(),
+            epoch: view.record.top_epoch() + 1,
+            since_ms: now_ms(),
+            token: rand::rng().random_range(1..=u64::MAX),
+        };
+        let mut claimed = view.record.clone();
+        claimed.claim = Some(claim.clone());
+        match self.put(file_id, view.meta_version, &claimed).await? {
+            Put::Applied(version) => {
+                let view = View {
+                    record: claimed,
+                    meta_version: version,
+                };
+                self.remember(file_id, &view);
+                Ok(Some((view, claim)))
+            }
+            Put::Conflict => Ok(None),
+            Put::Unknown(err) => {
+                tracing::debug!(file_id, %err, "claim outcome unknown; re-reading");
+                Ok(None)
+            }
         }
     }
 
@@ -181,7 +232,13 @@ impl Ownership {
 
     /// Steps 2–4 of a handover whose claim (`claim`, in `view`) is
     /// recorded: fence, list, complete.
-    async fn finish(&self, file_id: u64, view: View, claim: Claim) -> Result<Step, OwnershipError> {
+    async fn finish(
+        &self,
+        file_id: u64,
+        view: View,
+        claim: Claim,
+        owner_lost: bool,
+    ) -> Result<Step, OwnershipError> {
         let started = Instant::now();
         let me = self.inner.site.clone();
         let record = &view.record;
@@ -192,8 +249,13 @@ impl Ownership {
             old.fence(file_id, claim.epoch),
             self.local().fence(file_id, claim.epoch)
         );
+        if owner_lost && !old_report.all() {
+            tracing::warn!(file_id, owner = %record.site, failed = %describe(&old_report.failed),
+                "taking over from an owner declared lost: its cores are not all fenced");
+        }
         for (site, report) in [(&record.site, &old_report), (&me, &own_report)] {
-            if !report.all_but_one() {
+            let required = !(owner_lost && *site == record.site);
+            if required && !report.all_but_one() {
                 self.inner.metrics.blocked.inc();
                 return Err(blocked(format!(
                     "only {} of the {} cores of site {site} could be fenced ({})",
@@ -211,10 +273,16 @@ impl Ownership {
                 .map(|(site, client)| async move { (site, client.list_file(file_id).await) }),
         )
         .await;
-        let required: BTreeSet<&str> = std::iter::once(record.site.as_str())
-            .chain(record.sources.iter().map(String::as_str))
-            .chain(std::iter::once(me.as_str()))
-            .collect();
+        // Declared lost, the old owner (and the sources) are asked but not
+        // waited for: what they had not copied out is lost (the RPO).
+        let required: BTreeSet<&str> = if owner_lost {
+            std::iter::once(me.as_str()).collect()
+        } else {
+            std::iter::once(record.site.as_str())
+                .chain(record.sources.iter().map(String::as_str))
+                .chain(std::iter::once(me.as_str()))
+                .collect()
+        };
         for (site, listing) in &listings {
             let enough = listing.total > 0 && listing.answered.len() + 1 >= listing.total;
             if required.contains(site.as_str()) && !enough {

@@ -143,6 +143,19 @@ async fn read(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, count: u64) -> 
     out
 }
 
+/// The status of a 1000-byte READ at `offset`.
+async fn read_status(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64) -> nfsstat3 {
+    let res = c
+        .read(&READ3args {
+            file: fh.clone(),
+            offset,
+            count: 1000,
+        })
+        .await
+        .expect("READ rpc");
+    status(&res)
+}
+
 async fn size_of(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) -> u64 {
     let res = c
         .getattr(&GETATTR3args { object: fh.clone() })
@@ -371,17 +384,9 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
         assert_eq!(claim.by, "b", "only b tried to take the file");
     }
     // c cannot reach the owner: its READ fails rather than return old data.
-    let res = sites
-        .at("c")
-        .read(&READ3args {
-            file: fh.clone(),
-            offset: 400_000,
-            count: 1000,
-        })
-        .await
-        .expect("READ rpc");
+    let at_c = read_status(sites.at("c"), &fh, 400_000).await;
     assert_ne!(
-        status(&res),
+        at_c,
         nfsstat3::NFS3_OK,
         "a read at c while the owner is cut off"
     );
@@ -502,6 +507,7 @@ async fn relocate_moves_ownership_and_brings_the_data_to_the_new_site() {
         cluster.network().clone(),
         "/geonfs/relocated.img",
         "b",
+        false,
         |phase, p| phases.push((phase.to_string(), p)),
     )
     .await
@@ -593,4 +599,86 @@ async fn the_owner_reads_and_writes_without_meta_kvs_and_a_removal_elsewhere_is_
         Err(nfsstat3::NFS3ERR_STALE),
         "a write into a file removed elsewhere"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_owner_site_is_replaced_with_relocate_owner_lost() {
+    init_logging();
+    let mut cluster = TestCluster::builder()
+        .sites(3)
+        .block_size(256 * 1024)
+        .start()
+        .await
+        .unwrap();
+    let mut sites = connect(&cluster, &["a", "b", "c"]).await;
+    let fh = sites.create("a", "lost.img").await;
+    let id = file_id(&fh);
+    let mut rng = Rng::new(0x6c6f_7374);
+    let mut model = Vec::new();
+    let data = random_bytes(&mut rng, 700_000);
+    write(sites.at("a"), &fh, 0, &data, stable_how::FILE_SYNC).await;
+    apply(&mut model, 0, &data);
+    // Wait until geo replication has copied the file to site b.
+    let block = cluster.config().cluster.block_size;
+    let b_cores = site_client(&cluster, "b", "127.2.0.50");
+    let blocks = model.len().div_ceil(block as usize) as u64;
+    crate::support::eventually(Duration::from_secs(60), "replicated to b", || {
+        let b_cores = b_cores.clone();
+        async move {
+            for index in 0..blocks {
+                if b_cores
+                    .read(BlockId { file_id: id, index }, 0, 0)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+
+    // Site a is lost: every node of it stops.
+    for name in ["a-access-1", "a-core-1", "a-core-2", "a-core-3", "a-meta-1"] {
+        cluster
+            .kill_node(name)
+            .await
+            .unwrap_or_else(|e| panic!("kill {name}: {e}"));
+    }
+    let at_b = read_status(sites.at("b"), &fh, 0).await;
+    assert_ne!(
+        at_b,
+        nfsstat3::NFS3_OK,
+        "the owner is gone: no read until it is replaced"
+    );
+
+    let done = geonfs::relocate::relocate(
+        cluster.config(),
+        cluster.network().clone(),
+        "lost.img",
+        "b",
+        true,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.from, "a");
+    let (owner, _) = owner_record(&cluster, id).await.unwrap();
+    assert_eq!(owner.site, "b");
+    assert!(owner.claim.is_none());
+    let more = random_bytes(&mut rng, 10_000);
+    write(sites.at("b"), &fh, 50_000, &more, stable_how::FILE_SYNC).await;
+    apply(&mut model, 50_000, &more);
+    for i in 1..3 {
+        let site = sites.names[i];
+        let c = &mut sites.clients[i];
+        assert_eq!(size_of(c, &fh).await, model.len() as u64, "size at {site}");
+        assert!(
+            read(c, &fh, 0, model.len() as u64).await == model,
+            "data at {site}"
+        );
+    }
 }
