@@ -51,6 +51,18 @@
 //! cores. A write refused as stale all the same (another process wrote
 //! the block) is retried with a fresh version.
 //!
+//! # Ownership
+//!
+//! With [`FileData::with_ownership`] (every access server) each file has
+//! an owning site ([`crate::ownership`]): a write first makes this site
+//! the owner (a handover when another site owns the file) and carries the
+//! owner epoch to the cores; a write refused by a fence (the file moved
+//! meanwhile) takes the file back and is sent again. Reads, and the
+//! attribute record behind size and mtime, go through
+//! [`Ownership::read_block`], so they return the newest bytes wherever
+//! they are. The per-file size and mtime kept here are trusted only while
+//! this site owns the file at the epoch they were loaded at.
+//!
 //! # Verifier (RFC 1813 WRITE/COMMIT)
 //!
 //! UNSTABLE writes are acknowledged once two cores hold them (HELD, not yet
