@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
-use geonfs_block_manager::FileListing;
 use geonfs_proto::domain::BlockId;
 use tokio::sync::watch;
 
-use super::handover::{dirty_blocks, pause};
+use super::handover::{dirty_blocks, holders, pause};
 use super::record::OwnerRecord;
 use super::{lock, Ownership, OwnershipError, View};
 
@@ -95,28 +94,11 @@ impl Ownership {
         {
             return Ok(map.clone());
         }
-        let sites: BTreeSet<&str> = view
-            .record
-            .sources
-            .iter()
-            .map(String::as_str)
-            .chain(std::iter::once(self.inner.site.as_str()))
-            .collect();
-        let mut listings: Vec<(&String, FileListing)> = Vec::new();
-        for (site, client) in &self.inner.clients {
-            if sites.contains(site.as_str()) {
-                let listing = client.list_file(file_id).await;
-                if listing.total == 0 || listing.answered.len() + 1 < listing.total {
-                    return Err(OwnershipError::Blocked {
-                        file_id,
-                        reason: format!(
-                            "site {site} (a source of newer blocks) cannot list the file"
-                        ),
-                    });
-                }
-                listings.push((site, listing));
-            }
-        }
+        // This site owns the file: the holders are it and the sources.
+        let sites = holders(&view.record, &self.inner.site);
+        let listings = self
+            .list_sites(file_id, |site| sites.contains(site), &sites)
+            .await?;
         let map = Arc::new(DirtyMap::new(
             epoch,
             dirty_blocks(&self.inner.site, &listings),
@@ -326,18 +308,12 @@ impl Ownership {
         if record.site == self.inner.site && record.sources.is_empty() {
             return Ok(0);
         }
-        let sites: BTreeSet<&str> = std::iter::once(record.site.as_str())
-            .chain(record.sources.iter().map(String::as_str))
-            .chain(std::iter::once(self.inner.site.as_str()))
-            .collect();
-        let listings: Vec<(&String, FileListing)> = futures::future::join_all(
-            self.inner
-                .clients
-                .iter()
-                .filter(|(s, _)| sites.contains(s.as_str()))
-                .map(|(site, client)| async move { (site, client.list_file(file_id).await) }),
-        )
-        .await;
+        let sites = holders(record, &self.inner.site);
+        // Nothing is required: a holder out of reach leaves its blocks to
+        // the handover, which does require it.
+        let listings = self
+            .list_sites(file_id, |site| sites.contains(site), &BTreeSet::new())
+            .await?;
         let dirty = dirty_blocks(&self.inner.site, &listings);
         let mut now = CatchUpProgress {
             total_blocks: dirty.len() as u64,

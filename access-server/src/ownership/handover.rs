@@ -265,36 +265,18 @@ impl Ownership {
                 )));
             }
         }
-        // List the file's blocks everywhere.
-        let listings: Vec<(&String, FileListing)> = futures::future::join_all(
-            self.inner
-                .clients
-                .iter()
-                .map(|(site, client)| async move { (site, client.list_file(file_id).await) }),
-        )
-        .await;
-        // Declared lost, the old owner (and the sources) are asked but not
-        // waited for: what they had not copied out is lost (the RPO).
-        let required: BTreeSet<&str> = if owner_lost {
+        // List the file's blocks everywhere. Declared lost, the old owner
+        // (and the sources) are asked but not waited for: what they had
+        // not copied out is lost (the RPO).
+        let required = if owner_lost {
             std::iter::once(me.as_str()).collect()
         } else {
-            std::iter::once(record.site.as_str())
-                .chain(record.sources.iter().map(String::as_str))
-                .chain(std::iter::once(me.as_str()))
-                .collect()
+            holders(record, &me)
         };
-        for (site, listing) in &listings {
-            let enough = listing.total > 0 && listing.answered.len() + 1 >= listing.total;
-            if required.contains(site.as_str()) && !enough {
-                self.inner.metrics.blocked.inc();
-                return Err(blocked(format!(
-                    "only {} of the {} cores of site {site} listed the file ({})",
-                    listing.answered.len(),
-                    listing.total,
-                    describe(&listing.failed)
-                )));
-            }
-        }
+        let listings = self
+            .list_sites(file_id, |_| true, &required)
+            .await
+            .inspect_err(|_| self.inner.metrics.blocked.inc())?;
         let dirty = dirty_blocks(&me, &listings);
         if let Some(top) = listings.iter().flat_map(|(_, l)| l.versions.values()).max() {
             clock::observe(*top);
@@ -378,6 +360,39 @@ impl Ownership {
             }
         }
         Ok(())
+    }
+
+    /// Lists `file_id` on the sites `wanted` accepts, in parallel;
+    /// [`OwnershipError::Blocked`] when a site of `required` has more than
+    /// one core that did not answer.
+    pub(super) async fn list_sites(
+        &self,
+        file_id: u64,
+        wanted: impl Fn(&str) -> bool,
+        required: &BTreeSet<&str>,
+    ) -> Result<Vec<(&String, FileListing)>, OwnershipError> {
+        let listings: Vec<(&String, FileListing)> = futures::future::join_all(
+            self.inner
+                .clients
+                .iter()
+                .filter(|(site, _)| wanted(site.as_str()))
+                .map(|(site, client)| async move { (site, client.list_file(file_id).await) }),
+        )
+        .await;
+        for (site, listing) in &listings {
+            if required.contains(site.as_str()) && !listing.all_but_one() {
+                return Err(OwnershipError::Blocked {
+                    file_id,
+                    reason: format!(
+                        "only {} of the {} cores of site {site} listed the file ({})",
+                        listing.answered.len(),
+                        listing.total,
+                        describe(&listing.failed)
+                    ),
+                });
+            }
+        }
+        Ok(listings)
     }
 
     /// Writes `record` if the stored one is at `expected` (0 = absent).
@@ -469,6 +484,15 @@ impl Ownership {
             .map(|_| ())
             .map_err(|source| OwnershipError::Meta { file_id, source })
     }
+}
+
+/// The sites that may hold a file's newest blocks: its owner, its sources
+/// and `me`.
+pub(super) fn holders<'a>(record: &'a OwnerRecord, me: &'a str) -> BTreeSet<&'a str> {
+    std::iter::once(record.site.as_str())
+        .chain(record.sources.iter().map(String::as_str))
+        .chain(std::iter::once(me))
+        .collect()
 }
 
 /// The blocks whose newest version (over every listing) is not on site

@@ -68,6 +68,14 @@ pub struct FileListing {
     pub total: usize,
 }
 
+impl FileListing {
+    /// Whether every core of the site but at most one answered (the site
+    /// has at least one core): no block held on two cores was missed.
+    pub fn all_but_one(&self) -> bool {
+        self.total > 0 && self.answered.len() + 1 >= self.total
+    }
+}
+
 impl BlockClient {
     /// Raises the ownership fence of `file_id` to `epoch` on every core of
     /// this client's site, in parallel. A core that answers has made the
