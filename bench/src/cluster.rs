@@ -46,6 +46,8 @@ pub struct ClusterSpec {
     /// Options of every core's geo-replication worker; `None` leaves the
     /// workers stopped (writes still queue jobs, nothing ships or trims).
     pub replication: Option<ReplicatorOptions>,
+    /// The access servers' `[nfs] attribute_cache` (`None`: the default).
+    pub attribute_cache: Option<Duration>,
 }
 
 impl Default for ClusterSpec {
@@ -61,6 +63,7 @@ impl Default for ClusterSpec {
             meta_options: MetaOptions::default(),
             meta_voters: None,
             replication: Some(ReplicatorOptions::default()),
+            attribute_cache: None,
         }
     }
 }
@@ -131,6 +134,12 @@ impl ClusterBuilder {
     /// for tests of the in-site write path alone.
     pub fn without_replication(mut self) -> Self {
         self.spec.replication = None;
+        self
+    }
+    /// The access servers' inode cache TTL (`[nfs] attribute_cache`; zero
+    /// caches nothing).
+    pub fn attribute_cache(mut self, ttl: Duration) -> Self {
+        self.spec.attribute_cache = Some(ttl);
         self
     }
     /// Starts the cluster.
@@ -209,7 +218,14 @@ fn config_text(
     }
     // Every test process has its own access servers: NFS on a free port,
     // no portmapper (port 111 is one per address).
-    text += "[nfs]\nport = 0\nportmapper = false\n\n";
+    text += "[nfs]\nport = 0\nportmapper = false\n";
+    if let Some(ttl) = spec.attribute_cache {
+        text += &format!(
+            "attribute_cache = \"{}\"\n",
+            geonfs_site_config::format_duration(ttl)
+        );
+    }
+    text += "\n";
     for s in 0..spec.sites {
         text += &format!(
             "[[site]]\nname = \"{}\"\nsubnets = [\"127.{}.0.0/16\"]\ntakes_writes = {}\n\n",

@@ -14,7 +14,7 @@ use crate::namespace::cluster;
 use crate::nfs::{create, getattr, mount, nfs, policy, serve, status, Io, CLIENT, EXPORT};
 use nfs3_client::Nfs3Client;
 
-async fn write(
+pub(crate) async fn write(
     c: &mut Nfs3Client<Io>,
     fh: &nfs_fh3,
     offset: u64,
@@ -52,7 +52,7 @@ async fn read(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, count: u32) -> 
     }
 }
 
-async fn commit(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) -> writeverf3 {
+pub(crate) async fn commit(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) -> writeverf3 {
     let res = c
         .commit(&COMMIT3args {
             file: fh.clone(),
@@ -67,7 +67,7 @@ async fn commit(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) -> writeverf3 {
     }
 }
 
-async fn size_of(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) -> u64 {
+pub(crate) async fn size_of(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) -> u64 {
     match getattr(c, fh).await {
         Nfs3Result::Ok(ok) => ok.obj_attributes.size,
         res => panic!("GETATTR: {}", status(&res)),

@@ -19,6 +19,7 @@ use nfs3_client::nfs3_types::xdr_codec::Opaque;
 use nfs3_client::Nfs3Client;
 
 use crate::nfs::{create, mount, nfs, status, Io, EXPORT};
+use crate::nfs_data::{commit, size_of, write};
 use crate::support::init_logging;
 
 const READY: Duration = Duration::from_secs(120);
@@ -49,6 +50,29 @@ async fn connect(cluster: &TestCluster, names: &[&'static str]) -> Sites {
         names: names.to_vec(),
         root: root.expect("at least one site"),
     }
+}
+
+/// A 3-site cluster with 256 KiB blocks (geo replication on or stopped)
+/// and a client at each site of `names`.
+async fn small_blocks(replicated: bool, names: &[&'static str]) -> (TestCluster, Sites) {
+    small_blocks_with(TestCluster::builder(), replicated, names).await
+}
+
+/// [`small_blocks`] from `builder`.
+async fn small_blocks_with(
+    builder: geonfs_bench::cluster::ClusterBuilder,
+    replicated: bool,
+    names: &[&'static str],
+) -> (TestCluster, Sites) {
+    let builder = builder.sites(3).block_size(256 * 1024);
+    let builder = if replicated {
+        builder
+    } else {
+        builder.without_replication()
+    };
+    let cluster = builder.start().await.unwrap();
+    let sites = connect(&cluster, names).await;
+    (cluster, sites)
 }
 
 impl Sites {
@@ -99,24 +123,6 @@ async fn try_write(
     }
 }
 
-async fn write(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, data: &[u8], stable: stable_how) {
-    if let Err(s) = try_write(c, fh, offset, data, stable).await {
-        panic!("WRITE of {} bytes at {offset}: {s}", data.len());
-    }
-}
-
-async fn commit(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) {
-    let res = c
-        .commit(&COMMIT3args {
-            file: fh.clone(),
-            offset: 0,
-            count: 0,
-        })
-        .await
-        .expect("COMMIT rpc");
-    assert_eq!(status(&res), nfsstat3::NFS3_OK, "COMMIT");
-}
-
 /// READ of `count` bytes at `offset`, in as many calls as it takes.
 async fn read(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, count: u64) -> Vec<u8> {
     let mut out = Vec::new();
@@ -156,17 +162,6 @@ async fn read_status(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64) -> nfsst
     status(&res)
 }
 
-async fn size_of(c: &mut Nfs3Client<Io>, fh: &nfs_fh3) -> u64 {
-    let res = c
-        .getattr(&GETATTR3args { object: fh.clone() })
-        .await
-        .expect("GETATTR rpc");
-    match res {
-        Nfs3Result::Ok(ok) => ok.obj_attributes.size,
-        Nfs3Result::Err((s, _)) => panic!("GETATTR: {s}"),
-    }
-}
-
 fn file_id(fh: &nfs_fh3) -> u64 {
     // The handle is generation (8 bytes) then the file id (8 bytes, BE).
     let bytes = fh.data.as_ref();
@@ -175,10 +170,6 @@ fn file_id(fh: &nfs_fh3) -> u64 {
             .try_into()
             .expect("a handle holds the file id at bytes 8..16"),
     )
-}
-
-fn random_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
-    (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// Applies a write to the model of the file.
@@ -256,7 +247,7 @@ async fn a_write_at_a_is_read_at_b_at_once_with_replication_stalled_and_50ms_rtt
             2 => model.len() as u64 + rng.below(10_000),
             _ => rng.below(model.len().max(1) as u64),
         };
-        let data = random_bytes(&mut rng, len);
+        let data = rng.bytes(len);
         let stable = if step % 2 == 0 {
             stable_how::FILE_SYNC
         } else {
@@ -299,13 +290,7 @@ async fn a_write_at_a_is_read_at_b_at_once_with_replication_stalled_and_50ms_rtt
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writers_at_a_b_and_c_in_turn_with_verifying_readers_at_every_site() {
     init_logging();
-    let cluster = TestCluster::builder()
-        .sites(3)
-        .block_size(256 * 1024)
-        .start()
-        .await
-        .unwrap();
-    let mut sites = connect(&cluster, &["a", "b", "c"]).await;
+    let (cluster, mut sites) = small_blocks(true, &["a", "b", "c"]).await;
     let fh = sites.create("a", "pingpong.img").await;
     let id = file_id(&fh);
     let block = cluster.config().cluster.block_size;
@@ -317,7 +302,7 @@ async fn writers_at_a_b_and_c_in_turn_with_verifying_readers_at_every_site() {
             // Partial blocks, block boundaries, growth.
             let len = 1 + rng.below(block + block / 2) as usize;
             let offset = rng.below(model.len() as u64 + block);
-            let data = random_bytes(&mut rng, len);
+            let data = rng.bytes(len);
             write(sites.at(writer), &fh, offset, &data, stable_how::UNSTABLE).await;
             apply(&mut model, offset, &data);
         }
@@ -335,19 +320,12 @@ async fn writers_at_a_b_and_c_in_turn_with_verifying_readers_at_every_site() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_file() {
     init_logging();
-    let cluster = TestCluster::builder()
-        .sites(3)
-        .block_size(256 * 1024)
-        .without_replication()
-        .start()
-        .await
-        .unwrap();
-    let mut sites = connect(&cluster, &["a", "b", "c"]).await;
+    let (cluster, mut sites) = small_blocks(false, &["a", "b", "c"]).await;
     let fh = sites.create("a", "cut.img").await;
     let id = file_id(&fh);
     let mut rng = Rng::new(0x0063_7574);
     let mut model = Vec::new();
-    let first = random_bytes(&mut rng, 600_000);
+    let first = rng.bytes(600_000);
     write(sites.at("a"), &fh, 0, &first, stable_how::FILE_SYNC).await;
     apply(&mut model, 0, &first);
     let (before, _) = owner_record(&cluster, id).await.unwrap();
@@ -359,7 +337,7 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
     // acknowledge a write.
     cluster.cut_sites("a", "b").unwrap();
     cluster.cut_sites("a", "c").unwrap();
-    let attempt = random_bytes(&mut rng, 10_000);
+    let attempt = rng.bytes(10_000);
     for _ in 0..3 {
         let refused = try_write(sites.at("b"), &fh, 5_000, &attempt, stable_how::FILE_SYNC).await;
         assert_eq!(
@@ -371,7 +349,7 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
     // a's write is acknowledged when a can still resolve the handle (its
     // inode cache; meta-kvs has no majority at a), else refused: either
     // way nothing is lost, and an acknowledged write must survive.
-    let during = random_bytes(&mut rng, 300_000);
+    let during = rng.bytes(300_000);
     if try_write(sites.at("a"), &fh, 400_000, &during, stable_how::FILE_SYNC)
         .await
         .is_ok()
@@ -394,7 +372,7 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
     // Healed: b's next write completes the handover; everything a
     // acknowledged is there before it.
     cluster.heal_all();
-    let at_b = random_bytes(&mut rng, 50_000);
+    let at_b = rng.bytes(50_000);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         match try_write(sites.at("b"), &fh, 650_000, &at_b, stable_how::FILE_SYNC).await {
@@ -466,7 +444,7 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
     assert!(meta.txn(txn).await.unwrap().succeeded);
     let b_cores = site_client(&cluster, "b", "127.2.0.50");
     assert!(b_cores.fence(id, dead_claim.epoch).await.all());
-    let late = random_bytes(&mut rng, 70_000);
+    let late = rng.bytes(70_000);
     write(sites.at("b"), &fh, 100_000, &late, stable_how::FILE_SYNC).await;
     apply(&mut model, 100_000, &late);
     let (resolved, _) = owner_record(&cluster, id).await.unwrap();
@@ -479,20 +457,13 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relocate_moves_ownership_and_brings_the_data_to_the_new_site() {
     init_logging();
-    let cluster = TestCluster::builder()
-        .sites(3)
-        .block_size(256 * 1024)
-        .without_replication()
-        .start()
-        .await
-        .unwrap();
-    let mut sites = connect(&cluster, &["a", "b"]).await;
+    let (cluster, mut sites) = small_blocks(false, &["a", "b"]).await;
     let fh = sites.create("a", "relocated.img").await;
     let id = file_id(&fh);
     let mut rng = Rng::new(0x7265_6c6f);
     let mut model = Vec::new();
     for _ in 0..5 {
-        let data = random_bytes(&mut rng, 300_000);
+        let data = rng.bytes(300_000);
         let offset = rng.below(1_500_000);
         write(sites.at("a"), &fh, offset, &data, stable_how::UNSTABLE).await;
         apply(&mut model, offset, &data);
@@ -550,29 +521,23 @@ async fn relocate_moves_ownership_and_brings_the_data_to_the_new_site() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_owner_reads_and_writes_without_meta_kvs_and_a_removal_elsewhere_is_stale() {
     init_logging();
-    let cluster = TestCluster::builder()
-        .sites(3)
-        .block_size(256 * 1024)
-        .start()
-        .await
-        .unwrap();
-    let mut sites = connect(&cluster, &["a", "b"]).await;
+    // No inode cache: any handle resolved through meta-kvs would show.
+    let builder = TestCluster::builder().attribute_cache(Duration::ZERO);
+    let (cluster, mut sites) = small_blocks_with(builder, true, &["a", "b"]).await;
     let fh = sites.create("a", "local.img").await;
     let mut rng = Rng::new(0x6c6f_6361);
     let mut model = Vec::new();
-    let first = random_bytes(&mut rng, 400_000);
+    let first = rng.bytes(400_000);
     write(sites.at("a"), &fh, 0, &first, stable_how::FILE_SYNC).await;
     apply(&mut model, 0, &first);
 
-    // Site a's access server loses every meta-kvs voter. Once its inode
-    // cache has expired (attribute_cache is 1 s; this wait outlasts it,
-    // it synchronises nothing), a's reads and writes of the file it owns
-    // still go through: they need nothing beyond site a's cores.
+    // Site a's access server loses every meta-kvs voter. With no inode
+    // cache, a's reads and writes of the file it owns still go through:
+    // they need nothing beyond site a's cores.
     for meta in cluster.meta_names() {
         cluster.cut_nodes("a-access-1", &meta).unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let more = random_bytes(&mut rng, 100_000);
+    let more = rng.bytes(100_000);
     write(sites.at("a"), &fh, 350_000, &more, stable_how::UNSTABLE).await;
     commit(sites.at("a"), &fh).await;
     apply(&mut model, 350_000, &more);
@@ -592,7 +557,7 @@ async fn the_owner_reads_and_writes_without_meta_kvs_and_a_removal_elsewhere_is_
         .await
         .expect("REMOVE rpc");
     assert_eq!(status(&res), nfsstat3::NFS3_OK);
-    let late = random_bytes(&mut rng, 1000);
+    let late = rng.bytes(1000);
     let refused = try_write(sites.at("a"), &fh, 0, &late, stable_how::FILE_SYNC).await;
     assert_eq!(
         refused,
@@ -604,18 +569,12 @@ async fn the_owner_reads_and_writes_without_meta_kvs_and_a_removal_elsewhere_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_owner_site_is_replaced_with_relocate_owner_lost() {
     init_logging();
-    let mut cluster = TestCluster::builder()
-        .sites(3)
-        .block_size(256 * 1024)
-        .start()
-        .await
-        .unwrap();
-    let mut sites = connect(&cluster, &["a", "b", "c"]).await;
+    let (mut cluster, mut sites) = small_blocks(true, &["a", "b", "c"]).await;
     let fh = sites.create("a", "lost.img").await;
     let id = file_id(&fh);
     let mut rng = Rng::new(0x6c6f_7374);
     let mut model = Vec::new();
-    let data = random_bytes(&mut rng, 700_000);
+    let data = rng.bytes(700_000);
     write(sites.at("a"), &fh, 0, &data, stable_how::FILE_SYNC).await;
     apply(&mut model, 0, &data);
     // Wait until geo replication has copied the file to site b.
@@ -669,7 +628,7 @@ async fn a_lost_owner_site_is_replaced_with_relocate_owner_lost() {
     let (owner, _) = owner_record(&cluster, id).await.unwrap();
     assert_eq!(owner.site, "b");
     assert!(owner.claim.is_none());
-    let more = random_bytes(&mut rng, 10_000);
+    let more = rng.bytes(10_000);
     write(sites.at("b"), &fh, 50_000, &more, stable_how::FILE_SYNC).await;
     apply(&mut model, 50_000, &more);
     for i in 1..3 {
