@@ -1,0 +1,214 @@
+//! The sweep's outputs: the text table, the JSON and the PNG figure.
+
+use geonfs_bench::plot::{Figure, Panel, Series};
+use geonfs_bench::replication::SAMPLE_EVERY;
+use geonfs_bench::report::{json_num, json_object, json_string, percentile_ms, ratio, Table};
+
+use super::{mbps, Args, Iops, RttResult, CHUNK};
+
+/// The table: one row per RTT.
+pub(crate) fn table(results: &[RttResult], args: &Args) -> Table {
+    let mut t = Table::new(
+        &[
+            "rtt_ms",
+            "write_MBps",
+            "rpo_max_s",
+            "rpo_p50_s",
+            "drain_s",
+            "raw_p50_ms",
+            "raw_p99_ms",
+            "raw_stale",
+            "iops_owner_before",
+            "iops_new_site_after",
+            "new/owner",
+            "catchup_s",
+        ],
+        0,
+    );
+    for r in results {
+        let h = &r.handover;
+        t.row(vec![
+            r.rtt_ms.to_string(),
+            format!("{:.1}", r.write_mbps),
+            format!("{:.2}", r.sustain.rpo_max()),
+            format!("{:.2}", r.sustain.rpo_p50()),
+            format!("{:.2}", r.sustain.drain_s),
+            format!("{:.2}", percentile_ms(&r.raw.read_us, 0.5)),
+            format!("{:.2}", percentile_ms(&r.raw.read_us, 0.99)),
+            format!("{}/{}", r.raw.stale, args.raw_samples),
+            format!("{:.0}", h.owner.iops),
+            format!("{:.0}", h.new_site.iops),
+            format!("{:.2}", ratio(h.new_site.iops, h.owner.iops)),
+            format!("{:.2}", h.catchup_s),
+        ]);
+    }
+    t
+}
+
+/// One RTT's numbers as a JSON object.
+fn result_json(r: &RttResult) -> String {
+    let samples: Vec<String> = r
+        .sustain
+        .samples
+        .iter()
+        .map(|s| {
+            json_object(&[
+                ("t_s", json_num(s.at_s)),
+                ("rpo_s", json_num(s.rpo_s)),
+                ("jobs", json_num(s.jobs)),
+                ("writing", s.writing.to_string()),
+            ])
+        })
+        .collect();
+    let latencies = |us: &[u64]| {
+        let ms: Vec<String> = us.iter().map(|&u| json_num(u as f64 / 1000.0)).collect();
+        format!("[{}]", ms.join(", "))
+    };
+    let iops = |i: &Iops| {
+        json_object(&[
+            ("iops", json_num(i.iops)),
+            ("reads", i.reads.to_string()),
+            ("mismatched", i.mismatched.to_string()),
+        ])
+    };
+    let h = &r.handover;
+    json_object(&[
+        ("rtt_ms", r.rtt_ms.to_string()),
+        (
+            "write",
+            json_object(&[
+                ("seconds", json_num(r.write_s)),
+                ("mbps", json_num(r.write_mbps)),
+            ]),
+        ),
+        (
+            "sustain",
+            json_object(&[
+                ("seconds", json_num(r.sustain.seconds)),
+                ("bytes", r.sustain.bytes.to_string()),
+                ("mbps", json_num(mbps(r.sustain.bytes, r.sustain.seconds))),
+                ("rpo_max_s", json_num(r.sustain.rpo_max())),
+                ("rpo_p50_s", json_num(r.sustain.rpo_p50())),
+                ("drain_s", json_num(r.sustain.drain_s)),
+                ("samples", format!("[{}]", samples.join(", "))),
+            ]),
+        ),
+        (
+            "read_after_write",
+            json_object(&[
+                ("samples", r.raw.read_us.len().to_string()),
+                ("stale", r.raw.stale.to_string()),
+                ("read_p50_ms", json_num(percentile_ms(&r.raw.read_us, 0.5))),
+                ("read_p99_ms", json_num(percentile_ms(&r.raw.read_us, 0.99))),
+                (
+                    "write_p50_ms",
+                    json_num(percentile_ms(&r.raw.write_us, 0.5)),
+                ),
+                ("read_ms_sorted", latencies(&r.raw.read_us)),
+                ("write_ms_sorted", latencies(&r.raw.write_us)),
+            ]),
+        ),
+        (
+            "handover",
+            json_object(&[
+                ("initial_drain_s", json_num(h.initial_drain_s)),
+                ("owner_before", iops(&h.owner)),
+                ("handover_write_ms", json_num(h.handover_write_ms)),
+                ("catchup_s", json_num(h.catchup_s)),
+                ("new_site_after", iops(&h.new_site)),
+                (
+                    "ratio_new_over_owner",
+                    json_num(ratio(h.new_site.iops, h.owner.iops)),
+                ),
+            ]),
+        ),
+    ])
+}
+
+/// The whole run as JSON: parameters and one object per RTT.
+pub(crate) fn to_json(results: &[RttResult], args: &Args) -> String {
+    let rtts: Vec<String> = args.rtts.iter().map(u64::to_string).collect();
+    let params = json_object(&[
+        ("sites", "3".to_string()),
+        ("cores_per_site", "3".to_string()),
+        ("replication_factor", "3".to_string()),
+        ("rtts_ms", format!("[{}]", rtts.join(", "))),
+        ("wan_mbps", args.wan_mbps.map_or("null".into(), json_num)),
+        ("write_mib", args.write_mib.to_string()),
+        ("write_chunk_bytes", CHUNK.to_string()),
+        ("depth", args.depth.to_string()),
+        ("sustain_secs", json_num(args.sustain_secs)),
+        ("rpo_sample_ms", SAMPLE_EVERY.as_millis().to_string()),
+        ("raw_samples", args.raw_samples.to_string()),
+        ("iops_mib", args.iops_mib.to_string()),
+        ("iops_secs", json_num(args.iops_secs)),
+        ("drain_timeout_s", json_num(args.drain_timeout)),
+        ("seed", args.seed.to_string()),
+    ]);
+    let rows: Vec<String> = results.iter().map(result_json).collect();
+    format!(
+        "{{\n  \"benchmark\": {},\n  \"params\": {params},\n  \"results\": [\n    {}\n  ]\n}}\n",
+        json_string("wan_sweep"),
+        rows.join(",\n    ")
+    )
+}
+
+/// The PNG: one panel per quantity against the RTT.
+pub(crate) fn figure(results: &[RttResult], args: &Args) -> Figure {
+    let line = |label: &str, y: &dyn Fn(&RttResult) -> f64| Series {
+        label: label.to_string(),
+        points: results.iter().map(|r| (r.rtt_ms as f64, y(r))).collect(),
+    };
+    let bandwidth = args
+        .wan_mbps
+        .map_or("unlimited".to_string(), |m| format!("{m} Mbit/s"));
+    Figure {
+        title: format!(
+            "geonfs WAN sweep: 3 sites x 3 cores, n = 3, WAN bandwidth {bandwidth}, depth {}",
+            args.depth
+        ),
+        x_label: "inter-site RTT (ms)".to_string(),
+        columns: 2,
+        size: (1400, 1000),
+        panels: vec![
+            Panel {
+                title: "Write throughput at the owner (site a)".to_string(),
+                y_label: "MB/s".to_string(),
+                series: vec![
+                    line(
+                        &format!("{} MiB sequential + COMMIT", args.write_mib),
+                        &|r| r.write_mbps,
+                    ),
+                    line("sustained rewrite", &|r| {
+                        mbps(r.sustain.bytes, r.sustain.seconds)
+                    }),
+                ],
+            },
+            Panel {
+                title: "Read-after-write: READ at site b after WRITE at a".to_string(),
+                y_label: "READ latency (ms)".to_string(),
+                series: vec![
+                    line("p50", &|r| percentile_ms(&r.raw.read_us, 0.5)),
+                    line("p99", &|r| percentile_ms(&r.raw.read_us, 0.99)),
+                ],
+            },
+            Panel {
+                title: "Replication lag (RPO) under sustained writes".to_string(),
+                y_label: "seconds".to_string(),
+                series: vec![
+                    line("RPO max", &|r| r.sustain.rpo_max()),
+                    line("RPO median", &|r| r.sustain.rpo_p50()),
+                    line("drain after the writes", &|r| r.sustain.drain_s),
+                ],
+            },
+            Panel {
+                title: "4 KiB random-read IOPS around a handover a -> b".to_string(),
+                y_label: "IOPS".to_string(),
+                series: vec![
+                    line("site a (owner) before", &|r| r.handover.owner.iops),
+                    line("site b (new owner) after", &|r| r.handover.new_site.iops),
+                ],
+            },
+        ],
+    }
+}
