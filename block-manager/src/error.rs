@@ -89,6 +89,25 @@ pub enum BlockError {
         /// The cores that hold them.
         nodes: Vec<String>,
     },
+    /// A copy that a partial write needs could not be made complete at
+    /// the block's current version first (no complete copy of that
+    /// version answered, in the site or at another site, or another
+    /// writer changed the block meanwhile). The write is not acknowledged.
+    #[error(
+        "block {}/{}: core {node} cannot be brought to version {version} before a partial \
+         write: {reason}",
+        .block.file_id, .block.index
+    )]
+    Unseeded {
+        /// The core whose copy is not complete at `version`.
+        node: String,
+        /// The block.
+        block: BlockId,
+        /// The version the write applies on.
+        version: u64,
+        /// Why.
+        reason: String,
+    },
     /// A core acknowledged a DURABLE write without making it durable.
     #[error("core {node} acknowledged a durable write of block {}/{} as not durable", .block.file_id, .block.index)]
     NotDurable {

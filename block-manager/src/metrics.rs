@@ -16,8 +16,8 @@ pub struct BlockMetrics {
     pub retries: IntCounter,
     /// Times a core was marked suspect (unreachable).
     pub suspect_marks: IntCounter,
-    /// Replacement copies seeded with the block's current data before a
-    /// partial write went to a core that was not in the pair.
+    /// Copies seeded with the block's complete data before a partial write
+    /// (trimmed, lagging or replacement copies; see `writer/base.rs`).
     pub seeds: IntCounter,
     /// Block reads served.
     pub reads: IntCounter,
@@ -70,7 +70,7 @@ impl BlockMetrics {
             ),
             seeds: counter(
                 "geonfs_block_seeds_total",
-                "Replacement copies seeded with the block's data before a partial write",
+                "Copies seeded with the block's complete data before a partial write (trimmed, lagging or replacement copies)",
             ),
             reads: counter("geonfs_block_reads_total", "Block reads served"),
             corrupt_copies: counter(

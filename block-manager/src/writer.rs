@@ -12,12 +12,13 @@
 //! write that cannot find two cores fails with
 //! [`BlockError::NotEnoughCores`] — never an acknowledgement with one copy.
 //!
-//! A replacement core usually does not hold the block. A partial write
-//! there would create a sparse copy with the newest version, which a
-//! reader could not tell from a complete one; so before a partial write
-//! goes to a replacement, the replacement is **seeded** with the block's
-//! current data from the site's newest copy (a durable write at that copy's
-//! version), then the write is applied on top.
+//! A partial write names its **base**, the block's version it applies on,
+//! and a core applies it only on a copy complete at that version (see
+//! `base.rs` and the core server's `copy_state`): a trimmed copy, one that
+//! missed writes, or a replacement core that never held the block refuses,
+//! is **seeded** with the block's complete copy (of the site, else of
+//! another site), and the write is sent again. So no copy ever holds a
+//! partial write on top of zeros or old bytes.
 //!
 //! Each copy carries the block's remote targets
 //! ([`Placement::remote_targets`]), its role (the first of the pair is the
@@ -61,7 +62,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::stream::{FuturesUnordered, StreamExt};
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_proto::domain::{BlockId, Durability};
@@ -72,8 +72,12 @@ use tonic::Code;
 
 use crate::{BlockError, BlockMetrics, Liveness, Placement};
 
+mod base;
 mod owner;
+mod pair;
 mod read;
+
+use pair::{PairError, PairWrite};
 
 pub use owner::{FenceReport, FileListing};
 
@@ -147,6 +151,9 @@ pub struct BlockRead {
     pub version: u64,
     /// The bytes; never-written parts read as zeros.
     pub data: Bytes,
+    /// The block was deleted at `version` (a truncate or remove left a
+    /// tombstone there): `data` is zeros.
+    pub deleted: bool,
 }
 
 /// Why one copy failed, and whether another core may take it.
@@ -155,7 +162,13 @@ enum CopyError {
     Retry { err: BlockError, suspect: bool },
     /// Stop: another core would fail the same way.
     Fatal(BlockError),
+    /// The core's copy is not complete at the write's base: seed it.
+    Mismatch,
 }
+
+/// How many times a partial write is sent after seeding the copies that
+/// refused its base.
+const BASE_ATTEMPTS: u32 = 4;
 
 /// Whether a failed call means the core is unreachable (suspect), a
 /// problem of that core only (retry elsewhere), or of the request (fatal).
@@ -203,6 +216,8 @@ struct Inner {
     clients: Mutex<HashMap<String, CoreDataClient<RpcChannel>>>,
     liveness: Liveness,
     metrics: BlockMetrics,
+    /// The version each block was last written at by this client (`base.rs`).
+    versions: base::KnownVersions,
 }
 
 impl BlockClient {
@@ -229,6 +244,7 @@ impl BlockClient {
                 clients: Mutex::new(HashMap::new()),
                 liveness: Liveness::new(DEFAULT_SUSPECT_TTL),
                 metrics: BlockMetrics::new(),
+                versions: base::KnownVersions::default(),
             }),
         })
     }
@@ -364,6 +380,11 @@ impl BlockClient {
     /// of the block's file (0 = not checked): a core whose fence for the
     /// file is newer refuses, and the write fails with
     /// [`BlockError::Fenced`] without trying another core.
+    ///
+    /// A write of the whole block replaces it. A partial write names the
+    /// block's current version as its base (see `base.rs`): a copy that is
+    /// not complete at it refuses, is seeded from a complete copy (of the
+    /// site, else of another site), and the write is sent again.
     pub async fn write_as(
         &self,
         block: BlockId,
@@ -373,229 +394,103 @@ impl BlockClient {
         durability: Durability,
         owner_epoch: u64,
     ) -> Result<WriteAck, BlockError> {
-        self.check_range(offset, data.len() as u64)?;
+        let whole = offset == 0 && data.len() as u64 == self.inner.block_size;
+        let write = PairWrite {
+            block,
+            offset,
+            data,
+            version,
+            durability,
+            owner_epoch,
+            base: None,
+        };
+        self.write_block(write, whole).await
+    }
+
+    /// Writes `data` as the whole new content of `block` (bytes past it
+    /// read as zeros), at ownership epoch `owner_epoch`, like
+    /// [`BlockClient::write_as`]; needs no base (a small record that is
+    /// always written whole, such as a file's attribute record).
+    pub async fn replace_as(
+        &self,
+        block: BlockId,
+        data: Bytes,
+        version: u64,
+        durability: Durability,
+        owner_epoch: u64,
+    ) -> Result<WriteAck, BlockError> {
+        let write = PairWrite {
+            block,
+            offset: 0,
+            data,
+            version,
+            durability,
+            owner_epoch,
+            base: None,
+        };
+        self.write_block(write, true).await
+    }
+
+    /// [`BlockClient::write_as`], the block's content replaced if `replace`.
+    async fn write_block(&self, write: PairWrite, replace: bool) -> Result<WriteAck, BlockError> {
+        let (block, version, owner_epoch) = (write.block, write.version, write.owner_epoch);
+        self.check_range(write.offset, write.data.len() as u64)?;
         if version == 0 {
             return Err(BlockError::Invalid("versions start at 1".into()));
         }
         let started = Instant::now();
-        let (order, believed) = self.order(block);
-        let not_enough = |acked: usize, last_error: Option<String>| BlockError::NotEnoughCores {
-            site: self.inner.site_name.clone(),
-            block,
-            acked,
-            live: believed,
-            total: order.len(),
-            last_error,
-        };
-        if order.len() < 2 {
-            return Err(not_enough(0, None));
-        }
-        let whole = offset == 0 && data.len() as u64 == self.inner.block_size;
-        let request = wire::WriteRequest {
-            block: Some(block.into()),
-            offset,
-            data: data.clone(),
-            version,
-            durability: match durability {
-                Durability::Durable => wire::Durability::Durable,
-                Durability::Held => wire::Durability::Held,
-            } as i32,
-            replicate_to: self.remote_targets(block),
-            primary: false,
-            peer: String::new(),
-            owner_epoch,
-        };
-        // The first of the pair ships the geo copies; each member names
-        // the other (the primary trims it, the secondary watches it).
-        let role = |primary: bool, peer: &Node| {
-            let mut request = request.clone();
-            request.primary = primary;
-            request.peer = peer.name.clone();
-            request
-        };
-        // A partial write may land on a copy that is missing or behind
-        // when the site is degraded (a core suspect, so the pair is not the
-        // full-membership pair): check and seed those targets first.
-        let full_pair: Vec<&str> = self
-            .inner
-            .placement
-            .in_site(block, self.inner.site, &|_| true)
-            .iter()
-            .take(2)
-            .map(|n| n.name.as_str())
-            .collect();
-        let degraded = believed < order.len();
-        let seed_sources = |target: &Node, failed: &[&str]| -> Option<Vec<&Node>> {
-            if whole || (!degraded && full_pair.contains(&target.name.as_str())) {
-                return None;
+        let written = write.data.len() as u64;
+        let ack = match self.write_seeding(write, replace).await {
+            Ok(ack) => ack,
+            Err(err) => {
+                self.forget_version(block);
+                return Err(err);
             }
-            Some(
-                order
-                    .iter()
-                    .filter(|n| n.name != target.name && !failed.contains(&n.name.as_str()))
-                    .copied()
-                    .collect(),
-            )
         };
-        let mut pending = FuturesUnordered::new();
-        pending.push(self.copy(order[0], role(true, order[1]), seed_sources(order[0], &[])));
-        pending.push(self.copy(order[1], role(false, order[0]), seed_sources(order[1], &[])));
-        let mut next = 2;
-        let mut acks: Vec<CopyAck> = Vec::with_capacity(2);
-        let mut failed: Vec<&str> = Vec::new();
-        let mut last_error = None;
-        while let Some((node, result)) = pending.next().await {
-            match result {
-                Ok(reply) => {
-                    if durability == Durability::Durable && !reply.durable {
-                        return Err(BlockError::NotDurable {
-                            node: node.name.clone(),
-                            block,
-                        });
-                    }
-                    acks.push(CopyAck {
-                        node: node.name.clone(),
-                        incarnation: reply.incarnation,
-                    });
-                    if acks.len() == 2 {
-                        break;
-                    }
-                }
-                Err(CopyError::Fatal(err)) => return Err(err),
-                Err(CopyError::Retry { err, suspect }) => {
-                    tracing::warn!(node = %node.name, %err, "block copy failed; trying another core");
-                    self.failed(&node.name, suspect);
-                    failed.push(&node.name);
-                    last_error = Some(err.to_string());
-                    if let Some(replacement) = order.get(next) {
-                        next += 1;
-                        self.inner.metrics.retries.inc();
-                        // A replacement is outside the usual pair: always
-                        // check it (unless the write covers the block).
-                        let seed = if whole {
-                            None
-                        } else {
-                            Some(
-                                order
-                                    .iter()
-                                    .filter(|n| n.name != replacement.name)
-                                    .filter(|n| !failed.contains(&n.name.as_str()))
-                                    .copied()
-                                    .collect(),
-                            )
-                        };
-                        // The replacement takes over the failed member's role.
-                        let was_primary = node.name == order[0].name;
-                        let peer = if was_primary { order[1] } else { order[0] };
-                        pending.push(self.copy(replacement, role(was_primary, peer), seed));
-                    }
-                }
-            }
-        }
-        let [first, second]: [CopyAck; 2] = match acks.try_into() {
-            Ok(pair) => pair,
-            Err(acks) => return Err(not_enough(acks.len(), last_error)),
-        };
+        self.remember_version(block, owner_epoch, version);
         self.inner.metrics.writes.inc();
-        self.inner.metrics.write_bytes.inc_by(data.len() as u64);
+        self.inner.metrics.write_bytes.inc_by(written);
         self.inner
             .metrics
             .write_latency
             .observe(started.elapsed().as_secs_f64());
-        Ok(WriteAck {
-            block,
-            version,
-            durable: durability == Durability::Durable,
-            copies: [first, second],
-        })
+        Ok(ack)
     }
 
-    /// One copy of a write on `node`, seeded first from the newest copy
-    /// among `seed_sources` when given (a replacement core).
-    async fn copy<'a>(
+    /// The attempts of [`BlockClient::write_block`]: a partial write is
+    /// sent again after the cores that refused its base were seeded.
+    async fn write_seeding(
         &self,
-        node: &'a Node,
-        request: wire::WriteRequest,
-        seed_sources: Option<Vec<&Node>>,
-    ) -> (&'a Node, Result<wire::WriteReply, CopyError>) {
-        let result = async {
-            let file_id = request.block.map_or(0, |b| b.file_id);
-            if let (Some(sources), Some(block)) = (seed_sources, request.block) {
-                self.seed(node, block.into(), &sources, request.owner_epoch)
-                    .await?;
-            }
-            let mut client = self.client(node).map_err(CopyError::Fatal)?;
-            match client.write(request).await {
-                Ok(reply) => {
-                    self.inner.liveness.alive(&node.name);
-                    Ok(reply.into_inner())
+        mut write: PairWrite,
+        replace: bool,
+    ) -> Result<WriteAck, BlockError> {
+        let (block, version, epoch) = (write.block, write.version, write.owner_epoch);
+        if !replace {
+            write.base = Some(self.base_of(block, version, epoch).await?);
+        }
+        let mut attempt = 1;
+        loop {
+            match self.write_pair(write.clone()).await {
+                Ok(ack) => return Ok(ack),
+                Err(PairError::Mismatch { nodes, acked }) if attempt < BASE_ATTEMPTS => {
+                    attempt += 1;
+                    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+                    let old = write.base.unwrap_or(0);
+                    write.base = Some(
+                        self.complete_copies(block, version, epoch, old, &names, acked)
+                            .await?,
+                    );
                 }
-                Err(status) => Err(classify_file(&node.name, file_id, status)),
+                Err(PairError::Mismatch { nodes, .. }) => {
+                    return Err(BlockError::Unseeded {
+                        node: nodes.first().map_or_else(String::new, |n| n.name.clone()),
+                        block,
+                        version: write.base.unwrap_or(0),
+                        reason: format!("still refused after {BASE_ATTEMPTS} attempts"),
+                    });
+                }
+                Err(PairError::Block(err)) => return Err(err),
             }
-        }
-        .await;
-        (node, result)
-    }
-
-    /// Copies the block's newest in-site version (among `sources`) onto
-    /// `node`, durably, so that a partial write there lands on complete
-    /// data. Nothing to do if no source holds the block, or `node` already
-    /// holds the newest version. Every call carries the write's
-    /// `owner_epoch`: a fenced answer stops the write.
-    async fn seed(
-        &self,
-        node: &Node,
-        block: BlockId,
-        sources: &[&Node],
-        owner_epoch: u64,
-    ) -> Result<(), CopyError> {
-        let target = [node];
-        let (probed, own) = futures::join!(
-            self.probe(block, sources, owner_epoch),
-            self.probe(block, &target, owner_epoch)
-        );
-        if let Some(err) = probed.fenced.or(own.fenced) {
-            return Err(CopyError::Fatal(err));
-        }
-        let Some(&(source, version)) = probed.found.first() else {
-            return Ok(());
-        };
-        if own.found.first().is_some_and(|&(_, v)| v >= version) {
-            return Ok(());
-        }
-        let read = self
-            .read_whole(source, block, owner_epoch)
-            .await
-            .map_err(|status| classify_file(&source.name, block.file_id, status))?;
-        if !read.found {
-            return Ok(());
-        }
-        // Trailing zeros read back as zeros anyway: do not store them.
-        let used = read
-            .data
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(1, |last| last + 1);
-        let mut to = self.client(node).map_err(CopyError::Fatal)?;
-        let seeded = to
-            .write(wire::WriteRequest {
-                block: Some(block.into()),
-                offset: 0,
-                data: read.data.slice(..used.min(read.data.len())),
-                version: read.version.max(version),
-                durability: wire::Durability::Durable as i32,
-                owner_epoch,
-                ..Default::default()
-            })
-            .await;
-        match seeded {
-            Ok(_) => {
-                self.inner.metrics.seeds.inc();
-                Ok(())
-            }
-            // The replacement already holds something newer: keep it.
-            Err(status) if status.code() == Code::FailedPrecondition => Ok(()),
-            Err(status) => Err(classify_file(&node.name, block.file_id, status)),
         }
     }
 
@@ -682,6 +577,7 @@ impl BlockClient {
         up_to_version: u64,
         owner_epoch: u64,
     ) -> Result<usize, BlockError> {
+        self.forget_version(block);
         let cores = self.inner.placement.cores(self.inner.site);
         let calls = cores.iter().map(|node| async move {
             let mut client = self.client(node)?;
@@ -690,6 +586,7 @@ impl BlockClient {
                     block: Some(block.into()),
                     up_to_version,
                     owner_epoch,
+                    trim: false,
                 })
                 .await
             {

@@ -10,6 +10,8 @@ pub const CHUNK_SIZE: u64 = 64 * 1024;
 const CHUNK_TAG: u8 = b'c';
 /// Key prefix of block metadata records.
 const META_TAG: u8 = b'm';
+/// Key prefix of markers (trimmed or deleted blocks).
+const MARKER_TAG: u8 = b't';
 /// Bytes of a chunk value's checksum header.
 pub const CRC_LEN: usize = 4;
 /// Bytes of an encoded [`BlockMeta`].
@@ -49,6 +51,79 @@ pub fn meta_key(block: BlockId) -> [u8; 17] {
     key[1..9].copy_from_slice(&block.file_id.to_be_bytes());
     key[9..17].copy_from_slice(&block.index.to_be_bytes());
     key
+}
+
+/// `t | file_id BE | index BE`: the block's marker ([`Marker`]).
+pub fn marker_key(block: BlockId) -> [u8; 17] {
+    let mut key = meta_key(block);
+    key[0] = MARKER_TAG;
+    key
+}
+
+/// The first key of the marker range.
+pub fn marker_lower() -> Vec<u8> {
+    vec![MARKER_TAG]
+}
+
+/// The (exclusive) end of the marker range.
+pub fn marker_upper() -> Vec<u8> {
+    vec![MARKER_TAG + 1]
+}
+
+/// The block id of a marker key, `None` if `key` is not one.
+pub fn block_of_marker_key(key: &[u8]) -> Option<BlockId> {
+    if key.first() != Some(&MARKER_TAG) {
+        return None;
+    }
+    let mut meta = [0u8; 17];
+    meta.copy_from_slice(key.get(..17).filter(|_| key.len() == 17)?);
+    meta[0] = META_TAG;
+    block_of_meta_key(&meta)
+}
+
+/// What a core knows of a block it holds no data of (see the store's
+/// `copy_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// The copy at this version was trimmed: the block lives at other
+    /// sites at this version or newer.
+    Trimmed(u64),
+    /// The block was deleted up to this version: it reads as zeros, and
+    /// nothing older may be written over it.
+    Deleted(u64),
+}
+
+impl Marker {
+    /// The marker's version.
+    pub fn version(self) -> u64 {
+        match self {
+            Marker::Trimmed(v) | Marker::Deleted(v) => v,
+        }
+    }
+
+    /// `version BE | kind` (1 trimmed, 2 deleted).
+    pub fn encode(self) -> [u8; 9] {
+        let mut out = [0u8; 9];
+        out[..8].copy_from_slice(&self.version().to_be_bytes());
+        out[8] = match self {
+            Marker::Trimmed(_) => 1,
+            Marker::Deleted(_) => 2,
+        };
+        out
+    }
+
+    /// Decodes a value written by [`Marker::encode`]; `None` if malformed.
+    pub fn decode(value: &[u8]) -> Option<Self> {
+        if value.len() != 9 {
+            return None;
+        }
+        let version = u64::from_be_bytes(value[..8].try_into().ok()?);
+        match value[8] {
+            1 => Some(Marker::Trimmed(version)),
+            2 => Some(Marker::Deleted(version)),
+            _ => None,
+        }
+    }
 }
 
 /// The first key of the metadata range.

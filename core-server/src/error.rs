@@ -17,6 +17,28 @@ pub enum CoreError {
         /// The version the caller offered.
         offered: u64,
     },
+    /// A partial write names a base version this copy is not complete at
+    /// (it was trimmed, missed writes, or never held the block): applying
+    /// it would leave a copy that reads zeros or old bytes where the block
+    /// has data. Nothing was changed; the writer seeds the copy and
+    /// retries (see `copy_state.rs`).
+    #[error(
+        "base mismatch on block {}/{}: the write applies on version {base}, this copy holds {} \
+         (marker: {})",
+        .block.file_id, .block.index,
+        .held.map_or_else(|| "no data".to_string(), |v| format!("version {v}")),
+        .marker.map_or_else(|| "none".to_string(), |m| format!("{m:?}"))
+    )]
+    BaseMismatch {
+        /// The block.
+        block: BlockId,
+        /// The version the write applies on.
+        base: u64,
+        /// The version of the copy's data, if any.
+        held: Option<u64>,
+        /// The copy's marker (trimmed or deleted), if any.
+        marker: Option<crate::codec::Marker>,
+    },
     /// The caller's ownership epoch of the file is older than the file's
     /// fence on this core: ownership moved to another site (or another
     /// epoch) and this caller may no longer read, write or delete the
@@ -116,6 +138,7 @@ impl From<CoreError> for tonic::Status {
         let msg = err.to_string();
         match err {
             CoreError::StaleVersion { .. } => tonic::Status::failed_precondition(msg),
+            CoreError::BaseMismatch { .. } => tonic::Status::aborted(msg),
             CoreError::Fenced { .. } => tonic::Status::permission_denied(msg),
             CoreError::OutOfSpace { .. } => tonic::Status::resource_exhausted(msg),
             CoreError::CorruptChunk { .. } | CoreError::Corrupt { .. } => {
@@ -151,6 +174,20 @@ mod tests {
         assert!(status
             .message()
             .contains("stale version: stored 5, offered 3"));
+        let status: tonic::Status = CoreError::BaseMismatch {
+            block,
+            base: 4,
+            held: None,
+            marker: Some(crate::codec::Marker::Trimmed(4)),
+        }
+        .into();
+        assert_eq!(status.code(), tonic::Code::Aborted);
+        assert!(
+            status
+                .message()
+                .contains("applies on version 4, this copy holds no data (marker: Trimmed(4))"),
+            "{status}"
+        );
         let status: tonic::Status = CoreError::OutOfSpace { needed: 1, free: 0 }.into();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         let status: tonic::Status = CoreError::CorruptChunk { block, chunk: 3 }.into();

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
 
 use crate::store::{BlockStore, DeleteOutcome};
 use crate::{CoreError, CoreMetrics};
@@ -23,6 +23,7 @@ fn write_as(b: BlockId, version: u64, owner_epoch: u64) -> BlockWrite {
         version,
         durability: Durability::Durable,
         owner_epoch,
+        base: WriteBase::Unchecked,
     }
 }
 

@@ -19,6 +19,8 @@ pub mod service;
 pub mod store;
 
 #[cfg(test)]
+mod copy_state_tests;
+#[cfg(test)]
 mod fence_tests;
 #[cfg(test)]
 mod queue_tests;
@@ -32,6 +34,6 @@ pub use metrics::CoreMetrics;
 pub use server::CoreServer;
 pub use store::queue::{JobSpec, PutOutcome, ReplicaOffer};
 pub use store::{
-    BlockInfo, BlockStore, DeleteOutcome, ReadOutcome, StoreCounters, StoreStats, WriteOutcome,
-    CHUNK_SIZE,
+    BlockInfo, BlockStore, CopyRead, DeleteOutcome, ReadOutcome, StoreCounters, StoreStats,
+    WriteOutcome, CHUNK_SIZE,
 };

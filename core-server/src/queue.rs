@@ -8,7 +8,10 @@
 //! count). A job is written in the same `WriteBatch` as the write that
 //! creates it; a newer write replaces it (keeping `first_enqueued_ms`, so
 //! the job's age stays the replication lag of the oldest write it covers).
-//! A delete of the block (the trim of a secondary) removes its job.
+//! A delete of the block (the trim of a secondary) removes its job. A
+//! replica put restores a trimmed copy (removing its marker) when it is at
+//! the marker's version or newer, is stale below a marker's version, and
+//! finds a block deleted at its version already held.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +24,9 @@ use geonfs_proto::domain::{BlockId, BlockRange, BlockRead};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
 use super::{chunk_no, delete_chunks, BlockStore, Inner};
-use crate::codec::{chunk_key, meta_key, seal_chunk, BlockMeta, CHUNK_SIZE, CRC_LEN};
+use crate::codec::{
+    chunk_key, marker_key, meta_key, seal_chunk, BlockMeta, Marker, CHUNK_SIZE, CRC_LEN,
+};
 use crate::CoreError;
 
 /// Key prefix of replication jobs.
@@ -291,6 +296,20 @@ impl Inner {
         let (block, version, data) = (offer.block, offer.version, &offer.data[..]);
         let db = self.db()?;
         let old = self.meta(&db, block)?;
+        // Nothing below a marker; a trimmed copy is restored by a replica
+        // of its version or newer, a deleted block at its version is held.
+        let marker = self.marker(&db, block)?;
+        match marker {
+            Some(m) if m.version() > version => {
+                return Ok(PutOutcome::SkippedStale {
+                    stored: m.version(),
+                })
+            }
+            Some(Marker::Deleted(deleted)) if deleted == version => {
+                return Ok(PutOutcome::AlreadyHeld)
+            }
+            _ => {}
+        }
         let mut repairing = false;
         if let Some(old) = old {
             if old.version > version {
@@ -310,6 +329,9 @@ impl Inner {
         let mut batch = WriteBatch::default();
         // Every old chunk goes: the replica replaces the block atomically.
         delete_chunks(&db, block, &mut batch)?;
+        if marker.is_some() {
+            batch.delete(marker_key(block));
+        }
         let mut stored = 0u64;
         for (i, piece) in data.chunks(CHUNK_SIZE as usize).enumerate() {
             // All-zero chunks read back as zeros when absent: keep sparse.
@@ -583,7 +605,7 @@ impl JobQueue for BlockStore {
 
     fn trim_local(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<bool, BlockError>> {
         Box::pin(async move {
-            let outcome = self.delete(block, version).await.map_err(store_error)?;
+            let outcome = self.trim(block, version).await.map_err(store_error)?;
             Ok(outcome == super::DeleteOutcome::Deleted)
         })
     }

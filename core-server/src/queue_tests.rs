@@ -1,7 +1,7 @@
 //! Tests of the block store's replication queue and replica puts.
 
 use bytes::Bytes;
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
 
 use crate::codec::chunk_key;
 use crate::store::queue::{JobSpec, PutOutcome, ReplicaOffer};
@@ -20,6 +20,7 @@ fn write(block: BlockId, offset: u64, data: Vec<u8>, version: u64) -> BlockWrite
         version,
         durability: Durability::Durable,
         owner_epoch: 0,
+        base: WriteBase::Unchecked,
     }
 }
 

@@ -9,7 +9,7 @@ use geonfs_proto::domain::{BlockRange, BlockRead, BlockWrite, MAX_SCAN_LIMIT};
 use tonic::{Request, Response, Status};
 
 use crate::store::queue::JobSpec;
-use crate::store::{BlockInfo, BlockStore, DeleteOutcome};
+use crate::store::{BlockInfo, BlockStore, DeleteOutcome, Marker};
 use crate::CoreError;
 
 /// How many blocks one List returns when the request asks for 0.
@@ -81,17 +81,26 @@ impl CoreData for CoreDataService {
         let read = BlockRead::try_from(request).map_err(CoreError::from)?;
         self.check_range(read.range)?;
         let block = read.block;
-        let mut reply = match self.store.read(read).await? {
+        let copy = self.store.read_copy(read).await?;
+        let mut reply = match copy.found {
             Some(found) => wire::ReadReply {
                 incarnation: self.store.incarnation(),
                 found: true,
                 version: found.version,
                 data: found.data,
-                pending_job_version: 0,
+                ..Default::default()
             },
             None => wire::ReadReply {
                 incarnation: self.store.incarnation(),
                 found: false,
+                trimmed_version: match copy.marker {
+                    Some(Marker::Trimmed(version)) => version,
+                    _ => 0,
+                },
+                deleted_version: match copy.marker {
+                    Some(Marker::Deleted(version)) => version,
+                    _ => 0,
+                },
                 ..Default::default()
             },
         };
@@ -124,10 +133,14 @@ impl CoreData for CoreDataService {
             .block
             .ok_or_else(|| CoreError::InvalidArgument("missing field `block`".into()))?
             .into();
-        let outcome = self
-            .store
-            .delete_as(block, request.up_to_version, request.owner_epoch)
-            .await?;
+        // A trim is replication's (epoch 0, unchecked).
+        let outcome = if request.trim {
+            self.store.trim(block, request.up_to_version).await?
+        } else {
+            self.store
+                .delete_as(block, request.up_to_version, request.owner_epoch)
+                .await?
+        };
         Ok(Response::new(wire::DeleteReply {
             incarnation: self.store.incarnation(),
             deleted: outcome == DeleteOutcome::Deleted,
@@ -162,10 +175,23 @@ impl CoreData for CoreDataService {
             }
             limit => limit,
         };
-        let (blocks, more) = self
-            .store
-            .list(request.start_after.map(Into::into), limit as usize)
-            .await?;
+        let start_after = request.start_after.map(Into::into);
+        let (blocks, more) = if request.deleted {
+            let (deleted, more) = self.store.list_deleted(start_after, limit as usize).await?;
+            let tombstones = deleted
+                .into_iter()
+                .map(|(block, version)| BlockInfo {
+                    block,
+                    version,
+                    length: 0,
+                    stored: 0,
+                    durable: true,
+                })
+                .collect();
+            (tombstones, more)
+        } else {
+            self.store.list(start_after, limit as usize).await?
+        };
         Ok(Response::new(wire::ListReply {
             incarnation: self.store.incarnation(),
             blocks: blocks.into_iter().map(info_to_wire).collect(),

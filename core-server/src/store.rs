@@ -23,6 +23,11 @@
 //! elsewhere) so that large values are not rewritten by every LSM
 //! compaction; only keys and small metadata live in the LSM tree.
 //!
+//! - **Trim markers.** Key `t | file_id BE | index BE`, value the version
+//!   of a copy removed by the geo-replication trim (see [`copy_state`]):
+//!   the block exists at that version on other sites, so this core's copy
+//!   is complete at no version and partial writes are refused until it is
+//!   seeded.
 //! - **Replication queue.** Key `q | file_id BE | index BE`, value a
 //!   [`geonfs_block_manager::ReplicationJob`] (see [`queue`]): the block's
 //!   pending geo-replication job, written in the same batch as the write
@@ -61,9 +66,13 @@
 //!
 //! # Versions and checksums
 //!
-//! A write carries a version; a write older than the stored version is
-//! refused with [`CoreError::StaleVersion`] (newer data is never overwritten
-//! by older data, invariant 8); an equal version is an idempotent retry. A
+//! A write carries a version; a write older than the stored version (or a
+//! trim marker's) is refused with [`CoreError::StaleVersion`] (newer data
+//! is never overwritten by older data, invariant 8); an equal version is an
+//! idempotent retry. A partial write also names its base version and
+//! applies only on a copy complete at it ([`copy_state`]: the rule that
+//! keeps a trimmed, lagging or missing copy from being patched into a
+//! sparse or stale "newest" copy). A
 //! delete removes the block only if the stored version is not newer than
 //! the caller's `up_to_version`. Every chunk carries a CRC-32C of its data,
 //! verified on every read (and before a read-modify-write): a mismatch is
@@ -103,21 +112,27 @@ use rocksdb::{DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions,
 
 pub use crate::codec::CHUNK_SIZE;
 use crate::codec::{
-    block_of_meta_key, chunk_key, meta_key, meta_lower, meta_upper, open_chunk, seal_chunk,
-    BlockMeta, CRC_LEN,
+    block_of_meta_key, chunk_key, marker_key, meta_key, meta_lower, meta_upper, open_chunk,
+    BlockMeta,
 };
 use crate::{CoreError, CoreMetrics};
 
 #[path = "chunks.rs"]
 mod chunks;
+#[path = "copy_state.rs"]
+pub mod copy_state;
 #[path = "fence.rs"]
 pub mod fence;
 #[path = "queue.rs"]
 pub mod queue;
 #[path = "space.rs"]
 mod space;
+#[path = "write.rs"]
+mod write;
 
 use chunks::delete_chunks;
+use copy_state::decode_marker;
+pub use copy_state::Marker;
 use fence::{load_fences, FenceMap};
 use queue::JobSpec;
 use space::{clamp_i64, scan_usage};
@@ -146,6 +161,16 @@ pub struct ReadOutcome {
     pub length: u64,
     /// Exactly the requested length; zeros where nothing was written.
     pub data: Bytes,
+}
+
+/// What a read found: the copy, or what is known of a block without one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyRead {
+    /// The bytes, when this core holds the block.
+    pub found: Option<ReadOutcome>,
+    /// Without a copy: the block's marker (trimmed here, or deleted), if
+    /// it has one.
+    pub marker: Option<Marker>,
 }
 
 /// What a delete did.
@@ -367,9 +392,15 @@ impl BlockStore {
     /// whose [`BlockRead::owner_epoch`] is older than the file's fence is
     /// refused with [`CoreError::Fenced`] (0 = not checked).
     pub async fn read(&self, read: BlockRead) -> Result<Option<ReadOutcome>, CoreError> {
+        Ok(self.read_copy(read).await?.found)
+    }
+
+    /// [`BlockStore::read`] that also reports the block's trim marker when
+    /// this core holds no copy.
+    pub async fn read_copy(&self, read: BlockRead) -> Result<CopyRead, CoreError> {
         let inner = self.inner.clone();
         let outcome = tokio::task::spawn_blocking(move || inner.read_blocking(&read)).await??;
-        if let Some(found) = &outcome {
+        if let Some(found) = &outcome.found {
             self.inner.metrics.reads.inc();
             self.inner
                 .metrics
@@ -407,13 +438,34 @@ impl BlockStore {
         up_to_version: u64,
         owner_epoch: u64,
     ) -> Result<DeleteOutcome, CoreError> {
+        self.remove(block, up_to_version, owner_epoch, false).await
+    }
+
+    /// The geo-replication trim of this copy: deletes it if its stored
+    /// version is at most `up_to_version`, leaving a trim marker of that
+    /// version ([`copy_state`]). Durable when this returns.
+    pub async fn trim(
+        &self,
+        block: BlockId,
+        up_to_version: u64,
+    ) -> Result<DeleteOutcome, CoreError> {
+        self.remove(block, up_to_version, 0, true).await
+    }
+
+    async fn remove(
+        &self,
+        block: BlockId,
+        up_to_version: u64,
+        owner_epoch: u64,
+        trim: bool,
+    ) -> Result<DeleteOutcome, CoreError> {
         let guard = self.inner.lock_for(block).lock_owned().await;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
             // Held across the check and the batch: a fence waits for it.
             let _fence = inner.admit(block.file_id, owner_epoch)?;
-            inner.delete_blocking(block, up_to_version)
+            inner.delete_blocking(block, up_to_version, trim)
         })
         .await?
     }
@@ -542,105 +594,7 @@ impl Inner {
         })
     }
 
-    fn write_blocking(
-        &self,
-        write: &BlockWrite,
-        job: Option<&JobSpec>,
-    ) -> Result<WriteOutcome, CoreError> {
-        let db = self.db()?;
-        let block = write.block;
-        let old = self.meta(&db, block)?;
-        if let Some(old) = old {
-            if old.version > write.version {
-                return Err(CoreError::StaleVersion {
-                    block,
-                    stored: old.version,
-                    offered: write.version,
-                });
-            }
-        }
-        let old_meta = old.unwrap_or_default();
-        let offset = write.range.offset;
-        let data = &write.data;
-        let end = offset + data.len() as u64;
-        let mut batch = WriteBatch::default();
-        let mut added = 0u64;
-        let mut puts = 0u64;
-        let mut put_bytes = 0u64;
-        if !data.is_empty() {
-            let first = offset / CHUNK_SIZE;
-            let last = (end - 1) / CHUNK_SIZE;
-            let chunks: Vec<u32> = (first..=last).map(chunk_no).collect::<Result<_, _>>()?;
-            // The old contents of the touched chunks (fully covered ones too:
-            // their old length is needed for the used-bytes accounting).
-            let olds = db.multi_get(chunks.iter().map(|&chunk| chunk_key(block, chunk)));
-            for (&chunk, old) in chunks.iter().zip(olds) {
-                let old = old?;
-                let old_data = match &old {
-                    Some(value) => self.verify(block, chunk, value)?,
-                    None => &[][..],
-                };
-                let start = u64::from(chunk) * CHUNK_SIZE;
-                let lo = (offset.max(start) - start) as usize;
-                let hi = (end.min(start + CHUNK_SIZE) - start) as usize;
-                let new_len = old_data.len().max(hi);
-                let mut value = Vec::with_capacity(CRC_LEN + new_len);
-                value.resize(CRC_LEN, 0);
-                value.extend_from_slice(old_data);
-                value.resize(CRC_LEN + new_len, 0);
-                let src = (start + lo as u64 - offset) as usize;
-                value[CRC_LEN + lo..CRC_LEN + hi].copy_from_slice(&data[src..src + (hi - lo)]);
-                seal_chunk(&mut value);
-                added += (new_len - old_data.len()) as u64;
-                puts += 1;
-                put_bytes += new_len as u64;
-                batch.put(chunk_key(block, chunk), &value);
-            }
-        }
-        let new_meta = BlockMeta {
-            version: write.version,
-            length: if data.is_empty() {
-                old_meta.length
-            } else {
-                old_meta.length.max(end)
-            },
-            stored: old_meta.stored + added,
-        };
-        batch.put(meta_key(block), new_meta.encode());
-        if let Some(job) = job {
-            self.enqueue(&db, &mut batch, block, write.version, job)?;
-        }
-        self.reserve(added)?;
-        let durable = write.durability == Durability::Durable;
-        let mut options = WriteOptions::default();
-        options.set_sync(durable);
-        if let Err(err) = db.write_opt(batch, &options) {
-            self.release(added);
-            return Err(err.into());
-        }
-        if old.is_none() {
-            self.blocks.fetch_add(1, Ordering::SeqCst);
-        }
-        if durable {
-            // A synced write syncs the whole WAL up to it, earlier held
-            // writes of this block included.
-            self.durable_writes.fetch_add(1, Ordering::SeqCst);
-            self.held().remove(&block);
-        } else {
-            self.held().insert(block);
-        }
-        self.chunk_puts.fetch_add(puts, Ordering::SeqCst);
-        self.chunk_bytes.fetch_add(put_bytes, Ordering::SeqCst);
-        if job.is_some() {
-            self.enqueued.notify_one();
-        }
-        Ok(WriteOutcome {
-            version: new_meta.version,
-            durable,
-        })
-    }
-
-    fn read_blocking(&self, read: &BlockRead) -> Result<Option<ReadOutcome>, CoreError> {
+    fn read_blocking(&self, read: &BlockRead) -> Result<CopyRead, CoreError> {
         let db = self.db()?;
         let block = read.block;
         let snapshot = db.snapshot();
@@ -648,7 +602,14 @@ impl Inner {
         // before any fence that refuses it.
         self.check_read(block.file_id, read.owner_epoch)?;
         let Some(meta) = snapshot.get_pinned(meta_key(block))? else {
-            return Ok(None);
+            let marker = match snapshot.get_pinned(marker_key(block))? {
+                Some(value) => Some(decode_marker(block, &value)?),
+                None => None,
+            };
+            return Ok(CopyRead {
+                found: None,
+                marker,
+            });
         };
         let meta = decode_meta(block, &meta)?;
         let offset = read.range.offset;
@@ -676,11 +637,14 @@ impl Inner {
                 }
             }
         }
-        Ok(Some(ReadOutcome {
-            version: meta.version,
-            length: meta.length,
-            data: Bytes::from(out),
-        }))
+        Ok(CopyRead {
+            found: Some(ReadOutcome {
+                version: meta.version,
+                length: meta.length,
+                data: Bytes::from(out),
+            }),
+            marker: None,
+        })
     }
 
     fn flush_blocking(&self) -> Result<(), CoreError> {
@@ -695,29 +659,46 @@ impl Inner {
         Ok(())
     }
 
+    /// Deletes the block up to `up_to_version`. A `trim` removes this
+    /// core's copy and leaves a trimmed marker of its version; a plain
+    /// delete (truncate, remove) leaves a deleted marker at
+    /// `up_to_version`, data or not, so nothing older comes back. Nothing
+    /// changes when the block's data or marker is newer.
     fn delete_blocking(
         &self,
         block: BlockId,
         up_to_version: u64,
+        trim: bool,
     ) -> Result<DeleteOutcome, CoreError> {
         let db = self.db()?;
-        let Some(meta) = self.meta(&db, block)? else {
-            return Ok(DeleteOutcome::Absent);
-        };
-        if meta.version > up_to_version {
-            return Ok(DeleteOutcome::Newer {
-                stored: meta.version,
-            });
+        let meta = self.meta(&db, block)?;
+        let marker = self.marker(&db, block)?;
+        let newest = meta
+            .map_or(0, |m| m.version)
+            .max(marker.map_or(0, Marker::version));
+        if newest > up_to_version {
+            return Ok(DeleteOutcome::Newer { stored: newest });
         }
         let mut batch = WriteBatch::default();
-        delete_chunks(&db, block, &mut batch)?;
-        batch.delete(meta_key(block));
+        let marker = match (trim, meta) {
+            (true, Some(meta)) => Marker::Trimmed(meta.version),
+            (true, None) => return Ok(DeleteOutcome::Absent),
+            (false, _) => Marker::Deleted(up_to_version),
+        };
+        batch.put(marker_key(block), marker.encode());
+        if meta.is_some() {
+            delete_chunks(&db, block, &mut batch)?;
+            batch.delete(meta_key(block));
+        }
         // The copy's replication job goes with it (a trimmed secondary's
         // fallback job), unless it covers a newer version.
         self.unqueue(&db, &mut batch, block, up_to_version)?;
         let mut options = WriteOptions::default();
         options.set_sync(true);
         db.write_opt(batch, &options)?;
+        let Some(meta) = meta else {
+            return Ok(DeleteOutcome::Absent);
+        };
         self.release(meta.stored);
         self.blocks.fetch_sub(1, Ordering::SeqCst);
         self.held().remove(&block);

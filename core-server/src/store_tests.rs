@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
 use proptest::prelude::*;
 
 use crate::codec::chunk_key;
@@ -23,6 +23,7 @@ fn write(block: BlockId, offset: u64, data: Vec<u8>, version: u64, d: Durability
         version,
         durability: d,
         owner_epoch: 0,
+        base: WriteBase::Unchecked,
     }
 }
 
@@ -240,9 +241,16 @@ async fn delete_respects_up_to_version() {
     assert_eq!(store.stats().used, 0);
     assert_eq!(store.stats().blocks, 0);
     assert_eq!(store.delete(b, 4).await.unwrap(), DeleteOutcome::Absent);
-    // No chunk survives the delete: a new write starts from zeros.
+    // The delete left a tombstone: nothing older than it is written.
+    assert!(matches!(
+        store
+            .write(write(b, 0, vec![2; 10], 1, Durability::Durable))
+            .await,
+        Err(CoreError::StaleVersion { stored: 4, .. })
+    ));
+    // No chunk survives the delete: a newer write starts from zeros.
     store
-        .write(write(b, 0, vec![2; 10], 1, Durability::Durable))
+        .write(write(b, 0, vec![2; 10], 5, Durability::Durable))
         .await
         .unwrap();
     let found = read_all(&store, b, 0, 100).await;

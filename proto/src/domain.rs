@@ -82,6 +82,21 @@ pub enum Durability {
     Held,
 }
 
+/// What a block write applies on (see `base_version` in `core.proto`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteBase {
+    /// The data is the block's whole new content from offset 0; bytes
+    /// past it read as zeros.
+    Replace,
+    /// A partial write, applied only on a complete copy at exactly this
+    /// version (0: the block exists nowhere yet).
+    On(u64),
+    /// A partial write applied on whatever the store holds. Only for
+    /// in-process callers that are the block's sole writer (benchmarks of
+    /// the store, tests of other rules); never built from a request.
+    Unchecked,
+}
+
 /// A validated block write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockWrite {
@@ -98,6 +113,8 @@ pub struct BlockWrite {
     /// The caller's ownership epoch of the block's file; 0 = not checked.
     /// Refused when lower than the file's fence on the core.
     pub owner_epoch: u64,
+    /// What the write applies on.
+    pub base: WriteBase,
 }
 
 impl TryFrom<wire_core::WriteRequest> for BlockWrite {
@@ -122,6 +139,32 @@ impl TryFrom<wire_core::WriteRequest> for BlockWrite {
                 })
             }
         };
+        let base = match (req.replace, req.base_version) {
+            (true, None) if req.offset == 0 => WriteBase::Replace,
+            (true, None) => {
+                return Err(WireError::Invalid {
+                    field: "replace",
+                    reason: format!("a replacing write starts at offset 0, not {}", req.offset),
+                })
+            }
+            (true, Some(_)) => {
+                return Err(WireError::Invalid {
+                    field: "base_version",
+                    reason: "a replacing write names no base version".into(),
+                })
+            }
+            (false, Some(base)) if base < req.version => WriteBase::On(base),
+            (false, Some(base)) => {
+                return Err(WireError::Invalid {
+                    field: "base_version",
+                    reason: format!(
+                        "base {base} is not older than the write's version {}",
+                        req.version
+                    ),
+                })
+            }
+            (false, None) => return Err(WireError::MissingField("base_version")),
+        };
         Ok(BlockWrite {
             block,
             range,
@@ -129,6 +172,7 @@ impl TryFrom<wire_core::WriteRequest> for BlockWrite {
             version: req.version,
             durability,
             owner_epoch: req.owner_epoch,
+            base,
         })
     }
 }
@@ -246,8 +290,45 @@ mod tests {
             data: Bytes::from(vec![1u8; len]),
             version: 1,
             durability: wire_core::Durability::Held as i32,
+            base_version: Some(0),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_write_names_its_base_or_replaces_the_block() {
+        assert_eq!(
+            BlockWrite::try_from(write_req(4096, 10)).unwrap().base,
+            WriteBase::On(0)
+        );
+        let mut req = write_req(0, 10);
+        req.base_version = None;
+        assert!(matches!(
+            BlockWrite::try_from(req.clone()).unwrap_err(),
+            WireError::MissingField("base_version")
+        ));
+        req.replace = true;
+        assert_eq!(
+            BlockWrite::try_from(req.clone()).unwrap().base,
+            WriteBase::Replace
+        );
+        req.offset = 5;
+        assert!(
+            BlockWrite::try_from(req.clone()).is_err(),
+            "replace starts at 0"
+        );
+        req.offset = 0;
+        req.base_version = Some(0);
+        assert!(
+            BlockWrite::try_from(req.clone()).is_err(),
+            "replace names no base"
+        );
+        req.replace = false;
+        req.base_version = Some(1);
+        assert!(
+            BlockWrite::try_from(req).is_err(),
+            "the base is older than the write"
+        );
     }
 
     #[test]

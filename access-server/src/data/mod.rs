@@ -560,7 +560,7 @@ impl FileData {
             match self
                 .inner
                 .client
-                .write_as(block, 0, bytes, version, durability, epoch)
+                .replace_as(block, bytes, version, durability, epoch)
                 .await
             {
                 Ok(ack) => {
@@ -612,6 +612,7 @@ impl FileData {
         let Some(read) = self
             .read_piece(attr_block(file_id), 0, ATTR_LEN as u32)
             .await?
+            .filter(|read| !read.deleted)
         else {
             return Ok(None);
         };

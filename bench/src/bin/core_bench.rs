@@ -49,7 +49,7 @@ use geonfs_bench::report::{
 };
 use geonfs_block_manager::BlockClient;
 use geonfs_core_server::{BlockStore, CoreMetrics};
-use geonfs_proto::domain::{BlockId, BlockRange, BlockWrite, Durability};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockWrite, Durability, WriteBase};
 use geonfs_rpc::WanParams;
 
 /// Block size of every store and cluster (the cluster default).
@@ -130,6 +130,7 @@ impl Target {
                     version,
                     durability,
                     owner_epoch: 0,
+                    base: WriteBase::Unchecked,
                 };
                 store
                     .write(write)

@@ -35,7 +35,7 @@ use geonfs_bench::report::{
     Rng, Table,
 };
 use geonfs_core_server::{BlockStore, CoreMetrics, CHUNK_SIZE as CHUNK};
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
 
 const BLOCK_SIZE: u64 = 4 * 1024 * 1024;
 /// B's per-file header: one big-endian CRC-32C per chunk, padded to a page.
@@ -187,6 +187,7 @@ impl Target {
                         version,
                         durability,
                         owner_epoch: 0,
+                        base: WriteBase::Unchecked,
                     })
                     .await?;
             }

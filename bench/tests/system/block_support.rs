@@ -62,6 +62,7 @@ pub async fn inventory(cluster: &TestCluster) -> BTreeMap<String, Vec<BlockInfo>
                 .list(ListRequest {
                     start_after,
                     limit: 1000,
+                    deleted: false,
                 })
                 .await
                 .unwrap()

@@ -166,8 +166,9 @@ async fn a_dead_pair_member_is_replaced() {
         "{held:?}"
     );
     assert!(held.values().all(|i| i.durable));
+    // The dead core is found out by the probe of the block's base (or by
+    // its failed copy) and left out.
     assert!(client.metrics().suspect_marks.get() >= 1);
-    assert!(client.metrics().retries.get() >= 1);
 
     // A partial write to a block the dead core held: the replacement core
     // is seeded first, so every copy in the site is complete.

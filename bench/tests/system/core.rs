@@ -30,6 +30,8 @@ fn write_req(file_id: u64, index: u64, offset: u64, data: Vec<u8>, version: u64)
         data: Bytes::from(data),
         version,
         durability: Durability::Durable as i32,
+        // Every block these tests write partially is new.
+        base_version: Some(0),
         ..Default::default()
     }
 }
@@ -101,6 +103,7 @@ async fn core_data_round_trip() {
         .list(ListRequest {
             start_after: None,
             limit: 2,
+            deleted: false,
         })
         .await
         .unwrap()
@@ -116,6 +119,7 @@ async fn core_data_round_trip() {
         .list(ListRequest {
             start_after: id(1, 0),
             limit: 10,
+            deleted: false,
         })
         .await
         .unwrap()
@@ -145,6 +149,7 @@ async fn core_data_round_trip() {
             block: id(1, 1),
             up_to_version: 2,
             owner_epoch: 0,
+            trim: false,
         })
         .await
         .unwrap()
@@ -155,6 +160,7 @@ async fn core_data_round_trip() {
             block: id(1, 1),
             up_to_version: 3,
             owner_epoch: 0,
+            trim: false,
         })
         .await
         .unwrap()

@@ -22,16 +22,16 @@ use crate::nfs::{create, mount, nfs, status, Io, EXPORT};
 use crate::nfs_data::{commit, size_of, write};
 use crate::support::init_logging;
 
-const READY: Duration = Duration::from_secs(120);
+pub(crate) const READY: Duration = Duration::from_secs(120);
 
 /// One NFS client per site (a client address inside the site's subnet).
-struct Sites {
+pub(crate) struct Sites {
     clients: Vec<Nfs3Client<Io>>,
     names: Vec<&'static str>,
     root: nfs_fh3,
 }
 
-async fn connect(cluster: &TestCluster, names: &[&'static str]) -> Sites {
+pub(crate) async fn connect(cluster: &TestCluster, names: &[&'static str]) -> Sites {
     let mut clients = Vec::new();
     let mut root = None;
     for (i, site) in names.iter().enumerate() {
@@ -76,12 +76,12 @@ async fn small_blocks_with(
 }
 
 impl Sites {
-    fn at(&mut self, site: &str) -> &mut Nfs3Client<Io> {
+    pub(crate) fn at(&mut self, site: &str) -> &mut Nfs3Client<Io> {
         let i = self.names.iter().position(|s| *s == site).expect("site");
         &mut self.clients[i]
     }
 
-    async fn create(&mut self, site: &str, name: &str) -> nfs_fh3 {
+    pub(crate) async fn create(&mut self, site: &str, name: &str) -> nfs_fh3 {
         let root = self.root.clone();
         match create(
             self.at(site),
@@ -125,6 +125,19 @@ async fn try_write(
 
 /// READ of `count` bytes at `offset`, in as many calls as it takes.
 async fn read(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, count: u64) -> Vec<u8> {
+    match try_read(c, fh, offset, count).await {
+        Ok(data) => data,
+        Err(s) => panic!("READ at {offset}: {s}"),
+    }
+}
+
+/// [`read`], or the status of the first READ that failed.
+pub(crate) async fn try_read(
+    c: &mut Nfs3Client<Io>,
+    fh: &nfs_fh3,
+    offset: u64,
+    count: u64,
+) -> Result<Vec<u8>, nfsstat3> {
     let mut out = Vec::new();
     while (out.len() as u64) < count {
         let want = (count - out.len() as u64).min(1 << 20) as u32;
@@ -143,10 +156,10 @@ async fn read(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, count: u64) -> 
                     break;
                 }
             }
-            Nfs3Result::Err((s, _)) => panic!("READ at {offset}: {s}"),
+            Nfs3Result::Err((s, _)) => return Err(s),
         }
     }
-    out
+    Ok(out)
 }
 
 /// The status of a 1000-byte READ at `offset`.
@@ -162,7 +175,7 @@ async fn read_status(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64) -> nfsst
     status(&res)
 }
 
-fn file_id(fh: &nfs_fh3) -> u64 {
+pub(crate) fn file_id(fh: &nfs_fh3) -> u64 {
     // The handle is generation (8 bytes) then the file id (8 bytes, BE).
     let bytes = fh.data.as_ref();
     u64::from_be_bytes(
@@ -173,7 +186,7 @@ fn file_id(fh: &nfs_fh3) -> u64 {
 }
 
 /// Applies a write to the model of the file.
-fn apply(model: &mut Vec<u8>, offset: u64, data: &[u8]) {
+pub(crate) fn apply(model: &mut Vec<u8>, offset: u64, data: &[u8]) {
     let end = offset as usize + data.len();
     if model.len() < end {
         model.resize(end, 0);

@@ -23,7 +23,7 @@ const SETTLE: Duration = Duration::from_secs(60);
 /// Flips one byte of the first stored chunk of `block` in the block store
 /// under `data_dir` (the node must be stopped). The chunk key layout is
 /// the store's on-disk format: `c | file_id BE | index BE | chunk BE`.
-fn damage_first_chunk(data_dir: &Path, block: BlockId) {
+pub(crate) fn damage_first_chunk(data_dir: &Path, block: BlockId) {
     let db = rocksdb::DB::open_default(data_dir.join("blocks")).unwrap();
     let mut prefix = vec![b'c'];
     prefix.extend_from_slice(&block.file_id.to_be_bytes());
@@ -42,7 +42,7 @@ fn damage_first_chunk(data_dir: &Path, block: BlockId) {
 }
 
 /// Stops `core`, damages its copy of `block` on disk, starts it again.
-async fn corrupt_on_disk(cluster: &mut TestCluster, core: &str, block: BlockId) {
+pub(crate) async fn corrupt_on_disk(cluster: &mut TestCluster, core: &str, block: BlockId) {
     let data_dir = cluster
         .config()
         .node(core)
@@ -54,7 +54,12 @@ async fn corrupt_on_disk(cluster: &mut TestCluster, core: &str, block: BlockId) 
 }
 
 /// Whether `core`'s copy of `block` reads back whole as `data`.
-async fn copy_is_good(cluster: &TestCluster, core: &str, block: BlockId, data: &[u8]) -> bool {
+pub(crate) async fn copy_is_good(
+    cluster: &TestCluster,
+    core: &str,
+    block: BlockId,
+    data: &[u8],
+) -> bool {
     let reply = core_client(cluster, core)
         .read(ReadRequest {
             block: Some(block.into()),

@@ -427,6 +427,7 @@ async fn sample_versions(
                     .list(ListRequest {
                         start_after,
                         limit: 1000,
+                        deleted: false,
                     })
                     .await
                 else {

@@ -139,7 +139,7 @@ impl Worker {
         }
     }
 
-    /// Deletes `peer`'s copy up to `version`.
+    /// Trims `peer`'s copy up to `version` (it keeps a trim marker).
     pub(super) async fn trim(
         &self,
         peer: &str,
@@ -152,6 +152,7 @@ impl Worker {
                 block: Some(block.into()),
                 up_to_version: version,
                 owner_epoch: 0,
+                trim: true,
             })
             .await
             .map_err(|status| {

@@ -15,7 +15,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use geonfs_proto::core as wire;
 use geonfs_proto::domain::BlockId;
 use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
-use geonfs_proto::replication::ReplicaPut;
+use geonfs_proto::replication::{ReplicaPut, ReplicaPutReply};
 use geonfs_rpc::RpcChannel;
 use geonfs_site_config::Node;
 
@@ -152,12 +152,27 @@ impl BlockClient {
         listing
     }
 
-    /// `(index, version)` of every block of `file_id` on `node`; on failure
-    /// the error text and whether the core looked unreachable.
+    /// `(index, version)` of every block of `file_id` on `node`, blocks
+    /// deleted there included (at the delete's version: a tombstone is
+    /// newer than any older copy elsewhere); on failure the error text and
+    /// whether the core looked unreachable.
     async fn list_file_on(
         &self,
         node: &Node,
         file_id: u64,
+    ) -> Result<Vec<(u64, u64)>, (String, bool)> {
+        let mut blocks = self.list_file_part(node, file_id, false).await?;
+        blocks.extend(self.list_file_part(node, file_id, true).await?);
+        Ok(blocks)
+    }
+
+    /// One of the two listings of [`BlockClient::list_file_on`]: the
+    /// stored blocks, or the deleted ones.
+    async fn list_file_part(
+        &self,
+        node: &Node,
+        file_id: u64,
+        deleted: bool,
     ) -> Result<Vec<(u64, u64)>, (String, bool)> {
         let mut client = self.client(node).map_err(|err| (err.to_string(), false))?;
         // Strictly after the previous file's last possible block.
@@ -171,6 +186,7 @@ impl BlockClient {
                 .list(wire::ListRequest {
                     start_after,
                     limit: LIST_PAGE,
+                    deleted,
                 })
                 .await
                 .map_err(|status| {
@@ -217,6 +233,7 @@ impl BlockClient {
             return Err(BlockError::Invalid("versions start at 1".into()));
         }
         self.check_range(0, data.len() as u64)?;
+        self.forget_version(block);
         let used = data
             .iter()
             .rposition(|&b| b != 0)
@@ -238,6 +255,7 @@ impl BlockClient {
                     placed += 1;
                 }
                 Err(CopyError::Fatal(err)) => return Err(err),
+                Err(CopyError::Mismatch) => {}
                 Err(CopyError::Retry { err, suspect }) => {
                     tracing::warn!(node = %node.name, %err, "whole-block put failed; trying another core");
                     self.failed(&node.name, suspect);
@@ -272,23 +290,38 @@ impl BlockClient {
         version: u64,
         data: Bytes,
     ) -> (&'n Node, Result<(), CopyError>) {
-        let result = async {
-            let mut client = self.replica_client(node).map_err(CopyError::Fatal)?;
-            let request = ReplicaPut {
-                block: Some(block.into()),
-                version,
-                data,
-                origin_site: self.inner.site_name.clone(),
-                repair: false,
-                job: None,
-            };
-            match client.put(request).await {
-                Ok(_) => Ok(()),
-                Err(status) => Err(classify(&node.name, status)),
-            }
-        }
-        .await;
+        let result = match self.replica_put(node, block, version, data).await {
+            Ok(_) => Ok(()),
+            Err(Ok(status)) => Err(classify(&node.name, status)),
+            Err(Err(err)) => Err(CopyError::Fatal(err)),
+        };
         (node, result)
+    }
+
+    /// A whole-block replica of `block` at `version` put on `node` (no
+    /// replication job); the core's answer, else its refusal (`Ok`) or why
+    /// it could not be asked (`Err`).
+    pub(super) async fn replica_put(
+        &self,
+        node: &Node,
+        block: BlockId,
+        version: u64,
+        data: Bytes,
+    ) -> Result<ReplicaPutReply, Result<tonic::Status, BlockError>> {
+        let mut client = self.replica_client(node).map_err(Err)?;
+        let request = ReplicaPut {
+            block: Some(block.into()),
+            version,
+            data,
+            origin_site: self.inner.site_name.clone(),
+            repair: false,
+            job: None,
+        };
+        client
+            .put(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(Ok)
     }
 
     /// A BlockReplication client to `node` (whole-block puts of up to a

@@ -20,12 +20,28 @@ pub(super) struct Probe<'a> {
     pub(super) found: Vec<(&'a Node, u64)>,
     /// Cores that did not answer.
     pub(super) unreachable: Vec<String>,
+    /// The newest version a core reported trimming (0: none): the block
+    /// exists at that version or newer at other sites.
+    pub(super) trimmed: u64,
+    /// Cores where the block was deleted (a tombstone), with the delete's
+    /// version, newest first: complete there, empty.
+    pub(super) deleted: Vec<(&'a Node, u64)>,
     /// The bytes the first core served, when asked for them
     /// ([`BlockClient::probe_reading_first`]) and it holds the block.
     pub(super) first: Option<BlockRead>,
     /// A core refused the caller's ownership epoch (the first such
     /// refusal): the caller must not use what the others said.
     pub(super) fenced: Option<BlockError>,
+}
+
+impl Probe<'_> {
+    /// The newest version a marker (trimmed or deleted) reported, 0: none.
+    fn newest_marker(&self) -> u64 {
+        self.deleted
+            .first()
+            .map_or(0, |&(_, v)| v)
+            .max(self.trimmed)
+    }
 }
 
 /// What reading the newest version from a list of holders came to.
@@ -95,7 +111,7 @@ impl BlockClient {
             if probe
                 .found
                 .first()
-                .is_some_and(|&(_, v)| first.version >= v)
+                .is_some_and(|&(_, v)| first.version >= v.max(probe.newest_marker()))
             {
                 self.inner.metrics.reads.inc();
                 return Ok(Some(first));
@@ -109,6 +125,33 @@ impl BlockClient {
             }
             probe.found = more.found;
             probe.unreachable.extend(more.unreachable);
+            probe.trimmed = probe.trimmed.max(more.trimmed);
+            probe.deleted.extend(more.deleted);
+        }
+        let newest_here = probe.found.first().map_or(0, |&(_, v)| v);
+        if let Some(&(node, version)) = probe
+            .deleted
+            .first()
+            .filter(|&&(_, d)| d > newest_here && d >= probe.trimmed)
+        {
+            // Deleted after every copy the site holds: zeros at that
+            // version (newer than any older copy elsewhere).
+            self.inner.metrics.reads.inc();
+            return Ok(Some(BlockRead {
+                node: node.name.clone(),
+                version,
+                data: Bytes::from(vec![0; len as usize]),
+                deleted: true,
+            }));
+        }
+        if probe.trimmed > newest_here {
+            // The site trimmed a copy newer than any it still holds (the
+            // kept copy is lost): the block is not absent, and the bytes
+            // are at another site, never read as zeros or older data here.
+            return self
+                .read_elsewhere(block, (offset, len), owner_epoch, probe.trimmed, Vec::new())
+                .await
+                .map(Some);
         }
         let Some(&(_, newest)) = probe.found.first() else {
             if let Some(node) = probe.unreachable.first() {
@@ -152,19 +195,48 @@ impl BlockClient {
             return Err(err);
         }
         // Every copy of this site is corrupt: another site's copy serves.
-        let remote = self.remote_holders(block, newest, owner_epoch).await?;
+        self.read_elsewhere(block, (offset, len), owner_epoch, newest, corrupt)
+            .await
+            .map(Some)
+    }
+
+    /// Reads the range from another site's copy of `version` or newer
+    /// (the site's own copies are corrupt, listed in `corrupt`, or gone).
+    async fn read_elsewhere(
+        &self,
+        block: BlockId,
+        range: (u64, u32),
+        owner_epoch: u64,
+        version: u64,
+        corrupt: Vec<String>,
+    ) -> Result<BlockRead, BlockError> {
+        let remote = self.remote_holders(block, version, owner_epoch).await?;
         let remote: Vec<&Node> = remote.iter().map(|(n, _)| *n).collect();
-        let corrupt = match self
-            .serve(block, (offset, len), owner_epoch, newest, &remote, corrupt)
+        let (last_error, corrupt) = match self
+            .serve(block, range, owner_epoch, version, &remote, corrupt)
             .await
         {
-            Served::Data(read) => return Ok(Some(read)),
-            Served::Failed { corrupt, .. } => corrupt,
+            Served::Data(read) => return Ok(read),
+            Served::Failed {
+                last_error,
+                corrupt,
+            } => (last_error, corrupt),
         };
+        if corrupt.is_empty() {
+            return Err(last_error.unwrap_or_else(|| {
+                BlockError::core(
+                    &self.inner.site_name,
+                    tonic::Status::unavailable(format!(
+                        "block {}/{}: no copy of version {version} or newer answered at any site",
+                        block.file_id, block.index
+                    )),
+                )
+            }));
+        }
         Err(BlockError::AllCopiesCorrupt {
             site: self.inner.site_name.clone(),
             block,
-            version: newest,
+            version,
             copies: corrupt.len(),
             nodes: corrupt,
         })
@@ -213,6 +285,7 @@ impl BlockClient {
                             node: node.name.clone(),
                             version: reply.version,
                             data: reply.data,
+                            deleted: false,
                         });
                     }
                     last_error = Some(BlockError::core(
@@ -240,6 +313,7 @@ impl BlockClient {
                         self.failed(&node.name, suspect);
                         last_error = Some(err);
                     }
+                    CopyError::Mismatch => {}
                 },
             }
         }
@@ -251,7 +325,7 @@ impl BlockClient {
 
     /// The cores of the other sites holding `version` of `block` or newer,
     /// newest first (probed at `owner_epoch`; fenced if any refuses it).
-    async fn remote_holders(
+    pub(super) async fn remote_holders(
         &self,
         block: BlockId,
         version: u64,
@@ -396,6 +470,8 @@ impl BlockClient {
         let mut probe = Probe {
             found: Vec::new(),
             unreachable: Vec::new(),
+            trimmed: 0,
+            deleted: Vec::new(),
             first: None,
             fenced: None,
         };
@@ -404,6 +480,10 @@ impl BlockClient {
             match result {
                 Ok((reply, with_data)) => {
                     self.inner.liveness.alive(&node.name);
+                    probe.trimmed = probe.trimmed.max(reply.trimmed_version);
+                    if reply.deleted_version > 0 {
+                        probe.deleted.push((node, reply.deleted_version));
+                    }
                     if reply.found {
                         found.push((rank, node, reply.version));
                         if with_data {
@@ -411,6 +491,7 @@ impl BlockClient {
                                 node: node.name.clone(),
                                 version: reply.version,
                                 data: reply.data,
+                                deleted: false,
                             });
                         }
                     }
@@ -436,6 +517,7 @@ impl BlockClient {
         }
         found.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
         probe.found = found.into_iter().map(|(_, n, v)| (n, v)).collect();
+        probe.deleted.sort_by(|a, b| b.1.cmp(&a.1));
         probe
     }
 }
