@@ -169,6 +169,11 @@ pub struct ReplicatorOptions {
     /// Time between two passes of the scan that restores lost copies of
     /// already replicated blocks (`None`: no scan).
     pub scan_interval: Option<Duration>,
+    /// A replication stream whose target answers none of its outstanding
+    /// puts for this long is broken off and its puts fail (they are
+    /// retried): a half-open connection or a lost reply never holds a job.
+    /// Long enough for one block over the slowest link.
+    pub stream_stall: Duration,
 }
 
 impl Default for ReplicatorOptions {
@@ -183,6 +188,7 @@ impl Default for ReplicatorOptions {
             coalesce: Duration::from_millis(100),
             coalesce_max: Duration::from_secs(1),
             scan_interval: Some(Duration::from_secs(3600)),
+            stream_stall: Duration::from_secs(120),
         }
     }
 }
@@ -369,6 +375,7 @@ impl Worker {
         let now = now_ms();
         let (due, later): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| self.due_at(j) <= now);
         let ran = !due.is_empty();
+        tracing::trace!(node = %self.name, due = due.len(), later = later.len(), "replication round");
         futures::stream::iter(due)
             .for_each_concurrent(self.options.concurrency.max(1), |job| async move {
                 self.attempt_and_record(job).await;
@@ -426,7 +433,18 @@ impl Worker {
 
     async fn attempt_and_record(&self, job: ReplicationJob) {
         let (block, version) = (job.block, job.version);
-        let next = match self.attempt(&job).await {
+        // Every call an attempt makes is bounded; this bounds their sum, so
+        // that no job can hold the worker's round (and every other job).
+        let limit = self.options.stream_stall.saturating_mul(4);
+        let attempt = match tokio::time::timeout(limit, self.attempt(&job)).await {
+            Ok(attempt) => attempt,
+            Err(_) => {
+                tracing::warn!(node = %self.name, file_id = block.file_id, index = block.index,
+                    version, primary = job.primary, ?limit, "replication attempt timed out");
+                Attempt::Failed(format!("the attempt took more than {limit:?}"))
+            }
+        };
+        let next = match attempt {
             Attempt::Done => return,
             Attempt::Watch => Some((job.attempts, self.options.takeover_timeout)),
             Attempt::Failed(reason) => {
@@ -438,6 +456,8 @@ impl Worker {
             }
         };
         if let Some((attempts, delay)) = next {
+            tracing::trace!(node = %self.name, file_id = block.file_id, index = block.index,
+                version, attempts, ?delay, "rescheduling");
             let at = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
             if let Err(err) = self.queue.reschedule(block, version, attempts, at).await {
                 tracing::warn!(node = %self.name, %err, "cannot reschedule a replication job");
@@ -464,15 +484,17 @@ impl Worker {
             Ok(None) => return self.done(block, job.version).await,
             Err(err) => return Attempt::Failed(err.to_string()),
         };
-        if version > job.version {
-            // A newer write replaced the job meanwhile; the next poll ships it.
-            return Attempt::Done;
-        }
+        // A copy newer than its job (a newer write replaced the job
+        // meanwhile, or a seed or catch-up put a newer whole copy here
+        // without one) is shipped as it is: the job covers its version or
+        // newer, and is done up to what was shipped. (Returning "done"
+        // without shipping would leave the old job due forever.)
         if version < job.version {
             tracing::warn!(node = %self.name, file_id = block.file_id, index = block.index,
                 job = job.version, stored = version, "replication job newer than its block; dropping it");
             return self.done(block, job.version).await;
         }
+        job.version = version;
         let puts = job
             .targets
             .iter()

@@ -3,10 +3,16 @@
 //! same stream, up to [`MAX_IN_FLIGHT`] unanswered, and the core answers
 //! in order. A stream that breaks fails its unanswered puts as
 //! `UNAVAILABLE` (the jobs retry with backoff, or switch core) and the next
-//! put opens a new one; an idle stream closes after [`IDLE_CLOSE`].
+//! put opens a new one; an idle stream closes after [`IDLE_CLOSE`]. A
+//! stream with puts outstanding that gets no answer for
+//! [`super::ReplicatorOptions::stream_stall`] (a half-open connection, a
+//! reply lost on the way) is broken off the same way: without it, one lost
+//! reply would hold its job, and the worker's round with it, forever.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::channel::mpsc as stream_channel;
 use futures::StreamExt;
@@ -36,8 +42,26 @@ pub(super) struct Pending {
 pub(super) type Streams = std::sync::Mutex<HashMap<String, mpsc::Sender<Pending>>>;
 
 impl Worker {
-    /// Sends `put` to `target` on its stream and waits for the answer.
+    /// Sends `put` to `target` on its stream and waits for the answer, at
+    /// most twice [`super::ReplicatorOptions::stream_stall`] (a stream
+    /// that cannot even be opened, a queue that does not move): then the
+    /// stream is dropped for a new one and the put fails (its job
+    /// retries).
     pub(super) async fn put_streamed(&self, target: &str, put: ReplicaPut) -> Reply {
+        let limit = self.options.stream_stall.saturating_mul(2);
+        match tokio::time::timeout(limit, self.put_on_stream(target, put)).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                self.drop_stream(target);
+                Err(Status::deadline_exceeded(format!(
+                    "no answer from {target} within {limit:?}"
+                )))
+            }
+        }
+    }
+
+    /// [`Worker::put_streamed`] without its time limit.
+    async fn put_on_stream(&self, target: &str, put: ReplicaPut) -> Reply {
         // A stream that closed (idle, broken) before sending the put is
         // replaced; a put it did send and lost fails (the job retries).
         for _ in 0..3 {
@@ -74,9 +98,23 @@ impl Worker {
                 .max_decoding_message_size(self.max_message)
                 .max_encoding_message_size(self.max_message);
         let (inbox, receiver) = mpsc::channel(MAX_IN_FLIGHT);
-        tokio::spawn(run_stream(client, receiver, target.to_string()));
+        tokio::spawn(run_stream(
+            client,
+            receiver,
+            target.to_string(),
+            self.options.stream_stall,
+        ));
         streams.insert(target.to_string(), inbox.clone());
         Ok(inbox)
+    }
+
+    /// Forgets `target`'s stream, open or not: the next put opens another.
+    fn drop_stream(&self, target: &str) {
+        let mut streams = match self.streams.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        streams.remove(target);
     }
 
     fn forget_stream(&self, target: &str) {
@@ -99,14 +137,18 @@ fn outcome(reply: ReplicaPutReply) -> Reply {
     }
 }
 
-/// Runs one stream until it breaks, idles out, or the worker is gone.
+/// Runs one stream until it breaks, stalls for `stall` with puts
+/// outstanding, idles out, or the worker is gone.
 async fn run_stream(
     mut client: BlockReplicationClient<RpcChannel>,
     mut inbox: mpsc::Receiver<Pending>,
     target: String,
+    stall: Duration,
 ) {
     let (requests, outbound) = stream_channel::unbounded::<ReplicaPut>();
     let mut unanswered: VecDeque<oneshot::Sender<Option<Reply>>> = VecDeque::new();
+    // The last answer, or the first put sent after none was outstanding.
+    let mut progress = Instant::now();
     let failure = match client.replicate(outbound).await {
         Ok(response) => {
             let mut replies = response.into_inner();
@@ -120,11 +162,21 @@ async fn run_stream(
                             let _ = pending.reply.send(None);
                             break Status::unavailable(format!("replication stream to {target} closed"));
                         }
+                        if unanswered.is_empty() {
+                            progress = Instant::now();
+                        }
                         unanswered.push_back(pending.reply);
+                    }
+                    _ = tokio::time::sleep_until(progress + stall), if !unanswered.is_empty() => {
+                        break Status::deadline_exceeded(format!(
+                            "{target} answered none of {} outstanding puts for {stall:?}",
+                            unanswered.len()
+                        ));
                     }
                     reply = replies.next() => match reply {
                         Some(Ok(reply)) => match unanswered.pop_front() {
                             Some(waiting) => {
+                                progress = Instant::now();
                                 let _ = waiting.send(Some(outcome(reply)));
                             }
                             None => break Status::internal(format!(
