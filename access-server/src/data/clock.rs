@@ -1,4 +1,5 @@
-//! The process-wide version source and write verifier.
+//! The process-wide version source, and the write verifier of one
+//! access server.
 //!
 //! # Versions
 //!
@@ -17,17 +18,20 @@
 //! # Verifier
 //!
 //! The NFSv3 write verifier (RFC 1813, WRITE and COMMIT) is one random
-//! 8-byte value per process, new at every start ([`verifier`]). It must
-//! change whenever uncommitted (UNSTABLE) data may have been lost: an
-//! access-server restart changes it by construction, and [`rotate`] changes
-//! it when a core that held unstable data restarted before the commit.
+//! 8-byte value per access server ([`Verifier`]), new at every start of
+//! one. It must change whenever uncommitted (UNSTABLE) data may have been
+//! lost: an access-server restart changes it by construction (its record
+//! of which cores hold the unstable writes is gone), and
+//! [`Verifier::rotate`] changes it when a core that held unstable data
+//! restarted before the commit. It is per server, not per process: two
+//! access servers never answer one verifier, even in one process (a client
+//! that moved from one to the other must not take one's COMMIT for the
+//! other's writes).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static LAST_VERSION: AtomicU64 = AtomicU64::new(0);
-/// The current verifier; 0 = not drawn yet (a drawn one is never 0).
-static VERIFIER: AtomicU64 = AtomicU64::new(0);
 
 fn now_micros() -> u64 {
     SystemTime::now()
@@ -65,30 +69,37 @@ fn draw(not: u64) -> u64 {
     }
 }
 
-/// The current write verifier.
-pub fn verifier() -> [u8; 8] {
-    let current = VERIFIER.load(Ordering::SeqCst);
-    if current != 0 {
-        return current.to_be_bytes();
-    }
-    let fresh = draw(0);
-    match VERIFIER.compare_exchange(0, fresh, Ordering::SeqCst, Ordering::SeqCst) {
-        Ok(_) => fresh.to_be_bytes(),
-        Err(actual) => actual.to_be_bytes(),
+/// The write verifier of one access server.
+#[derive(Debug)]
+pub struct Verifier(AtomicU64);
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier(AtomicU64::new(draw(0)))
     }
 }
 
-/// Replaces the verifier with a new random value and returns it: every
-/// client holding unstable writes acknowledged under an earlier verifier
-/// resends them at its next COMMIT.
-pub fn rotate() -> [u8; 8] {
-    let old = u64::from_be_bytes(verifier());
-    let fresh = draw(old);
-    // A concurrent rotation may win; either way the value differs from
-    // `old`, which is all a client needs to see.
-    match VERIFIER.compare_exchange(old, fresh, Ordering::SeqCst, Ordering::SeqCst) {
-        Ok(_) => fresh.to_be_bytes(),
-        Err(actual) => actual.to_be_bytes(),
+impl Verifier {
+    /// The current write verifier.
+    pub fn current(&self) -> [u8; 8] {
+        self.0.load(Ordering::SeqCst).to_be_bytes()
+    }
+
+    /// Replaces the verifier with a new random value and returns it: every
+    /// client holding unstable writes acknowledged under an earlier
+    /// verifier resends them at its next COMMIT.
+    pub fn rotate(&self) -> [u8; 8] {
+        let old = self.0.load(Ordering::SeqCst);
+        let fresh = draw(old);
+        // A concurrent rotation may win; either way the value differs from
+        // `old`, which is all a client needs to see.
+        match self
+            .0
+            .compare_exchange(old, fresh, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => fresh.to_be_bytes(),
+            Err(actual) => actual.to_be_bytes(),
+        }
     }
 }
 
@@ -106,11 +117,13 @@ mod tests {
     }
 
     #[test]
-    fn rotation_changes_the_verifier() {
-        let a = verifier();
-        assert_eq!(verifier(), a);
-        let b = rotate();
+    fn rotation_changes_the_verifier_and_servers_have_their_own() {
+        let verifier = Verifier::default();
+        let a = verifier.current();
+        assert_eq!(verifier.current(), a);
+        let b = verifier.rotate();
         assert_ne!(a, b);
-        assert_eq!(verifier(), b);
+        assert_eq!(verifier.current(), b);
+        assert_ne!(Verifier::default().current(), b);
     }
 }

@@ -69,10 +69,10 @@
 //! fsync'd). For each file, the (core, incarnation) pairs of its unstable
 //! writes (data and record) since the last COMMIT are kept. [`FileData::commit`]
 //! flushes those cores and compares incarnations: if any core restarted (or
-//! could not be flushed) the process-wide verifier is replaced by a new
-//! random value ([`clock::rotate`]) and returned, so the client sees it
-//! differ from its WRITE replies' and resends. The verifier is also new at
-//! every start of the process. Stable writes are durable on two when they
+//! could not be flushed) the server's verifier is replaced by a new
+//! random value ([`clock::Verifier::rotate`]) and returned, so the client
+//! sees it differ from its WRITE replies' and resends. The verifier is
+//! also new at every start of an access server. Stable writes are durable on two when they
 //! return and carry the current verifier.
 
 pub mod attr;
@@ -213,6 +213,8 @@ struct Inner {
     writes: batch::Queues<BlockId, batch::QueuedWrite>,
     /// Writers waiting for their file's attribute record (`batch.rs`).
     records: batch::Queues<u64, batch::QueuedRecord>,
+    /// This access server's write verifier.
+    verifier: clock::Verifier,
 }
 
 /// What this process knows about one file.
@@ -291,6 +293,7 @@ impl FileData {
                 files: Mutex::new(HashMap::new()),
                 writes: batch::Queues::new(),
                 records: batch::Queues::new(),
+                verifier: clock::Verifier::default(),
             }),
         }
     }
@@ -357,9 +360,9 @@ impl FileData {
         Ok(())
     }
 
-    /// The current write verifier (process-wide).
+    /// The current write verifier (this access server's).
     pub fn verifier(&self) -> [u8; 8] {
-        clock::verifier()
+        self.inner.verifier.current()
     }
 
     fn files(&self) -> MutexGuard<'_, HashMap<u64, FileState>> {
@@ -476,7 +479,7 @@ impl FileData {
         }
         Ok(WriteResult {
             durable: stable,
-            verifier: clock::verifier(),
+            verifier: self.inner.verifier.current(),
             size,
             mtime,
         })
@@ -682,7 +685,7 @@ impl FileData {
             None => Vec::new(),
         };
         if pending.is_empty() {
-            return Ok(clock::verifier());
+            return Ok(self.inner.verifier.current());
         }
         let nodes: BTreeSet<&str> = pending.iter().map(|(n, _)| n.as_str()).collect();
         // One flush per core, so that one unreachable core does not hide
@@ -715,9 +718,9 @@ impl FileData {
             }
         }
         Ok(if lost {
-            clock::rotate()
+            self.inner.verifier.rotate()
         } else {
-            clock::verifier()
+            self.inner.verifier.current()
         })
     }
 
