@@ -513,16 +513,38 @@ impl TestCluster {
     }
 
     /// Stops every node gracefully and removes the data directory.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        let names = self.node_names();
-        let mut first_error = None;
-        for name in names {
-            if self.is_running(&name) {
-                if let Err(err) = self.stop_node(&name).await {
-                    first_error.get_or_insert(err);
-                }
+    ///
+    /// The nodes stop at the same time: a core waits out a grace period
+    /// for the replication streams other cores keep open to it, and one
+    /// node after another would wait it out once per core.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.end(true).await
+    }
+
+    /// Kills every node (as [`TestCluster::kill_node`]: no grace period)
+    /// and removes the data directory: the end of a run whose state was
+    /// checked already.
+    pub async fn kill_all(self) -> anyhow::Result<()> {
+        self.end(false).await
+    }
+
+    async fn end(mut self, graceful: bool) -> anyhow::Result<()> {
+        let running: Vec<RunningNode> = std::mem::take(&mut self.nodes)
+            .into_values()
+            .flatten()
+            .collect();
+        let ends = futures::future::join_all(running.into_iter().map(|node| async move {
+            if graceful {
+                node.stop().await
+            } else {
+                node.kill().await
             }
-        }
+        }))
+        .await;
+        let first_error = ends
+            .into_iter()
+            .find_map(Result::err)
+            .map(anyhow::Error::from);
         let path = self.data.path().to_path_buf();
         self.data
             .close()

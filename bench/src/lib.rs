@@ -13,3 +13,4 @@ pub mod peers;
 pub mod plot;
 pub mod replication;
 pub mod report;
+pub mod thrash;

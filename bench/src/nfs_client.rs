@@ -1,7 +1,8 @@
 //! A thin NFSv3 client for benchmarks: `nfs3_client` over TCP from a
 //! chosen source address (so the client sits in a chosen site), AUTH_UNIX
-//! as root, and the calls the benchmarks make (MOUNT, CREATE, WRITE, READ,
-//! COMMIT) with NFS error statuses turned into `anyhow` errors.
+//! as root, and the calls the benchmarks and the thrasher make (MOUNT,
+//! CREATE, WRITE, READ, COMMIT, GETATTR, SETATTR of the size) with NFS
+//! error statuses turned into `anyhow` errors.
 //!
 //! One [`NfsConn`] has one call in flight; a benchmark that wants N in
 //! flight opens N connections.
@@ -11,8 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{bail, Context};
 use nfs3_client::nfs3_types::mount::dirpath;
 use nfs3_client::nfs3_types::nfs3::{
-    createhow3, diropargs3, filename3, sattr3, COMMIT3args, CREATE3args, Nfs3Option, Nfs3Result,
-    READ3args, WRITE3args,
+    createhow3, diropargs3, filename3, sattr3, COMMIT3args, CREATE3args, GETATTR3args, Nfs3Option,
+    Nfs3Result, READ3args, SETATTR3args, WRITE3args,
 };
 use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
@@ -111,14 +112,15 @@ impl NfsConn {
         }
     }
 
-    /// WRITE all of `data` at `offset` with stability `stable`.
+    /// WRITE all of `data` at `offset` with stability `stable`; the
+    /// server's write verifier.
     pub async fn write(
         &mut self,
         fh: &nfs_fh3,
         offset: u64,
         data: &[u8],
         stable: stable_how,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<[u8; 8]> {
         let count = u32::try_from(data.len()).context("WRITE of more than 4 GiB")?;
         let res = self
             .client
@@ -132,7 +134,7 @@ impl NfsConn {
             .await
             .with_context(|| format!("WRITE at {}", self.server))?;
         match res {
-            Nfs3Result::Ok(ok) if ok.count == count => Ok(()),
+            Nfs3Result::Ok(ok) if ok.count == count => Ok(ok.verf.0),
             Nfs3Result::Ok(ok) => bail!(
                 "WRITE at {}: {} of {count} bytes written",
                 self.server,
@@ -159,8 +161,9 @@ impl NfsConn {
         }
     }
 
-    /// COMMIT of the whole file.
-    pub async fn commit(&mut self, fh: &nfs_fh3) -> anyhow::Result<()> {
+    /// COMMIT of the whole file; the server's write verifier (a writer
+    /// whose unstable writes carried another one must send them again).
+    pub async fn commit(&mut self, fh: &nfs_fh3) -> anyhow::Result<[u8; 8]> {
         let res = self
             .client
             .commit(&COMMIT3args {
@@ -171,8 +174,41 @@ impl NfsConn {
             .await
             .with_context(|| format!("COMMIT at {}", self.server))?;
         match res {
-            Nfs3Result::Ok(_) => Ok(()),
+            Nfs3Result::Ok(ok) => Ok(ok.verf.0),
             Nfs3Result::Err((status, _)) => bail!("COMMIT at {}: {status}", self.server),
+        }
+    }
+
+    /// GETATTR: the file's size.
+    pub async fn size(&mut self, fh: &nfs_fh3) -> anyhow::Result<u64> {
+        let res = self
+            .client
+            .getattr(&GETATTR3args { object: fh.clone() })
+            .await
+            .with_context(|| format!("GETATTR at {}", self.server))?;
+        match res {
+            Nfs3Result::Ok(ok) => Ok(ok.obj_attributes.size),
+            Nfs3Result::Err((status, _)) => bail!("GETATTR at {}: {status}", self.server),
+        }
+    }
+
+    /// SETATTR of the size only (truncate or extend with zeros).
+    pub async fn set_size(&mut self, fh: &nfs_fh3, size: u64) -> anyhow::Result<()> {
+        let res = self
+            .client
+            .setattr(&SETATTR3args {
+                object: fh.clone(),
+                new_attributes: sattr3 {
+                    size: Nfs3Option::Some(size),
+                    ..sattr3::default()
+                },
+                guard: Nfs3Option::None,
+            })
+            .await
+            .with_context(|| format!("SETATTR at {}", self.server))?;
+        match res {
+            Nfs3Result::Ok(_) => Ok(()),
+            Nfs3Result::Err((status, _)) => bail!("SETATTR at {}: {status}", self.server),
         }
     }
 }

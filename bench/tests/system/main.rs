@@ -19,6 +19,7 @@ mod ownership;
 mod repair;
 mod replication;
 mod rpc;
+mod thrash;
 mod trimmed_copy;
 
 /// Shared helpers.
