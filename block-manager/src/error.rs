@@ -162,6 +162,11 @@ impl BlockError {
         }
     }
 
+    /// Whether a copy failed its checksum (`DATA_LOSS` from a core).
+    pub fn is_data_loss(&self) -> bool {
+        matches!(self, BlockError::Core { status, .. } if status.code() == tonic::Code::DataLoss)
+    }
+
     /// Whether a core refused the request because the file's ownership
     /// moved past the caller's epoch ([`BlockError::Fenced`]).
     pub fn is_fenced(&self) -> bool {

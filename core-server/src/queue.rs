@@ -523,6 +523,16 @@ fn store_error(err: CoreError) -> BlockError {
     BlockError::Store(err.to_string())
 }
 
+/// A failed read of this core's own copy: a damaged copy as `DATA_LOSS`
+/// (so the replicator repairs it from another copy), anything else as a
+/// store error.
+fn read_error(err: CoreError) -> BlockError {
+    match err {
+        CoreError::CorruptChunk { .. } => BlockError::core("this core", tonic::Status::from(err)),
+        other => store_error(other),
+    }
+}
+
 impl JobQueue for BlockStore {
     fn pending_jobs(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ReplicationJob>, BlockError>> {
         Box::pin(async move {
@@ -550,7 +560,7 @@ impl JobQueue for BlockStore {
                     range: BlockRange { offset: 0, len },
                     owner_epoch: 0,
                 };
-                match self.read(read).await.map_err(store_error)? {
+                match self.read(read).await.map_err(read_error)? {
                     None => return Ok(None),
                     Some(found) if found.length > len => len = found.length,
                     Some(found) => return Ok(Some((found.version, found.data))),
@@ -607,6 +617,30 @@ impl JobQueue for BlockStore {
         Box::pin(async move {
             let outcome = self.trim(block, version).await.map_err(store_error)?;
             Ok(outcome == super::DeleteOutcome::Deleted)
+        })
+    }
+
+    fn repair_local(
+        &self,
+        block: BlockId,
+        version: u64,
+        data: Bytes,
+    ) -> BoxFuture<'_, Result<bool, BlockError>> {
+        Box::pin(async move {
+            let outcome = self
+                .put_replica(ReplicaOffer {
+                    block,
+                    version,
+                    data,
+                    repair: true,
+                    job: None,
+                })
+                .await
+                .map_err(store_error)?;
+            Ok(matches!(
+                outcome,
+                PutOutcome::Applied | PutOutcome::Repaired
+            ))
         })
     }
 

@@ -135,6 +135,48 @@ async fn a_corrupt_local_copy_is_served_around_repaired_and_counted() {
     cluster.shutdown().await.unwrap();
 }
 
+/// A primary whose own copy was damaged before it could ship repairs it
+/// from its peer and ships it: the backlog drains with no client read
+/// (which would repair it too), and every site gets the acknowledged bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_repairs_its_damaged_copy_and_ships_it() {
+    init_logging();
+    // No takeover by the secondary during the test: the primary ships.
+    let mut cluster = three_sites(ReplicatorOptions {
+        takeover_timeout: Duration::from_secs(600),
+        ..ReplicatorOptions::default()
+    })
+    .await;
+    let client = block_client(&cluster);
+    let block = id(61, 0);
+    let [primary, _] = client.local_pair(block).unwrap().map(|n| n.name.clone());
+    let remote: Vec<String> = cluster
+        .core_names()
+        .into_iter()
+        .filter(|n| !n.starts_with("a-"))
+        .collect();
+    for core in &remote {
+        cluster.cut_nodes(&primary, core).unwrap();
+    }
+    let data = pattern(7, 200_000);
+    client
+        .write(block, 0, data.clone(), 1, Durability::Durable)
+        .await
+        .unwrap();
+    corrupt_on_disk(&mut cluster, &primary, block).await;
+    cluster.heal_all();
+    eventually(SETTLE, "shipped after the repair", || {
+        settled(&cluster, block)
+    })
+    .await;
+    for core in holders(&cluster, block).await.keys() {
+        let (_, copy) = read_copy(&cluster, core, block, data.len() as u32).await;
+        assert_eq!(copy, data, "{core}");
+    }
+    assert_eq!(repairs(&cluster, "a-", "own_copy"), 1);
+    cluster.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_corrupt_only_copy_of_the_site_is_served_from_another_site() {
     init_logging();

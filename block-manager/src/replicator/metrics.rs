@@ -21,8 +21,9 @@ pub struct ReplicatorMetrics {
     /// Jobs a secondary took over because its primary was gone or behind.
     pub takeovers: IntCounter,
     /// Copies restored, by kind: `local_copy` (a second in-site copy of a
-    /// write not yet geo-replicated) or `remote_copy` (a site that had
-    /// lost its copy).
+    /// write not yet geo-replicated), `remote_copy` (a site that had
+    /// lost its copy) or `own_copy` (this core's damaged copy, repaired
+    /// from another before shipping).
     pub repairs: IntCounterVec,
 }
 
@@ -66,7 +67,7 @@ impl ReplicatorMetrics {
         let repairs = match IntCounterVec::new(
             Opts::new(
                 "geonfs_replication_repairs_total",
-                "Block copies restored after a core was lost, by kind",
+                "Block copies restored after a core or a copy was lost, by kind",
             ),
             &["kind"],
         ) {

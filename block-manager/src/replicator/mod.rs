@@ -134,6 +134,15 @@ pub trait JobQueue: Send + Sync + 'static {
     fn trim_local(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<bool, BlockError>>;
     /// The version of the block's pending job, if any.
     fn job_version(&self, block: BlockId) -> BoxFuture<'_, Result<Option<u64>, BlockError>>;
+    /// Replaces this core's copy of `block` with `data` at `version` when
+    /// that is newer, or the same version and this copy fails its
+    /// checksum (never newer by older); true if the copy changed.
+    fn repair_local(
+        &self,
+        block: BlockId,
+        version: u64,
+        data: Bytes,
+    ) -> BoxFuture<'_, Result<bool, BlockError>>;
     /// Up to `limit` held blocks after `after` (in block order) with their
     /// versions, and whether more follow.
     fn list_blocks(
@@ -256,6 +265,7 @@ impl Replicator {
             max_message: usize::try_from(config.cluster.block_size)
                 .unwrap_or(usize::MAX)
                 .saturating_add(1024 * 1024),
+            block_size: config.cluster.block_size,
             options,
             metrics: metrics.clone(),
             channels: Mutex::new(HashMap::new()),
@@ -302,6 +312,7 @@ struct Worker {
     /// Core name → (address, site name).
     nodes: HashMap<String, (SocketAddr, String)>,
     max_message: usize,
+    block_size: u64,
     options: ReplicatorOptions,
     metrics: ReplicatorMetrics,
     channels: Mutex<HashMap<String, RpcChannel>>,
@@ -482,7 +493,17 @@ impl Worker {
             Ok(Some(found)) => found,
             // Trimmed or deleted: nothing left to ship from here.
             Ok(None) => return self.done(block, job.version).await,
-            Err(err) => return Attempt::Failed(err.to_string()),
+            Err(err) => {
+                if err.is_data_loss() {
+                    // This copy is damaged: repaired from another, the
+                    // next attempt ships it (else it never could).
+                    if let Err(repair) = self.repair_own_copy(&job).await {
+                        tracing::warn!(node = %self.name, file_id = block.file_id,
+                            index = block.index, %repair, "cannot repair a damaged copy to ship");
+                    }
+                }
+                return Attempt::Failed(err.to_string());
+            }
         };
         // A copy newer than its job (a newer write replaced the job
         // meanwhile, or a seed or catch-up put a newer whole copy here

@@ -168,6 +168,57 @@ impl Worker {
         Ok(())
     }
 
+    /// Repairs this core's damaged copy of the job's block from another
+    /// copy of the job's version or newer: the job's peer (it keeps its
+    /// copy until the trim), else the remote targets (a put may have
+    /// reached them).
+    pub(super) async fn repair_own_copy(&self, job: &ReplicationJob) -> Result<(), String> {
+        let block = job.block;
+        let sources = std::iter::once(&job.peer)
+            .filter(|peer| !peer.is_empty())
+            .chain(&job.targets);
+        let mut errors = Vec::new();
+        for source in sources {
+            let Ok(channel) = self.channel(source) else {
+                continue;
+            };
+            let reply = CoreDataClient::new(channel)
+                .max_decoding_message_size(self.max_message)
+                .read(wire::ReadRequest {
+                    block: Some(block.into()),
+                    offset: 0,
+                    length: u32::try_from(self.block_size).unwrap_or(u32::MAX),
+                    with_pending_job: false,
+                    owner_epoch: 0,
+                })
+                .await;
+            match reply.map(tonic::Response::into_inner) {
+                Ok(copy) if copy.found && copy.version >= job.version => {
+                    let used = copy.data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                    let changed = self
+                        .queue
+                        .repair_local(block, copy.version, copy.data.slice(..used))
+                        .await
+                        .map_err(|err| err.to_string())?;
+                    if changed {
+                        self.metrics.repairs.with_label_values(&["own_copy"]).inc();
+                        tracing::warn!(node = %self.name, from = %source, file_id = block.file_id,
+                            index = block.index, version = copy.version,
+                            "damaged copy repaired before shipping");
+                    }
+                    return Ok(());
+                }
+                Ok(_) => errors.push(format!("{source} holds no copy of version {}", job.version)),
+                Err(status) => errors.push(format!("{source}: {}", status.message())),
+            }
+        }
+        Err(if errors.is_empty() {
+            "no other copy to repair from".to_string()
+        } else {
+            errors.join("; ")
+        })
+    }
+
     /// What `node` holds of `block` (a zero-length read).
     pub(super) async fn probe(&self, node: &str, block: BlockId) -> Probed {
         let Ok(channel) = self.channel(node) else {
