@@ -40,7 +40,12 @@
 //! zero-length read, in parallel), then reads the data from the best-ranked
 //! core holding the newest version. A copy that fails its checksum
 //! (`DATA_LOSS`) is counted and the next newest copy is tried; an older
-//! copy is never returned in its place.
+//! copy is never returned in its place. A core without data may know the
+//! block by a marker: trimmed at a version (the site's kept copy is the
+//! newest unless it was lost: when the trimmed version is newer than every
+//! copy of the site, another site's copy serves the read), or deleted at a
+//! version (a tombstone newer than every copy: the read returns zeros at
+//! that version, [`BlockRead::deleted`]).
 //!
 //! # Ownership fencing
 //!
