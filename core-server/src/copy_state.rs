@@ -47,7 +47,9 @@
 //!   (a handover then never copies an older copy back).
 //!
 //! Nothing at or below a marker's version is written (invariant 8), except
-//! a replica at exactly a trimmed version (the copy restored). Any data
+//! a replica at exactly a trimmed version (the copy restored); a write at
+//! exactly a trimmed version (a retry that came after the trim) is answered
+//! as done and changes nothing. Any data
 //! written on the block (a whole write, a seed, a replica) removes the
 //! marker in the same batch.
 
@@ -67,6 +69,17 @@ pub(super) fn decode_marker(block: BlockId, value: &[u8]) -> Result<Marker, Core
     })
 }
 
+/// What a core does with a write that passed [`check_write`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Check {
+    /// Apply it.
+    Apply,
+    /// Nothing: this copy held exactly the write's version and was trimmed
+    /// after it shipped (a retry that came after the trim); the version is
+    /// durable on the site's kept copy and at the other sites.
+    Shipped,
+}
+
 /// Checks a write at `version` with `base` against the copy a core holds:
 /// `held` the version of its stored block (`None`: no data), `marker` its
 /// marker.
@@ -76,10 +89,13 @@ pub(super) fn check_write(
     marker: Option<Marker>,
     version: u64,
     base: WriteBase,
-) -> Result<(), CoreError> {
+) -> Result<Check, CoreError> {
     if held == Some(version) {
         // A retry of a write this copy already holds.
-        return Ok(());
+        return Ok(Check::Apply);
+    }
+    if held.is_none() && marker == Some(Marker::Trimmed(version)) {
+        return Ok(Check::Shipped);
     }
     let newest = held.unwrap_or(0).max(marker.map_or(0, Marker::version));
     if version <= newest {
@@ -90,7 +106,7 @@ pub(super) fn check_write(
         });
     }
     let WriteBase::On(base) = base else {
-        return Ok(());
+        return Ok(Check::Apply);
     };
     let complete = match (held, marker) {
         (Some(held), _) => Some(held),
@@ -99,7 +115,7 @@ pub(super) fn check_write(
         (None, Some(Marker::Trimmed(_))) => None,
     };
     if complete == Some(base) {
-        Ok(())
+        Ok(Check::Apply)
     } else {
         Err(CoreError::BaseMismatch {
             block,
@@ -180,7 +196,7 @@ mod tests {
         index: 2,
     };
 
-    fn mismatch(result: Result<(), CoreError>) -> bool {
+    fn mismatch(result: Result<Check, CoreError>) -> bool {
         matches!(result, Err(CoreError::BaseMismatch { .. }))
     }
 
@@ -211,20 +227,23 @@ mod tests {
         ];
         for (held, marker) in cases {
             for base in [WriteBase::Replace, WriteBase::On(0), WriteBase::Unchecked] {
-                let result = check_write(B, held, marker, 5 - u64::from(held.is_some()), base);
+                let result = check_write(B, held, marker, 4, base);
                 assert!(
                     matches!(result, Err(CoreError::StaleVersion { stored: 5, .. })),
                     "{held:?} {marker:?} {base:?}: {result:?}"
                 );
             }
         }
-        // A write at a marker's version itself: shipped, or deleted.
-        for marker in [Marker::Trimmed(5), Marker::Deleted(5)] {
-            assert!(matches!(
-                check_write(B, None, Some(marker), 5, WriteBase::Replace),
-                Err(CoreError::StaleVersion { .. })
-            ));
-        }
+        // A write at a marker's version itself: shipped (a retry after
+        // the trim: nothing to do), or deleted (stale).
+        assert_eq!(
+            check_write(B, None, Some(Marker::Trimmed(5)), 5, WriteBase::On(4)).unwrap(),
+            Check::Shipped
+        );
+        assert!(matches!(
+            check_write(B, None, Some(Marker::Deleted(5)), 5, WriteBase::Replace),
+            Err(CoreError::StaleVersion { .. })
+        ));
     }
 
     #[test]

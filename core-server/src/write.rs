@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use geonfs_proto::domain::{BlockWrite, Durability, WriteBase};
 use rocksdb::{WriteBatch, WriteOptions};
 
-use super::copy_state::check_write;
+use super::copy_state::{check_write, Check};
 use super::queue::JobSpec;
 use super::{chunk_no, delete_chunks, Inner, WriteOutcome};
 use crate::codec::{chunk_key, marker_key, meta_key, seal_chunk, BlockMeta, CHUNK_SIZE, CRC_LEN};
@@ -25,13 +25,19 @@ impl Inner {
         let block = write.block;
         let old = self.meta(&db, block)?;
         let marker = self.marker(&db, block)?;
-        check_write(
+        let check = check_write(
             block,
             old.map(|m| m.version),
             marker,
             write.version,
             write.base,
         )?;
+        if check == Check::Shipped {
+            return Ok(WriteOutcome {
+                version: write.version,
+                durable: true,
+            });
+        }
         let replace = write.base == WriteBase::Replace;
         let mut batch = WriteBatch::default();
         if marker.is_some() {
