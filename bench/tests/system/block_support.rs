@@ -164,3 +164,13 @@ pub fn repairs(cluster: &TestCluster, prefix: &str, kind: &str) -> u64 {
         .map(|m| m.repairs.with_label_values(&[kind]).get())
         .sum()
 }
+
+/// Cuts site a's `core` from every core of the other sites (it can no
+/// longer ship its geo copies; its own site still reaches it).
+pub fn cut_from_other_sites(cluster: &TestCluster, core: &str) {
+    for other in cluster.core_names() {
+        if !other.starts_with("a-") {
+            cluster.cut_nodes(core, &other).unwrap();
+        }
+    }
+}

@@ -14,7 +14,8 @@ use geonfs_proto::core::ReadRequest;
 use geonfs_proto::domain::{BlockId, Durability};
 
 use crate::block_support::{
-    block_client, core_client, holders, id, pattern, per_site, read_copy, repairs, three_sites,
+    block_client, core_client, cut_from_other_sites, holders, id, pattern, per_site, read_copy,
+    repairs, three_sites,
 };
 use crate::support::{eventually, init_logging};
 
@@ -153,14 +154,7 @@ async fn a_primary_repairs_its_damaged_copy_and_ships_it() {
     let client = block_client(&cluster);
     let block = id(61, 0);
     let [primary, _] = client.local_pair(block).unwrap().map(|n| n.name.clone());
-    let remote: Vec<String> = cluster
-        .core_names()
-        .into_iter()
-        .filter(|n| !n.starts_with("a-"))
-        .collect();
-    for core in &remote {
-        cluster.cut_nodes(&primary, core).unwrap();
-    }
+    cut_from_other_sites(&cluster, &primary);
     let data = pattern(7, 200_000);
     client
         .write(block, 0, data.clone(), 1, Durability::Durable)

@@ -14,7 +14,9 @@ use geonfs_block_manager::ReplicatorOptions;
 use geonfs_proto::domain::BlockId;
 use nfs3_client::nfs3_types::nfs3::*;
 
-use crate::block_support::{block_client, holders, per_site, replicator_metrics};
+use crate::block_support::{
+    block_client, cut_from_other_sites, holders, per_site, replicator_metrics,
+};
 use crate::nfs_data::write;
 use crate::ownership::{apply, connect, file_id, try_read, Sites};
 use crate::repair::{copy_is_good, corrupt_on_disk};
@@ -121,14 +123,7 @@ async fn primary_lost_after_a_write_into_a_trimmed_block(loss: Loss) {
     );
 
     // 2. The primary cannot ship any more; a 4 KiB write into the block.
-    let remote: Vec<String> = cluster
-        .core_names()
-        .into_iter()
-        .filter(|n| !n.starts_with("a-"))
-        .collect();
-    for core in &remote {
-        cluster.cut_nodes(&primary, core).unwrap();
-    }
+    cut_from_other_sites(&cluster, &primary);
     let small = rng.bytes(4096);
     let offset = BLOCK + 70_000;
     write(sites.at("a"), &fh, offset, &small, stable_how::FILE_SYNC).await;
