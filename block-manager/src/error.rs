@@ -108,6 +108,20 @@ pub enum BlockError {
         /// Why.
         reason: String,
     },
+    /// The newest version of a block cannot be established now: cores of
+    /// the site did not answer, and either two or more of them (the two
+    /// copies of a version not yet shipped may be the silent ones) or one
+    /// and another whole site, whose copies would have told. Serving or
+    /// extending the copies that answered could give back older bytes than
+    /// were acknowledged; the caller retries once the cores or the site
+    /// are back.
+    #[error("block {}/{}: its newest version is unknown now: {why}", .block.file_id, .block.index)]
+    NewestUnknown {
+        /// The block.
+        block: BlockId,
+        /// Which cores and sites did not answer.
+        why: String,
+    },
     /// A core acknowledged a DURABLE write without making it durable.
     #[error("core {node} acknowledged a durable write of block {}/{} as not durable", .block.file_id, .block.index)]
     NotDurable {

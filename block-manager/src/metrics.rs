@@ -25,6 +25,9 @@ pub struct BlockMetrics {
     pub corrupt_copies: IntCounter,
     /// Corrupt copies replaced by a good copy after a read found them.
     pub repairs: IntCounter,
+    /// Probes of the other sites because cores of this site did not
+    /// answer (the newest version may be on them only; `writer/read.rs`).
+    pub remote_checks: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -81,6 +84,10 @@ impl BlockMetrics {
                 "geonfs_block_read_repairs_total",
                 "Corrupt block copies replaced by a good copy after a read",
             ),
+            remote_checks: counter(
+                "geonfs_block_remote_version_checks_total",
+                "Probes of the other sites for a block's newest version because cores of this site did not answer",
+            ),
         }
     }
 
@@ -95,6 +102,7 @@ impl BlockMetrics {
         registry.register(Box::new(self.reads.clone()))?;
         registry.register(Box::new(self.corrupt_copies.clone()))?;
         registry.register(Box::new(self.repairs.clone()))?;
+        registry.register(Box::new(self.remote_checks.clone()))?;
         Ok(())
     }
 }

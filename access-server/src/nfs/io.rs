@@ -45,10 +45,12 @@ pub(crate) fn data_status(file_id: u64, err: &DataError) -> nfsstat3 {
             | crate::ownership::OwnershipError::Meta { .. },
         ) => nfsstat3::NFS3ERR_JUKEBOX,
         // No complete copy to build a partial write on could be reached
-        // now (the write is not applied): the client retries later.
-        DataError::Block(geonfs_block_manager::BlockError::Unseeded { .. }) => {
-            nfsstat3::NFS3ERR_JUKEBOX
-        }
+        // now (the write is not applied), or the block's newest version
+        // cannot be established: the client retries later.
+        DataError::Block(
+            geonfs_block_manager::BlockError::Unseeded { .. }
+            | geonfs_block_manager::BlockError::NewestUnknown { .. },
+        ) => nfsstat3::NFS3ERR_JUKEBOX,
         _ => nfsstat3::NFS3ERR_IO,
     }
 }

@@ -69,9 +69,11 @@ struct SeedErrors {
 /// What the cores of the site hold of a block.
 struct SiteState<'a> {
     /// The cores holding a complete copy, with its version: their data,
-    /// or the block deleted there (empty); data holders newest first.
+    /// or the block deleted there (empty; with cores of this site silent,
+    /// another site's tombstone too); data holders newest first.
     holders: Vec<Holder<'a>>,
-    /// The newest version a core trimmed (0: none).
+    /// The newest version a core trimmed (0: none); with cores of this
+    /// site silent, also the newest version another site holds.
     trimmed: u64,
 }
 
@@ -112,6 +114,17 @@ impl BlockClient {
             map.clear();
         }
         map.insert(block, (epoch, version));
+    }
+
+    /// Whether `newest`, the newest version of `block` the cores that
+    /// answered hold, is known to be the block's newest under ownership
+    /// `epoch`: this client's last acknowledged write of the block, under
+    /// that epoch, is no newer. Within an epoch only the owning site writes
+    /// the file (one writer per file per site, see the module doc), and a
+    /// write of another site needs another epoch.
+    pub(super) fn newest_is_known(&self, block: BlockId, epoch: u64, newest: u64) -> bool {
+        let known = self.inner.versions.map().get(&block).copied();
+        epoch > 0 && known.is_some_and(|(e, v)| e == epoch && v <= newest)
     }
 
     /// Forgets `block`'s version (a failed write, a delete).
@@ -217,13 +230,15 @@ impl BlockClient {
     /// The versions of `block` on every core of the site (believed-live
     /// ones and suspects, in parallel; unchecked against fences: the write
     /// itself carries the caller's epoch to the cores it goes to). Fails
-    /// when fewer than two cores answered (no write can be acknowledged),
-    /// and when nothing was found while two or more cores did not answer:
-    /// the block may then exist on them only, and a write based on
-    /// "absent" would patch zeros.
+    /// when fewer than two cores answered (no write can be acknowledged).
+    /// When some core did not answer, the other sites' versions are added
+    /// (`read.rs`, [`BlockClient::complete_with_remote`]): the silent core
+    /// may hold the site's only copy of the newest version, and a write
+    /// based on an older one would bring older bytes back (or patch zeros
+    /// when nothing answered).
     async fn site_state(&self, block: BlockId) -> Result<SiteState<'_>, BlockError> {
         let (order, believed) = self.order(block);
-        let probe = self.probe(block, &order, 0).await;
+        let mut probe = self.probe(block, &order, 0).await;
         let answered = order.len() - probe.unreachable.len();
         if answered < 2 {
             return Err(BlockError::NotEnoughCores {
@@ -235,19 +250,10 @@ impl BlockClient {
                 last_error: Some(format!("unreachable: {}", probe.unreachable.join(", "))),
             });
         }
-        let nothing = probe.found.is_empty() && probe.deleted.is_empty() && probe.trimmed == 0;
-        if nothing && probe.unreachable.len() >= 2 {
-            return Err(BlockError::Unseeded {
-                node: probe.unreachable.join(", "),
-                block,
-                version: 0,
-                reason: format!(
-                    "no core of site {} that answered holds the block, and {} cores did not \
-                     answer",
-                    self.inner.site_name,
-                    probe.unreachable.len()
-                ),
-            });
+        if !probe.unreachable.is_empty() {
+            let unreachable = probe.unreachable.clone();
+            self.complete_with_remote(block, 0, &mut probe, &unreachable)
+                .await?;
         }
         let data = probe.found.iter().map(|&(node, version)| Holder {
             node,

@@ -57,8 +57,9 @@ enum Served {
 
 impl BlockClient {
     /// Reads `len` bytes at `offset` of `block` from the site's newest
-    /// copy. `Ok(None)` when every core of the site answered that it does
-    /// not hold the block.
+    /// copy. `Ok(None)` when the block is absent: every core of the site
+    /// answered that it does not hold it, or those that did not answer
+    /// could only hold what no other site has.
     ///
     /// The live cores of the site are asked in parallel which version they
     /// hold; the best-ranked one is asked for the bytes at the same time,
@@ -66,6 +67,12 @@ impl BlockClient {
     /// primary, whose copy stays after the trim) the read takes one round
     /// trip. Otherwise the bytes are read from a holder of the newest
     /// version afterwards.
+    ///
+    /// When a core of the site does not answer, what the others hold may be
+    /// older than the block (the silent core may keep the site's only copy
+    /// of the newest version), so the other sites are asked too
+    /// ([`BlockClient::complete_with_remote`]) unless this client wrote the
+    /// version found last under the caller's ownership epoch.
     ///
     /// A copy that fails its checksum (`DATA_LOSS`) is counted and the next
     /// copy of the same version is read; when no copy of the site is good,
@@ -105,6 +112,34 @@ impl BlockClient {
         if let Some(err) = probe.fenced.take() {
             return Err(err);
         }
+        let suspects = &order[believed..];
+        let newest_here = probe.found.first().map_or(0, |&(_, v)| v);
+        let known = self.newest_is_known(block, owner_epoch, newest_here);
+        let mut silent = probe.unreachable.clone();
+        silent.extend(suspects.iter().map(|n| n.name.clone()));
+        if !suspects.is_empty()
+            && (probe.found.is_empty() || (!known && silent.len() >= 2))
+        {
+            // Ask the suspects before saying "absent" or "unknown".
+            let more = self.probe(block, suspects, owner_epoch).await;
+            if let Some(err) = more.fenced {
+                return Err(err);
+            }
+            probe.found.extend(more.found);
+            probe.found.sort_by(|a, b| b.1.cmp(&a.1));
+            probe.trimmed = probe.trimmed.max(more.trimmed);
+            probe.deleted.extend(more.deleted);
+            probe.deleted.sort_by(|a, b| b.1.cmp(&a.1));
+            silent = probe.unreachable.clone();
+            silent.extend(more.unreachable);
+        }
+        let newest_here = probe.found.first().map_or(0, |&(_, v)| v);
+        if !silent.is_empty() && !self.newest_is_known(block, owner_epoch, newest_here) {
+            // A silent core may hold the site's only copy of the newest
+            // version: the other sites tell.
+            self.complete_with_remote(block, owner_epoch, &mut probe, &silent)
+                .await?;
+        }
         if let Some(first) = probe.first.take() {
             // The best-ranked core (which keeps the site's copy after the
             // trim) holds the newest version found: served in one trip.
@@ -117,18 +152,6 @@ impl BlockClient {
                 return Ok(Some(first));
             }
         }
-        if probe.found.is_empty() && believed < order.len() {
-            // Only suspects are left: ask them before saying "absent".
-            let more = self.probe(block, &order[believed..], owner_epoch).await;
-            if let Some(err) = more.fenced {
-                return Err(err);
-            }
-            probe.found = more.found;
-            probe.unreachable.extend(more.unreachable);
-            probe.trimmed = probe.trimmed.max(more.trimmed);
-            probe.deleted.extend(more.deleted);
-        }
-        let newest_here = probe.found.first().map_or(0, |&(_, v)| v);
         if let Some(&(node, version)) = probe
             .deleted
             .first()
@@ -154,18 +177,8 @@ impl BlockClient {
                 .map(Some);
         }
         let Some(&(_, newest)) = probe.found.first() else {
-            if let Some(node) = probe.unreachable.first() {
-                return Err(BlockError::core(
-                    node,
-                    tonic::Status::unavailable(format!(
-                        "block {}/{} not found on the reachable cores of site {}; unreachable: {}",
-                        block.file_id,
-                        block.index,
-                        self.inner.site_name,
-                        probe.unreachable.join(", ")
-                    )),
-                ));
-            }
+            // Absent: every core of the site said so, or those that did
+            // not answer hold nothing the other sites do not have.
             return Ok(None);
         };
         let holders: Vec<&Node> = probe
@@ -331,21 +344,93 @@ impl BlockClient {
         version: u64,
         owner_epoch: u64,
     ) -> Result<Vec<(&Node, u64)>, BlockError> {
+        let (probe, _) = self.remote_probe(block, owner_epoch).await?;
+        Ok(probe
+            .found
+            .into_iter()
+            .filter(|&(_, v)| v >= version)
+            .collect())
+    }
+
+    /// Every core of the other sites probed for `block` at `owner_epoch`
+    /// (fenced if any refuses it), and the sites of which no core answered.
+    async fn remote_probe(
+        &self,
+        block: BlockId,
+        owner_epoch: u64,
+    ) -> Result<(Probe<'_>, Vec<&str>), BlockError> {
         let placement = &self.inner.placement;
         let others: Vec<&Node> = placement
             .sites()
             .filter(|&site| site != self.inner.site)
             .flat_map(|site| placement.in_site(block, site, &|_| true))
             .collect();
-        let probe = self.probe(block, &others, owner_epoch).await;
-        if let Some(err) = probe.fenced {
+        let mut probe = self.probe(block, &others, owner_epoch).await;
+        if let Some(err) = probe.fenced.take() {
             return Err(err);
         }
-        Ok(probe
-            .found
-            .into_iter()
-            .filter(|&(_, v)| v >= version)
-            .collect())
+        let silent: Vec<&str> = placement
+            .sites()
+            .filter(|&site| site != self.inner.site)
+            .filter(|&site| {
+                placement
+                    .cores(site)
+                    .iter()
+                    .all(|core| probe.unreachable.contains(&core.name))
+            })
+            .filter_map(|site| placement.site_name(site))
+            .collect();
+        Ok((probe, silent))
+    }
+
+    /// Completes a `probe` of this site's cores that some of them did not
+    /// answer (`unreachable`) with what the other sites hold.
+    ///
+    /// After the trim a site keeps one copy of a block, so when a core does
+    /// not answer, the newest version the others hold may be older than
+    /// the block's: the silent core can hold the site's only copy of the
+    /// newest (shipped here, or put on it while another core was down), and
+    /// the copies that answered are then stale, not lost. Serving them, or
+    /// basing a partial write on them, would give back older bytes than
+    /// were acknowledged. Every acknowledged version is on two cores of the
+    /// writing site until every other site holds it, so with one silent
+    /// core here the other sites know it: their newest data version (or
+    /// trim) is added to the probe as [`Probe::trimmed`] (newer bytes
+    /// elsewhere), their tombstones to [`Probe::deleted`]. With two or more
+    /// silent cores here (they may hold both copies of a version not yet
+    /// shipped), or one and a whole other site silent, the newest version
+    /// cannot be known: [`BlockError::NewestUnknown`] (retry later).
+    pub(super) async fn complete_with_remote<'a>(
+        &'a self,
+        block: BlockId,
+        owner_epoch: u64,
+        probe: &mut Probe<'a>,
+        unreachable: &[String],
+    ) -> Result<(), BlockError> {
+        let site = &self.inner.site_name;
+        if unreachable.len() >= 2 {
+            return Err(BlockError::NewestUnknown {
+                block,
+                why: format!("cores {} of site {site} did not answer", unreachable.join(", ")),
+            });
+        }
+        self.inner.metrics.remote_checks.inc();
+        let (remote, silent) = self.remote_probe(block, owner_epoch).await?;
+        if !silent.is_empty() {
+            return Err(BlockError::NewestUnknown {
+                block,
+                why: format!(
+                    "core {} of site {site} and every core of site(s) {} did not answer",
+                    unreachable.join(", "),
+                    silent.join(", ")
+                ),
+            });
+        }
+        let newest_remote = remote.found.first().map_or(0, |&(_, v)| v);
+        probe.trimmed = probe.trimmed.max(newest_remote).max(remote.trimmed);
+        probe.deleted.extend(remote.deleted);
+        probe.deleted.sort_by(|a, b| b.1.cmp(&a.1));
+        Ok(())
     }
 
     /// Replaces the `corrupt` copies with `good`'s copy, in the background.
