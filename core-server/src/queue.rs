@@ -351,10 +351,13 @@ impl Inner {
             stored,
         };
         batch.put(meta_key(block), meta.encode());
-        if let Some(spec) = &offer.job {
-            if self.job(&db, block).ok().flatten().is_none() {
-                self.enqueue(&db, &mut batch, block, version, spec)?;
-            }
+        // The copy is replaced, so is a job of an older version (this core
+        // cannot ship that version any more, and the newer one has its own
+        // replication): by the offered job, else removed. Left in place, a
+        // secondary's job would wait forever for a trim of its version.
+        match &offer.job {
+            Some(spec) => self.enqueue(&db, &mut batch, block, version, spec)?,
+            None => self.unqueue(&db, &mut batch, block, version.saturating_sub(1))?,
         }
         let grow = stored.saturating_sub(old_meta.stored);
         self.reserve(grow)?;

@@ -239,6 +239,52 @@ async fn a_repair_put_replaces_only_a_corrupt_copy_of_the_same_version() {
 }
 
 #[tokio::test]
+async fn a_newer_replica_replaces_the_job_of_the_copy_it_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let b = block(7, 0);
+    // A secondary's copy and job at version 5.
+    store
+        .write_with_job(write(b, 0, vec![1; 10], 5), spec(false))
+        .await
+        .unwrap();
+    // Another site's newer version replaces the copy: the job goes.
+    assert_eq!(
+        store
+            .put_replica(offer(b, 8, Bytes::from(vec![2u8; 10])))
+            .await
+            .unwrap(),
+        PutOutcome::Applied
+    );
+    assert!(store.job(b).await.unwrap().is_none());
+    // A newer copy put with a job of its own replaces an older job.
+    store
+        .write_with_job(write(b, 0, vec![3; 10], 9), spec(false))
+        .await
+        .unwrap();
+    let put = ReplicaOffer {
+        job: Some(JobSpec {
+            targets: vec!["c1".into()],
+            primary: true,
+            peer: "a9".into(),
+        }),
+        ..offer(b, 12, Bytes::from(vec![4u8; 10]))
+    };
+    assert_eq!(store.put_replica(put).await.unwrap(), PutOutcome::Applied);
+    let job = store.job(b).await.unwrap().unwrap();
+    assert_eq!((job.version, job.primary, job.peer.as_str()), (12, true, "a9"));
+    // An older put changes neither the copy nor the job.
+    assert!(matches!(
+        store
+            .put_replica(offer(b, 10, Bytes::from(vec![5u8; 10])))
+            .await
+            .unwrap(),
+        PutOutcome::SkippedStale { stored: 12 }
+    ));
+    assert_eq!(store.job(b).await.unwrap().unwrap().version, 12);
+}
+
+#[tokio::test]
 async fn a_put_with_a_job_records_it_and_retargeting_changes_the_role() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
