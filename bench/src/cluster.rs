@@ -431,6 +431,21 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Waits (at most `deadline`) until core `name` has caught its
+    /// ownership fences up with a peer of its site and admits requests
+    /// carrying an epoch again (a core does that after every start).
+    pub async fn wait_fences_caught_up(&self, name: &str, deadline: Duration) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let store = self.node(name)?.core().context("a core node")?.store().clone();
+        while !store.fences_synced() {
+            if started.elapsed() > deadline {
+                bail!("core {name} did not catch its fences up within {deadline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// The names of every meta node, running or not.
     pub fn meta_names(&self) -> Vec<String> {
         self.config

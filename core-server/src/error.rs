@@ -101,6 +101,11 @@ pub enum CoreError {
     /// The store is closed (the node is stopping).
     #[error("the block store is closed")]
     Closed,
+    /// The core started and has not yet copied its site peers' fences, so
+    /// it cannot tell whether a request's ownership epoch is still current
+    /// (it may have missed a handover's fence while it was down).
+    #[error("this core has not yet caught up with its site peers' ownership fences")]
+    FencesUnsynced,
     /// A blocking task running a store operation failed (panicked).
     #[error("block store task failed: {0}")]
     Task(String),
@@ -145,7 +150,7 @@ impl From<CoreError> for tonic::Status {
                 tonic::Status::data_loss(msg)
             }
             CoreError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
-            CoreError::Closed => tonic::Status::unavailable(msg),
+            CoreError::Closed | CoreError::FencesUnsynced => tonic::Status::unavailable(msg),
             CoreError::Rocks(_)
             | CoreError::Io { .. }
             | CoreError::Config(_)

@@ -20,8 +20,33 @@
 //! landed, and none can land later. Reads check without holding the guard:
 //! a read that passes its check after taking its snapshot read data from
 //! before the fence.
+//!
+//! # Every core that may hold the file is fenced
+//!
+//! A handover fences every core of the old owner's site and of its own and
+//! goes on when all but one of each answered (so one dead core does not
+//! block it); the cores it could not reach are then fenced through a peer
+//! of their site (`FenceRequest.relay_to`). A core the handover missed that
+//! way was down, or cut off from both the new owner and every fenced peer
+//! of its site. Down, it cannot take the old owner's writes afterwards: a
+//! core started by a node ([`BlockStore::require_fence_sync`]) refuses every
+//! request carrying an epoch (`UNAVAILABLE`: the writer uses other cores)
+//! until it has copied the fences of a peer of its site
+//! (`crate::site_fences`), and every peer holds the missed fence (all but
+//! one core were fenced, and this core was the one); a core that came back
+//! during the fence step itself, after its catch-up read a peer, is reached
+//! by the relay. What remains is a core that the old owner's access server
+//! reaches while neither the new owner nor any fenced core of its own site
+//! does (a partition inside the site). It can take an old-epoch write
+//! alone: never acknowledged (the write's other core is fenced and refuses
+//! it), but a copy at a version newer than the block's, which its
+//! replication would ship. Ownership leases (an owner that cannot renew
+//! stops writing by itself) are what closes that case; they are not built
+//! yet.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
 use std::sync::{PoisonError, RwLockReadGuard};
 
 use rocksdb::{ReadOptions, WriteOptions, DB};
@@ -32,8 +57,8 @@ use crate::CoreError;
 /// Key prefix of fence records.
 const FENCE_TAG: u8 = b'f';
 
-/// The fences of the files: file id → epoch.
-pub(super) type FenceMap = HashMap<u64, u64>;
+/// The fences of the files: file id → epoch (in file order, for paging).
+pub(super) type FenceMap = BTreeMap<u64, u64>;
 
 /// `f | file_id BE`.
 fn fence_key(file_id: u64) -> [u8; 9] {
@@ -79,10 +104,14 @@ impl Inner {
     }
 
     /// Refuses `offered` (counting the refusal) if it is older than the
-    /// file's fence in `fences`.
+    /// file's fence in `fences`, and every epoch while the fences are not
+    /// known to be current.
     fn check_fence(&self, fences: &FenceMap, file_id: u64, offered: u64) -> Result<(), CoreError> {
         if offered == 0 {
             return Ok(());
+        }
+        if !self.fences_synced.load(Ordering::Acquire) {
+            return Err(CoreError::FencesUnsynced);
         }
         let fence = fences.get(&file_id).copied().unwrap_or(0);
         if offered < fence {
@@ -174,5 +203,35 @@ impl BlockStore {
     /// The ownership fence of `file_id` on this store, 0 if it has none.
     pub fn fence_of(&self, file_id: u64) -> u64 {
         self.inner.fence_of(file_id)
+    }
+
+    /// Up to `limit` fences (file id, epoch) of the files after `after`
+    /// (from the first file when `None`), in file order, and whether more
+    /// follow.
+    pub fn list_fences(&self, after: Option<u64>, limit: usize) -> (Vec<(u64, u64)>, bool) {
+        let fences = self.inner.fences_read();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut page = fences.range((start, Bound::Unbounded));
+        let fences: Vec<(u64, u64)> = page.by_ref().take(limit).map(|(&f, &e)| (f, e)).collect();
+        let more = page.next().is_some();
+        (fences, more)
+    }
+
+    /// From now on the store refuses every request carrying an ownership
+    /// epoch until [`BlockStore::mark_fences_synced`]: its fences may be
+    /// behind its site peers' (it was down during a handover). Set by a
+    /// node's core server at start when the site has other cores.
+    pub fn require_fence_sync(&self) {
+        self.inner.fences_synced.store(false, Ordering::Release);
+    }
+
+    /// The store's fences are current again (copied from a site peer).
+    pub fn mark_fences_synced(&self) {
+        self.inner.fences_synced.store(true, Ordering::Release);
+    }
+
+    /// Whether the store admits requests carrying an ownership epoch.
+    pub fn fences_synced(&self) -> bool {
+        self.inner.fences_synced.load(Ordering::Acquire)
     }
 }

@@ -179,3 +179,38 @@ async fn no_write_admitted_under_an_older_fence_lands_after_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn fences_are_listed_a_page_at_a_time_in_file_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for file_id in [9, 3, 7, 1] {
+        store.fence(file_id, file_id * 10).await.unwrap();
+    }
+    assert_eq!(store.list_fences(None, 3), (vec![(1, 10), (3, 30), (7, 70)], true));
+    assert_eq!(store.list_fences(Some(7), 3), (vec![(9, 90)], false));
+    assert_eq!(store.list_fences(Some(9), 3), (vec![], false));
+}
+
+#[tokio::test]
+async fn a_store_waiting_for_its_peers_fences_refuses_every_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let b = block(40, 0);
+    store.require_fence_sync();
+    assert!(!store.fences_synced());
+    for result in [
+        store.write(write_as(b, 1, 3)).await.map(|_| ()),
+        store.read(read_as(b, 3)).await.map(|_| ()),
+        store.delete_as(b, 1, 3).await.map(|_| ()),
+    ] {
+        assert!(matches!(result, Err(CoreError::FencesUnsynced)), "{result:?}");
+    }
+    // Unchecked requests (replication, tools) and fences pass.
+    store.write(write_as(b, 1, 0)).await.unwrap();
+    assert_eq!(store.fence(40, 2).await.unwrap(), 2);
+    store.mark_fences_synced();
+    store.write(write_as(b, 2, 3)).await.unwrap();
+    let status: tonic::Status = CoreError::FencesUnsynced.into();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+}

@@ -16,6 +16,7 @@ mod metrics;
 pub mod replication;
 mod server;
 pub mod service;
+mod site_fences;
 pub mod store;
 
 #[cfg(test)]

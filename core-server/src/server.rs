@@ -12,6 +12,7 @@ use geonfs_site_config::ClusterConfig;
 use crate::replication::BlockReplicationService;
 
 use crate::service::CoreDataService;
+use crate::site_fences::{spawn_catch_up, SitePeers};
 use crate::store::BlockStore;
 use crate::{CoreError, CoreMetrics};
 
@@ -26,12 +27,24 @@ pub struct CoreServer {
     name: String,
     replicator: Option<Replicator>,
     replicator_metrics: ReplicatorMetrics,
+    /// The other cores of the site (fence catch-up and relay).
+    peers: Option<SitePeers>,
+    /// The fence catch-up started by [`CoreServer::catch_up_fences`].
+    catch_up: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl CoreServer {
     /// Opens the block store of node `node_name` (its `data_dir` and
-    /// `capacity`, the cluster's block size). Blocking (RocksDB recovery).
-    pub fn open(config: &ClusterConfig, node_name: &str) -> Result<Self, CoreError> {
+    /// `capacity`, the cluster's block size), calling the site's other
+    /// cores through `network`. Blocking (RocksDB recovery). When the site
+    /// has other cores, the store refuses requests carrying an ownership
+    /// epoch until [`CoreServer::catch_up_fences`] has copied a peer's
+    /// fences (see the store's `fence` module).
+    pub fn open(
+        config: &ClusterConfig,
+        node_name: &str,
+        network: Network,
+    ) -> Result<Self, CoreError> {
         let node = config
             .node(node_name)
             .ok_or_else(|| CoreError::Config(format!("no node named {node_name:?}")))?;
@@ -40,14 +53,33 @@ impl CoreServer {
                 "node {node_name:?} has the core role but no data_dir"
             ))
         })?;
+        let peers = SitePeers::new(config, node_name, network)?;
         let store = BlockStore::open(data_dir, node.capacity, CoreMetrics::new())?;
+        if peers.is_some() {
+            store.require_fence_sync();
+        }
         Ok(CoreServer {
             store,
             block_size: config.cluster.block_size,
             name: node_name.to_string(),
             replicator: None,
             replicator_metrics: ReplicatorMetrics::new(),
+            peers,
+            catch_up: None,
         })
+    }
+
+    /// Starts copying the fences of a peer of the site in the background
+    /// (retrying until one answers); once done, requests carrying an
+    /// ownership epoch are admitted. Call it once the services serve (the
+    /// peers do the same with this core). A second call does nothing.
+    pub fn catch_up_fences(&mut self) {
+        if self.catch_up.is_some() {
+            return;
+        }
+        if let Some(peers) = &self.peers {
+            self.catch_up = Some(spawn_catch_up(peers.clone(), self.store.clone()));
+        }
     }
 
     /// The block store (the block manager's API).
@@ -97,7 +129,11 @@ impl CoreServer {
             .saturating_add(MESSAGE_SLACK);
         routes
             .add_service(
-                CoreDataServer::new(CoreDataService::new(self.store.clone(), self.block_size))
+                CoreDataServer::new(CoreDataService::new(
+                    self.store.clone(),
+                    self.block_size,
+                    self.peers.clone(),
+                ))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
@@ -114,6 +150,9 @@ impl CoreServer {
     /// Stops gracefully: syncs the WAL (every held write becomes durable)
     /// and closes the store. Call it after the server stopped taking calls.
     pub async fn stop(self) -> Result<(), CoreError> {
+        if let Some(catch_up) = self.catch_up {
+            catch_up.abort();
+        }
         if let Some(replicator) = self.replicator {
             replicator.stop().await;
         }
@@ -123,6 +162,9 @@ impl CoreServer {
     /// Stops as if the process were killed: closes the store without syncing
     /// anything (held writes stay in the page cache, as after a kill -9).
     pub async fn kill(self) {
+        if let Some(catch_up) = self.catch_up {
+            catch_up.abort();
+        }
         if let Some(replicator) = self.replicator {
             replicator.stop().await;
         }

@@ -8,6 +8,7 @@ use geonfs_proto::core::core_data_server::CoreData;
 use geonfs_proto::domain::{BlockRange, BlockRead, BlockWrite, MAX_SCAN_LIMIT};
 use tonic::{Request, Response, Status};
 
+use crate::site_fences::SitePeers;
 use crate::store::queue::JobSpec;
 use crate::store::{BlockInfo, BlockStore, DeleteOutcome, Marker};
 use crate::CoreError;
@@ -15,17 +16,27 @@ use crate::CoreError;
 /// How many blocks one List returns when the request asks for 0.
 pub const DEFAULT_LIST_LIMIT: u32 = 1000;
 
+/// Fences listed per `ListFences` page at most (and when 0 is asked).
+const MAX_FENCE_PAGE: u32 = 10_000;
+
 /// The CoreData service of one node.
 #[derive(Clone, Debug)]
 pub struct CoreDataService {
     store: BlockStore,
     block_size: u64,
+    /// The other cores of the site, to relay fences to; `None` when alone.
+    peers: Option<SitePeers>,
 }
 
 impl CoreDataService {
-    /// A service on `store` for blocks of `block_size` bytes.
-    pub fn new(store: BlockStore, block_size: u64) -> Self {
-        CoreDataService { store, block_size }
+    /// A service on `store` for blocks of `block_size` bytes; it relays
+    /// fences to `peers`.
+    pub(crate) fn new(store: BlockStore, block_size: u64, peers: Option<SitePeers>) -> Self {
+        CoreDataService {
+            store,
+            block_size,
+            peers,
+        }
     }
 
     /// Checks that `range` lies inside one block of the configured size.
@@ -207,9 +218,42 @@ impl CoreData for CoreDataService {
     ) -> Result<Response<wire::FenceReply>, Status> {
         let request = request.into_inner();
         let epoch = self.store.fence(request.file_id, request.epoch).await?;
+        let relayed = match &self.peers {
+            Some(peers) if !request.relay_to.is_empty() && request.epoch > 0 => {
+                peers
+                    .relay(&request.relay_to, request.file_id, request.epoch)
+                    .await
+            }
+            _ => Vec::new(),
+        };
         Ok(Response::new(wire::FenceReply {
             incarnation: self.store.incarnation(),
             epoch,
+            relayed,
+        }))
+    }
+
+    /// A page of this core's fences, in file order (answered before the
+    /// core's own fences are caught up: its durable fences are what a
+    /// peer catching up needs).
+    async fn list_fences(
+        &self,
+        request: Request<wire::ListFencesRequest>,
+    ) -> Result<Response<wire::ListFencesReply>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => MAX_FENCE_PAGE,
+            n => n.min(MAX_FENCE_PAGE),
+        };
+        let (fences, more) = self
+            .store
+            .list_fences(request.after_file_id, limit as usize);
+        Ok(Response::new(wire::ListFencesReply {
+            fences: fences
+                .into_iter()
+                .map(|(file_id, epoch)| wire::FileFence { file_id, epoch })
+                .collect(),
+            more,
         }))
     }
 }

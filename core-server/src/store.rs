@@ -102,7 +102,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -262,6 +262,10 @@ struct Inner {
     enqueued: Arc<tokio::sync::Notify>,
     /// Each fenced file's ownership fence (see [`fence`]).
     fences: RwLock<FenceMap>,
+    /// Whether the fences are known to be current: false from
+    /// [`BlockStore::require_fence_sync`] until
+    /// [`BlockStore::mark_fences_synced`] (see [`fence`]).
+    fences_synced: AtomicBool,
 }
 
 impl BlockStore {
@@ -310,6 +314,7 @@ impl BlockStore {
             durable_writes: AtomicU64::new(0),
             enqueued: Arc::new(tokio::sync::Notify::new()),
             fences: RwLock::new(fences),
+            fences_synced: AtomicBool::new(true),
         };
         let fenced = inner.fences.read().map_or(0, |f| f.len());
         tracing::info!(path = %inner.path.display(), used, blocks, capacity, fenced, "block store opened");

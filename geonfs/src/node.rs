@@ -171,7 +171,7 @@ impl RunningNode {
             None
         };
         let core = if node.roles.core {
-            let mut core = match CoreServer::open(&config, name) {
+            let mut core = match CoreServer::open(&config, name, network.clone()) {
                 Ok(core) => core,
                 Err(err) => {
                     if let Some(member) = meta {
@@ -192,6 +192,7 @@ impl RunningNode {
                 return Err(err.into());
             }
             routes = core.add_routes(routes);
+            core.catch_up_fences();
             if let Some(replication) = options.replication {
                 if let Err(err) = core.start_replication(network.clone(), &config, replication) {
                     core.kill().await;

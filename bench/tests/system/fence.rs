@@ -72,7 +72,11 @@ async fn version_on(cluster: &TestCluster, core: &str, block: BlockId) -> anyhow
 /// The fence `core` reports for `file_id` (a Fence call with epoch 0).
 async fn fence_on(cluster: &TestCluster, core: &str, file_id: u64) -> anyhow::Result<u64> {
     Ok(core_client(cluster, core)
-        .fence(FenceRequest { file_id, epoch: 0 })
+        .fence(FenceRequest {
+            file_id,
+            epoch: 0,
+            relay_to: Vec::new(),
+        })
         .await
         .with_context(|| format!("fence query of {core}"))?
         .into_inner()
@@ -195,7 +199,11 @@ async fn fence_one(
     epoch: u64,
 ) -> anyhow::Result<()> {
     let reply = core_client(cluster, core)
-        .fence(FenceRequest { file_id, epoch })
+        .fence(FenceRequest {
+            file_id,
+            epoch,
+            relay_to: Vec::new(),
+        })
         .await?
         .into_inner();
     ensure!(reply.epoch == epoch, "{core}: {reply:?}");
@@ -260,6 +268,9 @@ async fn fences_survive_a_core_restart() -> anyhow::Result<()> {
         // Killed, not stopped: the fence was durable when it was answered.
         cluster.kill_node(&core).await?;
         cluster.restart_node(&core).await?;
+        cluster
+            .wait_fences_caught_up(&core, Duration::from_secs(30))
+            .await?;
         ensure!(fence_on(&cluster, &core, 21).await? == 5, "{core}");
         let refused = write_on(&cluster, &core, block, 1, pattern(1, 100), 4)
             .await
@@ -275,6 +286,70 @@ async fn fences_survive_a_core_restart() -> anyhow::Result<()> {
         ensure!(version_on(&cluster, &core, block).await? == 0, "{core}");
         ensure!(write_on(&cluster, &core, block, 1, pattern(1, 100), 5).await? == 1);
     }
+    cluster.shutdown().await
+}
+
+/// A core that was down while a handover fenced the rest of its site
+/// cannot take the old owner's write when it comes back: it admits no
+/// request carrying an epoch until it has copied a peer's fences, and the
+/// peers hold the one it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_core_down_during_a_fence_catches_up_before_it_takes_an_epoch() -> anyhow::Result<()> {
+    init_logging();
+    let mut cluster = start().await?;
+    let client = block_client(&cluster);
+    let block = id(31, 0);
+    let missed = cluster.core_names().first().cloned().context("a core")?;
+    cluster.kill_node(&missed).await?;
+    let report = client.fence(31, 5).await;
+    ensure!(
+        report.all_but_one() && !report.all() && report.failed[0].0 == missed,
+        "{report:?}"
+    );
+    cluster.restart_node(&missed).await?;
+    // From its first moment: an epoch-4 write is refused (not yet caught
+    // up, or fenced), never applied.
+    let refused = write_on(&cluster, &missed, block, 1, pattern(1, 100), 4)
+        .await
+        .expect_err("an epoch-4 write to the core that missed the fence");
+    ensure!(
+        matches!(
+            refused.code(),
+            tonic::Code::Unavailable | tonic::Code::PermissionDenied
+        ),
+        "{refused}"
+    );
+    cluster
+        .wait_fences_caught_up(&missed, Duration::from_secs(30))
+        .await?;
+    ensure!(fence_on(&cluster, &missed, 31).await? == 5);
+    let refused = write_on(&cluster, &missed, block, 1, pattern(1, 100), 4)
+        .await
+        .expect_err("an epoch-4 write after the catch-up");
+    ensure!(refused.code() == tonic::Code::PermissionDenied, "{refused}");
+    ensure!(version_on(&cluster, &missed, block).await? == 0);
+    ensure!(write_on(&cluster, &missed, block, 1, pattern(1, 100), 5).await? == 1);
+    cluster.shutdown().await
+}
+
+/// A core the new owner cannot reach, but its site can, is fenced through
+/// a peer of its site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_core_cut_off_from_the_new_owner_is_fenced_through_its_site() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = start().await?;
+    let client = block_client(&cluster);
+    let cut = cluster.core_names().last().cloned().context("a core")?;
+    cluster.cut_nodes("a-access-1", &cut)?;
+    let report = client.fence(32, 5).await;
+    ensure!(report.all() && report.failed.is_empty(), "{report:?}");
+    let store = cluster.node(&cut)?.core().context("a core")?.store();
+    ensure!(store.fence_of(32) == 5, "fence on {cut}: {}", store.fence_of(32));
+    cluster.heal_all();
+    let refused = write_on(&cluster, &cut, id(32, 0), 1, pattern(1, 100), 4)
+        .await
+        .expect_err("an epoch-4 write to the core fenced through its site");
+    ensure!(refused.code() == tonic::Code::PermissionDenied, "{refused}");
     cluster.shutdown().await
 }
 

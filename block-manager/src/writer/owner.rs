@@ -81,13 +81,22 @@ impl BlockClient {
     /// this client's site, in parallel. A core that answers has made the
     /// fence durable and has no write or delete of the file admitted under
     /// a lower fence in flight; from then on it refuses reads, writes and
-    /// deletes of the file with an older epoch (other than 0).
+    /// deletes of the file with an older epoch (other than 0). The cores
+    /// that did not answer are then fenced through one that did (it relays
+    /// the fence to them inside the site), so a core cut off from this
+    /// client but not from its site is fenced too (the core server's
+    /// `fence` module has why every core that may hold the file is).
     pub async fn fence(&self, file_id: u64, epoch: u64) -> FenceReport {
         let cores = self.inner.placement.cores(self.inner.site);
         let calls = cores.iter().map(|node| async move {
             let result = async {
                 let mut client = self.client(node).map_err(|err| err.to_string())?;
-                match client.fence(wire::FenceRequest { file_id, epoch }).await {
+                let request = wire::FenceRequest {
+                    file_id,
+                    epoch,
+                    relay_to: Vec::new(),
+                };
+                match client.fence(request).await {
                     Ok(reply) => Ok(reply.into_inner().epoch),
                     Err(status) => {
                         let text = format!("{}: {}", status.code(), status.message());
@@ -116,7 +125,50 @@ impl BlockClient {
                 }
             }
         }
+        self.relay_fence(file_id, epoch, &mut report).await;
         report
+    }
+
+    /// Asks the first fenced core of `report` to fence the cores that
+    /// failed; those it reached move to the fenced ones.
+    async fn relay_fence(&self, file_id: u64, epoch: u64, report: &mut FenceReport) {
+        if report.failed.is_empty() || epoch == 0 {
+            return;
+        }
+        let Some(relay) = report
+            .fenced
+            .first()
+            .and_then(|name| self.all_cores().find(|n| &n.name == name))
+        else {
+            return;
+        };
+        let request = wire::FenceRequest {
+            file_id,
+            epoch,
+            relay_to: report.failed.iter().map(|(name, _)| name.clone()).collect(),
+        };
+        let relayed = match self.client(relay) {
+            Ok(mut client) => match client.fence(request).await {
+                Ok(reply) => reply.into_inner().relayed,
+                Err(status) => {
+                    tracing::warn!(node = %relay.name, file_id, epoch,
+                        "fence relay failed: {}", status.message());
+                    return;
+                }
+            },
+            Err(err) => {
+                tracing::warn!(node = %relay.name, file_id, epoch, %err, "fence relay failed");
+                return;
+            }
+        };
+        for name in relayed {
+            if let Some(at) = report.failed.iter().position(|(n, _)| *n == name) {
+                report.failed.remove(at);
+                tracing::info!(node = %name, via = %relay.name, file_id, epoch,
+                    "fence raised through a peer of the core's site");
+                report.fenced.push(name);
+            }
+        }
     }
 
     /// The blocks of `file_id` on every core of this client's site (asked
