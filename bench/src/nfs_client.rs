@@ -17,18 +17,40 @@ use nfs3_client::nfs3_types::nfs3::{
 };
 use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
-use nfs3_client::tokio::TokioIo;
+use nfs3_client::io::{AsyncRead, AsyncWrite};
 use nfs3_client::{MountClient, Nfs3Client};
 use tokio::net::{TcpSocket, TcpStream};
 
 pub use nfs3_client::nfs3_types::nfs3::{nfs_fh3, stable_how};
 
-/// The transport of every connection.
-type Io = TokioIo<TcpStream>;
+/// The transport of every connection: a TCP stream whose end is an error.
+/// (`nfs3_client` 0.9's `TokioIo` returns 0 bytes at the end of the stream,
+/// and its `async_read_exact` then spins forever: a call on a connection
+/// the server closed, e.g. a killed access server's, never returned.)
+pub struct Io(TcpStream);
+
+impl AsyncRead for Io {
+    async fn async_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = tokio::io::AsyncReadExt::read(&mut self.0, buf).await?;
+        if read == 0 && !buf.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ));
+        }
+        Ok(read)
+    }
+}
+
+impl AsyncWrite for Io {
+    async fn async_write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        tokio::io::AsyncWriteExt::write(&mut self.0, buf).await
+    }
+}
 
 /// A TCP connection from `from` (port chosen by the system) to `to`,
 /// without Nagle's delay.
-async fn connect(from: IpAddr, to: SocketAddr) -> anyhow::Result<Io> {
+pub async fn connect(from: IpAddr, to: SocketAddr) -> anyhow::Result<Io> {
     let socket = match from {
         IpAddr::V4(_) => TcpSocket::new_v4(),
         IpAddr::V6(_) => TcpSocket::new_v6(),
@@ -42,7 +64,7 @@ async fn connect(from: IpAddr, to: SocketAddr) -> anyhow::Result<Io> {
         .await
         .with_context(|| format!("cannot connect from {from} to {to}"))?;
     stream.set_nodelay(true).context("TCP_NODELAY")?;
-    Ok(TokioIo::new(stream))
+    Ok(Io(stream))
 }
 
 /// AUTH_UNIX credentials of root.

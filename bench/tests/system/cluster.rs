@@ -146,3 +146,31 @@ async fn teardown_leaves_no_tasks_and_no_files() {
     )
     .await;
 }
+
+/// A killed access server's NFS connections end, as a killed process's
+/// do: the client's next call fails at once instead of waiting forever
+/// (the harness's transport turns the end of the stream into an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_on_a_killed_access_servers_connection_fails() -> anyhow::Result<()> {
+    use geonfs_bench::nfs_client::{mount, NfsConn};
+    init_logging();
+    let mut cluster = TestCluster::builder()
+        .sites(1)
+        .cores_per_site(3)
+        .start()
+        .await?;
+    let addr = cluster
+        .ready_access("a-access-1", Duration::from_secs(60))
+        .await?;
+    let from = IpAddr::from([127, 1, 0, 9]);
+    let root = mount(from, addr, "/geonfs").await?;
+    let mut conn = NfsConn::connect(from, addr).await?;
+    let file = conn.create(&root, "f").await?;
+    anyhow::ensure!(conn.size(&file).await? == 0);
+    cluster.kill_node("a-access-1").await?;
+    let after = tokio::time::timeout(Duration::from_secs(20), conn.size(&file))
+        .await
+        .map_err(|_| anyhow::anyhow!("a call on the killed server's connection hung"))?;
+    anyhow::ensure!(after.is_err(), "answered after the kill: {after:?}");
+    cluster.kill_all().await
+}

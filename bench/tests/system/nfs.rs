@@ -16,13 +16,11 @@ use nfs3_client::nfs3_types::mount::{dirpath, mountstat3};
 use nfs3_client::nfs3_types::nfs3::*;
 use nfs3_client::nfs3_types::rpc::{auth_stat, auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
-use nfs3_client::tokio::TokioIo;
 use nfs3_client::{MountClient, MountError, Nfs3Client, RpcError};
-use tokio::net::{TcpSocket, TcpStream};
 
 use crate::namespace::cluster;
 
-pub(crate) type Io = TokioIo<TcpStream>;
+pub(crate) use geonfs_bench::nfs_client::Io;
 
 pub(crate) const CLIENT: &str = "127.1.0.9";
 const OUTSIDER: &str = "127.3.0.1";
@@ -79,11 +77,10 @@ pub(crate) async fn serve(
 }
 
 pub(crate) async fn connect(from: &str, to: SocketAddr) -> Io {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))
-        .unwrap();
-    TokioIo::new(socket.connect(to).await.expect("connect"))
+    let from: IpAddr = from.parse().expect("a client address");
+    geonfs_bench::nfs_client::connect(from, to)
+        .await
+        .expect("connect")
 }
 
 pub(crate) fn unix(uid: u32, gid: u32) -> opaque_auth<'static> {
