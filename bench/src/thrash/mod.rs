@@ -32,7 +32,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use geonfs_block_manager::ReplicatorOptions;
 use geonfs_core_server::ReplicaOffer;
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead};
 
 pub use client::{Addresses, ClientStats, FileClient, OP_DEADLINE};
 pub use nemesis::Fault;
@@ -200,6 +200,7 @@ async fn thrash(
         phase = Instant::now();
     };
     lap(&mut report, "ready".into());
+    let mut damaged = nemesis::Damaged::default();
     for round in 0..options.rounds {
         let done = AtomicBool::new(false);
         let work = async {
@@ -214,7 +215,7 @@ async fn thrash(
             let mut faults = Vec::new();
             while options.faults && !done.load(Ordering::SeqCst) {
                 let fault = nemesis::pick(&mut rng, cluster, &sites);
-                nemesis::apply(cluster, &fault, &mut rng, &sites).await?;
+                nemesis::apply(cluster, &fault, &mut rng, &sites, &mut damaged).await?;
                 // The fault lasts a while under load.
                 tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
                 nemesis::heal(cluster, &fault, &addresses).await?;
@@ -230,12 +231,15 @@ async fn thrash(
         if round == 0 && options.inject == Some(Injection::SparseCopy) {
             inject_sparse_copies(cluster, &clients[0], &sites).await?;
         }
-        report.bytes_checked += checkpoint(&mut clients, &sites).await.with_context(|| {
-            format!(
-                "checkpoint after round {round} (faults: {:?})",
-                report.faults
-            )
-        })?;
+        let checked = checkpoint(&mut clients, &sites).await;
+        report.bytes_checked += with_copies(cluster, &clients, checked)
+            .await
+            .with_context(|| {
+                format!(
+                    "checkpoint after round {round} (faults: {:?})",
+                    report.faults
+                )
+            })?;
         report.checkpoints += 1;
         lap(&mut report, format!("check {round}"));
     }
@@ -243,7 +247,10 @@ async fn thrash(
         .await
         .with_context(|| format!("the end (faults: {:?})", report.faults))?;
     lap(&mut report, "drain".into());
-    report.bytes_checked += checkpoint(&mut clients, &sites).await.context("the end")?;
+    let checked = checkpoint(&mut clients, &sites).await;
+    report.bytes_checked += with_copies(cluster, &clients, checked)
+        .await
+        .context("the end")?;
     report.checkpoints += 1;
     lap(&mut report, "check".into());
     for client in &clients {
@@ -306,6 +313,76 @@ async fn checkpoint(clients: &mut [FileClient], sites: &[String]) -> anyhow::Res
         }
     }
     Ok(checked)
+}
+
+/// `result`, with every core's copies of the files added to a failure:
+/// which core holds which version (or marker) of each block, and how many
+/// bytes of it differ from the model, so a failed check says where the
+/// wrong bytes live.
+async fn with_copies<T>(
+    cluster: &TestCluster,
+    clients: &[FileClient],
+    result: anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let err = match result {
+        Ok(value) => return Ok(value),
+        Err(err) => err,
+    };
+    let mut copies = String::new();
+    for client in clients {
+        match describe_copies(cluster, client).await {
+            Ok(text) => copies.push_str(&text),
+            Err(describe) => copies.push_str(&format!("\n{}: copies unknown: {describe:#}", client.name)),
+        }
+    }
+    Err(err.context(format!("the copies:{copies}")))
+}
+
+/// One line per block of `client`'s file and core: the copy's version or
+/// marker and the bytes differing from the model.
+async fn describe_copies(cluster: &TestCluster, client: &FileClient) -> anyhow::Result<String> {
+    let bs = client_block_size(cluster) as usize;
+    let file_id = file_id(client)?;
+    let mut text = String::new();
+    for (index, expected) in client.model.chunks(bs).enumerate() {
+        text.push_str(&format!("\n{} block {index}:", client.name));
+        let block = BlockId {
+            file_id,
+            index: index as u64,
+        };
+        for core in cluster.core_names() {
+            let Some(server) = cluster.node(&core)?.core() else {
+                continue;
+            };
+            let read = BlockRead {
+                block,
+                range: BlockRange::new(0, expected.len() as u64)?,
+                owner_epoch: 0,
+            };
+            let copy = match server.store().read_copy(read).await {
+                Ok(copy) => copy,
+                Err(err) => {
+                    text.push_str(&format!(" {core}=({err})"));
+                    continue;
+                }
+            };
+            let state = match (copy.found, copy.marker) {
+                (Some(found), _) => {
+                    let differ = found
+                        .data
+                        .iter()
+                        .zip(expected)
+                        .filter(|(a, b)| a != b)
+                        .count();
+                    format!("v{} ({differ} differ)", found.version)
+                }
+                (None, Some(marker)) => format!("{marker:?}"),
+                (None, None) => "-".into(),
+            };
+            text.push_str(&format!(" {core}={state}"));
+        }
+    }
+    Ok(text)
 }
 
 /// The file id in an access server's handle (generation, then the id, BE).

@@ -1,13 +1,7 @@
 //! The data-path thrasher (`geonfs_bench::thrash`) over 50 fixed seeds, one
-//! test each (`cargo nextest run --workspace --run-ignored all -E
-//! 'test(thrash_seed_07)'` reruns one), and a run with the trimmed-copy
-//! bug's effect injected, which the checks must catch.
-//!
-//! The seeds are ignored in the default run while the thrasher still finds
-//! data-path bugs with them (some seeds read back zeros at a non-owner
-//! site after a core was killed or a chunk damaged, and some take minutes
-//! to drain): a suite that fails by chance would block every change. They
-//! run with `--run-ignored all`; un-ignore them when all 50 pass.
+//! test each (`cargo nextest run --workspace -E 'test(thrash_seed_07)'`
+//! reruns one), and a run with the trimmed-copy bug's effect injected,
+//! which the checks must catch.
 
 use geonfs_bench::thrash::{run, Injection, ThrashOptions};
 
@@ -25,7 +19,6 @@ macro_rules! seeds {
     ($($name:ident = $seed:expr;)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            #[ignore = "the thrasher still finds open data-path bugs: run with --run-ignored all"]
             async fn $name() {
                 thrash($seed).await;
             }
