@@ -6,9 +6,9 @@
 //! The server listens at once and connects to the cluster in the
 //! background: it needs meta-kvs (the root directory, the handle
 //! generation), which may not have a leader yet when the node starts.
-//! Until it is ready, NFS calls are answered `NFS3ERR_JUKEBOX` (the
-//! client retries later) and MOUNT calls with an RPC system error; NULL
-//! always answers.
+//! Until it is ready, calls wait for it (NFS up to 10 s, then
+//! `NFS3ERR_JUKEBOX`: the client retries later; MOUNT up to 20 s, then an
+//! RPC system error); NULL always answers.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -48,9 +48,14 @@ struct Ready {
     mount: MountProgram,
 }
 
-/// A program that answers "not yet" until the server is ready: NFS
-/// procedures with NFS3ERR_JUKEBOX (the client retries), MOUNT procedures
-/// by waiting up to [`MOUNT_READY_WAIT`] (MOUNT has no "try later").
+/// A program that holds calls until the server is ready: a call made
+/// before waits for it, up to [`NFS_READY_WAIT`] for NFS (then
+/// NFS3ERR_JUKEBOX: the client retries) and [`MOUNT_READY_WAIT`] for MOUNT
+/// (then SYSTEM_ERR: MOUNT has no "try later"). Waiting rather than
+/// answering JUKEBOX at once keeps a restart short enough to be invisible
+/// to clients that take JUKEBOX as an error (libnfs, so QEMU's NFS driver
+/// and fio: a restarted access server answered JUKEBOX for ~0.1 s and
+/// failed their writes).
 struct Gate {
     id: ProgramId,
     ready: Arc<OnceLock<Ready>>,
@@ -60,6 +65,9 @@ struct Gate {
 /// How long a MOUNT call made before the server is connected to the
 /// cluster waits for it (then SYSTEM_ERR).
 const MOUNT_READY_WAIT: Duration = Duration::from_secs(20);
+/// How long an NFS call made before the server is connected to the
+/// cluster waits for it (then NFS3ERR_JUKEBOX).
+const NFS_READY_WAIT: Duration = Duration::from_secs(10);
 
 impl Gate {
     fn current(&self) -> Option<&dyn RpcProgram> {
@@ -91,39 +99,36 @@ impl RpcProgram for Gate {
         if let Some(program) = self.current() {
             return program.call(context, version, procedure, args);
         }
-        if self.id == MOUNT_ID && procedure != 0 {
-            let mut became_ready = self.became_ready.clone();
-            return async move {
-                // The guard wait_for returns is dropped at once (not Send).
-                let waited = tokio::time::timeout(MOUNT_READY_WAIT, async {
-                    became_ready.wait_for(|r| *r).await.is_ok()
-                })
-                .await;
-                match (waited, self.current()) {
-                    (Ok(true), Some(program)) => {
-                        program.call(context, version, procedure, args).await
-                    }
-                    _ => {
-                        tracing::warn!(
-                            "MOUNT call refused: not connected to the cluster after {MOUNT_READY_WAIT:?}"
-                        );
-                        ProcResult::SystemErr
-                    }
-                }
-            }
-            .boxed();
+        if procedure == 0 {
+            return async { ProcResult::Success(Vec::new()) }.boxed();
         }
-        let answer = if procedure == 0 {
-            ProcResult::Success(Vec::new())
+        let (wait, late) = if self.id == MOUNT_ID {
+            (MOUNT_READY_WAIT, ProcResult::SystemErr)
         } else if self.id == NFS_ID {
             match NFS_PROGRAM::try_from(procedure) {
-                Ok(procedure) => crate::nfs::not_ready(procedure),
-                Err(_) => ProcResult::ProcUnavail,
+                Ok(procedure) => (NFS_READY_WAIT, crate::nfs::not_ready(procedure)),
+                Err(_) => return async { ProcResult::ProcUnavail }.boxed(),
             }
         } else {
-            ProcResult::SystemErr
+            return async { ProcResult::SystemErr }.boxed();
         };
-        async move { answer }.boxed()
+        let mut became_ready = self.became_ready.clone();
+        async move {
+            // The guard wait_for returns is dropped at once (not Send).
+            let waited = tokio::time::timeout(wait, async {
+                became_ready.wait_for(|r| *r).await.is_ok()
+            })
+            .await;
+            match (waited, self.current()) {
+                (Ok(true), Some(program)) => program.call(context, version, procedure, args).await,
+                _ => {
+                    tracing::warn!(program = ?self.id, procedure,
+                        "call refused: not connected to the cluster after {wait:?}");
+                    late
+                }
+            }
+        }
+        .boxed()
     }
 }
 

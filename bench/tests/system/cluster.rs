@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use anyhow::Context;
 use geonfs_bench::cluster::TestCluster;
 
 use crate::support::{eventually, init_logging, ping};
@@ -172,5 +173,52 @@ async fn a_call_on_a_killed_access_servers_connection_fails() -> anyhow::Result<
         .await
         .map_err(|_| anyhow::anyhow!("a call on the killed server's connection hung"))?;
     anyhow::ensure!(after.is_err(), "answered after the kill: {after:?}");
+    cluster.kill_all().await
+}
+
+/// An NFS call made while a restarted access server is not yet connected
+/// to the cluster waits for it instead of failing with JUKEBOX (which
+/// libnfs, hence QEMU and fio, take as an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_before_the_access_server_is_ready_waits_for_it() -> anyhow::Result<()> {
+    use geonfs_bench::nfs_client::{mount, NfsConn};
+    init_logging();
+    let mut cluster = TestCluster::builder()
+        .sites(1)
+        .cores_per_site(3)
+        .start()
+        .await?;
+    let addr = cluster
+        .ready_access("a-access-1", Duration::from_secs(60))
+        .await?;
+    let from = IpAddr::from([127, 1, 0, 9]);
+    let root = mount(from, addr, "/geonfs").await?;
+    let file = NfsConn::connect(from, addr)
+        .await?
+        .create(&root, "f")
+        .await?;
+    // The access server restarts while meta-kvs is down: it cannot be
+    // ready until the voter is back.
+    cluster.kill_node("a-meta-1").await?;
+    cluster.kill_node("a-access-1").await?;
+    cluster.restart_node("a-access-1").await?;
+    let addr = cluster
+        .node("a-access-1")?
+        .access()
+        .context("an access server")?
+        .nfs_addr();
+    let call = tokio::spawn(async move {
+        let mut conn = NfsConn::connect(from, addr).await?;
+        conn.size(&file).await
+    });
+    // Polled, not slept: the call is still waiting while the voter is down.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(500) {
+        anyhow::ensure!(!call.is_finished(), "answered before the server was ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.restart_node("a-meta-1").await?;
+    let size = tokio::time::timeout(Duration::from_secs(30), call).await???;
+    anyhow::ensure!(size == 0, "size {size}");
     cluster.kill_all().await
 }

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use geonfs_proto::domain::BlockId;
 use geonfs_site_config::Node;
 
-use super::BlockClient;
+use super::{classify, BlockClient, CopyError};
 use crate::BlockError;
 
 /// Blocks whose last written version is kept; the map is emptied when it
@@ -273,7 +273,10 @@ impl BlockClient {
 
     /// Puts a complete copy of the block on core `name`: from the first of
     /// `local` (cores of the site, each with the version it holds) that
-    /// serves its copy intact, else from another site's copy at `base`.
+    /// serves its copy intact, else from another site's copy at `base`. A
+    /// target that fails the put as unreachable or busy is left as it is
+    /// (marked suspect when unreachable): the write's next attempt picks
+    /// its pair again.
     async fn seed(
         &self,
         name: &str,
@@ -322,12 +325,22 @@ impl BlockClient {
                 }
             )));
         };
-        let reply = self
-            .replica_put(target, block, version, data)
-            .await
-            .map_err(|failed| {
-                failed.map_or_else(|err| err, |status| BlockError::core(name, status))
-            })?;
+        let reply = match self.replica_put(target, block, version, data).await {
+            Ok(reply) => reply,
+            Err(Ok(status)) => {
+                if let CopyError::Retry { suspect, .. } = classify(name, status.clone()) {
+                    // The target went away (or is busy): the next attempt
+                    // of the write picks its pair again, without it if it
+                    // is suspect now.
+                    self.failed(name, suspect);
+                    tracing::warn!(node = %name, file_id = block.file_id, index = block.index,
+                        "seeding failed; the write tries its pair again: {}", status.message());
+                    return Ok(());
+                }
+                return Err(BlockError::core(name, status));
+            }
+            Err(Err(err)) => return Err(err),
+        };
         if reply.skipped_stale {
             // Written meanwhile: the caller retries with a newer version.
             return Err(self.overtaken(block, name, reply.stored_version));
