@@ -223,9 +223,14 @@ impl Placement {
             .collect()
     }
 
-    /// One core server in each of the first n−1 other sites for `block`
-    /// ([`Placement::remote_sites`] order), skipping sites without a live
-    /// core; in each, the best live core by [`Placement::in_site`].
+    /// One core server in each of n−1 other sites for `block`: the first
+    /// sites in [`Placement::remote_sites`] order that have a live core
+    /// (their best live core by [`Placement::in_site`]), and when fewer
+    /// than n−1 have one, the first sites without a live core too (their
+    /// best core): the replicator retries a target until it answers, so a
+    /// site that is down when the block is written still gets its copy
+    /// once it is back. (Leaving it out shipped the block to n−2 sites for
+    /// good.)
     pub fn remote_targets(
         &self,
         block: BlockId,
@@ -233,11 +238,18 @@ impl Placement {
         live: &impl Fn(&str) -> bool,
     ) -> Vec<&Node> {
         let wanted = self.replication_factor.saturating_sub(1);
-        self.remote_sites(block, home_site)
-            .into_iter()
-            .filter_map(|site| self.in_site(block, site, live).into_iter().next())
-            .take(wanted)
-            .collect()
+        let mut targets = Vec::with_capacity(wanted);
+        let mut down = Vec::new();
+        for site in self.remote_sites(block, home_site) {
+            match self.in_site(block, site, live).into_iter().next() {
+                Some(node) => targets.push(node),
+                None => down.extend(self.in_site(block, site, &|_| true).into_iter().next()),
+            }
+        }
+        targets.truncate(wanted);
+        let missing = wanted - targets.len();
+        targets.extend(down.into_iter().take(missing));
+        targets
     }
 
     /// The site of core server `name`, if it is one.

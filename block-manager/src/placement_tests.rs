@@ -177,6 +177,25 @@ fn remote_targets_are_one_core_per_other_site_and_spread() {
 }
 
 #[test]
+fn a_site_down_keeps_its_target_when_no_other_site_can_take_it() {
+    // n = 3 of three sites: both other sites are needed.
+    let p = Placement::new(&config(&[&[100; 3], &[100; 3], &[100; 3]], 3));
+    let c_down = |n: &str| !n.starts_with("c-");
+    for i in 0..500 {
+        let targets = p.remote_targets(block(i), A, &c_down);
+        let mut sites: Vec<u16> = targets.iter().map(|t| t.site.0).collect();
+        sites.sort_unstable();
+        assert_eq!(sites, vec![1, 2], "block {i}: {targets:?}");
+        // The down site's target is its best core, as if it were up.
+        let c = targets.iter().find(|t| t.site == SiteId(2)).unwrap();
+        assert_eq!(c.name, p.in_site(block(i), SiteId(2), &all)[0].name);
+    }
+    // Everything else down too: still n - 1 targets.
+    let none = |_: &str| false;
+    assert_eq!(p.remote_targets(block(1), A, &none).len(), 2);
+}
+
+#[test]
 fn not_enough_cores_is_a_clear_error() {
     let p = Placement::new(&config(&[&[100; 3]], 1));
     let only_one = |n: &str| n == "a-core-2";
