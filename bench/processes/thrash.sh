@@ -184,7 +184,8 @@ killer() {
 
 # fio over libnfs at site $1; the remaining arguments are fio options.
 FIO_JOB=(--filename=vm.img --size="$SIZE" --bssplit=4k/60:16k/25:64k/15
-    --iodepth=8 --verify=crc32c --verify_fatal=1 --fsync=32 --end_fsync=1)
+    --iodepth=8 --verify=crc32c --verify_fatal=1 --fsync=32 --end_fsync=1
+    --verify_state_save=0)
 fio_at() { # site label options...
     local site=$1 label=$2
     shift 2
