@@ -115,10 +115,9 @@ impl RpcProgram for Gate {
         let mut became_ready = self.became_ready.clone();
         async move {
             // The guard wait_for returns is dropped at once (not Send).
-            let waited = tokio::time::timeout(wait, async {
-                became_ready.wait_for(|r| *r).await.is_ok()
-            })
-            .await;
+            let waited =
+                tokio::time::timeout(wait, async { became_ready.wait_for(|r| *r).await.is_ok() })
+                    .await;
             match (waited, self.current()) {
                 (Ok(true), Some(program)) => program.call(context, version, procedure, args).await,
                 _ => {

@@ -434,9 +434,18 @@ impl TestCluster {
     /// Waits (at most `deadline`) until core `name` has caught its
     /// ownership fences up with a peer of its site and admits requests
     /// carrying an epoch again (a core does that after every start).
-    pub async fn wait_fences_caught_up(&self, name: &str, deadline: Duration) -> anyhow::Result<()> {
+    pub async fn wait_fences_caught_up(
+        &self,
+        name: &str,
+        deadline: Duration,
+    ) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
-        let store = self.node(name)?.core().context("a core node")?.store().clone();
+        let store = self
+            .node(name)?
+            .core()
+            .context("a core node")?
+            .store()
+            .clone();
         while !store.fences_synced() {
             if started.elapsed() > deadline {
                 bail!("core {name} did not catch its fences up within {deadline:?}");

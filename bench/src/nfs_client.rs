@@ -10,6 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{bail, Context};
+use nfs3_client::io::{AsyncRead, AsyncWrite};
 use nfs3_client::nfs3_types::mount::dirpath;
 use nfs3_client::nfs3_types::nfs3::{
     createhow3, diropargs3, filename3, sattr3, COMMIT3args, CREATE3args, GETATTR3args, Nfs3Option,
@@ -17,7 +18,6 @@ use nfs3_client::nfs3_types::nfs3::{
 };
 use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
-use nfs3_client::io::{AsyncRead, AsyncWrite};
 use nfs3_client::{MountClient, Nfs3Client};
 use tokio::net::{TcpSocket, TcpStream};
 

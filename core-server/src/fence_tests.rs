@@ -187,7 +187,10 @@ async fn fences_are_listed_a_page_at_a_time_in_file_order() {
     for file_id in [9, 3, 7, 1] {
         store.fence(file_id, file_id * 10).await.unwrap();
     }
-    assert_eq!(store.list_fences(None, 3), (vec![(1, 10), (3, 30), (7, 70)], true));
+    assert_eq!(
+        store.list_fences(None, 3),
+        (vec![(1, 10), (3, 30), (7, 70)], true)
+    );
     assert_eq!(store.list_fences(Some(7), 3), (vec![(9, 90)], false));
     assert_eq!(store.list_fences(Some(9), 3), (vec![], false));
 }
@@ -204,7 +207,10 @@ async fn a_store_waiting_for_its_peers_fences_refuses_every_epoch() {
         store.read(read_as(b, 3)).await.map(|_| ()),
         store.delete_as(b, 1, 3).await.map(|_| ()),
     ] {
-        assert!(matches!(result, Err(CoreError::FencesUnsynced)), "{result:?}");
+        assert!(
+            matches!(result, Err(CoreError::FencesUnsynced)),
+            "{result:?}"
+        );
     }
     // Unchecked requests (replication, tools) and fences pass.
     store.write(write_as(b, 1, 0)).await.unwrap();

@@ -272,7 +272,10 @@ async fn a_newer_replica_replaces_the_job_of_the_copy_it_replaces() {
     };
     assert_eq!(store.put_replica(put).await.unwrap(), PutOutcome::Applied);
     let job = store.job(b).await.unwrap().unwrap();
-    assert_eq!((job.version, job.primary, job.peer.as_str()), (12, true, "a9"));
+    assert_eq!(
+        (job.version, job.primary, job.peer.as_str()),
+        (12, true, "a9")
+    );
     // An older put changes neither the copy nor the job.
     assert!(matches!(
         store

@@ -134,8 +134,8 @@ impl CoreServer {
                     self.block_size,
                     self.peers.clone(),
                 ))
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
             )
             .add_service(
                 BlockReplicationServer::new(BlockReplicationService::new(

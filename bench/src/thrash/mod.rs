@@ -232,14 +232,15 @@ async fn thrash(
             inject_sparse_copies(cluster, &clients[0], &sites).await?;
         }
         let checked = checkpoint(&mut clients, &sites).await;
-        report.bytes_checked += with_copies(cluster, &clients, checked)
-            .await
-            .with_context(|| {
-                format!(
-                    "checkpoint after round {round} (faults: {:?})",
-                    report.faults
-                )
-            })?;
+        report.bytes_checked +=
+            with_copies(cluster, &clients, checked)
+                .await
+                .with_context(|| {
+                    format!(
+                        "checkpoint after round {round} (faults: {:?})",
+                        report.faults
+                    )
+                })?;
         report.checkpoints += 1;
         lap(&mut report, format!("check {round}"));
     }
@@ -332,7 +333,9 @@ async fn with_copies<T>(
     for client in clients {
         match describe_copies(cluster, client).await {
             Ok(text) => copies.push_str(&text),
-            Err(describe) => copies.push_str(&format!("\n{}: copies unknown: {describe:#}", client.name)),
+            Err(describe) => {
+                copies.push_str(&format!("\n{}: copies unknown: {describe:#}", client.name))
+            }
         }
     }
     Err(err.context(format!("the copies:{copies}")))

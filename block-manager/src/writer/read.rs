@@ -117,9 +117,7 @@ impl BlockClient {
         let known = self.newest_is_known(block, owner_epoch, newest_here);
         let mut silent = probe.unreachable.clone();
         silent.extend(suspects.iter().map(|n| n.name.clone()));
-        if !suspects.is_empty()
-            && (probe.found.is_empty() || (!known && silent.len() >= 2))
-        {
+        if !suspects.is_empty() && (probe.found.is_empty() || (!known && silent.len() >= 2)) {
             // Ask the suspects before saying "absent" or "unknown".
             let more = self.probe(block, suspects, owner_epoch).await;
             if let Some(err) = more.fenced {
@@ -411,7 +409,10 @@ impl BlockClient {
         if unreachable.len() >= 2 {
             return Err(BlockError::NewestUnknown {
                 block,
-                why: format!("cores {} of site {site} did not answer", unreachable.join(", ")),
+                why: format!(
+                    "cores {} of site {site} did not answer",
+                    unreachable.join(", ")
+                ),
             });
         }
         self.inner.metrics.remote_checks.inc();
