@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use geonfs_block_manager::BlockClient;
+use geonfs_block_manager::{BlockClient, SendGate};
 use geonfs_meta_kvs::MetaClient;
 use geonfs_rpc::Network;
 use geonfs_site_config::ClusterConfig;
@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use crate::data::FileData;
 use crate::namespace::Namespace;
 use crate::nfs::{CapacityProvider, ExportPolicy, HandleCodec, MountProgram, NfsProgram};
-use crate::ownership::Ownership;
+use crate::ownership::{LeaseKeeper, Ownership};
 use crate::rpc::{
     allow_networks, CallContext, PortmapProgram, ProcResult, ProgramId, RpcMetrics, RpcProgram,
     RpcServer, ServerOptions, MOUNT_ID, NFS_ID,
@@ -138,6 +138,8 @@ pub struct AccessServer {
     portmapper: Option<RpcServer>,
     init: JoinHandle<()>,
     became_ready: watch::Receiver<bool>,
+    lease: LeaseKeeper,
+    renewing: JoinHandle<()>,
 }
 
 impl AccessServer {
@@ -159,7 +161,10 @@ impl AccessServer {
         let attribute_cache = settings.attribute_cache;
         let metrics = RpcMetrics::new();
         metrics.register(registry).map_err(AccessError::Metrics)?;
-        let client = BlockClient::new(network.clone(), config, ip, node.site)
+        // Requests carrying an ownership epoch leave only under this access
+        // server's lease (see `ownership::lease`).
+        let gate = SendGate::new();
+        let client = BlockClient::gated(network.clone(), config, ip, node.site, Some(gate.clone()))
             .map_err(|err| AccessError::Config(err.to_string()))?;
         client
             .metrics()
@@ -199,10 +204,23 @@ impl AccessServer {
             .metrics()
             .register(registry)
             .map_err(AccessError::Metrics)?;
+        let lease = LeaseKeeper::new(ownership.clone(), gate, node_name);
+        let renewing = tokio::spawn(lease.clone().run());
         let data = FileData::with_ownership(ownership, config.cluster.block_size);
         let name = node_name.to_string();
+        let first_lease = lease.clone();
         let init = tokio::spawn(async move {
             let (ns, handles) = connect(&name, meta, attribute_cache).await;
+            // Serve once the ownership lease is held: a write before would
+            // only be refused.
+            let mut attempts = 0u32;
+            while let Err(err) = first_lease.renew().await {
+                attempts += 1;
+                if attempts % 50 == 1 {
+                    tracing::warn!(node = %name, %err, "no ownership lease yet; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             let capacity: Arc<dyn CapacityProvider> = Arc::new(SiteCapacity(client));
             let nfs = NfsProgram::new(ns.clone(), data, handles, policy.clone(), capacity);
             let mount = MountProgram::new(ns, handles, policy);
@@ -217,6 +235,8 @@ impl AccessServer {
             portmapper,
             init,
             became_ready,
+            lease,
+            renewing,
         })
     }
 
@@ -263,17 +283,25 @@ impl AccessServer {
 
     /// Stops serving: no new connections, calls in flight finish (for at
     /// most [`STOP_DEADLINE`]).
+    /// Its lease is released once no call is left: a site taking its files
+    /// over need not wait for the lease to run out.
     pub async fn stop(self) -> Result<(), AccessError> {
         self.init.abort();
         if let Some(portmapper) = self.portmapper {
             portmapper.shutdown(STOP_DEADLINE).await?;
         }
-        self.nfs.shutdown(STOP_DEADLINE).await
+        let stopped = self.nfs.shutdown(STOP_DEADLINE).await;
+        self.renewing.abort();
+        if stopped.is_ok() {
+            self.lease.release().await;
+        }
+        stopped
     }
 
     /// Stops at once: every connection dropped, calls abandoned.
     pub fn kill(self) {
         self.init.abort();
+        self.renewing.abort();
         drop(self.portmapper);
         drop(self.nfs);
     }

@@ -48,6 +48,8 @@ pub struct ClusterSpec {
     pub replication: Option<ReplicatorOptions>,
     /// The access servers' `[nfs] attribute_cache` (`None`: the default).
     pub attribute_cache: Option<Duration>,
+    /// `[cluster] ownership_lease`; `None`: the default.
+    pub ownership_lease: Option<Duration>,
 }
 
 impl Default for ClusterSpec {
@@ -64,6 +66,7 @@ impl Default for ClusterSpec {
             meta_voters: None,
             replication: Some(ReplicatorOptions::default()),
             attribute_cache: None,
+            ownership_lease: None,
         }
     }
 }
@@ -142,6 +145,11 @@ impl ClusterBuilder {
         self.spec.attribute_cache = Some(ttl);
         self
     }
+    /// The access servers' ownership lease (`[cluster] ownership_lease`).
+    pub fn ownership_lease(mut self, lease: Duration) -> Self {
+        self.spec.ownership_lease = Some(lease);
+        self
+    }
     /// Starts the cluster.
     pub async fn start(self) -> anyhow::Result<TestCluster> {
         TestCluster::start(self.spec).await
@@ -208,6 +216,12 @@ fn config_text(
         "[cluster]\nname = \"test\"\nreplication_factor = {n}\nblock_size = \"{}B\"\nsecret = \"{TEST_SECRET}\"\n\n",
         spec.block_size
     );
+    if let Some(lease) = spec.ownership_lease {
+        text += &format!(
+            "ownership_lease = \"{}\"\n\n",
+            geonfs_site_config::format_duration(lease)
+        );
+    }
     if let Some(count) = spec.meta_voters {
         let voters: Vec<String> = meta_order(spec)
             .into_iter()

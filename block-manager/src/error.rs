@@ -122,6 +122,16 @@ pub enum BlockError {
         /// Which cores and sites did not answer.
         why: String,
     },
+    /// This access server's ownership lease is not valid: it sends no
+    /// request carrying an ownership epoch until it renews (the client
+    /// retries later). See `writer/gate.rs`.
+    #[error("file {file_id}: not sent: {why}")]
+    LeaseExpired {
+        /// The file.
+        file_id: u64,
+        /// Since when, or why there is none.
+        why: String,
+    },
     /// A core acknowledged a DURABLE write without making it durable.
     #[error("core {node} acknowledged a durable write of block {}/{} as not durable", .block.file_id, .block.index)]
     NotDurable {

@@ -27,4 +27,7 @@ pub use liveness::Liveness;
 pub use metrics::BlockMetrics;
 pub use placement::{Placement, PlacementError};
 pub use replicator::{JobQueue, ReplicationJob, Replicator, ReplicatorMetrics, ReplicatorOptions};
-pub use writer::{BlockClient, BlockRead, CopyAck, FenceReport, FileListing, FlushAck, WriteAck};
+pub use writer::{
+    BlockClient, BlockRead, CopyAck, FenceReport, FileListing, FlushAck, GatePass, SendGate,
+    WriteAck,
+};

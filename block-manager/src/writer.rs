@@ -78,12 +78,14 @@ use tonic::Code;
 use crate::{BlockError, BlockMetrics, Liveness, Placement};
 
 mod base;
+mod gate;
 mod owner;
 mod pair;
 mod read;
 
 use pair::{PairError, PairWrite};
 
+pub use gate::{GatePass, SendGate};
 pub use owner::{FenceReport, FileListing};
 
 /// How long a core stays suspect after a failed call.
@@ -223,15 +225,31 @@ struct Inner {
     metrics: BlockMetrics,
     /// The version each block was last written at by this client (`base.rs`).
     versions: base::KnownVersions,
+    /// What requests carrying an epoch must pass (`gate.rs`), if any.
+    gate: Option<SendGate>,
 }
 
 impl BlockClient {
-    /// A client calling from address `from_ip` to the cores of `site`.
+    /// A client calling from address `from_ip` to the cores of `site`,
+    /// with no [`SendGate`] (tools and servers that never acknowledge NFS
+    /// writes).
     pub fn new(
         network: Network,
         config: &ClusterConfig,
         from_ip: IpAddr,
         site: SiteId,
+    ) -> Result<Self, BlockError> {
+        Self::gated(network, config, from_ip, site, None)
+    }
+
+    /// [`BlockClient::new`] whose requests carrying an epoch must pass
+    /// `gate` (an access server's clients share one).
+    pub fn gated(
+        network: Network,
+        config: &ClusterConfig,
+        from_ip: IpAddr,
+        site: SiteId,
+        gate: Option<SendGate>,
     ) -> Result<Self, BlockError> {
         let placement = Placement::new(config);
         let site_name = placement
@@ -250,8 +268,30 @@ impl BlockClient {
                 liveness: Liveness::new(DEFAULT_SUSPECT_TTL),
                 metrics: BlockMetrics::new(),
                 versions: base::KnownVersions::default(),
+                gate,
             }),
         })
+    }
+
+    /// Whether a read for `file_id` at `epoch` may be sent (`gate.rs`).
+    pub(crate) fn check_gate(&self, file_id: u64, epoch: u64) -> Result<(), BlockError> {
+        match &self.inner.gate {
+            Some(gate) => gate.check(file_id, epoch),
+            None => Ok(()),
+        }
+    }
+
+    /// Admits a write or delete for `file_id` at `epoch` through the gate
+    /// (see `gate.rs`): the pass to hold until it is answered.
+    pub(crate) async fn admit(
+        &self,
+        file_id: u64,
+        epoch: u64,
+    ) -> Result<Option<GatePass>, BlockError> {
+        match &self.inner.gate {
+            Some(gate) => gate.admit(file_id, epoch).await,
+            None => Ok(None),
+        }
     }
 
     /// The placement this client uses.
@@ -582,6 +622,7 @@ impl BlockClient {
         up_to_version: u64,
         owner_epoch: u64,
     ) -> Result<usize, BlockError> {
+        let _pass = self.admit(block.file_id, owner_epoch).await?;
         self.forget_version(block);
         let cores = self.inner.placement.cores(self.inner.site);
         let calls = cores.iter().map(|node| async move {

@@ -37,12 +37,13 @@
 //! during the fence step itself, after its catch-up read a peer, is reached
 //! by the relay. What remains is a core that the old owner's access server
 //! reaches while neither the new owner nor any fenced core of its own site
-//! does (a partition inside the site). It can take an old-epoch write
-//! alone: never acknowledged (the write's other core is fenced and refuses
-//! it), but a copy at a version newer than the block's, which its
-//! replication would ship. Ownership leases (an owner that cannot renew
-//! stops writing by itself) are what closes that case; they are not built
-//! yet.
+//! does (a partition inside the site): it could take an old-epoch write
+//! alone, never acknowledged but at a version newer than the block's,
+//! which its replication would ship. So a handover that missed a core
+//! fences the sender instead: it revokes the file at the old owner's
+//! access servers and waits until each installed the revocation (its
+//! block clients then refuse to send the old epoch anywhere) or its
+//! ownership lease ran out (`access-server/src/ownership/lease.rs`).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

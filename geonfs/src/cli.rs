@@ -65,9 +65,9 @@ pub enum Command {
         /// The site to move it to.
         #[arg(long)]
         to: String,
-        /// The owning site is lost (down for good): take the file over
-        /// without it; writes it had not copied out are lost. Stop its
-        /// access servers first.
+        /// The owning site is lost (dead or cut off): take the file over
+        /// without it, once its ownership lease ran out; writes it had not
+        /// copied out are lost.
         #[arg(long)]
         owner_lost: bool,
         /// The TOML configuration file.

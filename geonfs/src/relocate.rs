@@ -18,7 +18,10 @@
 //! `--owner-lost` is for a site that is gone (invariant 5): the file is
 //! taken over without the old owner's fence or data — whatever it had not
 //! copied out is lost — so that the other sites can read and write it
-//! again. Make sure the lost site's access servers are down first.
+//! again. It waits until the lost site's access servers acknowledged the
+//! file's revocation or their ownership lease ran out (see
+//! `geonfs_access_server::ownership::lease`), so a site that is only cut
+//! off has stopped writing the file before another site writes it.
 
 use std::io::Write;
 use std::net::IpAddr;

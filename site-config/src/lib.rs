@@ -54,6 +54,10 @@ pub struct ClusterSettings {
     pub secret: String,
     /// Names of the initial Raft voters (nodes with role meta).
     pub meta_voters: Vec<String>,
+    /// How long one renewal of an access server's ownership lease keeps
+    /// it valid (`cluster.ownership_lease`): an owner that cannot renew
+    /// stops writing after this long.
+    pub ownership_lease: Duration,
 }
 
 impl fmt::Debug for ClusterSettings {
@@ -65,6 +69,7 @@ impl fmt::Debug for ClusterSettings {
             .field("block_size", &self.block_size)
             .field("secret", &"<redacted>")
             .field("meta_voters", &self.meta_voters)
+            .field("ownership_lease", &self.ownership_lease)
             .finish()
     }
 }

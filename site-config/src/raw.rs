@@ -109,6 +109,8 @@ pub(crate) struct RawCluster {
     pub secret_file: Leaf<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta_voters: Leaf<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ownership_lease: Leaf<String>,
 }
 
 /// `[[site]]`
@@ -229,6 +231,7 @@ impl RawConfig {
                 secret: s("x"),
                 secret_file: s("x"),
                 meta_voters: list(&["x"]),
+                ownership_lease: s("x"),
             }),
             site: vec![RawSite {
                 name: s("x"),
@@ -370,6 +373,7 @@ pub(crate) fn to_raw(c: &ClusterConfig) -> RawConfig {
             secret: s(&c.cluster.secret),
             secret_file: None,
             meta_voters: leaf(c.cluster.meta_voters.clone()),
+            ownership_lease: s(&format_duration(c.cluster.ownership_lease)),
         }),
         site: c
             .sites

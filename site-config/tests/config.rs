@@ -92,6 +92,7 @@ fn base_is_valid() {
     assert_eq!(c.sites.len(), 3);
     assert_eq!(c.nodes.len(), 12);
     assert_eq!(c.cluster.block_size, 4 << 20);
+    assert_eq!(c.cluster.ownership_lease, Duration::from_secs(10));
     assert_eq!(c.cluster.meta_voters, ["a-meta", "b-meta", "c-meta"]);
     assert_eq!(c.nfs.export_path, "/geonfs");
     assert_eq!(c.nfs.port, 2049);
@@ -389,6 +390,25 @@ fn bad_values() {
         "cluster.block_size",
         "out of range (expected 64KiB to 64MiB)",
     );
+    for lease in ["500ms", "601s"] {
+        let t = edit(
+            &base(),
+            "replication_factor = 3",
+            &format!("replication_factor = 3\nownership_lease = \"{lease}\""),
+        );
+        assert_problem(
+            &t,
+            "cluster.ownership_lease",
+            "out of range (expected 1s to 600s",
+        );
+    }
+    let t = edit(
+        &base(),
+        "replication_factor = 3",
+        "replication_factor = 3\nownership_lease = \"ten seconds\"",
+    );
+    assert_eq!(problems(&t).len(), 1, "{:?}", problems(&t));
+    assert_eq!(problems(&t)[0].key, "cluster.ownership_lease");
 }
 
 #[test]
@@ -630,7 +650,7 @@ fn toml_round_trip() {
     let t = edit(
         &base(),
         "replication_factor = 3",
-        "replication_factor = 2\nblock_size = \"1MiB\"",
+        "replication_factor = 2\nblock_size = \"1MiB\"\nownership_lease = \"2500ms\"",
     );
     let t = edit(
         &t,

@@ -166,6 +166,15 @@ impl DataError {
         }
     }
 
+    /// The block error at the root of this one, if any (directly or
+    /// through ownership).
+    pub fn block_error(&self) -> Option<&BlockError> {
+        match self.root() {
+            DataError::Block(err) | DataError::Ownership(OwnershipError::Block(err)) => Some(err),
+            _ => None,
+        }
+    }
+
     /// Whether a core refused the request because the file's ownership
     /// moved to a newer epoch (the caller refreshes and retries).
     pub fn is_fenced(&self) -> bool {

@@ -31,9 +31,22 @@ use crate::namespace::{FileKind, Inode, Timestamp};
 /// The NFS status of a file-data failure (logged here, once).
 pub(crate) fn data_status(file_id: u64, err: &DataError) -> nfsstat3 {
     tracing::warn!(file_id, %err, "file data operation failed");
+    use geonfs_block_manager::BlockError;
+    match err.block_error() {
+        Some(BlockError::Invalid(_)) => return nfsstat3::NFS3ERR_INVAL,
+        // No complete copy to build a partial write on could be reached
+        // now (the write is not applied), the block's newest version
+        // cannot be established, or this access server's ownership lease
+        // is not valid: the client retries later.
+        Some(
+            BlockError::Unseeded { .. }
+            | BlockError::NewestUnknown { .. }
+            | BlockError::LeaseExpired { .. },
+        ) => return nfsstat3::NFS3ERR_JUKEBOX,
+        _ => {}
+    }
     match err.root() {
         DataError::Range { .. } => nfsstat3::NFS3ERR_FBIG,
-        DataError::Block(geonfs_block_manager::BlockError::Invalid(_)) => nfsstat3::NFS3ERR_INVAL,
         // A handover that cannot finish now, or meta-kvs out of reach (as
         // for namespace operations): the client retries later.
         // Removed at another site while this site wrote it.
@@ -43,13 +56,6 @@ pub(crate) fn data_status(file_id: u64, err: &DataError) -> nfsstat3 {
         DataError::Ownership(
             crate::ownership::OwnershipError::Blocked { .. }
             | crate::ownership::OwnershipError::Meta { .. },
-        ) => nfsstat3::NFS3ERR_JUKEBOX,
-        // No complete copy to build a partial write on could be reached
-        // now (the write is not applied), or the block's newest version
-        // cannot be established: the client retries later.
-        DataError::Block(
-            geonfs_block_manager::BlockError::Unseeded { .. }
-            | geonfs_block_manager::BlockError::NewestUnknown { .. },
         ) => nfsstat3::NFS3ERR_JUKEBOX,
         _ => nfsstat3::NFS3ERR_IO,
     }

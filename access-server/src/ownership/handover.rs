@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use geonfs_block_manager::FileListing;
 use geonfs_meta_kvs::MetaError;
 use geonfs_proto::meta::{condition, operation, Condition, KeyValue, Operation, TxnRequest};
@@ -141,8 +142,10 @@ impl Ownership {
     /// neither the old owner's fence nor its listing is required, so the
     /// file becomes readable and writable again with what the other sites
     /// hold; writes the lost site had not copied out are lost (its RPO).
-    /// The operator must make sure the lost site's access servers are down
-    /// (they could otherwise still write to cores that missed the fence).
+    /// The file is revoked at the lost site first (`lease.rs`): the
+    /// takeover waits until the lost site's access servers acknowledged it
+    /// or their leases ran out, so a site that is only cut off has stopped
+    /// writing the file before anyone else writes it.
     pub async fn take_over_lost(&self, file_id: u64) -> Result<u64, OwnershipError> {
         let deadline = Instant::now() + WAIT_FOR_CLAIM;
         let mut attempt = 0;
@@ -206,9 +209,18 @@ impl Ownership {
         }
     }
 
+    /// Whether this process has seen `claim` unfinished for the claim
+    /// timeout (its own monotonic clock, from when it first saw the
+    /// claim: no two machines' clocks are compared).
     fn is_stale(&self, claim: &Claim) -> bool {
-        let age = now_ms().saturating_sub(claim.since_ms);
-        Duration::from_millis(age) >= self.inner.claim_timeout
+        let now = Instant::now();
+        let timeout = self.inner.claim_timeout;
+        let mut seen = lock(&self.inner.claims_seen);
+        let first = *seen.entry(claim.token).or_insert(now);
+        if seen.len() > 1024 {
+            seen.retain(|_, at| now.duration_since(*at) < timeout * 4);
+        }
+        now.duration_since(first) >= timeout
     }
 
     /// The first owner of a file without a record: this site, epoch 1.
@@ -264,6 +276,13 @@ impl Ownership {
                     describe(&report.failed)
                 )));
             }
+        }
+        // A core of the old owner that could not be fenced might still take
+        // its writes: fence its access servers instead (`lease.rs`).
+        if record.site != me && (owner_lost || !old_report.all()) {
+            self.revoke_and_wait(&record.site, file_id, claim.epoch)
+                .await
+                .inspect_err(|_| self.inner.metrics.blocked.inc())?;
         }
         // List the file's blocks everywhere. Declared lost, the old owner
         // (and the sources) are asked but not waited for: what they had
@@ -402,25 +421,7 @@ impl Ownership {
         expected: u64,
         record: &OwnerRecord,
     ) -> Result<Put, OwnershipError> {
-        let key = owner_key(file_id);
-        let test = if expected == 0 {
-            condition::Test::Absent(true)
-        } else {
-            condition::Test::VersionEquals(expected)
-        };
-        let request = TxnRequest {
-            conditions: vec![Condition {
-                key: key.clone(),
-                test: Some(test),
-            }],
-            operations: vec![Operation {
-                op: Some(operation::Op::Put(KeyValue {
-                    key,
-                    value: record::encode(record),
-                    version: 0,
-                })),
-            }],
-        };
+        let request = conditional_put(owner_key(file_id), expected, record::encode(record));
         match self.inner.meta.txn(request).await {
             Ok(reply) if reply.succeeded => Ok(Put::Applied(reply.version)),
             Ok(_) => Ok(Put::Conflict),
@@ -477,12 +478,44 @@ impl Ownership {
         self.invalidate(file_id);
         lock(&self.inner.dirty).remove(&file_id);
         lock(&self.inner.handovers).remove(&file_id);
+        // The file's revocations are moot now: dropped in the background
+        // (the removal does not wait for every site's record).
+        let this = self.clone();
+        tokio::spawn(async move {
+            let sites: Vec<String> = this.inner.clients.keys().cloned().collect();
+            for site in sites {
+                this.drop_revocation(&site, file_id).await;
+            }
+        });
         self.inner
             .meta
             .delete(owner_key(file_id))
             .await
             .map(|_| ())
             .map_err(|source| OwnershipError::Meta { file_id, source })
+    }
+}
+
+/// A transaction that puts `value` at `key` if the stored entry is at
+/// meta-kvs version `expected` (0 = absent).
+pub(super) fn conditional_put(key: Bytes, expected: u64, value: Bytes) -> TxnRequest {
+    let test = if expected == 0 {
+        condition::Test::Absent(true)
+    } else {
+        condition::Test::VersionEquals(expected)
+    };
+    TxnRequest {
+        conditions: vec![Condition {
+            key: key.clone(),
+            test: Some(test),
+        }],
+        operations: vec![Operation {
+            op: Some(operation::Op::Put(KeyValue {
+                key,
+                value,
+                version: 0,
+            })),
+        }],
     }
 }
 

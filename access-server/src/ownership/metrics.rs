@@ -1,5 +1,5 @@
 //! [`OwnershipMetrics`]: handovers, their duration, catch-up after them,
-//! and requests refused by a fence.
+//! requests refused by a fence, the ownership lease and revocations.
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
@@ -24,6 +24,23 @@ pub struct OwnershipMetrics {
     pub caught_up_bytes: IntCounter,
     /// Duration of completed catch-ups, seconds.
     pub catch_up_seconds: Histogram,
+    /// 1 while this access server's ownership lease is valid, else 0.
+    pub lease_valid: IntGauge,
+    /// Successful lease renewals.
+    pub lease_renewals: IntCounter,
+    /// Failed lease renewals.
+    pub lease_failures: IntCounter,
+    /// Revocations this access server waited out as a claimant.
+    pub revocations: IntCounter,
+    /// Duration of those waits, seconds.
+    pub revocation_seconds: Histogram,
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    match IntGauge::new(name, help) {
+        Ok(g) => g,
+        Err(err) => unreachable!("constant gauge definition {name} is valid: {err}"),
+    }
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -46,13 +63,10 @@ fn histogram(name: &str, help: &str) -> Histogram {
 impl OwnershipMetrics {
     /// Fresh, unregistered metrics.
     pub fn new() -> Self {
-        let catching_up = match IntGauge::new(
+        let catching_up = gauge(
             "geonfs_ownership_catching_up_files",
             "Files whose catch-up after a handover is running",
-        ) {
-            Ok(g) => g,
-            Err(err) => unreachable!("constant gauge definition is valid: {err}"),
-        };
+        );
         OwnershipMetrics {
             handovers: counter(
                 "geonfs_ownership_handovers_total",
@@ -87,6 +101,26 @@ impl OwnershipMetrics {
                 "geonfs_ownership_catch_up_seconds",
                 "Duration of catch-ups after handovers",
             ),
+            lease_valid: gauge(
+                "geonfs_ownership_lease_valid",
+                "1 while this access server's ownership lease is valid (it may send writes)",
+            ),
+            lease_renewals: counter(
+                "geonfs_ownership_lease_renewals_total",
+                "Successful renewals of this access server's ownership lease",
+            ),
+            lease_failures: counter(
+                "geonfs_ownership_lease_renewal_failures_total",
+                "Failed renewals of this access server's ownership lease",
+            ),
+            revocations: counter(
+                "geonfs_ownership_revocations_total",
+                "Handovers that revoked a file at the old owner's access servers",
+            ),
+            revocation_seconds: histogram(
+                "geonfs_ownership_revocation_seconds",
+                "How long a revocation waited for the old owner's access servers",
+            ),
         }
     }
 
@@ -101,6 +135,11 @@ impl OwnershipMetrics {
         registry.register(Box::new(self.catching_up.clone()))?;
         registry.register(Box::new(self.caught_up_bytes.clone()))?;
         registry.register(Box::new(self.catch_up_seconds.clone()))?;
+        registry.register(Box::new(self.lease_valid.clone()))?;
+        registry.register(Box::new(self.lease_renewals.clone()))?;
+        registry.register(Box::new(self.lease_failures.clone()))?;
+        registry.register(Box::new(self.revocations.clone()))?;
+        registry.register(Box::new(self.revocation_seconds.clone()))?;
         Ok(())
     }
 }

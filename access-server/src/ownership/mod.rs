@@ -20,6 +20,12 @@
 //! owner has fenced this site's cores, so the write is refused instead of
 //! acknowledged, and the cache is refreshed.
 //!
+//! Every request carrying an epoch leaves the access server only under its
+//! **ownership lease** (`lease.rs`), renewed through meta-kvs in the
+//! background (one renewal covers all files): an owner cut off from the
+//! meta-kvs majority stops by itself when the lease runs out, and resumes
+//! when it renews.
+//!
 //! # Handover (`handover.rs`)
 //!
 //! The first write at a site that does not own the file takes it over:
@@ -30,7 +36,12 @@
 //! 2. **fence** — the old owner's cores and this site's cores are fenced
 //!    at the new epoch. All but at most one core of the old owner must
 //!    answer (so no write can find two cores that accept the old epoch);
-//!    when it returns no write of the old epoch is in flight there;
+//!    when it returns no write of the old epoch is in flight there. If a
+//!    core of the old owner could not be fenced (directly or through a
+//!    peer), the file is **revoked** at the old owner's access servers
+//!    instead: the handover waits until each installed the revocation or
+//!    its lease ran out (`lease.rs`), so none sends the old epoch to any
+//!    core again;
 //! 3. **list** — every site's cores list the file's blocks and versions
 //!    (the old owner, the sources and this site must answer; the others
 //!    are asked too). The blocks whose newest version is not on this
@@ -57,10 +68,12 @@
 //! **A handover that cannot finish** (the old owner is unreachable, or too
 //! few of its cores answer) fails with [`OwnershipError::Blocked`] (NFS
 //! `JUKEBOX`: the client retries); the claim stays and the old owner keeps
-//! owning the file. A claim older than the claim timeout may be resolved
-//! by anyone who meets it: the record goes back to the old owner at the
-//! claim's epoch (which passes any fence the claimant set), so a claimant
-//! that died mid-handover cannot wedge a file.
+//! owning the file. A claim seen unfinished for the claim timeout (the
+//! longest revocation wait plus 5 s, on the observer's own monotonic
+//! clock from when it first saw the claim) may be resolved by anyone who
+//! meets it: the record goes back to the old owner at the claim's epoch
+//! (which passes any fence the claimant set), so a claimant that died
+//! mid-handover cannot wedge a file.
 //!
 //! # Reads: never stale (invariant 4)
 //!
@@ -93,6 +106,7 @@
 
 mod catchup;
 mod handover;
+pub mod lease;
 pub mod metrics;
 pub mod record;
 
@@ -108,12 +122,15 @@ use geonfs_rpc::Network;
 use geonfs_site_config::ClusterConfig;
 
 pub use catchup::CatchUpProgress;
+pub use lease::{LeaseKeeper, LeaseTiming};
 pub use metrics::OwnershipMetrics;
 pub use record::{Claim, OwnerRecord};
 
-/// How long a claim may stay unfinished before anyone who meets it may
-/// resolve it (its claimant is presumed dead).
-pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a claim may stay unfinished, beyond the longest revocation
+/// wait of its claimant, before anyone who meets it may resolve it (its
+/// claimant is presumed dead). Measured on the observer's monotonic clock
+/// from when it first saw the claim.
+pub const CLAIM_TIMEOUT_PAST_REVOCATION: Duration = Duration::from_secs(5);
 
 /// How long a read or write waits for a handover by another site to
 /// complete before giving up with [`OwnershipError::Blocked`].
@@ -164,6 +181,9 @@ pub enum OwnershipError {
         /// The file.
         file_id: u64,
     },
+    /// This access server's ownership lease could not be renewed.
+    #[error("ownership lease not renewed: {0}")]
+    LeaseNotRenewed(String),
     /// The record names a site this configuration does not have.
     #[error("file {file_id}: owner record names unknown site {site:?}")]
     UnknownSite {
@@ -203,6 +223,12 @@ struct Inner {
     /// One handover at a time per file in this process.
     handovers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     claim_timeout: Duration,
+    /// Claim token → when this process first saw the claim.
+    claims_seen: Mutex<HashMap<u64, Instant>>,
+    /// The ownership lease's timing (`lease.rs`).
+    lease: LeaseTiming,
+    /// The highest revocation generation of this site installed here.
+    installed_generation: Mutex<u64>,
     metrics: OwnershipMetrics,
 }
 
@@ -216,7 +242,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Ownership {
     /// Ownership for an access server at `from_ip` in the site of `local`
     /// (its block client), reaching every other site's cores over
-    /// `network`.
+    /// `network`. Only `local` may carry a gate (`lease.rs`): the other
+    /// sites' clients send nothing but reads, fences and listings with
+    /// their owners' epochs, which the lease of this site does not govern.
     pub fn new(
         meta: MetaClient,
         config: &ClusterConfig,
@@ -225,6 +253,9 @@ impl Ownership {
         local: BlockClient,
     ) -> Result<Self, OwnershipError> {
         let site = local.site_name().to_string();
+        let lease = LeaseTiming {
+            duration: config.cluster.ownership_lease,
+        };
         let mut clients = BTreeMap::new();
         for (index, other) in config.sites.iter().enumerate() {
             if other.name == site {
@@ -244,7 +275,10 @@ impl Ownership {
                 views: Mutex::new(HashMap::new()),
                 dirty: Mutex::new(HashMap::new()),
                 handovers: Mutex::new(HashMap::new()),
-                claim_timeout: DEFAULT_CLAIM_TIMEOUT,
+                claim_timeout: lease.longest_revocation() + CLAIM_TIMEOUT_PAST_REVOCATION,
+                claims_seen: Mutex::new(HashMap::new()),
+                lease,
+                installed_generation: Mutex::new(0),
                 metrics: OwnershipMetrics::new(),
             }),
         })

@@ -189,7 +189,7 @@ async fn thrash(
         from.insert(site.clone(), IpAddr::from([127, i as u8 + 1, 0, 9]));
     }
     let mut clients = create_files(options, &addresses, &from).await?;
-    let mut rng = Rng::new(options.seed ^ 0x6e65_6d65_7369_73);
+    let mut rng = Rng::new(options.seed ^ 0x006e_656d_6573_6973);
     let mut report = ThrashReport {
         seed: options.seed,
         ..ThrashReport::default()

@@ -7,6 +7,7 @@ mod cluster;
 mod core;
 mod fence;
 mod file_data;
+mod lease;
 mod meta;
 mod meta_jepsen;
 mod meta_membership;

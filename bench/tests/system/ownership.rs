@@ -18,7 +18,7 @@ use nfs3_client::nfs3_types::nfs3::*;
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
 use nfs3_client::Nfs3Client;
 
-use crate::nfs::{create, mount, nfs, status, Io, EXPORT};
+use crate::nfs::{create, getattr, mount, nfs, status, Io, EXPORT};
 use crate::nfs_data::{commit, size_of, write};
 use crate::support::init_logging;
 
@@ -59,7 +59,7 @@ async fn small_blocks(replicated: bool, names: &[&'static str]) -> (TestCluster,
 }
 
 /// [`small_blocks`] from `builder`.
-async fn small_blocks_with(
+pub(crate) async fn small_blocks_with(
     builder: geonfs_bench::cluster::ClusterBuilder,
     replicated: bool,
     names: &[&'static str],
@@ -97,7 +97,7 @@ impl Sites {
     }
 }
 
-async fn try_write(
+pub(crate) async fn try_write(
     c: &mut Nfs3Client<Io>,
     fh: &nfs_fh3,
     offset: u64,
@@ -124,7 +124,7 @@ async fn try_write(
 }
 
 /// READ of `count` bytes at `offset`, in as many calls as it takes.
-async fn read(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, count: u64) -> Vec<u8> {
+pub(crate) async fn read(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, count: u64) -> Vec<u8> {
     match try_read(c, fh, offset, count).await {
         Ok(data) => data,
         Err(s) => panic!("READ at {offset}: {s}"),
@@ -194,13 +194,16 @@ pub(crate) fn apply(model: &mut Vec<u8>, offset: u64, data: &[u8]) {
     model[offset as usize..end].copy_from_slice(data);
 }
 
-async fn owner_record(cluster: &TestCluster, file_id: u64) -> Option<(OwnerRecord, u64)> {
+pub(crate) async fn owner_record(
+    cluster: &TestCluster,
+    file_id: u64,
+) -> Option<(OwnerRecord, u64)> {
     let meta = cluster.meta_client("c-meta-1").unwrap();
     let kv = meta.get(record::owner_key(file_id)).await.unwrap()?;
     Some((record::decode(&kv.value).unwrap(), kv.version))
 }
 
-fn site_client(cluster: &TestCluster, site: &str, from: &str) -> BlockClient {
+pub(crate) fn site_client(cluster: &TestCluster, site: &str, from: &str) -> BlockClient {
     BlockClient::new(
         cluster.network().clone(),
         cluster.config(),
@@ -210,17 +213,33 @@ fn site_client(cluster: &TestCluster, site: &str, from: &str) -> BlockClient {
     .unwrap()
 }
 
-/// Every site reads the whole file back and compares it with the model.
-async fn verify_everywhere(sites: &mut Sites, fh: &nfs_fh3, model: &[u8], step: &str) {
+/// Every site reads the whole file back and compares it with the model
+/// (size and bytes), retrying while a site answers JUKEBOX as NFS clients
+/// do (a claim being resolved, a lease being renewed after a partition),
+/// for at most a minute.
+pub(crate) async fn verify_everywhere(sites: &mut Sites, fh: &nfs_fh3, model: &[u8], step: &str) {
     for i in 0..sites.names.len() {
         let site = sites.names[i];
         let c = &mut sites.clients[i];
-        assert_eq!(
-            size_of(c, fh).await,
-            model.len() as u64,
-            "{step}: size at site {site}"
-        );
-        let got = read(c, fh, 0, model.len() as u64).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let retry = |status: nfsstat3| {
+            status == nfsstat3::NFS3ERR_JUKEBOX && std::time::Instant::now() < deadline
+        };
+        let size = loop {
+            match getattr(c, fh).await {
+                Nfs3Result::Ok(ok) => break ok.obj_attributes.size,
+                res if retry(status(&res)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                res => panic!("{step}: GETATTR at site {site}: {}", status(&res)),
+            }
+        };
+        assert_eq!(size, model.len() as u64, "{step}: size at site {site}");
+        let got = loop {
+            match try_read(c, fh, 0, model.len() as u64).await {
+                Ok(got) => break got,
+                Err(s) if retry(s) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(s) => panic!("{step}: READ at site {site}: {s}"),
+            }
+        };
         assert!(
             got == model,
             "{step}: site {site} read {} bytes that differ from the model (first difference at {:?})",
@@ -333,7 +352,10 @@ async fn writers_at_a_b_and_c_in_turn_with_verifying_readers_at_every_site() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_file() {
     init_logging();
-    let (cluster, mut sites) = small_blocks(false, &["a", "b", "c"]).await;
+    // A short lease: the dead claim below times out after the longest
+    // revocation wait plus 5 s.
+    let builder = TestCluster::builder().ownership_lease(Duration::from_secs(1));
+    let (cluster, mut sites) = small_blocks_with(builder, false, &["a", "b", "c"]).await;
     let fh = sites.create("a", "cut.img").await;
     let id = file_id(&fh);
     let mut rng = Rng::new(0x0063_7574);
@@ -582,7 +604,9 @@ async fn the_owner_reads_and_writes_without_meta_kvs_and_a_removal_elsewhere_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_owner_site_is_replaced_with_relocate_owner_lost() {
     init_logging();
-    let (mut cluster, mut sites) = small_blocks(true, &["a", "b", "c"]).await;
+    // The takeover waits for the lost site's lease to run out: a short one.
+    let builder = TestCluster::builder().ownership_lease(Duration::from_secs(1));
+    let (mut cluster, mut sites) = small_blocks_with(builder, true, &["a", "b", "c"]).await;
     let fh = sites.create("a", "lost.img").await;
     let id = file_id(&fh);
     let mut rng = Rng::new(0x6c6f_7374);

@@ -155,6 +155,11 @@ impl BlockClient {
     ) -> (&'a Node, Result<wire::WriteReply, CopyError>) {
         let file_id = request.block.map_or(0, |b| b.file_id);
         let result = async {
+            // Held until the core answered (`gate.rs`).
+            let _pass = self
+                .admit(file_id, request.owner_epoch)
+                .await
+                .map_err(CopyError::Fatal)?;
             let mut client = self.client(node).map_err(CopyError::Fatal)?;
             match client.write(request).await {
                 Ok(reply) => {

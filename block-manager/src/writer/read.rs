@@ -105,6 +105,7 @@ impl BlockClient {
         owner_epoch: u64,
     ) -> Result<Option<BlockRead>, BlockError> {
         self.check_range(offset, u64::from(len))?;
+        self.check_gate(block.file_id, owner_epoch)?;
         let (order, believed) = self.order(block);
         let mut probe = self
             .probe_reading_first(block, &order[..believed], Some((offset, len)), owner_epoch)
@@ -124,10 +125,12 @@ impl BlockClient {
                 return Err(err);
             }
             probe.found.extend(more.found);
-            probe.found.sort_by(|a, b| b.1.cmp(&a.1));
+            probe.found.sort_by_key(|entry| std::cmp::Reverse(entry.1));
             probe.trimmed = probe.trimmed.max(more.trimmed);
             probe.deleted.extend(more.deleted);
-            probe.deleted.sort_by(|a, b| b.1.cmp(&a.1));
+            probe
+                .deleted
+                .sort_by_key(|entry| std::cmp::Reverse(entry.1));
             silent = probe.unreachable.clone();
             silent.extend(more.unreachable);
         }
@@ -430,7 +433,9 @@ impl BlockClient {
         let newest_remote = remote.found.first().map_or(0, |&(_, v)| v);
         probe.trimmed = probe.trimmed.max(newest_remote).max(remote.trimmed);
         probe.deleted.extend(remote.deleted);
-        probe.deleted.sort_by(|a, b| b.1.cmp(&a.1));
+        probe
+            .deleted
+            .sort_by_key(|entry| std::cmp::Reverse(entry.1));
         Ok(())
     }
 
@@ -603,7 +608,9 @@ impl BlockClient {
         }
         found.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
         probe.found = found.into_iter().map(|(_, n, v)| (n, v)).collect();
-        probe.deleted.sort_by(|a, b| b.1.cmp(&a.1));
+        probe
+            .deleted
+            .sort_by_key(|entry| std::cmp::Reverse(entry.1));
         probe
     }
 }

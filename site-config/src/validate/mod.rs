@@ -255,14 +255,41 @@ fn cluster_settings(
     };
 
     let secret = secret(ctx, rc, present, base_dir);
+    let mut ownership_lease = DEFAULT_OWNERSHIP_LEASE;
+    if let Some(text) = ctx.get("cluster.ownership_lease", &rc.ownership_lease) {
+        match parse_duration(text) {
+            Ok(d) if (MIN_OWNERSHIP_LEASE..=MAX_OWNERSHIP_LEASE).contains(&d) => {
+                ownership_lease = d;
+            }
+            Ok(_) => ctx.push(
+                "cluster.ownership_lease",
+                format!(
+                    "{text:?} is out of range (expected {}s to {}s: shorter leases run out \
+                     during a meta-kvs leader election; longer ones keep a lost site's files \
+                     unwritable that long)",
+                    MIN_OWNERSHIP_LEASE.as_secs(),
+                    MAX_OWNERSHIP_LEASE.as_secs()
+                ),
+            ),
+            Err(m) => ctx.push("cluster.ownership_lease", m),
+        }
+    }
     ClusterSettings {
         name,
         replication_factor,
         block_size,
         secret,
         meta_voters: Vec::new(),
+        ownership_lease,
     }
 }
+
+/// The default `cluster.ownership_lease`.
+const DEFAULT_OWNERSHIP_LEASE: Duration = Duration::from_secs(10);
+/// The shortest `cluster.ownership_lease` accepted.
+const MIN_OWNERSHIP_LEASE: Duration = Duration::from_secs(1);
+/// The longest `cluster.ownership_lease` accepted.
+const MAX_OWNERSHIP_LEASE: Duration = Duration::from_secs(600);
 
 /// `secret` or `secret_file`, exactly one, at least 16 bytes.
 fn secret(ctx: &mut Ctx<'_>, rc: &RawCluster, present: bool, base_dir: Option<&Path>) -> String {
