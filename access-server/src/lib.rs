@@ -12,6 +12,8 @@
 //! [`AccessServer`] is the access role of a node (NFS, MOUNT, portmapper).
 //! [`rpc`] owns the ONC RPC transport (record marking, call decoding,
 //! credentials, dispatch to programs) and the PORTMAP program.
+//!
+//! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
 #![warn(missing_docs)]
 
 pub mod data;

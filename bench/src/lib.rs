@@ -5,6 +5,8 @@
 //! (`127.<site>.0.<n>`, port 0, read back), and lets a test stop, kill and
 //! restart nodes, cut and heal links, set the emulated WAN, and tear it all
 //! down.
+//!
+//! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
 
 pub mod cluster;
 pub mod linearizability;

@@ -12,6 +12,8 @@
 //!   ownership handover.
 //! - [`replicator`]: [`Replicator`], the worker inside each core server that
 //!   ships queued writes to the other sites and trims the extra local copy.
+//!
+//! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
 
 #![warn(missing_docs)]
 

@@ -7,6 +7,8 @@
 //! (`geonfs.replication.BlockReplication`, [`replication`]) and runs the
 //! block manager's [`geonfs_block_manager::Replicator`] on the store's
 //! durable replication queue ([`store::queue`]).
+//!
+//! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
 
 #![warn(missing_docs)]
 

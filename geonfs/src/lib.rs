@@ -3,6 +3,8 @@
 //! [`node`] starts every role one configured node has (shared by the `geonfs`
 //! binary and the in-process test cluster); [`cli`] is the binary's commands;
 //! [`relocate`] moves a file's ownership to another site.
+//!
+//! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
 
 #![warn(missing_docs)]
 

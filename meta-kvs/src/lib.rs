@@ -13,6 +13,8 @@
 //! * [`client`]: [`MetaClient`], a leader-following client;
 //! * [`error`]: [`StoreError`] and [`MetaError`] (mapped to `tonic::Status`
 //!   in one place).
+//!
+//! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
 
 pub mod client;
 pub mod command;

@@ -15,8 +15,8 @@
 //!
 //! A WRITE that grows a file or changes its mtime must be durable when it is
 //! acknowledged (invariant 1), yet a cross-site Raft commit per WRITE would
-//! put the WAN on the write path (invariant 3, and DESIGN "Metadata": keep
-//! hot per-write state off the Raft path). So each file's size and mtime
+//! put the WAN on the write path (invariant 3: hot per-write state stays
+//! off the Raft path). So each file's size and mtime
 //! live in an **attribute record**: a 20-byte block
 //! `BlockId { file_id, index: ATTR_INDEX }` (`ATTR_INDEX = u64::MAX`; size
 //! u64 BE, mtime seconds u64 BE, nanoseconds u32 BE), written by every WRITE

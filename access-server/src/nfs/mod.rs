@@ -2,7 +2,7 @@
 //! served by the [`rpc`] layer.
 //!
 //! - [`handle`]: file handles, stable across access servers and restarts
-//!   (DESIGN invariant 6).
+//!   (invariant 6).
 //! - [`MountProgram`]: MOUNT v3 (100005) for the one configured export.
 //! - [`NfsProgram`]: NFS v3 (100003). Every procedure gets an RFC 1813
 //!   answer (LINK and MKNOD: `NFS3ERR_NOTSUPP`); READ, WRITE, COMMIT and

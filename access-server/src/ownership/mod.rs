@@ -1,6 +1,6 @@
 //! [`Ownership`]: which site writes each file, the handover when another
 //! site starts writing, and where a READ finds the newest bytes
-//! (DESIGN "Ownership", invariants 3, 4, 5 and 8).
+//! (docs/ARCHITECTURE.md "Ownership", invariants 3, 4, 5 and 8).
 //!
 //! # The owner record and epochs
 //!

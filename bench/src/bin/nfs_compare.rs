@@ -22,7 +22,7 @@
 //! `--cross-mib N` adds the cross-site check: nfs-cp of a random N MiB
 //! file into site a and, once geo replication drained, out of site b, with
 //! the md5 of both compared (reading at site b before the copies arrived
-//! is issue 6's read-after-write across sites).
+//! is invariant 4: read-after-write across sites).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

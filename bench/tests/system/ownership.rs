@@ -1,4 +1,4 @@
-//! File ownership across sites (issue 6), through the access servers of a
+//! File ownership across sites (docs/ARCHITECTURE.md "Ownership"), through the access servers of a
 //! 3-site cluster with `nfs3_client`: read-after-write at a non-owner with
 //! geo replication stalled and 50 ms RTT, writers taking turns at three
 //! sites with verifying readers everywhere, and the old owner cut off in

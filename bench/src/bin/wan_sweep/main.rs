@@ -1,4 +1,4 @@
-//! The WAN sweep (issue 6): what an NFS client sees of geonfs as the
+//! The WAN sweep (file ownership across sites): what an NFS client sees of geonfs as the
 //! inter-site round-trip time grows.
 //!
 //! For every RTT of `--rtts` (default 0, 18, 100 and 200 ms) a fresh
