@@ -57,6 +57,24 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Take over, for a surviving site, every file a lost site owns.
+    /// Refused while the lost site's access servers still renew their
+    /// ownership leases; safe to run again.
+    Failover {
+        /// The lost site.
+        site: String,
+        /// The site that takes the files over (default: the first other
+        /// site that takes writes).
+        #[arg(long)]
+        to: Option<String>,
+        /// The lost site is fenced by other means (powered off, cut off at
+        /// the network): do not wait for its leases to run out.
+        #[arg(long)]
+        site_is_fenced: bool,
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Move a file's ownership to another site ahead of a planned
     /// migration, bringing its data current there (with a progress bar).
     Relocate {
@@ -104,6 +122,12 @@ pub fn main(cli: Cli) -> ExitCode {
                 owner_lost,
                 config,
             } => relocate(&config, &path, &to, owner_lost).await?,
+            Command::Failover {
+                site,
+                to,
+                site_is_fenced,
+                config,
+            } => failover(&config, &site, to.as_deref(), site_is_fenced).await?,
             Command::Meta { command } => crate::meta_cli::run(command).await?,
         }
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
@@ -205,6 +229,49 @@ async fn relocate(
         done.caught_up_blocks,
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// `failover`: runs [`crate::failover::failover`] with a progress bar and
+/// prints what it did; an error when a file could not be taken over.
+async fn failover(
+    config_path: &std::path::Path,
+    lost: &str,
+    to: Option<&str>,
+    site_is_fenced: bool,
+) -> anyhow::Result<()> {
+    let config = ClusterConfig::load(config_path)?;
+    let network = Network::new(NetworkOptions::from_config(&config))?;
+    let started = Instant::now();
+    let (to, report) = crate::failover::failover(
+        &config,
+        network,
+        lost,
+        to,
+        site_is_fenced,
+        crate::failover::draw_progress,
+    )
+    .await?;
+    println!(
+        "site {lost} failed over to site {to}: {} of {} file(s) taken over, {} had moved \
+         or were removed, {} failed; waited {:.1} s for its leases; total {:.1} s. \
+         Writes site {lost} had not copied out are lost.",
+        report.taken_over,
+        report.files,
+        report.skipped,
+        report.failed.len(),
+        report.lease_wait.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    for (file_id, why) in report.failed.iter().take(20) {
+        println!("  file {file_id}: {why}");
+    }
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "{} file(s) not taken over: run the failover again",
+            report.failed.len()
+        );
+    }
     Ok(())
 }
 

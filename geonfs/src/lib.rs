@@ -2,7 +2,8 @@
 //!
 //! [`node`] starts every role one configured node has (shared by the `geonfs`
 //! binary and the in-process test cluster); [`cli`] is the binary's commands;
-//! [`relocate`] moves a file's ownership to another site.
+//! [`relocate`] moves a file's ownership to another site; [`failover`] takes
+//! every file of a lost site over.
 //!
 //! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
 
@@ -10,6 +11,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod failover;
 pub mod meta_cli;
 pub mod metrics_http;
 pub mod node;

@@ -79,7 +79,10 @@ pub async fn resolve(ns: &Namespace, export: &str, path: &str) -> anyhow::Result
 }
 
 /// The id of site `name` and an address in it to call from.
-fn site_and_address(config: &ClusterConfig, name: &str) -> anyhow::Result<(SiteId, IpAddr)> {
+pub(crate) fn site_and_address(
+    config: &ClusterConfig,
+    name: &str,
+) -> anyhow::Result<(SiteId, IpAddr)> {
     let index = config
         .sites
         .iter()

@@ -16,8 +16,21 @@ use super::record::{self, owner_key, Claim, OwnerRecord};
 use super::{lock, Ownership, OwnershipError, View, WAIT_FOR_CLAIM};
 use crate::data::clock;
 
+/// How a takeover treats the old owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Takeover {
+    /// A handover: the old owner's fence and listing are required.
+    Handover,
+    /// The old owner was declared lost: neither is required, and the file
+    /// is revoked at its access servers first.
+    OwnerLost,
+    /// Like [`Takeover::OwnerLost`], the revocation already done by the
+    /// caller (a failover revokes many files at once).
+    OwnerLostRevoked,
+}
+
 /// What one attempt of [`Ownership::acquire`] came to.
-enum Step {
+pub(super) enum Step {
     /// This site owns the file at this epoch.
     Owned(u64),
     /// The record changed under us: read it again.
@@ -25,7 +38,7 @@ enum Step {
 }
 
 /// What a conditional write of the record came to.
-enum Put {
+pub(super) enum Put {
     /// Applied at this meta-kvs version.
     Applied(u64),
     /// The record had changed.
@@ -119,7 +132,9 @@ impl Ownership {
                 // Another site owns it (or this one, fenced above its
                 // epoch by a claim that was resolved): claim it.
                 match self.put_claim(file_id, &view).await? {
-                    Some((view, claim)) => self.finish(file_id, view, claim, false).await,
+                    Some((view, claim)) => {
+                        self.finish(file_id, view, claim, Takeover::Handover).await
+                    }
                     None => Ok(Step::Retry),
                 }
             }
@@ -127,7 +142,7 @@ impl Ownership {
                 // Ours (this process or another access server of this
                 // site, perhaps before a restart): carry it on.
                 let claim = claim.clone();
-                self.finish(file_id, view, claim, false).await
+                self.finish(file_id, view, claim, Takeover::Handover).await
             }
             Some(claim) if self.is_stale(claim) => {
                 self.resolve(file_id, &view).await?;
@@ -159,7 +174,10 @@ impl Ownership {
                     Step::Owned(view.record.epoch)
                 }
                 Some(view) => match self.put_claim(file_id, &view).await? {
-                    Some((view, claim)) => self.finish(file_id, view, claim, true).await?,
+                    Some((view, claim)) => {
+                        self.finish(file_id, view, claim, Takeover::OwnerLost)
+                            .await?
+                    }
                     None => Step::Retry,
                 },
             };
@@ -179,7 +197,7 @@ impl Ownership {
     /// Records a claim by this site on `view`'s record (epoch: the
     /// highest handed out + 1); `None` when the record changed meanwhile
     /// or the outcome is unknown (the caller reads it again).
-    async fn put_claim(
+    pub(super) async fn put_claim(
         &self,
         file_id: u64,
         view: &View,
@@ -244,13 +262,14 @@ impl Ownership {
 
     /// Steps 2–4 of a handover whose claim (`claim`, in `view`) is
     /// recorded: fence, list, complete.
-    async fn finish(
+    pub(super) async fn finish(
         &self,
         file_id: u64,
         view: View,
         claim: Claim,
-        owner_lost: bool,
+        takeover: Takeover,
     ) -> Result<Step, OwnershipError> {
+        let owner_lost = takeover != Takeover::Handover;
         let started = Instant::now();
         let me = self.inner.site.clone();
         let record = &view.record;
@@ -279,7 +298,8 @@ impl Ownership {
         }
         // A core of the old owner that could not be fenced might still take
         // its writes: fence its access servers instead (`lease.rs`).
-        if record.site != me && (owner_lost || !old_report.all()) {
+        let revoked = takeover == Takeover::OwnerLostRevoked;
+        if record.site != me && !revoked && (owner_lost || !old_report.all()) {
             self.revoke_and_wait(&record.site, file_id, claim.epoch)
                 .await
                 .inspect_err(|_| self.inner.metrics.blocked.inc())?;

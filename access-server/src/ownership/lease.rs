@@ -105,17 +105,18 @@ impl LeaseTiming {
     }
 }
 
+/// One access server's lease record.
 #[derive(Clone, PartialEq, Message)]
-struct LeaseRecord {
+pub(super) struct LeaseRecord {
     /// The holder (access server node name).
     #[prost(string, tag = "1")]
-    node: String,
+    pub(super) node: String,
     /// The revocation generation the holder has installed.
     #[prost(uint64, tag = "2")]
-    acked: u64,
+    pub(super) acked: u64,
     /// The holder stopped and sends nothing more (graceful shutdown).
     #[prost(bool, tag = "3")]
-    released: bool,
+    pub(super) released: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -142,7 +143,7 @@ fn site_key(prefix: &[u8], site: &str) -> BytesMut {
 }
 
 /// `fs/l/<site>/`: the prefix of a site's lease records.
-fn lease_prefix(site: &str) -> Bytes {
+pub(super) fn lease_prefix(site: &str) -> Bytes {
     let mut key = site_key(LEASE, site);
     key.put_u8(b'/');
     key.freeze()
@@ -324,11 +325,20 @@ async fn read_revocations(
 }
 
 /// What [`Ownership::revoke`] does to the site's record.
-enum Change {
-    /// Raise `file`'s fence to `epoch`.
-    Raise { file_id: u64, epoch: u64 },
+enum Change<'a> {
+    /// Raise each file's fence to its epoch: `(file id, epoch)`.
+    Raise(&'a [(u64, u64)]),
     /// Drop `file`'s fence (the file was removed).
     Drop { file_id: u64 },
+}
+
+/// What a claimant has seen of a site's lease records (see the module
+/// documentation): key → (meta-kvs version, when first seen at it). Kept
+/// across the revocations of one takeover, so that a site whose leases ran
+/// out is waited for once.
+#[derive(Debug, Default)]
+pub struct LeaseWatch {
+    pub(super) seen: HashMap<Bytes, (u64, Instant)>,
 }
 
 impl Ownership {
@@ -341,16 +351,32 @@ impl Ownership {
         file_id: u64,
         epoch: u64,
     ) -> Result<(), OwnershipError> {
+        self.revoke_many_and_wait(site, &[(file_id, epoch)], &mut LeaseWatch::default())
+            .await
+    }
+
+    /// [`Ownership::revoke_and_wait`] for several `(file id, epoch)` at
+    /// once (one record update, one wait), with what `watch` has already
+    /// seen of the site's leases.
+    pub(super) async fn revoke_many_and_wait(
+        &self,
+        site: &str,
+        files: &[(u64, u64)],
+        watch: &mut LeaseWatch,
+    ) -> Result<(), OwnershipError> {
+        let Some(&(first, _)) = files.first() else {
+            return Ok(());
+        };
         let started = Instant::now();
-        let generation = self.revoke(site, Change::Raise { file_id, epoch }).await?;
+        let generation = self.revoke(site, first, Change::Raise(files)).await?;
         tracing::info!(
-            file_id,
             site,
-            epoch,
+            files = files.len(),
+            first,
             generation,
-            "revoking the file at the old owner's access servers"
+            "revoking files at the old owner's access servers"
         );
-        self.wait_revoked(site, file_id, generation).await?;
+        self.wait_revoked(site, first, generation, watch).await?;
         let metrics = &self.inner.metrics;
         metrics.revocations.inc();
         metrics
@@ -361,33 +387,52 @@ impl Ownership {
 
     /// Drops `file_id`'s fence from `site`'s record (the file is gone).
     pub(super) async fn drop_revocation(&self, site: &str, file_id: u64) {
-        if let Err(err) = self.revoke(site, Change::Drop { file_id }).await {
+        if let Err(err) = self.revoke(site, file_id, Change::Drop { file_id }).await {
             tracing::debug!(file_id, site, %err, "revocation of a removed file not dropped");
         }
     }
 
     /// Applies `change` to `site`'s revocation record (a conditional
-    /// update, retried while the record changes); the generation to wait
-    /// for.
-    async fn revoke(&self, site: &str, change: Change) -> Result<u64, OwnershipError> {
+    /// update, retried while the record changes; errors name `file_id`);
+    /// the generation to wait for.
+    async fn revoke(
+        &self,
+        site: &str,
+        file_id: u64,
+        change: Change<'_>,
+    ) -> Result<u64, OwnershipError> {
         let meta = &self.inner.meta;
-        let (file_id, raise_to) = match change {
-            Change::Raise { file_id, epoch } => (file_id, Some(epoch)),
-            Change::Drop { file_id } => (file_id, None),
-        };
         for attempt in 0..POST_ATTEMPTS {
             let (mut record, version) = read_revocations(meta, site, file_id).await?;
-            let current = record.fences.iter().position(|f| f.file_id == file_id);
-            match (raise_to, current) {
-                (Some(epoch), Some(at)) if record.fences[at].epoch >= epoch => {
-                    return Ok(record.generation);
+            let mut changed = false;
+            match change {
+                Change::Raise(files) => {
+                    for &(file, epoch) in files {
+                        match record.fences.iter_mut().find(|f| f.file_id == file) {
+                            Some(fence) if fence.epoch >= epoch => {}
+                            Some(fence) => {
+                                fence.epoch = epoch;
+                                changed = true;
+                            }
+                            None => {
+                                record.fences.push(RevokedFile {
+                                    file_id: file,
+                                    epoch,
+                                });
+                                changed = true;
+                            }
+                        }
+                    }
                 }
-                (Some(epoch), Some(at)) => record.fences[at].epoch = epoch,
-                (Some(epoch), None) => record.fences.push(RevokedFile { file_id, epoch }),
-                (None, Some(at)) => {
-                    record.fences.swap_remove(at);
+                Change::Drop { file_id } => {
+                    if let Some(at) = record.fences.iter().position(|f| f.file_id == file_id) {
+                        record.fences.swap_remove(at);
+                        changed = true;
+                    }
                 }
-                (None, None) => return Ok(record.generation),
+            }
+            if !changed {
+                return Ok(record.generation);
             }
             record.generation += 1;
             let request = super::handover::conditional_put(
@@ -410,17 +455,17 @@ impl Ownership {
     }
 
     /// Waits until every lease holder of `site` acknowledged `generation`,
-    /// released its lease, or let it run out.
+    /// released its lease, or let it run out (as `watch` saw it).
     async fn wait_revoked(
         &self,
         site: &str,
         file_id: u64,
         generation: u64,
+        watch: &mut LeaseWatch,
     ) -> Result<(), OwnershipError> {
         let timing = self.inner.lease;
         let deadline = Instant::now() + timing.longest_revocation();
-        // Lease key → (version, when this process first saw it).
-        let mut seen: HashMap<Bytes, (u64, Instant)> = HashMap::new();
+        let seen = &mut watch.seen;
         let prefix = lease_prefix(site);
         loop {
             let holders = self.scan_all(file_id, &prefix).await?;
@@ -460,8 +505,8 @@ impl Ownership {
         }
     }
 
-    /// Every entry under `prefix` (paged).
-    async fn scan_all(
+    /// Every entry under `prefix` (paged; errors name `file_id`).
+    pub(super) async fn scan_all(
         &self,
         file_id: u64,
         prefix: &Bytes,

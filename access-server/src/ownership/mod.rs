@@ -105,6 +105,7 @@
 //! the handover and the catch-up ahead of a planned migration.
 
 mod catchup;
+mod failover;
 mod handover;
 pub mod lease;
 pub mod metrics;
@@ -122,6 +123,7 @@ use geonfs_rpc::Network;
 use geonfs_site_config::ClusterConfig;
 
 pub use catchup::CatchUpProgress;
+pub use failover::{FailoverProgress, FailoverReport};
 pub use lease::{LeaseKeeper, LeaseTiming};
 pub use metrics::OwnershipMetrics;
 pub use record::{Claim, OwnerRecord};
@@ -180,6 +182,18 @@ pub enum OwnershipError {
     Removed {
         /// The file.
         file_id: u64,
+    },
+    /// A site asked to be failed over is alive: one of its access servers
+    /// renewed its lease.
+    #[error(
+        "site {site} is not lost: its access server {node} renewed its ownership lease; \
+             fail over only a site that is down or cut off from the metadata majority"
+    )]
+    SiteAlive {
+        /// The site.
+        site: String,
+        /// The access server that renewed.
+        node: String,
     },
     /// This access server's ownership lease could not be renewed.
     #[error("ownership lease not renewed: {0}")]

@@ -12,6 +12,18 @@ use prost::Message;
 /// The prefix of owner-record keys (inside the namespace's `fs/` space).
 const OWNER: &[u8] = b"fs/o/";
 
+/// The prefix of every owner record's key.
+pub fn owner_prefix() -> Bytes {
+    Bytes::from_static(OWNER)
+}
+
+/// The file id of an owner record's key (`None`: not such a key).
+pub fn file_of_key(key: &[u8]) -> Option<u64> {
+    key.strip_prefix(OWNER)
+        .and_then(|id| <[u8; 8]>::try_from(id).ok())
+        .map(u64::from_be_bytes)
+}
+
 /// The meta-kvs key of `file_id`'s owner record.
 pub fn owner_key(file_id: u64) -> Bytes {
     let mut key = BytesMut::with_capacity(OWNER.len() + 8);
@@ -153,5 +165,8 @@ mod tests {
         assert!(decode(&encode(&OwnerRecord::owned("a", 0))).is_err());
         assert!(decode(b"\xff\xff").is_err());
         assert_eq!(&owner_key(1)[..], b"fs/o/\0\0\0\0\0\0\0\x01");
+        assert_eq!(file_of_key(&owner_key(77)), Some(77));
+        assert_eq!(file_of_key(b"fs/o/short"), None);
+        assert!(owner_key(5).starts_with(&owner_prefix()));
     }
 }

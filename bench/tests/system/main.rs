@@ -5,6 +5,7 @@ mod block_support;
 mod blocks;
 mod cluster;
 mod core;
+mod failover;
 mod fence;
 mod file_data;
 mod lease;

@@ -1,0 +1,113 @@
+//! `geonfs failover`: every file of a lost site taken over in one run
+//! (`access-server/src/ownership/failover.rs`), refused for a site that is
+//! alive, and safe to run again.
+
+use std::time::Duration;
+
+use geonfs_bench::cluster::TestCluster;
+use geonfs_bench::replication::{core_registries, wait_drained};
+use geonfs_bench::report::Rng;
+use nfs3_client::nfs3_types::nfs3::*;
+
+use crate::nfs_data::write;
+use crate::ownership::{file_id, owner_record, read, small_blocks_with};
+use crate::support::init_logging;
+
+/// How many files the lost site owns.
+const FILES: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_site_fails_over_in_one_command_and_its_files_are_writable_elsewhere() {
+    init_logging();
+    let builder = TestCluster::builder().ownership_lease(Duration::from_secs(1));
+    let (mut cluster, mut sites) = small_blocks_with(builder, true, &["a", "b", "c"]).await;
+    let mut rng = Rng::new(0x6661_696c);
+    let mut files = Vec::new();
+    for i in 0..FILES {
+        let fh = sites.create("a", &format!("vm-{i}.img")).await;
+        let data = rng.bytes(3000 + 7 * i);
+        write(sites.at("a"), &fh, 0, &data, stable_how::FILE_SYNC).await;
+        files.push((fh, data));
+    }
+    let registries = core_registries(&cluster).unwrap();
+    assert!(
+        wait_drained(&registries, Duration::from_secs(120))
+            .await
+            .is_some(),
+        "replication drained"
+    );
+
+    // A site that is alive is not failed over.
+    let alive = geonfs::failover::failover(
+        cluster.config(),
+        cluster.network().clone(),
+        "b",
+        Some("c"),
+        false,
+        |_| {},
+    )
+    .await;
+    let refusal = alive.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    assert!(
+        refusal.contains("site b is not lost"),
+        "failover of a live site: {refusal:?}"
+    );
+
+    // Site a is lost: every node of it stops.
+    for name in ["a-access-1", "a-core-1", "a-core-2", "a-core-3", "a-meta-1"] {
+        cluster
+            .kill_node(name)
+            .await
+            .unwrap_or_else(|e| panic!("kill {name}: {e}"));
+    }
+    let mut updates = Vec::new();
+    let (to, report) = geonfs::failover::failover(
+        cluster.config(),
+        cluster.network().clone(),
+        "a",
+        Some("b"),
+        false,
+        |p| updates.push(p),
+    )
+    .await
+    .unwrap();
+    assert_eq!(to, "b");
+    assert_eq!(report.files, FILES as u64, "{report:?}");
+    assert_eq!(report.taken_over, FILES as u64, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(updates.last().is_some_and(|p| p.done == FILES as u64));
+    assert!(updates.windows(2).all(|w| w[0].done <= w[1].done));
+
+    // Every file is b's, readable at b and c, and writable at both.
+    for (i, (fh, data)) in files.iter_mut().enumerate() {
+        let (owner, _) = owner_record(&cluster, file_id(fh)).await.unwrap();
+        assert_eq!(owner.site, "b", "file {i}");
+        assert!(owner.claim.is_none(), "file {i}");
+        for site in ["b", "c"] {
+            let got = read(sites.at(site), fh, 0, data.len() as u64).await;
+            assert!(got == *data, "file {i} at site {site}");
+        }
+        if i % 20 == 0 {
+            for site in ["b", "c"] {
+                let more = rng.bytes(1000);
+                write(sites.at(site), fh, 500, &more, stable_how::FILE_SYNC).await;
+                data[500..1500].copy_from_slice(&more);
+                let got = read(sites.at(site), fh, 0, data.len() as u64).await;
+                assert!(got == *data, "file {i} written at site {site}");
+            }
+        }
+    }
+
+    // Again: nothing is left to take over.
+    let (_, again) = geonfs::failover::failover(
+        cluster.config(),
+        cluster.network().clone(),
+        "a",
+        None,
+        false,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.files, 0, "{again:?}");
+}
