@@ -406,6 +406,7 @@ impl Ownership {
         let file_id = block.file_id;
         let deadline = Instant::now() + WAIT_FOR_CLAIM;
         let mut refreshes = 0;
+        let mut reloaded = false;
         loop {
             let view = match self.view(file_id).await? {
                 Some(view) => view,
@@ -414,6 +415,21 @@ impl Ownership {
                 None => return Ok(self.local().read(block, offset, len).await?),
             };
             match self.read_with(&view, block, offset, len).await {
+                // The cached owner did not serve the read (out of reach):
+                // the file may have moved without this process hearing of
+                // it (a failover or `relocate` run elsewhere). Read the
+                // record again, once; retry if it changed.
+                Err(OwnershipError::Block(err)) if !err.is_fenced() && !reloaded => {
+                    reloaded = true;
+                    let fresh = self.load(file_id).await?;
+                    if fresh.as_ref().map(|v| v.meta_version) == Some(view.meta_version) {
+                        return Err(OwnershipError::Block(err));
+                    }
+                    tracing::debug!(
+                        file_id,
+                        "owner record changed after a failed read; retrying"
+                    );
+                }
                 Err(OwnershipError::Block(err)) if err.is_fenced() => {
                     refreshes += 1;
                     self.inner.metrics.fenced.inc();

@@ -53,6 +53,15 @@ async fn a_lost_site_fails_over_in_one_command_and_its_files_are_writable_elsewh
         "failover of a live site: {refusal:?}"
     );
 
+    // b and c read a few files while a owns them (their access servers
+    // cache a as the owner; the failover runs in another process).
+    for (fh, data) in files.iter().step_by(50) {
+        for site in ["b", "c"] {
+            let got = read(sites.at(site), fh, 0, data.len() as u64).await;
+            assert!(got == *data, "read at {site} while a owns the file");
+        }
+    }
+
     // Site a is lost: every node of it stops.
     for name in ["a-access-1", "a-core-1", "a-core-2", "a-core-3", "a-meta-1"] {
         cluster
