@@ -282,9 +282,8 @@ impl AccessServer {
     }
 
     /// Stops serving: no new connections, calls in flight finish (for at
-    /// most [`STOP_DEADLINE`]).
-    /// Its lease is released once no call is left: a site taking its files
-    /// over need not wait for the lease to run out.
+    /// most [`STOP_DEADLINE`]). Its ownership lease is then released: a
+    /// site taking its files over need not wait for the lease to run out.
     pub async fn stop(self) -> Result<(), AccessError> {
         self.init.abort();
         if let Some(portmapper) = self.portmapper {

@@ -243,7 +243,7 @@ impl BlockClient {
     }
 
     /// [`BlockClient::new`] whose requests carrying an epoch must pass
-    /// `gate` (an access server's clients share one).
+    /// `gate` (an access server's client of its own site).
     pub fn gated(
         network: Network,
         config: &ClusterConfig,

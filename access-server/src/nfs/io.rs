@@ -15,6 +15,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use geonfs_block_manager::BlockError;
 use nfs3_types::nfs3::{
     nfsstat3, stable_how, writeverf3, COMMIT3args, COMMIT3resok, READ3args, READ3resok, WRITE3args,
     WRITE3resok,
@@ -31,7 +32,6 @@ use crate::namespace::{FileKind, Inode, Timestamp};
 /// The NFS status of a file-data failure (logged here, once).
 pub(crate) fn data_status(file_id: u64, err: &DataError) -> nfsstat3 {
     tracing::warn!(file_id, %err, "file data operation failed");
-    use geonfs_block_manager::BlockError;
     match err.block_error() {
         Some(BlockError::Invalid(_)) => return nfsstat3::NFS3ERR_INVAL,
         // No complete copy to build a partial write on could be reached

@@ -143,6 +143,10 @@ const WAIT_FOR_CLAIM: Duration = Duration::from_secs(15);
 /// first (which saves WAN bandwidth on large reads of replicated data).
 const DIRECT_READ_MAX: u32 = 64 * 1024;
 
+/// How long a read that failed through the cached owner waits for the
+/// owner record to be read again.
+const RELOAD_WAIT: Duration = Duration::from_secs(2);
+
 /// How many times a read or write re-reads the record after being fenced.
 const REFRESH_ATTEMPTS: u32 = 8;
 
@@ -419,10 +423,22 @@ impl Ownership {
                 // the file may have moved without this process hearing of
                 // it (a failover or `relocate` run elsewhere). Read the
                 // record again, once; retry if it changed.
-                Err(OwnershipError::Block(err)) if !err.is_fenced() && !reloaded => {
+                Err(OwnershipError::Block(err))
+                    if !reloaded
+                        && !err.is_fenced()
+                        && !matches!(err, BlockError::LeaseExpired { .. }) =>
+                {
                     reloaded = true;
-                    let fresh = self.load(file_id).await?;
-                    if fresh.as_ref().map(|v| v.meta_version) == Some(view.meta_version) {
+                    let fresh = tokio::time::timeout(RELOAD_WAIT, self.load(file_id)).await;
+                    let moved = match fresh {
+                        Ok(Ok(fresh)) => {
+                            fresh.as_ref().map(|v| v.meta_version) != Some(view.meta_version)
+                        }
+                        // meta-kvs out of reach too: the read's own error
+                        // says more.
+                        Ok(Err(_)) | Err(_) => false,
+                    };
+                    if !moved {
                         return Err(OwnershipError::Block(err));
                     }
                     tracing::debug!(
