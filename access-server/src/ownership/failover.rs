@@ -11,7 +11,8 @@
 //!    taken over in chunks: a claim per file, one revocation of the whole
 //!    chunk at the lost site (so an access server of it that comes back
 //!    never sends the old epochs again; the wait is over at once, the
-//!    leases having run out), then per file the fence, the listing of the
+//!    leases having run out; for a site said to be fenced it is recorded
+//!    and not waited for), then per file the fence, the listing of the
 //!    surviving sites and the completion, a few files at a time.
 //!
 //! What the lost site had not copied out is lost, as with
@@ -172,10 +173,10 @@ impl Ownership {
                 }
             }
             let revoked: Vec<(u64, u64)> = claimed.iter().map(|(f, _, c)| (*f, c.epoch)).collect();
-            if !site_is_fenced {
-                self.revoke_many_and_wait(lost, &revoked, &mut watch)
-                    .await?;
-            }
+            // Recorded even for a site said to be fenced: if it comes back,
+            // its access servers install it before they write again.
+            let wait = (!site_is_fenced).then_some(&mut watch);
+            self.revoke_many_and_wait(lost, &revoked, wait).await?;
             let mut finishing = stream::iter(claimed)
                 .map(|(file_id, view, claim)| async move {
                     let done = self

@@ -351,18 +351,21 @@ impl Ownership {
         file_id: u64,
         epoch: u64,
     ) -> Result<(), OwnershipError> {
-        self.revoke_many_and_wait(site, &[(file_id, epoch)], &mut LeaseWatch::default())
+        let mut watch = LeaseWatch::default();
+        self.revoke_many_and_wait(site, &[(file_id, epoch)], Some(&mut watch))
             .await
     }
 
     /// [`Ownership::revoke_and_wait`] for several `(file id, epoch)` at
     /// once (one record update, one wait), with what `watch` has already
-    /// seen of the site's leases.
+    /// seen of the site's leases; `None`: the revocation is recorded but
+    /// not waited for (the operator says the site is fenced: its access
+    /// servers install it before their next lease, if they ever come back).
     pub(super) async fn revoke_many_and_wait(
         &self,
         site: &str,
         files: &[(u64, u64)],
-        watch: &mut LeaseWatch,
+        watch: Option<&mut LeaseWatch>,
     ) -> Result<(), OwnershipError> {
         let Some(&(first, _)) = files.first() else {
             return Ok(());
@@ -376,6 +379,9 @@ impl Ownership {
             generation,
             "revoking files at the old owner's access servers"
         );
+        let Some(watch) = watch else {
+            return Ok(());
+        };
         self.wait_revoked(site, first, generation, watch).await?;
         let metrics = &self.inner.metrics;
         metrics.revocations.inc();
