@@ -165,6 +165,19 @@ pub struct TestCluster {
     options: NodeOptions,
 }
 
+/// How long [`TestCluster::restart_node`] waits for a killed node's
+/// addresses to be free again.
+const RESTART_BIND_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether `err` comes from an address still in use.
+fn address_in_use(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}
+
 /// The name of site `index` (0 → `a`).
 pub fn site_name(index: u8) -> String {
     char::from(b'a' + index).to_string()
@@ -433,14 +446,26 @@ impl TestCluster {
         if self.is_running(name) {
             bail!("node {name} is running");
         }
-        let running = RunningNode::bind_and_start(
-            self.config.clone(),
-            name,
-            self.network.clone(),
-            self.options.clone(),
-        )
-        .await
-        .with_context(|| format!("restarting {name}"))?;
+        // A node killed in this process closes its listening sockets when
+        // its tasks next run, not at once: a restart on the same port polls
+        // (for at most RESTART_BIND_WAIT) while the address is still taken.
+        let deadline = std::time::Instant::now() + RESTART_BIND_WAIT;
+        let running = loop {
+            let started = RunningNode::bind_and_start(
+                self.config.clone(),
+                name,
+                self.network.clone(),
+                self.options.clone(),
+            )
+            .await
+            .with_context(|| format!("restarting {name}"));
+            match started {
+                Err(err) if address_in_use(&err) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => break other?,
+            }
+        };
         self.nodes.insert(name.to_string(), Some(running));
         Ok(())
     }
@@ -591,5 +616,21 @@ impl TestCluster {
             Some(err) => Err(err),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_in_use_is_told_apart_through_the_context() {
+        let taken = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let err = anyhow::Error::new(taken).context("restarting a-access-1");
+        assert!(address_in_use(&err));
+        let refused = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let err = anyhow::Error::new(refused).context("restarting a-access-1");
+        assert!(!address_in_use(&err));
+        assert!(!address_in_use(&anyhow::anyhow!("Address already in use")));
     }
 }
