@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 
 use super::handover::{Step, Takeover};
-use super::lease::{lease_prefix, LeaseRecord, LeaseWatch};
+use super::lease::{HolderState, LeaseWatch};
 use super::record::{self, Claim};
 use super::{Ownership, OwnershipError, View};
-use prost::Message;
 
 /// Files claimed, revoked and taken over together.
 const CHUNK: usize = 64;
@@ -84,37 +83,18 @@ impl Ownership {
     /// record released, or unchanged for the expiry wait. Fails as soon as
     /// one is renewed (the site is alive).
     async fn wait_silent(&self, site: &str, watch: &mut LeaseWatch) -> Result<(), OwnershipError> {
-        let timing = self.inner.lease;
-        let prefix = lease_prefix(site);
         loop {
-            let holders = self.scan_all(0, &prefix).await?;
-            let now = Instant::now();
-            let mut waiting = false;
-            for kv in holders {
-                let lease =
-                    LeaseRecord::decode(&kv.value[..]).map_err(|err| OwnershipError::Corrupt {
-                        file_id: 0,
-                        detail: format!("lease record {:?}: {err}", kv.key),
-                    })?;
-                if lease.released {
-                    continue;
-                }
-                let first = *watch
-                    .seen
-                    .entry(kv.key.clone())
-                    .or_insert((kv.version, now));
-                if first.0 != kv.version {
-                    return Err(OwnershipError::SiteAlive {
-                        site: site.to_string(),
-                        node: lease.node,
-                    });
-                }
-                waiting |= now.duration_since(first.1) < timing.expiry_wait();
+            let holders = self.look_at_leases(site, 0, watch).await?;
+            if let Some(alive) = holders.iter().find(|h| h.state == HolderState::Renewed) {
+                return Err(OwnershipError::SiteAlive {
+                    site: site.to_string(),
+                    node: alive.node.clone(),
+                });
             }
-            if !waiting {
+            if holders.iter().all(|h| h.state == HolderState::Gone) {
                 return Ok(());
             }
-            tokio::time::sleep((timing.renew_every() / 2).max(Duration::from_millis(10))).await;
+            tokio::time::sleep(self.inner.lease.poll_every()).await;
         }
     }
 

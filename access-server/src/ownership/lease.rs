@@ -97,6 +97,11 @@ impl LeaseTiming {
         self.duration + self.margin()
     }
 
+    /// How often an observer looks at a site's lease records.
+    pub fn poll_every(&self) -> Duration {
+        (self.renew_every() / 2).max(Duration::from_millis(10))
+    }
+
     /// The longest a claimant waits for a revocation: the expiry wait,
     /// plus a few renewals for a holder that renewed just before the
     /// revocation and acknowledges it at its next renewal.
@@ -107,16 +112,16 @@ impl LeaseTiming {
 
 /// One access server's lease record.
 #[derive(Clone, PartialEq, Message)]
-pub(super) struct LeaseRecord {
+struct LeaseRecord {
     /// The holder (access server node name).
     #[prost(string, tag = "1")]
-    pub(super) node: String,
+    node: String,
     /// The revocation generation the holder has installed.
     #[prost(uint64, tag = "2")]
-    pub(super) acked: u64,
+    acked: u64,
     /// The holder stopped and sends nothing more (graceful shutdown).
     #[prost(bool, tag = "3")]
-    pub(super) released: bool,
+    released: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -143,7 +148,7 @@ fn site_key(prefix: &[u8], site: &str) -> BytesMut {
 }
 
 /// `fs/l/<site>/`: the prefix of a site's lease records.
-pub(super) fn lease_prefix(site: &str) -> Bytes {
+fn lease_prefix(site: &str) -> Bytes {
     let mut key = site_key(LEASE, site);
     key.put_u8(b'/');
     key.freeze()
@@ -332,13 +337,36 @@ enum Change<'a> {
     Drop { file_id: u64 },
 }
 
+/// One lease holder of a site, as a claimant sees it
+/// ([`Ownership::look_at_leases`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Holder {
+    /// The access server.
+    pub(super) node: String,
+    /// The revocation generation it acknowledged.
+    pub(super) acked: u64,
+    /// Whether its lease may still be valid.
+    pub(super) state: HolderState,
+}
+
+/// Whether a holder's lease may still be valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum HolderState {
+    /// Released, or unchanged for the expiry wait: it has run out.
+    Gone,
+    /// Renewed since the previous look (its wait starts again).
+    Renewed,
+    /// Unchanged, not yet for the expiry wait.
+    Holding,
+}
+
 /// What a claimant has seen of a site's lease records (see the module
 /// documentation): key → (meta-kvs version, when first seen at it). Kept
 /// across the revocations of one takeover, so that a site whose leases ran
 /// out is waited for once.
 #[derive(Debug, Default)]
 pub struct LeaseWatch {
-    pub(super) seen: HashMap<Bytes, (u64, Instant)>,
+    seen: HashMap<Bytes, (u64, Instant)>,
 }
 
 impl Ownership {
@@ -471,33 +499,18 @@ impl Ownership {
     ) -> Result<(), OwnershipError> {
         let timing = self.inner.lease;
         let deadline = Instant::now() + timing.longest_revocation();
-        let seen = &mut watch.seen;
-        let prefix = lease_prefix(site);
         loop {
-            let holders = self.scan_all(file_id, &prefix).await?;
-            let now = Instant::now();
-            let mut waiting = Vec::new();
-            for kv in holders {
-                let record =
-                    LeaseRecord::decode(&kv.value[..]).map_err(|err| OwnershipError::Corrupt {
-                        file_id,
-                        detail: format!("lease record {:?}: {err}", kv.key),
-                    })?;
-                if record.released || record.acked >= generation {
-                    continue;
-                }
-                let first = seen.entry(kv.key.clone()).or_insert((kv.version, now));
-                if first.0 != kv.version {
-                    *first = (kv.version, now);
-                }
-                if now.duration_since(first.1) < timing.expiry_wait() {
-                    waiting.push(record.node);
-                }
-            }
+            let waiting: Vec<String> = self
+                .look_at_leases(site, file_id, watch)
+                .await?
+                .into_iter()
+                .filter(|h| h.state != HolderState::Gone && h.acked < generation)
+                .map(|h| h.node)
+                .collect();
             if waiting.is_empty() {
                 return Ok(());
             }
-            if now >= deadline {
+            if Instant::now() >= deadline {
                 return Err(OwnershipError::Blocked {
                     file_id,
                     reason: format!(
@@ -507,8 +520,50 @@ impl Ownership {
                     ),
                 });
             }
-            tokio::time::sleep((timing.renew_every() / 2).max(Duration::from_millis(10))).await;
+            tokio::time::sleep(timing.poll_every()).await;
         }
+    }
+
+    /// The lease holders of `site` as `watch` sees them now: one scan of
+    /// their records, each compared with its first sighting at its
+    /// version (remembered in `watch`; errors name `file_id`).
+    pub(super) async fn look_at_leases(
+        &self,
+        site: &str,
+        file_id: u64,
+        watch: &mut LeaseWatch,
+    ) -> Result<Vec<Holder>, OwnershipError> {
+        let expiry = self.inner.lease.expiry_wait();
+        let records = self.scan_all(file_id, &lease_prefix(site)).await?;
+        let now = Instant::now();
+        let mut holders = Vec::with_capacity(records.len());
+        for kv in records {
+            let record =
+                LeaseRecord::decode(&kv.value[..]).map_err(|err| OwnershipError::Corrupt {
+                    file_id,
+                    detail: format!("lease record {:?}: {err}", kv.key),
+                })?;
+            let first = watch
+                .seen
+                .entry(kv.key.clone())
+                .or_insert((kv.version, now));
+            let state = if record.released {
+                HolderState::Gone
+            } else if first.0 != kv.version {
+                *first = (kv.version, now);
+                HolderState::Renewed
+            } else if now.duration_since(first.1) >= expiry {
+                HolderState::Gone
+            } else {
+                HolderState::Holding
+            };
+            holders.push(Holder {
+                node: record.node,
+                acked: record.acked,
+                state,
+            });
+        }
+        Ok(holders)
     }
 
     /// Every entry under `prefix` (paged; errors name `file_id`).
