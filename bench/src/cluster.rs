@@ -564,6 +564,15 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Skews the wall clock of site `site`'s access servers (their block
+    /// versions) by `micros`; negative is behind.
+    pub fn set_clock_skew(&self, site: &str, micros: i64) -> anyhow::Result<()> {
+        self.network
+            .faults()
+            .set_clock_skew(self.site(site)?, micros);
+        Ok(())
+    }
+
     /// Removes every fault.
     pub fn heal_all(&self) {
         self.network.faults().heal_all();

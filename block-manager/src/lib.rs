@@ -30,6 +30,6 @@ pub use metrics::BlockMetrics;
 pub use placement::{Placement, PlacementError};
 pub use replicator::{JobQueue, ReplicationJob, Replicator, ReplicatorMetrics, ReplicatorOptions};
 pub use writer::{
-    BlockClient, BlockRead, CopyAck, FenceReport, FileListing, FlushAck, GatePass, SendGate,
-    WriteAck,
+    BlockClient, BlockRead, CopyAck, FenceOrder, FenceReport, FileListing, FlushAck, GatePass,
+    SendGate, WriteAck,
 };

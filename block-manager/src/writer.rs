@@ -86,7 +86,7 @@ mod read;
 use pair::{PairError, PairWrite};
 
 pub use gate::{GatePass, SendGate};
-pub use owner::{FenceReport, FileListing};
+pub use owner::{FenceOrder, FenceReport, FileListing};
 
 /// How long a core stays suspect after a failed call.
 pub const DEFAULT_SUSPECT_TTL: Duration = Duration::from_secs(5);

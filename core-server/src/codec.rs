@@ -15,7 +15,9 @@ const MARKER_TAG: u8 = b't';
 /// Bytes of a chunk value's checksum header.
 pub const CRC_LEN: usize = 4;
 /// Bytes of an encoded [`BlockMeta`].
-const META_LEN: usize = 24;
+const META_LEN: usize = 32;
+/// Bytes of a [`BlockMeta`] written before copies carried their epoch.
+const META_LEN_NO_EPOCH: usize = 24;
 
 /// `c | file_id BE | index BE | chunk BE`.
 pub fn chunk_key(block: BlockId, chunk: u32) -> [u8; 21] {
@@ -156,27 +158,38 @@ pub struct BlockMeta {
     /// Sum of the stored chunk lengths (what the block counts against the
     /// capacity), kept here so that opening and deleting need not read chunks.
     pub stored: u64,
+    /// The ownership epoch the copy was written under: the highest epoch
+    /// of the checked writes that made it, or the epoch its replica put
+    /// carried (0: unchecked). See [`crate::store::fence`].
+    pub epoch: u64,
 }
 
 impl BlockMeta {
-    /// `version BE | length BE | stored BE`.
+    /// `version BE | length BE | stored BE | epoch BE`.
     pub fn encode(&self) -> [u8; META_LEN] {
         let mut out = [0u8; META_LEN];
         out[0..8].copy_from_slice(&self.version.to_be_bytes());
         out[8..16].copy_from_slice(&self.length.to_be_bytes());
         out[16..24].copy_from_slice(&self.stored.to_be_bytes());
+        out[24..32].copy_from_slice(&self.epoch.to_be_bytes());
         out
     }
 
-    /// Decodes a value written by [`BlockMeta::encode`]; `None` if malformed.
+    /// Decodes a value written by [`BlockMeta::encode`] (or by a store
+    /// without copy epochs: epoch 0); `None` if malformed.
     pub fn decode(value: &[u8]) -> Option<Self> {
-        if value.len() != META_LEN {
+        if value.len() != META_LEN && value.len() != META_LEN_NO_EPOCH {
             return None;
         }
+        let epoch = match value.get(24..32) {
+            Some(bytes) => u64::from_be_bytes(bytes.try_into().ok()?),
+            None => 0,
+        };
         Some(BlockMeta {
             version: u64::from_be_bytes(value[0..8].try_into().ok()?),
             length: u64::from_be_bytes(value[8..16].try_into().ok()?),
             stored: u64::from_be_bytes(value[16..24].try_into().ok()?),
+            epoch,
         })
     }
 }
@@ -229,8 +242,11 @@ mod tests {
             version: 3,
             length: 4096,
             stored: 65536,
+            epoch: 9,
         };
         assert_eq!(BlockMeta::decode(&meta.encode()), Some(meta));
+        let without_epoch = BlockMeta { epoch: 0, ..meta };
+        assert_eq!(BlockMeta::decode(&meta.encode()[..24]), Some(without_epoch));
         assert_eq!(BlockMeta::decode(&[1, 2, 3]), None);
         let mut buf = vec![0u8; CRC_LEN];
         buf.extend_from_slice(b"hello");

@@ -33,6 +33,8 @@ fn replica(data: &[u8], version: u64) -> ReplicaOffer {
         data: Bytes::copy_from_slice(data),
         repair: false,
         job: None,
+        epoch: 0,
+        lost_below: 0,
     }
 }
 

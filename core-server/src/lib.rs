@@ -26,6 +26,8 @@ mod copy_state_tests;
 #[cfg(test)]
 mod fence_tests;
 #[cfg(test)]
+mod quarantine_tests;
+#[cfg(test)]
 mod queue_tests;
 #[cfg(test)]
 mod store_tests;

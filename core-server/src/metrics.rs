@@ -26,6 +26,13 @@ pub struct CoreMetrics {
     /// Reads, writes and deletes refused because the caller's ownership
     /// epoch is older than the file's fence.
     pub fenced_requests: IntCounter,
+    /// Copies set aside: written under an owner declared lost and never
+    /// copied out (see `store::fence`).
+    pub set_aside: IntCounter,
+    /// Copies in the quarantine now.
+    pub quarantined_blocks: IntGauge,
+    /// Bytes of the copies in the quarantine now.
+    pub quarantined_bytes: IntGauge,
     /// Bytes stored (sum of stored chunk lengths).
     pub used_bytes: IntGauge,
     /// Configured capacity in bytes.
@@ -69,6 +76,18 @@ impl CoreMetrics {
                 "geonfs_core_fenced_requests_total",
                 "reads, writes and deletes refused: the caller's ownership epoch is older than the file's fence",
             ),
+            set_aside: c(
+                "geonfs_core_set_aside_total",
+                "copies set aside into the quarantine: written under an owner declared lost, never copied out",
+            ),
+            quarantined_blocks: g(
+                "geonfs_core_quarantined_blocks",
+                "copies in the quarantine (geonfs quarantine list)",
+            ),
+            quarantined_bytes: g(
+                "geonfs_core_quarantined_bytes",
+                "bytes of the copies in the quarantine",
+            ),
             used_bytes: g("geonfs_core_used_bytes", "bytes stored in blocks"),
             capacity_bytes: g(
                 "geonfs_core_capacity_bytes",
@@ -94,6 +113,9 @@ impl CoreMetrics {
         registry.register(Box::new(self.checksum_failures.clone()))?;
         registry.register(Box::new(self.repairs.clone()))?;
         registry.register(Box::new(self.fenced_requests.clone()))?;
+        registry.register(Box::new(self.set_aside.clone()))?;
+        registry.register(Box::new(self.quarantined_blocks.clone()))?;
+        registry.register(Box::new(self.quarantined_bytes.clone()))?;
         registry.register(Box::new(self.used_bytes.clone()))?;
         registry.register(Box::new(self.capacity_bytes.clone()))?;
         Ok(())

@@ -19,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use geonfs_block_manager::replicator::LocalCopy;
 use geonfs_block_manager::{BlockError, JobQueue, ReplicationJob};
 use geonfs_proto::domain::{BlockId, BlockRange, BlockRead};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
@@ -58,6 +59,13 @@ pub enum PutOutcome {
     /// A repair put: the block held that version but a chunk failed its
     /// checksum, so the copy was replaced by the offered one.
     Repaired,
+    /// Refused: the copy is from an epoch before a takeover from a lost
+    /// owner (`lost_below`), which never saw it (see `store::fence`). The
+    /// sender sets its copy aside.
+    Superseded {
+        /// This core's `lost_below` for the file.
+        lost_below: u64,
+    },
 }
 
 /// A whole-block replica offered to [`BlockStore::put_replica`].
@@ -73,9 +81,16 @@ pub struct ReplicaOffer {
     pub repair: bool,
     /// A replication job to record with the copy (kept if one exists).
     pub job: Option<JobSpec>,
+    /// The ownership epoch the copy was written under, as its sender ships
+    /// it (`FileFence::shipped_epoch`); 0 = not checked (tools, tests).
+    pub epoch: u64,
+    /// The sender's `lost_below` for the file: a higher one than this
+    /// core's is learned first (see `store::fence`).
+    pub lost_below: u64,
 }
 
-fn job_key(block: BlockId) -> [u8; 17] {
+/// `q | file_id BE | index BE`.
+pub(super) fn job_key(block: BlockId) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[0] = QUEUE_TAG;
     key[1..9].copy_from_slice(&block.file_id.to_be_bytes());
@@ -83,7 +98,8 @@ fn job_key(block: BlockId) -> [u8; 17] {
     key
 }
 
-fn block_of_job_key(key: &[u8]) -> Option<BlockId> {
+/// The block of a job key, `None` if `key` is not one.
+pub(super) fn block_of_job_key(key: &[u8]) -> Option<BlockId> {
     if key.len() != 17 || key[0] != QUEUE_TAG {
         return None;
     }
@@ -178,7 +194,7 @@ fn decode_job(block: BlockId, value: &[u8]) -> Result<ReplicationJob, CoreError>
 }
 
 impl Inner {
-    fn job(&self, db: &DB, block: BlockId) -> Result<Option<ReplicationJob>, CoreError> {
+    pub(super) fn job(&self, db: &DB, block: BlockId) -> Result<Option<ReplicationJob>, CoreError> {
         match db.get_pinned(job_key(block))? {
             None => Ok(None),
             Some(value) => decode_job(block, &value).map(Some),
@@ -296,6 +312,24 @@ impl Inner {
         let (block, version, data) = (offer.block, offer.version, &offer.data[..]);
         let db = self.db()?;
         let old = self.meta(&db, block)?;
+        if offer.epoch != 0 {
+            if !self.fences_synced.load(Ordering::Acquire) {
+                return Err(CoreError::FencesUnsynced);
+            }
+            let lost_below = self.file_fence(block.file_id).lost_below;
+            let held = old.is_some_and(|m| m.version == version);
+            if offer.epoch < lost_below && !held {
+                tracing::info!(
+                    file_id = block.file_id,
+                    index = block.index,
+                    version,
+                    epoch = offer.epoch,
+                    lost_below,
+                    "replica from before a takeover from a lost owner refused"
+                );
+                return Ok(PutOutcome::Superseded { lost_below });
+            }
+        }
         // Nothing below a marker; a trimmed copy is restored by a replica
         // of its version or newer, a deleted block at its version is held.
         let marker = self.marker(&db, block)?;
@@ -349,6 +383,7 @@ impl Inner {
             version,
             length: data.len() as u64,
             stored,
+            epoch: offer.epoch,
         };
         batch.put(meta_key(block), meta.encode());
         // The copy is replaced, so is a job of an older version (this core
@@ -489,6 +524,14 @@ impl BlockStore {
     /// is older, or equal but corrupt for a repair offer; otherwise nothing
     /// changes (never newer by older, invariant 8).
     pub async fn put_replica(&self, offer: ReplicaOffer) -> Result<PutOutcome, CoreError> {
+        if offer.epoch != 0 && offer.lost_below > self.file_fence(offer.block.file_id).lost_below {
+            let raise = super::fence::FenceRaise {
+                epoch: offer.lost_below,
+                lost_below: offer.lost_below,
+                adopt: false,
+            };
+            self.raise_fence(offer.block.file_id, raise).await?;
+        }
         let guard = self.inner.lock_for(offer.block).lock_owned().await;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
@@ -545,10 +588,7 @@ impl JobQueue for BlockStore {
         })
     }
 
-    fn read_block(
-        &self,
-        block: BlockId,
-    ) -> BoxFuture<'_, Result<Option<(u64, Bytes)>, BlockError>> {
+    fn read_block(&self, block: BlockId) -> BoxFuture<'_, Result<Option<LocalCopy>, BlockError>> {
         Box::pin(async move {
             let Some(info) = self.block_info(block).await.map_err(store_error)? else {
                 return Ok(None);
@@ -566,7 +606,15 @@ impl JobQueue for BlockStore {
                 match self.read(read).await.map_err(read_error)? {
                     None => return Ok(None),
                     Some(found) if found.length > len => len = found.length,
-                    Some(found) => return Ok(Some((found.version, found.data))),
+                    Some(found) => {
+                        let fence = self.file_fence(block.file_id);
+                        return Ok(Some(LocalCopy {
+                            version: found.version,
+                            data: found.data,
+                            epoch: fence.shipped_epoch(found.epoch),
+                            lost_below: fence.lost_below,
+                        }));
+                    }
                 }
             }
             Err(BlockError::Store(format!(
@@ -628,6 +676,7 @@ impl JobQueue for BlockStore {
         block: BlockId,
         version: u64,
         data: Bytes,
+        epoch: u64,
     ) -> BoxFuture<'_, Result<bool, BlockError>> {
         Box::pin(async move {
             let outcome = self
@@ -637,6 +686,8 @@ impl JobQueue for BlockStore {
                     data,
                     repair: true,
                     job: None,
+                    epoch,
+                    lost_below: 0,
                 })
                 .await
                 .map_err(store_error)?;
@@ -644,6 +695,21 @@ impl JobQueue for BlockStore {
                 outcome,
                 PutOutcome::Applied | PutOutcome::Repaired
             ))
+        })
+    }
+
+    fn set_aside(&self, file_id: u64, lost_below: u64) -> BoxFuture<'_, Result<usize, BlockError>> {
+        Box::pin(async move {
+            let raise = super::fence::FenceRaise {
+                epoch: lost_below,
+                lost_below,
+                adopt: false,
+            };
+            let before = self.metrics().set_aside.get();
+            self.raise_fence(file_id, raise)
+                .await
+                .map_err(store_error)?;
+            Ok(usize::try_from(self.metrics().set_aside.get().saturating_sub(before)).unwrap_or(0))
         })
     }
 

@@ -120,6 +120,8 @@ fn offer(block: BlockId, version: u64, data: Bytes) -> ReplicaOffer {
         data,
         repair: false,
         job: None,
+        epoch: 0,
+        lost_below: 0,
     }
 }
 

@@ -62,6 +62,8 @@ impl BlockReplicationService {
                 data: request.data,
                 repair: request.repair,
                 job,
+                epoch: request.owner_epoch,
+                lost_below: request.lost_below,
             })
             .await?;
         tracing::debug!(file_id = block.file_id, index = block.index, version = request.version,
@@ -70,6 +72,11 @@ impl BlockReplicationService {
             PutOutcome::Applied | PutOutcome::Repaired => (true, false, request.version),
             PutOutcome::AlreadyHeld => (false, false, request.version),
             PutOutcome::SkippedStale { stored } => (false, true, stored),
+            PutOutcome::Superseded { .. } => (false, false, 0),
+        };
+        let lost_below = match outcome {
+            PutOutcome::Superseded { lost_below } => lost_below,
+            _ => 0,
         };
         Ok(wire::ReplicaPutReply {
             incarnation: self.store.incarnation(),
@@ -78,6 +85,8 @@ impl BlockReplicationService {
             stored_version,
             repaired: outcome == PutOutcome::Repaired,
             block: Some(block.into()),
+            superseded: lost_below > 0,
+            lost_below,
             ..Default::default()
         })
     }

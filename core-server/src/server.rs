@@ -109,6 +109,14 @@ impl CoreServer {
         if self.replicator.is_some() {
             return Ok(());
         }
+        // Set-asides a crash cut short (`store::fence`); until then the
+        // copies concerned are refused wherever they are shipped.
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store.resume_set_asides().await {
+                tracing::error!(%err, "cannot finish setting aside copies of a lost owner");
+            }
+        });
         let replicator = Replicator::start(
             Arc::new(self.store.clone()),
             network,

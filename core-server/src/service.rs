@@ -9,6 +9,8 @@ use geonfs_proto::domain::{BlockRange, BlockRead, BlockWrite, MAX_SCAN_LIMIT};
 use tonic::{Request, Response, Status};
 
 use crate::site_fences::SitePeers;
+use crate::store::fence::FenceRaise;
+use crate::store::quarantine::QuarantinedCopy;
 use crate::store::queue::JobSpec;
 use crate::store::{BlockInfo, BlockStore, DeleteOutcome, Marker};
 use crate::CoreError;
@@ -18,6 +20,10 @@ pub const DEFAULT_LIST_LIMIT: u32 = 1000;
 
 /// Fences listed per `ListFences` page at most (and when 0 is asked).
 const MAX_FENCE_PAGE: u32 = 10_000;
+
+/// Quarantined copies listed per `ListQuarantine` page at most (and when 0
+/// is asked).
+const MAX_QUARANTINE_PAGE: u32 = 1_000;
 
 /// The CoreData service of one node.
 #[derive(Clone, Debug)]
@@ -50,6 +56,22 @@ impl CoreDataService {
         }
         Ok(())
     }
+}
+
+fn quarantined_to_wire(copy: QuarantinedCopy) -> wire::QuarantinedCopy {
+    wire::QuarantinedCopy {
+        block: Some(copy.block.into()),
+        version: copy.version,
+        epoch: copy.epoch,
+        set_aside_ms: copy.set_aside_ms,
+        length: copy.length,
+    }
+}
+
+fn block_of(block: Option<wire::BlockId>) -> Result<geonfs_proto::domain::BlockId, CoreError> {
+    block
+        .map(Into::into)
+        .ok_or_else(|| CoreError::InvalidArgument("missing field `block`".into()))
 }
 
 fn info_to_wire(info: BlockInfo) -> wire::BlockInfo {
@@ -98,6 +120,10 @@ impl CoreData for CoreDataService {
                 incarnation: self.store.incarnation(),
                 found: true,
                 version: found.version,
+                copy_epoch: self
+                    .store
+                    .file_fence(block.file_id)
+                    .shipped_epoch(found.epoch),
                 data: found.data,
                 ..Default::default()
             },
@@ -163,11 +189,14 @@ impl CoreData for CoreDataService {
         _request: Request<wire::StatRequest>,
     ) -> Result<Response<wire::StatReply>, Status> {
         let stats = self.store.stats();
+        let metrics = self.store.metrics();
         Ok(Response::new(wire::StatReply {
             incarnation: self.store.incarnation(),
             capacity_bytes: stats.capacity,
             used_bytes: stats.used,
             blocks: stats.blocks,
+            quarantined_blocks: u64::try_from(metrics.quarantined_blocks.get()).unwrap_or(0),
+            quarantined_bytes: u64::try_from(metrics.quarantined_bytes.get()).unwrap_or(0),
         }))
     }
 
@@ -217,19 +246,23 @@ impl CoreData for CoreDataService {
         request: Request<wire::FenceRequest>,
     ) -> Result<Response<wire::FenceReply>, Status> {
         let request = request.into_inner();
-        let epoch = self.store.fence(request.file_id, request.epoch).await?;
+        let raise = FenceRaise {
+            epoch: request.epoch,
+            lost_below: request.lost_below,
+            adopt: request.adopt,
+        };
+        let fence = self.store.raise_fence(request.file_id, raise).await?;
         let relayed = match &self.peers {
             Some(peers) if !request.relay_to.is_empty() && request.epoch > 0 => {
-                peers
-                    .relay(&request.relay_to, request.file_id, request.epoch)
-                    .await
+                peers.relay(&request.relay_to, request.file_id, raise).await
             }
             _ => Vec::new(),
         };
         Ok(Response::new(wire::FenceReply {
             incarnation: self.store.incarnation(),
-            epoch,
+            epoch: fence.epoch,
             relayed,
+            lost_below: fence.lost_below,
         }))
     }
 
@@ -251,9 +284,60 @@ impl CoreData for CoreDataService {
         Ok(Response::new(wire::ListFencesReply {
             fences: fences
                 .into_iter()
-                .map(|(file_id, epoch)| wire::FileFence { file_id, epoch })
+                .map(|(file_id, fence)| wire::FileFence {
+                    file_id,
+                    epoch: fence.epoch,
+                    lost_below: fence.lost_below,
+                })
                 .collect(),
             more,
         }))
+    }
+
+    async fn list_quarantine(
+        &self,
+        request: Request<wire::ListQuarantineRequest>,
+    ) -> Result<Response<wire::ListQuarantineReply>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => MAX_QUARANTINE_PAGE,
+            n => n.min(MAX_QUARANTINE_PAGE),
+        };
+        let after = request
+            .after_block
+            .map(|block| (block.into(), request.after_version));
+        let (copies, more) = self.store.list_quarantine(after, limit as usize).await?;
+        Ok(Response::new(wire::ListQuarantineReply {
+            copies: copies.into_iter().map(quarantined_to_wire).collect(),
+            more,
+        }))
+    }
+
+    async fn read_quarantine(
+        &self,
+        request: Request<wire::QuarantineRequest>,
+    ) -> Result<Response<wire::ReadQuarantineReply>, Status> {
+        let request = request.into_inner();
+        let block = block_of(request.block)?;
+        let Some((copy, data)) = self.store.read_quarantined(block, request.version).await? else {
+            return Err(Status::not_found(format!(
+                "no quarantined copy of block {}/{} at version {}",
+                block.file_id, block.index, request.version
+            )));
+        };
+        Ok(Response::new(wire::ReadQuarantineReply {
+            copy: Some(quarantined_to_wire(copy)),
+            data,
+        }))
+    }
+
+    async fn drop_quarantine(
+        &self,
+        request: Request<wire::QuarantineRequest>,
+    ) -> Result<Response<wire::DropQuarantineReply>, Status> {
+        let request = request.into_inner();
+        let block = block_of(request.block)?;
+        let dropped = self.store.drop_quarantined(block, request.version).await?;
+        Ok(Response::new(wire::DropQuarantineReply { dropped }))
     }
 }

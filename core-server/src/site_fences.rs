@@ -18,6 +18,7 @@ use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_rpc::{Network, RpcChannel};
 use geonfs_site_config::{ClusterConfig, Node};
 
+use crate::store::fence::FenceRaise;
 use crate::store::BlockStore;
 use crate::CoreError;
 
@@ -67,9 +68,16 @@ impl SitePeers {
         Ok(CoreDataClient::new(channel))
     }
 
-    /// Raises `file_id`'s fence to `epoch` on each of the peers `names`
-    /// (others are ignored), in parallel; the names of those that did.
-    pub(crate) async fn relay(&self, names: &[String], file_id: u64, epoch: u64) -> Vec<String> {
+    /// Raises `file_id`'s fence as `raise` says on each of the peers
+    /// `names` (others are ignored), in parallel; the names of those that
+    /// did.
+    pub(crate) async fn relay(
+        &self,
+        names: &[String],
+        file_id: u64,
+        raise: FenceRaise,
+    ) -> Vec<String> {
+        let epoch = raise.epoch;
         let targets = self.peers.iter().filter(|n| names.contains(&n.name));
         let calls = targets.map(|node| async move {
             let mut client = self.client(node)?;
@@ -77,6 +85,8 @@ impl SitePeers {
                 file_id,
                 epoch,
                 relay_to: Vec::new(),
+                lost_below: raise.lost_below,
+                adopt: raise.adopt,
             };
             let reply = client
                 .fence(request)
@@ -126,9 +136,17 @@ impl SitePeers {
                 .map_err(|status| status.message().to_string())?
                 .into_inner();
             for fence in &reply.fences {
-                if fence.epoch > store.fence_of(fence.file_id) {
+                let own = store.file_fence(fence.file_id);
+                if fence.epoch > own.epoch || fence.lost_below > own.lost_below {
+                    // Learned, not adopted: this core was not seen by a
+                    // takeover it missed (see `store::fence`).
+                    let raise = FenceRaise {
+                        epoch: fence.epoch,
+                        lost_below: fence.lost_below,
+                        adopt: false,
+                    };
                     store
-                        .fence(fence.file_id, fence.epoch)
+                        .raise_fence(fence.file_id, raise)
                         .await
                         .map_err(|err| err.to_string())?;
                     raised += 1;

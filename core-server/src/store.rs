@@ -14,9 +14,10 @@
 //!   64 KiB keeps that amplification small while keeping the number of keys
 //!   (and checksums) per block low.
 //! - **Block metadata.** Key `m | file_id BE | index BE`, value
-//!   `version | length | stored` (u64 BE each): the version of the last write,
-//!   the highest byte written + 1, and the sum of the stored chunk lengths
-//!   (so that opening and deleting never read chunk data).
+//!   `version | length | stored | epoch` (u64 BE each): the version of the
+//!   last write, the highest byte written + 1, the sum of the stored chunk
+//!   lengths (so that opening and deleting never read chunk data), and the
+//!   ownership epoch the copy was written under ([`fence`]).
 //!
 //! Chunk values go to BlobDB blob files (`min_blob_size` 4 KiB, no
 //! compression: VM images compress poorly and the CPU is better spent
@@ -33,9 +34,12 @@
 //!   pending geo-replication job, written in the same batch as the write
 //!   that creates it.
 //! - **Fences.** Key `f | file_id BE`, value the file's ownership fence
-//!   epoch (u64 BE), written synced (see [`fence`]): reads, writes and
+//!   (epochs, u64 BE), written synced (see [`fence`]): reads, writes and
 //!   deletes carrying an older owner epoch (other than 0) are refused with
 //!   [`CoreError::Fenced`]. Loaded into memory at open.
+//! - **Quarantine.** Key `x | file_id BE | index BE | version BE`: copies
+//!   set aside because a takeover from a lost owner never saw them (see
+//!   [`quarantine`]).
 //!
 //! # Why RocksDB and not files (measured)
 //!
@@ -123,6 +127,8 @@ mod chunks;
 pub mod copy_state;
 #[path = "fence.rs"]
 pub mod fence;
+#[path = "quarantine.rs"]
+pub mod quarantine;
 #[path = "queue.rs"]
 pub mod queue;
 #[path = "space.rs"]
@@ -159,6 +165,8 @@ pub struct ReadOutcome {
     pub version: u64,
     /// The block's length (highest byte written + 1).
     pub length: u64,
+    /// The ownership epoch the copy was written under (see [`fence`]).
+    pub epoch: u64,
     /// Exactly the requested length; zeros where nothing was written.
     pub data: Bytes,
 }
@@ -294,6 +302,9 @@ impl BlockStore {
         db.flush_wal(true)?;
         let (used, blocks) = scan_usage(&db)?;
         let fences = load_fences(&db)?;
+        let (quarantined, quarantined_bytes) = quarantine::scan_quarantine(&db)?;
+        metrics.quarantined_blocks.set(clamp_i64(quarantined));
+        metrics.quarantined_bytes.set(clamp_i64(quarantined_bytes));
         metrics.capacity_bytes.set(clamp_i64(capacity));
         metrics.used_bytes.set(clamp_i64(used));
         let inner = Inner {
@@ -646,6 +657,7 @@ impl Inner {
             found: Some(ReadOutcome {
                 version: meta.version,
                 length: meta.length,
+                epoch: meta.epoch,
                 data: Bytes::from(out),
             }),
             marker: None,
@@ -750,7 +762,7 @@ impl Inner {
 fn decode_meta(block: BlockId, value: &[u8]) -> Result<BlockMeta, CoreError> {
     BlockMeta::decode(value).ok_or_else(|| CoreError::Corrupt {
         what: format!("metadata of block {}/{}", block.file_id, block.index),
-        detail: format!("{} bytes, expected 24", value.len()),
+        detail: format!("{} bytes, expected 24 or 32", value.len()),
     })
 }
 

@@ -49,6 +49,7 @@ impl Inner {
                 delete_chunks(&db, block, &mut batch)?;
                 BlockMeta {
                     version: meta.version,
+                    epoch: meta.epoch,
                     ..BlockMeta::default()
                 }
             }
@@ -102,6 +103,8 @@ impl Inner {
                 old_meta.length.max(end)
             },
             stored: old_meta.stored + added,
+            // The copy holds this write's state: at least its epoch.
+            epoch: old_meta.epoch.max(write.owner_epoch),
         };
         batch.put(meta_key(block), new_meta.encode());
         if let Some(job) = job {

@@ -1,5 +1,7 @@
 //! The `geonfs` command line: `run`, `demo`, `check-config`, `status`,
-//! `relocate` (in [`crate::relocate`]), `meta …` (in [`crate::meta_cli`]).
+//! `relocate` (in [`crate::relocate`]), `failover` (in [`crate::failover`]),
+//! `meta …` (in [`crate::meta_cli`]), `quarantine …` (in
+//! [`crate::quarantine_cli`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -98,6 +100,13 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::meta_cli::MetaCommand,
     },
+    /// Copies set aside after a failover: writes a lost site acknowledged
+    /// but had not copied out (list, get, drop).
+    Quarantine {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::quarantine_cli::QuarantineCommand,
+    },
 }
 
 /// Runs the command line; the process's exit code.
@@ -129,6 +138,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 config,
             } => failover(&config, &site, to.as_deref(), site_is_fenced).await?,
             Command::Meta { command } => crate::meta_cli::run(command).await?,
+            Command::Quarantine { command } => crate::quarantine_cli::run(command).await?,
         }
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     });
@@ -354,6 +364,12 @@ async fn status(config_path: &std::path::Path) -> anyhow::Result<()> {
         println!(
             "{:<8} {:<16} {:<24} {:<10} {detail}",
             probe.site, probe.name, node.address, state
+        );
+    }
+    for (core, copies, bytes) in crate::quarantine_cli::totals(&config, &network).await {
+        println!(
+            "quarantine: {core} holds {copies} copy(ies), {bytes} bytes, that a failover \
+             never saw (see `geonfs quarantine list`)"
         );
     }
     if down > 0 {

@@ -3,7 +3,8 @@
 //! [`node`] starts every role one configured node has (shared by the `geonfs`
 //! binary and the in-process test cluster); [`cli`] is the binary's commands;
 //! [`relocate`] moves a file's ownership to another site; [`failover`] takes
-//! every file of a lost site over.
+//! every file of a lost site over; [`quarantine_cli`] shows what the cores
+//! set aside after one.
 //!
 //! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
 
@@ -15,4 +16,5 @@ pub mod failover;
 pub mod meta_cli;
 pub mod metrics_http;
 pub mod node;
+pub mod quarantine_cli;
 pub mod relocate;

@@ -4,8 +4,10 @@
 //! and apply to calls from one side to the other. A cut also severs
 //! connections already open on that link; heal lets new connections through.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use geonfs_site_config::{SiteId, SiteMap};
@@ -73,6 +75,9 @@ struct Inner {
     entries: RwLock<Vec<Entry>>,
     /// Bumped on every change, so open connections re-check their link.
     epoch: watch::Sender<u64>,
+    /// Per site: microseconds added to the wall clock of its access
+    /// servers' block versions (a skewed clock; see [`Faults::clock_skew`]).
+    skews: Mutex<HashMap<SiteId, Arc<AtomicI64>>>,
 }
 
 impl Faults {
@@ -83,6 +88,7 @@ impl Faults {
                 sites,
                 entries: RwLock::new(Vec::new()),
                 epoch: watch::Sender::new(0),
+                skews: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -108,6 +114,20 @@ impl Faults {
     pub fn cut_sites(&self, a: SiteId, b: SiteId) {
         self.add(FaultTarget::Sites { from: a, to: b }, Fault::Cut);
         self.add(FaultTarget::Sites { from: b, to: a }, Fault::Cut);
+    }
+
+    /// The clock skew of `site`'s access servers, in microseconds (0 unless
+    /// a test set one): the cell an access server's version clock reads.
+    pub fn clock_skew(&self, site: SiteId) -> Arc<AtomicI64> {
+        let mut skews = self.inner.skews.lock().unwrap_or_else(|p| p.into_inner());
+        skews.entry(site).or_default().clone()
+    }
+
+    /// Skews the clock of `site`'s access servers by `micros` (negative:
+    /// behind), as a wall clock set wrong there would.
+    pub fn set_clock_skew(&self, site: SiteId, micros: i64) {
+        tracing::info!(?site, micros, "clock skew injected");
+        self.clock_skew(site).store(micros, Ordering::SeqCst);
     }
 
     /// Removes every fault that names `target` exactly.

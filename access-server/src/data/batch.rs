@@ -31,7 +31,7 @@ use geonfs_block_manager::WriteAck;
 use geonfs_proto::domain::{BlockId, Durability};
 use tokio::sync::oneshot;
 
-use super::{next_version, DataError, FileData};
+use super::{DataError, FileData};
 
 /// What a queued write learns: the outcome of the write that carried it
 /// (for data, its acknowledgement), or the failure shared by every write
@@ -231,7 +231,7 @@ impl FileData {
         let start = self.inner.writes.push(block, || QueuedWrite {
             offset,
             data,
-            version: next_version(),
+            version: self.inner.clock.next_version(),
             durability,
             epoch,
             reply,

@@ -7,7 +7,10 @@
 //! than what it stores (invariant 8). [`next_version`] is a hybrid clock:
 //! `max(now in microseconds since the Unix epoch, last + 1)`, shared by the
 //! whole process, so every version it hands out is newer than every earlier
-//! one of this process. Across restarts it relies on the wall clock moving
+//! one of this process. An access server asks through its
+//! [`VersionClock`], which tests can skew like a wall clock set wrong at
+//! its site (`geonfs_rpc::Faults::set_clock_skew`); a skewed clock keeps
+//! its own `last`. Across restarts it relies on the wall clock moving
 //! forward: a new process starts at "now", which is past every version an
 //! earlier process handed out unless that process issued more than one
 //! version per microsecond on average for its whole life, or the clock was
@@ -28,7 +31,8 @@
 //! that moved from one to the other must not take one's COMMIT for the
 //! other's writes).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static LAST_VERSION: AtomicU64 = AtomicU64::new(0);
@@ -40,24 +44,63 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// A version newer than every version this process handed out or
-/// [`observe`]d before.
-pub fn next_version() -> u64 {
-    let now = now_micros();
-    let mut last = LAST_VERSION.load(Ordering::SeqCst);
+/// `max(now, last + 1)`, stored in `last`.
+fn tick(last_version: &AtomicU64, now: u64) -> u64 {
+    let mut last = last_version.load(Ordering::SeqCst);
     loop {
         let next = now.max(last.saturating_add(1));
-        match LAST_VERSION.compare_exchange_weak(last, next, Ordering::SeqCst, Ordering::SeqCst) {
+        match last_version.compare_exchange_weak(last, next, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(_) => return next,
             Err(actual) => last = actual,
         }
     }
 }
 
+/// A version newer than every version this process handed out or
+/// [`observe`]d before.
+pub fn next_version() -> u64 {
+    tick(&LAST_VERSION, now_micros())
+}
+
 /// Moves the clock past `version` (seen on a core), so the next version
 /// is newer than it.
 pub fn observe(version: u64) {
     LAST_VERSION.fetch_max(version, Ordering::SeqCst);
+}
+
+/// The version clock of one access server: the process's clock, or, while
+/// a test skews it, the wall clock plus the skew.
+#[derive(Debug, Default)]
+pub struct VersionClock {
+    /// Microseconds added to the wall clock (0: the process's clock).
+    skew: Arc<AtomicI64>,
+    /// The last version handed out or observed while skewed.
+    last: AtomicU64,
+}
+
+impl VersionClock {
+    /// A clock reading `skew` (microseconds) at every version.
+    pub fn new(skew: Arc<AtomicI64>) -> Self {
+        VersionClock {
+            skew,
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// A version newer than every version this clock handed out or
+    /// observed before.
+    pub fn next_version(&self) -> u64 {
+        match self.skew.load(Ordering::Relaxed) {
+            0 => next_version(),
+            skew => tick(&self.last, now_micros().saturating_add_signed(skew)),
+        }
+    }
+
+    /// Moves the clock past `version` (seen on a core).
+    pub fn observe(&self, version: u64) {
+        observe(version);
+        self.last.fetch_max(version, Ordering::SeqCst);
+    }
 }
 
 fn draw(not: u64) -> u64 {
@@ -114,6 +157,21 @@ mod tests {
         assert!(b > a);
         observe(b + 1_000_000_000);
         assert!(next_version() > b + 1_000_000_000);
+    }
+
+    #[test]
+    fn a_skewed_clock_runs_ahead_or_behind_and_still_passes_observed_versions() {
+        let skew = Arc::new(AtomicI64::new(0));
+        let clock = VersionClock::new(skew.clone());
+        let plain = clock.next_version();
+        skew.store(3_600_000_000, Ordering::SeqCst);
+        let ahead = clock.next_version();
+        assert!(ahead > plain + 3_000_000_000);
+        skew.store(-3_600_000_000, Ordering::SeqCst);
+        let behind = clock.next_version();
+        assert!(behind > ahead, "a skewed clock never goes back");
+        clock.observe(behind + 5);
+        assert!(clock.next_version() > behind + 5);
     }
 
     #[test]

@@ -92,7 +92,7 @@ use tonic::Code;
 pub use attr::{attr_block, ATTR_INDEX, ATTR_LEN};
 
 use crate::ownership::{Ownership, OwnershipError};
-pub use clock::{next_version, observe};
+pub use clock::{next_version, observe, VersionClock};
 
 /// How many times a block write refused as stale (a concurrent newer write
 /// got there first) is retried with a fresh version.
@@ -212,6 +212,8 @@ pub struct FileData {
 
 #[derive(Debug)]
 struct Inner {
+    /// The version clock (the ownership's, so handovers move it too).
+    clock: Arc<VersionClock>,
     client: BlockClient,
     /// File ownership across sites; `None` for a single-site data path
     /// (every request unchecked, epoch 0).
@@ -294,8 +296,12 @@ impl FileData {
 
     fn build(client: BlockClient, ownership: Option<Ownership>, block_size: u64) -> Self {
         assert!(block_size > 0, "block size must be positive");
+        let clock = ownership
+            .as_ref()
+            .map_or_else(Default::default, |o| o.clock().clone());
         FileData {
             inner: Arc::new(Inner {
+                clock,
                 client,
                 ownership,
                 block_size,
@@ -527,7 +533,7 @@ impl FileData {
                 Err(err) if is_stale(&err) => {
                     tracing::debug!(?block, version, "block write overtaken; retrying");
                     self.observe_block(block).await;
-                    version = next_version();
+                    version = self.inner.clock.next_version();
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -541,7 +547,7 @@ impl FileData {
     /// Moves the clock past `block`'s newest version in the site.
     async fn observe_block(&self, block: BlockId) {
         if let Ok(Some(read)) = self.inner.client.read(block, 0, 0).await {
-            observe(read.version);
+            self.inner.clock.observe(read.version);
         }
     }
 
@@ -560,9 +566,12 @@ impl FileData {
                     Some(state) if state.lost => {
                         return Err(DataError::OwnershipMoved { file_id });
                     }
-                    Some(state) if state.exists => {
-                        Some((state.size, state.mtime, next_version(), state.epoch))
-                    }
+                    Some(state) if state.exists => Some((
+                        state.size,
+                        state.mtime,
+                        self.inner.clock.next_version(),
+                        state.epoch,
+                    )),
                     _ => None,
                 }
             }) else {
@@ -628,7 +637,7 @@ impl FileData {
         else {
             return Ok(None);
         };
-        observe(read.version);
+        self.inner.clock.observe(read.version);
         attr::decode(&read.data)
             .ok_or(DataError::BadRecord {
                 file_id,

@@ -14,7 +14,7 @@ use geonfs_block_manager::BlockClient;
 use geonfs_proto::domain::{BlockId, Durability};
 use std::time::SystemTime;
 
-use super::{next_version, DataError, FileData, FileState, ATTR_INDEX, DELETE_CONCURRENCY};
+use super::{DataError, FileData, FileState, ATTR_INDEX, DELETE_CONCURRENCY};
 
 impl FileData {
     /// Sets the file's size (SETATTR size), durably: truncating deletes
@@ -70,7 +70,7 @@ impl FileData {
             state.mtime = SystemTime::now();
             // Under the lock: every write issued later has newer versions,
             // so the deletes below cannot remove its data.
-            (old, next_version())
+            (old, self.inner.clock.next_version())
         };
         let shrink = async {
             if new_size >= old {
@@ -160,7 +160,7 @@ impl FileData {
         let up_to = {
             let mut files = self.files();
             files.remove(&file_id);
-            next_version()
+            self.inner.clock.next_version()
         };
         let size = size.max(recorded);
         // First the owner is fenced off and the record dropped, so that no

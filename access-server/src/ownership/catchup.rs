@@ -155,7 +155,7 @@ impl Ownership {
                     let map = &map;
                     async move {
                         let block = BlockId { file_id, index };
-                        match self.copy_block(block, version, &site, 1).await {
+                        match self.copy_block(block, version, &site, 1, map.epoch).await {
                             Ok(bytes) => {
                                 map.copied(index, bytes);
                                 0
@@ -192,13 +192,15 @@ impl Ownership {
     }
 
     /// Copies `block`'s newest copy (at `version` or newer) from `site`
-    /// onto `copies` cores of this site; returns the bytes copied.
+    /// onto `copies` cores of this site, as part of the file at ownership
+    /// `epoch`; returns the bytes copied.
     async fn copy_block(
         &self,
         block: BlockId,
         version: u64,
         site: &str,
         copies: usize,
+        epoch: u64,
     ) -> Result<u64, OwnershipError> {
         let source = self.client(block.file_id, site)?;
         let len = u32::try_from(self.inner.block_size).unwrap_or(u32::MAX);
@@ -212,7 +214,7 @@ impl Ownership {
         }
         let bytes = read.data.len() as u64;
         self.local()
-            .put_whole(block, read.version, read.data, copies)
+            .put_whole(block, read.version, read.data, copies, epoch)
             .await?;
         self.inner.metrics.caught_up_bytes.inc_by(bytes);
         Ok(bytes)
@@ -229,7 +231,7 @@ impl Ownership {
             return Ok(());
         };
         let bytes = self
-            .copy_block(BlockId { file_id, index }, version, &site, 2)
+            .copy_block(BlockId { file_id, index }, version, &site, 2, map.epoch)
             .await?;
         map.copied(index, bytes);
         Ok(())
@@ -315,6 +317,7 @@ impl Ownership {
             .list_sites(file_id, |site| sites.contains(site), &BTreeSet::new())
             .await?;
         let dirty = dirty_blocks(&self.inner.site, &listings);
+        let epoch = record.epoch;
         let mut now = CatchUpProgress {
             total_blocks: dirty.len() as u64,
             ..CatchUpProgress::default()
@@ -322,7 +325,7 @@ impl Ownership {
         progress(now);
         let mut copies = stream::iter(dirty)
             .map(|(index, (version, site))| async move {
-                self.copy_block(BlockId { file_id, index }, version, &site, 1)
+                self.copy_block(BlockId { file_id, index }, version, &site, 1, epoch)
                     .await
             })
             .buffer_unordered(CATCH_UP_CONCURRENCY);

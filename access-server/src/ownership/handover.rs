@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use geonfs_block_manager::FileListing;
+use geonfs_block_manager::{FenceOrder, FileListing};
 use geonfs_meta_kvs::MetaError;
 use geonfs_proto::meta::{condition, operation, Condition, KeyValue, Operation, TxnRequest};
 use rand::Rng;
@@ -14,7 +14,6 @@ use rand::Rng;
 use super::catchup::DirtyMap;
 use super::record::{self, owner_key, Claim, OwnerRecord};
 use super::{lock, Ownership, OwnershipError, View, WAIT_FOR_CLAIM};
-use crate::data::clock;
 
 /// How a takeover treats the old owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,9 +153,12 @@ impl Ownership {
 
     /// Takes `file_id` over for this site from an owner site the operator
     /// declared lost (`geonfs relocate --owner-lost`): like a handover, but
-    /// neither the old owner's fence nor its listing is required, so the
-    /// file becomes readable and writable again with what the other sites
-    /// hold; writes the lost site had not copied out are lost (its RPO).
+    /// the old owner's fence is not required and its listing not used, so
+    /// the file becomes readable and writable again with what the other
+    /// sites hold (every one of them must be fenced and listed: their
+    /// copies are adopted); writes the lost site had not copied out are
+    /// lost to the file (its RPO) and set aside on its cores (the core
+    /// server's `fence` module).
     /// The file is revoked at the lost site first (`lease.rs`): the
     /// takeover waits until the lost site's access servers acknowledged it
     /// or their leases ran out, so a site that is only cut off has stopped
@@ -274,17 +276,42 @@ impl Ownership {
         let me = self.inner.site.clone();
         let record = &view.record;
         let blocked = |reason: String| OwnershipError::Blocked { file_id, reason };
-        // Fence the old owner and this site.
+        // Fence the old owner and this site. Taking over from a lost owner
+        // also fences every other site, adopting the copies of the
+        // surviving ones (they are listed next) and recording the takeover
+        // on all, so the lost owner's copies it never sees are set aside
+        // wherever they are (the core server's `fence` module).
+        let lost_below = if owner_lost {
+            claim.epoch
+        } else {
+            record.lost_below
+        };
+        let order = |adopt: bool| FenceOrder {
+            epoch: claim.epoch,
+            lost_below,
+            adopt,
+        };
         let old = self.client(file_id, &record.site)?;
-        let (old_report, own_report) = futures::join!(
-            old.fence(file_id, claim.epoch),
-            self.local().fence(file_id, claim.epoch)
+        let others = self
+            .inner
+            .clients
+            .iter()
+            .filter(|(site, _)| owner_lost && **site != me && **site != record.site);
+        let (old_report, own_report, other_reports) = futures::join!(
+            old.fence_with(file_id, order(false)),
+            self.local().fence_with(file_id, order(owner_lost)),
+            futures::future::join_all(others.map(|(site, client)| async move {
+                (site, client.fence_with(file_id, order(true)).await)
+            }))
         );
         if owner_lost && !old_report.all() {
             tracing::warn!(file_id, owner = %record.site, failed = %describe(&old_report.failed),
                 "taking over from an owner declared lost: its cores are not all fenced");
         }
-        for (site, report) in [(&record.site, &old_report), (&me, &own_report)] {
+        let reports = [(&record.site, &old_report), (&me, &own_report)]
+            .into_iter()
+            .chain(other_reports.iter().map(|(site, report)| (*site, report)));
+        for (site, report) in reports {
             let required = !(owner_lost && *site == record.site);
             if required && !report.all_but_one() {
                 self.inner.metrics.blocked.inc();
@@ -305,20 +332,28 @@ impl Ownership {
                 .inspect_err(|_| self.inner.metrics.blocked.inc())?;
         }
         // List the file's blocks everywhere. Declared lost, the old owner
-        // (and the sources) are asked but not waited for: what they had
-        // not copied out is lost (the RPO).
+        // is not asked: what it had not copied out is lost to the file (the
+        // RPO) and set aside on its cores; everything else it wrote is at
+        // the surviving sites, which must all answer (their copies were
+        // adopted).
+        let lost_site = owner_lost.then_some(record.site.as_str());
         let required = if owner_lost {
-            std::iter::once(me.as_str()).collect()
+            self.inner
+                .clients
+                .keys()
+                .map(String::as_str)
+                .filter(|site| Some(*site) != lost_site)
+                .collect()
         } else {
             holders(record, &me)
         };
         let listings = self
-            .list_sites(file_id, |_| true, &required)
+            .list_sites(file_id, |site| Some(site) != lost_site, &required)
             .await
             .inspect_err(|_| self.inner.metrics.blocked.inc())?;
         let dirty = dirty_blocks(&me, &listings);
         if let Some(top) = listings.iter().flat_map(|(_, l)| l.versions.values()).max() {
-            clock::observe(*top);
+            self.inner.clock.observe(*top);
         }
         let sources: Vec<String> = dirty
             .values()
@@ -331,6 +366,7 @@ impl Ownership {
             epoch: claim.epoch,
             sources,
             claim: None,
+            lost_below,
         };
         let version = match self.put(file_id, view.meta_version, &owned).await? {
             Put::Applied(version) => version,
@@ -374,6 +410,7 @@ impl Ownership {
             epoch: claim.epoch.max(view.record.epoch),
             sources: view.record.sources.clone(),
             claim: None,
+            lost_below: view.record.lost_below,
         };
         tracing::warn!(file_id, claimant = %claim.by, owner = %back.site,
             "handover claim timed out; the file stays with its owner");

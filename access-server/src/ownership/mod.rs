@@ -122,6 +122,8 @@ use geonfs_proto::domain::BlockId;
 use geonfs_rpc::Network;
 use geonfs_site_config::ClusterConfig;
 
+use crate::data::VersionClock;
+
 pub use catchup::CatchUpProgress;
 pub use failover::{FailoverProgress, FailoverReport};
 pub use lease::{LeaseKeeper, LeaseTiming};
@@ -248,6 +250,8 @@ struct Inner {
     /// The highest revocation generation of this site installed here.
     installed_generation: Mutex<u64>,
     metrics: OwnershipMetrics,
+    /// This access server's block version clock.
+    clock: Arc<VersionClock>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -275,7 +279,12 @@ impl Ownership {
             duration: config.cluster.ownership_lease,
         };
         let mut clients = BTreeMap::new();
+        let mut clock = VersionClock::default();
         for (index, other) in config.sites.iter().enumerate() {
+            if other.name == site {
+                let id = geonfs_site_config::SiteId(u16::try_from(index).unwrap_or(u16::MAX));
+                clock = VersionClock::new(network.faults().clock_skew(id));
+            }
             if other.name == site {
                 continue;
             }
@@ -298,8 +307,14 @@ impl Ownership {
                 lease,
                 installed_generation: Mutex::new(0),
                 metrics: OwnershipMetrics::new(),
+                clock: Arc::new(clock),
             }),
         })
+    }
+
+    /// This access server's block version clock.
+    pub fn clock(&self) -> &Arc<VersionClock> {
+        &self.inner.clock
     }
 
     /// This access server's site.

@@ -47,6 +47,11 @@ pub struct OwnerRecord {
     pub sources: Vec<String>,
     /// A handover in progress, if any.
     pub claim: Option<Claim>,
+    /// The epoch of the file's latest takeover from an owner declared lost
+    /// (0: none): every later fence carries it to the cores, so copies the
+    /// lost owner never copied out are set aside wherever they are (the
+    /// core server's `fence` module).
+    pub lost_below: u64,
 }
 
 /// A handover in progress: `by` is taking the file over at `epoch`.
@@ -71,6 +76,7 @@ impl OwnerRecord {
             epoch,
             sources: Vec::new(),
             claim: None,
+            lost_below: 0,
         }
     }
 
@@ -92,6 +98,8 @@ struct WireRecord {
     sources: Vec<String>,
     #[prost(message, optional, tag = "4")]
     claim: Option<WireClaim>,
+    #[prost(uint64, tag = "5")]
+    lost_below: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -118,6 +126,7 @@ pub fn encode(record: &OwnerRecord) -> Bytes {
             since_ms: c.since_ms,
             token: c.token,
         }),
+        lost_below: record.lost_below,
     }
     .encode_to_vec()
     .into()
@@ -142,6 +151,7 @@ pub fn decode(bytes: &[u8]) -> Result<OwnerRecord, String> {
             since_ms: c.since_ms,
             token: c.token,
         }),
+        lost_below: wire.lost_below,
     })
 }
 
@@ -153,6 +163,7 @@ mod tests {
     fn records_round_trip_and_bad_ones_are_refused() {
         let mut record = OwnerRecord::owned("a", 3);
         record.sources = vec!["b".into()];
+        record.lost_below = 2;
         record.claim = Some(Claim {
             by: "c".into(),
             epoch: 4,

@@ -532,6 +532,8 @@ async fn inject_sparse_copies(
                         data: Bytes::copy_from_slice(head),
                         repair: false,
                         job: None,
+                        epoch: 0,
+                        lost_below: 0,
                     })
                     .await?;
                 break;

@@ -76,6 +76,7 @@ async fn fence_on(cluster: &TestCluster, core: &str, file_id: u64) -> anyhow::Re
             file_id,
             epoch: 0,
             relay_to: Vec::new(),
+            ..FenceRequest::default()
         })
         .await
         .with_context(|| format!("fence query of {core}"))?
@@ -203,6 +204,7 @@ async fn fence_one(
             file_id,
             epoch,
             relay_to: Vec::new(),
+            ..FenceRequest::default()
         })
         .await?
         .into_inner();
@@ -553,7 +555,7 @@ async fn put_whole_replaces_older_copies_and_keeps_newer_ones() -> anyhow::Resul
     write_on(&cluster, &cores[1], block, 9, Bytes::from(vec![9; 100]), 0).await?;
     let mut data = pattern(5, 1000).to_vec();
     data.extend_from_slice(&[0; 5000]);
-    let placed = client.put_whole(block, 5, Bytes::from(data), 2).await?;
+    let placed = client.put_whole(block, 5, Bytes::from(data), 2, 0).await?;
     ensure!(placed == 2, "{placed} copies");
     let held = holders(&cluster, block).await;
     ensure!(
@@ -590,8 +592,8 @@ async fn put_whole_replaces_older_copies_and_keeps_newer_ones() -> anyhow::Resul
     // Onto nothing: two distinct cores, the first two in placement order;
     // an equal version again counts as held.
     let fresh = id(51, 0);
-    ensure!(client.put_whole(fresh, 3, pattern(1, 5000), 2).await? == 2);
-    ensure!(client.put_whole(fresh, 3, pattern(1, 5000), 2).await? == 2);
+    ensure!(client.put_whole(fresh, 3, pattern(1, 5000), 2, 0).await? == 2);
+    ensure!(client.put_whole(fresh, 3, pattern(1, 5000), 2, 0).await? == 2);
     let held = holders(&cluster, fresh).await;
     ensure!(
         held.keys().cloned().collect::<BTreeSet<_>>()
@@ -605,14 +607,14 @@ async fn put_whole_replaces_older_copies_and_keeps_newer_ones() -> anyhow::Resul
     let third = id(52, 0);
     let cores = order(third);
     cluster.kill_node(&cores[0]).await?;
-    ensure!(client.put_whole(third, 2, pattern(2, 300), 2).await? == 2);
+    ensure!(client.put_whole(third, 2, pattern(2, 300), 2, 0).await? == 2);
     let held = holders(&cluster, third).await;
     ensure!(
         held.keys().cloned().collect::<BTreeSet<_>>() == cores[1..].iter().cloned().collect(),
         "{held:?}"
     );
     let err = client
-        .put_whole(id(53, 0), 2, pattern(2, 300), 3)
+        .put_whole(id(53, 0), 2, pattern(2, 300), 3, 0)
         .await
         .expect_err("three copies with a core down");
     ensure!(

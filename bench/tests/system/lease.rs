@@ -22,15 +22,15 @@ use crate::ownership::{
 use crate::support::init_logging;
 
 /// The lease these tests run with (renewed every 100 ms).
-const LEASE: Duration = Duration::from_secs(1);
+pub(crate) const LEASE: Duration = Duration::from_secs(1);
 
 /// How long a test waits for something the lease makes happen.
-const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Writes until the write is acknowledged, retrying while it is refused
 /// with JUKEBOX (a handover or a lease in progress), for at most
 /// [`PATIENCE`].
-async fn write_retrying(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, data: &[u8]) {
+pub(crate) async fn write_retrying(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, data: &[u8]) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         match try_write(c, fh, offset, data, stable_how::FILE_SYNC).await {
@@ -46,15 +46,15 @@ async fn write_retrying(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, data:
 /// A 3-site cluster with [`LEASE`], and a file `name` that site a wrote
 /// `len` random bytes into, replicated everywhere: the cluster, the
 /// clients, the file's handle, the model of its content and the rng.
-struct Written {
-    cluster: TestCluster,
-    sites: Sites,
-    fh: nfs_fh3,
-    model: Vec<u8>,
-    rng: Rng,
+pub(crate) struct Written {
+    pub cluster: TestCluster,
+    pub sites: Sites,
+    pub fh: nfs_fh3,
+    pub model: Vec<u8>,
+    pub rng: Rng,
 }
 
-async fn written_at_a(name: &str, len: usize, seed: u64) -> Written {
+pub(crate) async fn written_at_a(name: &str, len: usize, seed: u64) -> Written {
     let builder = TestCluster::builder().ownership_lease(LEASE);
     let (cluster, mut sites) = small_blocks_with(builder, true, &["a", "b", "c"]).await;
     let fh = sites.create("a", name).await;

@@ -18,6 +18,7 @@ mod nfs_clients;
 mod nfs_data;
 mod nfs_readdir;
 mod ownership;
+mod quarantine;
 mod repair;
 mod replication;
 mod rpc;

@@ -96,6 +96,19 @@ pub struct ReplicationJob {
     pub length: u64,
 }
 
+/// A core's whole copy of a block, as the replicator ships it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalCopy {
+    /// The copy's version.
+    pub version: u64,
+    /// The block's whole content.
+    pub data: Bytes,
+    /// The ownership epoch it is shipped with (`ReplicaPut.owner_epoch`).
+    pub epoch: u64,
+    /// The core's `lost_below` for the file (`ReplicaPut.lost_below`).
+    pub lost_below: u64,
+}
+
 /// A page of held blocks with their versions, and whether more follow.
 pub type BlockPage = (Vec<(BlockId, u64)>, bool);
 
@@ -104,9 +117,8 @@ pub type BlockPage = (Vec<(BlockId, u64)>, bool);
 pub trait JobQueue: Send + Sync + 'static {
     /// Up to `limit` pending jobs, in block order.
     fn pending_jobs(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ReplicationJob>, BlockError>>;
-    /// The block's whole content and its version; `None` if absent.
-    fn read_block(&self, block: BlockId)
-        -> BoxFuture<'_, Result<Option<(u64, Bytes)>, BlockError>>;
+    /// The block's whole copy; `None` if absent.
+    fn read_block(&self, block: BlockId) -> BoxFuture<'_, Result<Option<LocalCopy>, BlockError>>;
     /// Removes the block's job if its version is at most `version`.
     fn job_done(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<(), BlockError>>;
     /// Records a failed attempt of the job at `version` (ignored if the job
@@ -142,7 +154,13 @@ pub trait JobQueue: Send + Sync + 'static {
         block: BlockId,
         version: u64,
         data: Bytes,
+        epoch: u64,
     ) -> BoxFuture<'_, Result<bool, BlockError>>;
+    /// Learns that `file_id` was taken over from a lost owner at
+    /// `lost_below` (a put of this core's was refused as superseded) and
+    /// sets aside this core's copies of the file that takeover never saw
+    /// (older, never copied out); how many.
+    fn set_aside(&self, file_id: u64, lost_below: u64) -> BoxFuture<'_, Result<usize, BlockError>>;
     /// Up to `limit` held blocks after `after` (in block order) with their
     /// versions, and whether more follow.
     fn list_blocks(
@@ -325,6 +343,16 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What a put to a site came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shipped {
+    /// A core of the site holds the version (or a newer one) durably.
+    Held,
+    /// Refused: the copy is from before a takeover from a lost owner
+    /// (`lost_below`) that never saw it.
+    Superseded { lost_below: u64 },
+}
+
 /// What one attempt at a job came to.
 enum Attempt {
     /// The job is done (or was handled) — nothing to reschedule.
@@ -489,7 +517,7 @@ impl Worker {
                 Err(err) => return Attempt::Failed(err),
             }
         }
-        let (version, data) = match self.queue.read_block(block).await {
+        let copy = match self.queue.read_block(block).await {
             Ok(Some(found)) => found,
             // Trimmed or deleted: nothing left to ship from here.
             Ok(None) => return self.done(block, job.version).await,
@@ -510,6 +538,7 @@ impl Worker {
         // without one) is shipped as it is: the job covers its version or
         // newer, and is done up to what was shipped. (Returning "done"
         // without shipping would leave the old job due forever.)
+        let version = copy.version;
         if version < job.version {
             tracing::warn!(node = %self.name, file_id = block.file_id, index = block.index,
                 job = job.version, stored = version, "replication job newer than its block; dropping it");
@@ -519,15 +548,22 @@ impl Worker {
         let puts = job
             .targets
             .iter()
-            .map(|target| self.put_to_site(target, block, version, data.clone()));
-        let failed: Vec<String> = futures::future::join_all(puts)
-            .await
-            .into_iter()
-            .filter_map(Result::err)
-            .collect();
+            .map(|target| self.put_to_site(target, block, &copy));
+        let mut failed = Vec::new();
+        let mut superseded = 0;
+        for result in futures::future::join_all(puts).await {
+            match result {
+                Ok(Shipped::Held) => {}
+                Ok(Shipped::Superseded { lost_below }) => superseded = superseded.max(lost_below),
+                Err(err) => failed.push(err),
+            }
+        }
+        if superseded > 0 {
+            return self.set_aside(block, superseded).await;
+        }
         if !failed.is_empty() {
             if self.is_old(&job) {
-                if let Err(err) = self.ensure_local_copy(&job, &data).await {
+                if let Err(err) = self.ensure_local_copy(&job, &copy).await {
                     tracing::warn!(node = %self.name, file_id = block.file_id, index = block.index,
                         %err, "cannot restore the second in-site copy");
                 }
@@ -553,6 +589,20 @@ impl Worker {
     fn is_old(&self, job: &ReplicationJob) -> bool {
         let takeover = u64::try_from(self.options.takeover_timeout.as_millis()).unwrap_or(u64::MAX);
         now_ms().saturating_sub(job.first_enqueued_ms) >= takeover
+    }
+
+    /// A target refused the copy: written under an owner declared lost at
+    /// `lost_below`, never seen by that takeover. This core sets its copies
+    /// of the file that are in that case aside (the job goes with them).
+    async fn set_aside(&self, block: BlockId, lost_below: u64) -> Attempt {
+        match self.queue.set_aside(block.file_id, lost_below).await {
+            Ok(count) => {
+                tracing::warn!(node = %self.name, file_id = block.file_id, index = block.index,
+                    lost_below, count, "copy refused as superseded by a takeover from a lost owner; set aside");
+                Attempt::Done
+            }
+            Err(err) => Attempt::Failed(format!("cannot set aside a superseded copy: {err}")),
+        }
     }
 
     async fn done(&self, block: BlockId, version: u64) -> Attempt {

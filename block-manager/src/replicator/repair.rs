@@ -4,7 +4,6 @@
 //! second in-site copy (see the module documentation of
 //! [`crate::replicator`]).
 
-use bytes::Bytes;
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_proto::domain::BlockId;
@@ -12,7 +11,7 @@ use geonfs_proto::replication::{ReplicaJob, ReplicaPut, ReplicaPutReply};
 use geonfs_site_config::{Node, SiteId};
 use tonic::Code;
 
-use super::{Attempt, ReplicationJob, Worker};
+use super::{Attempt, LocalCopy, ReplicationJob, Shipped, Worker};
 
 /// A failed call: the message, and whether the core looked unreachable
 /// (so another core may be tried).
@@ -53,19 +52,26 @@ impl Worker {
 
     /// Ships the block to `target`, or, when it is unreachable, to the
     /// next core of its site in rendezvous order; `Ok` once one of them
-    /// holds that version (or a newer one) durably.
+    /// holds that version (or a newer one) durably, or refused the copy
+    /// as superseded.
     pub(super) async fn put_to_site(
         &self,
         target: &str,
         block: BlockId,
-        version: u64,
-        data: Bytes,
-    ) -> Result<(), String> {
-        let first = self
-            .put(target, block, version, data.clone(), None, false)
-            .await;
+        copy: &LocalCopy,
+    ) -> Result<Shipped, String> {
+        let shipped = |reply: ReplicaPutReply| {
+            if reply.superseded {
+                Shipped::Superseded {
+                    lost_below: reply.lost_below.max(1),
+                }
+            } else {
+                Shipped::Held
+            }
+        };
+        let first = self.put(target, block, copy, None, false).await;
         let Err((err, true)) = first else {
-            return first.map(|_| ()).map_err(|(err, _)| err);
+            return first.map(shipped).map_err(|(err, _)| err);
         };
         let Some(site) = self.placement.site_of_core(target) else {
             return Err(err);
@@ -75,15 +81,13 @@ impl Worker {
             if other.name == target {
                 continue;
             }
-            match self
-                .put(&other.name, block, version, data.clone(), None, false)
-                .await
-            {
+            match self.put(&other.name, block, copy, None, false).await {
+                Ok(reply) if reply.superseded => return Ok(shipped(reply)),
                 Ok(_) => {
                     tracing::info!(node = %self.name, designated = %target, used = %other.name,
                         file_id = block.file_id, index = block.index,
                         "designated remote core unreachable; copied to another core of its site");
-                    return Ok(());
+                    return Ok(Shipped::Held);
                 }
                 Err((err, _)) => errors.push(err),
             }
@@ -91,13 +95,12 @@ impl Worker {
         Err(errors.join("; "))
     }
 
-    /// One put of the whole block to `target`.
+    /// One put of this core's whole copy of the block to `target`.
     pub(super) async fn put(
         &self,
         target: &str,
         block: BlockId,
-        version: u64,
-        data: Bytes,
+        copy: &LocalCopy,
         job: Option<ReplicaJob>,
         repair: bool,
     ) -> Result<ReplicaPutReply, CallError> {
@@ -105,17 +108,19 @@ impl Worker {
             .nodes
             .get(target)
             .map_or("unknown", |(_, s)| s.as_str());
-        let len = data.len() as u64;
+        let len = copy.data.len() as u64;
         let result = self
             .put_streamed(
                 target,
                 ReplicaPut {
                     block: Some(block.into()),
-                    version,
-                    data,
+                    version: copy.version,
+                    data: copy.data.clone(),
                     origin_site: self.site.clone(),
                     repair,
                     job,
+                    owner_epoch: copy.epoch,
+                    lost_below: copy.lost_below,
                 },
             )
             .await;
@@ -197,7 +202,12 @@ impl Worker {
                     let used = copy.data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
                     let changed = self
                         .queue
-                        .repair_local(block, copy.version, copy.data.slice(..used))
+                        .repair_local(
+                            block,
+                            copy.version,
+                            copy.data.slice(..used),
+                            copy.copy_epoch,
+                        )
                         .await
                         .map_err(|err| err.to_string())?;
                     if changed {
@@ -313,7 +323,7 @@ impl Worker {
     pub(super) async fn ensure_local_copy(
         &self,
         job: &ReplicationJob,
-        data: &Bytes,
+        copy: &LocalCopy,
     ) -> Result<(), String> {
         let block = job.block;
         if !job.peer.is_empty()
@@ -335,14 +345,7 @@ impl Worker {
                 continue;
             }
             let put = self
-                .put(
-                    &candidate.name,
-                    block,
-                    job.version,
-                    data.clone(),
-                    Some(spec.clone()),
-                    false,
-                )
+                .put(&candidate.name, block, copy, Some(spec.clone()), false)
                 .await;
             match put {
                 Ok(reply) if reply.skipped_stale => {

@@ -160,7 +160,7 @@ impl Worker {
         let Some(target) = answered.first() else {
             return Ok(false);
         };
-        let Some((stored, data)) = self
+        let Some(copy) = self
             .queue
             .read_block(block)
             .await
@@ -168,13 +168,20 @@ impl Worker {
         else {
             return Ok(false);
         };
-        if stored != version {
+        if copy.version != version {
             // Changed since the listing; the next pass looks again.
             return Ok(false);
         }
-        self.put(target, block, version, data, None, false)
+        let reply = self
+            .put(target, block, &copy, None, false)
             .await
             .map_err(|(err, _)| err)?;
+        if reply.superseded {
+            // Never seen by a takeover from a lost owner: not a copy to
+            // restore anywhere (a copy with a job is set aside by its
+            // shipping; one without stays here, adopted by its next fence).
+            return Ok(false);
+        }
         self.metrics
             .repairs
             .with_label_values(&["remote_copy"])

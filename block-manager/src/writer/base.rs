@@ -325,7 +325,7 @@ impl BlockClient {
                 }
             )));
         };
-        let reply = match self.replica_put(target, block, version, data).await {
+        let reply = match self.replica_put(target, block, version, data, epoch).await {
             Ok(reply) => reply,
             Err(Ok(status)) => {
                 if let CopyError::Retry { suspect, .. } = classify(name, status.clone()) {

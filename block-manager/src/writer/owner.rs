@@ -25,6 +25,19 @@ use crate::BlockError;
 /// Blocks asked for per List page by [`BlockClient::list_file`].
 const LIST_PAGE: u32 = 1000;
 
+/// What a fence asks of a site's cores ([`BlockClient::fence_with`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FenceOrder {
+    /// The new owner's epoch.
+    pub epoch: u64,
+    /// The epoch of the file's latest takeover from a lost owner (0: none).
+    pub lost_below: u64,
+    /// The caller is that takeover and lists these cores next: their
+    /// copies are adopted (otherwise the copies it never saw are set
+    /// aside).
+    pub adopt: bool,
+}
+
 /// What [`BlockClient::fence`] achieved on the cores of the site.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FenceReport {
@@ -87,6 +100,19 @@ impl BlockClient {
     /// client but not from its site is fenced too (the core server's
     /// `fence` module has why every core that may hold the file is).
     pub async fn fence(&self, file_id: u64, epoch: u64) -> FenceReport {
+        let order = FenceOrder {
+            epoch,
+            ..FenceOrder::default()
+        };
+        self.fence_with(file_id, order).await
+    }
+
+    /// [`BlockClient::fence`] that also records a takeover from a lost
+    /// owner on the cores (`order.lost_below`, and whether the caller is
+    /// that takeover and adopts their copies; the core server's `fence`
+    /// module has why).
+    pub async fn fence_with(&self, file_id: u64, order: FenceOrder) -> FenceReport {
+        let epoch = order.epoch;
         let cores = self.inner.placement.cores(self.inner.site);
         let calls = cores.iter().map(|node| async move {
             let result = async {
@@ -95,6 +121,8 @@ impl BlockClient {
                     file_id,
                     epoch,
                     relay_to: Vec::new(),
+                    lost_below: order.lost_below,
+                    adopt: order.adopt,
                 };
                 match client.fence(request).await {
                     Ok(reply) => Ok(reply.into_inner().epoch),
@@ -125,13 +153,14 @@ impl BlockClient {
                 }
             }
         }
-        self.relay_fence(file_id, epoch, &mut report).await;
+        self.relay_fence(file_id, order, &mut report).await;
         report
     }
 
     /// Asks the first fenced core of `report` to fence the cores that
     /// failed; those it reached move to the fenced ones.
-    async fn relay_fence(&self, file_id: u64, epoch: u64, report: &mut FenceReport) {
+    async fn relay_fence(&self, file_id: u64, order: FenceOrder, report: &mut FenceReport) {
+        let epoch = order.epoch;
         if report.failed.is_empty() || epoch == 0 {
             return;
         }
@@ -146,6 +175,8 @@ impl BlockClient {
             file_id,
             epoch,
             relay_to: report.failed.iter().map(|(name, _)| name.clone()).collect(),
+            lost_below: order.lost_below,
+            adopt: order.adopt,
         };
         let relayed = match self.client(relay) {
             Ok(mut client) => match client.fence(request).await {
@@ -273,13 +304,16 @@ impl BlockClient {
     /// invariant 8). Returns how many cores hold `version` or newer; fails
     /// with [`BlockError::CopiesNotPlaced`] when fewer than `copies`.
     ///
-    /// Used to catch a site up with another site's newer copy of a block.
+    /// Used to catch a site up with another site's newer copy of a block;
+    /// `epoch` is the caller's ownership epoch (the copy becomes part of
+    /// the file at it; 0 = not checked).
     pub async fn put_whole(
         &self,
         block: BlockId,
         version: u64,
         data: Bytes,
         copies: usize,
+        epoch: u64,
     ) -> Result<usize, BlockError> {
         if version == 0 {
             return Err(BlockError::Invalid("versions start at 1".into()));
@@ -295,7 +329,7 @@ impl BlockClient {
         let mut pending: FuturesUnordered<_> = order
             .iter()
             .take(copies)
-            .map(|node| self.put_one(node, block, version, data.clone()))
+            .map(|node| self.put_one(node, block, version, data.clone(), epoch))
             .collect();
         let mut next = copies.min(order.len());
         let mut placed = 0;
@@ -314,7 +348,13 @@ impl BlockClient {
                     last_error = Some(err.to_string());
                     if let Some(replacement) = order.get(next) {
                         next += 1;
-                        pending.push(self.put_one(replacement, block, version, data.clone()));
+                        pending.push(self.put_one(
+                            replacement,
+                            block,
+                            version,
+                            data.clone(),
+                            epoch,
+                        ));
                     }
                 }
             }
@@ -341,8 +381,9 @@ impl BlockClient {
         block: BlockId,
         version: u64,
         data: Bytes,
+        epoch: u64,
     ) -> (&'n Node, Result<(), CopyError>) {
-        let result = match self.replica_put(node, block, version, data).await {
+        let result = match self.replica_put(node, block, version, data, epoch).await {
             Ok(_) => Ok(()),
             Err(Ok(status)) => Err(classify(&node.name, status)),
             Err(Err(err)) => Err(CopyError::Fatal(err)),
@@ -351,14 +392,16 @@ impl BlockClient {
     }
 
     /// A whole-block replica of `block` at `version` put on `node` (no
-    /// replication job); the core's answer, else its refusal (`Ok`) or why
-    /// it could not be asked (`Err`).
+    /// replication job) by an owner at `epoch` (0 = not checked); the
+    /// core's answer, else its refusal (`Ok`) or why it could not be asked
+    /// (`Err`).
     pub(super) async fn replica_put(
         &self,
         node: &Node,
         block: BlockId,
         version: u64,
         data: Bytes,
+        epoch: u64,
     ) -> Result<ReplicaPutReply, Result<tonic::Status, BlockError>> {
         let mut client = self.replica_client(node).map_err(Err)?;
         let request = ReplicaPut {
@@ -368,6 +411,8 @@ impl BlockClient {
             origin_site: self.inner.site_name.clone(),
             repair: false,
             job: None,
+            owner_epoch: epoch,
+            lost_below: 0,
         };
         client
             .put(request)

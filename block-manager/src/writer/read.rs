@@ -482,6 +482,8 @@ impl BlockClient {
                         origin_site: self.inner.site_name.clone(),
                         repair: true,
                         job: None,
+                        owner_epoch: read.copy_epoch,
+                        lost_below: 0,
                     })
                     .await
                     .map(tonic::Response::into_inner)
