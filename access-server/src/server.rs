@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use crate::data::FileData;
 use crate::namespace::Namespace;
 use crate::nfs::{CapacityProvider, ExportPolicy, HandleCodec, MountProgram, NfsProgram};
-use crate::ownership::{LeaseKeeper, Ownership};
+use crate::ownership::{AutoFailover, LeaseKeeper, Ownership};
 use crate::rpc::{
     allow_networks, CallContext, PortmapProgram, ProcResult, ProgramId, RpcMetrics, RpcProgram,
     RpcServer, ServerOptions, MOUNT_ID, NFS_ID,
@@ -140,6 +140,8 @@ pub struct AccessServer {
     became_ready: watch::Receiver<bool>,
     lease: LeaseKeeper,
     renewing: JoinHandle<()>,
+    /// The automatic failover of silent sites, when configured.
+    failing_over: Option<JoinHandle<()>>,
 }
 
 impl AccessServer {
@@ -206,6 +208,8 @@ impl AccessServer {
             .map_err(AccessError::Metrics)?;
         let lease = LeaseKeeper::new(ownership.clone(), gate, node_name);
         let renewing = tokio::spawn(lease.clone().run());
+        let failing_over =
+            AutoFailover::new(ownership.clone(), config).map(|auto| tokio::spawn(auto.run()));
         let data = FileData::with_ownership(ownership, config.cluster.block_size);
         let name = node_name.to_string();
         let first_lease = lease.clone();
@@ -237,6 +241,7 @@ impl AccessServer {
             became_ready,
             lease,
             renewing,
+            failing_over,
         })
     }
 
@@ -291,6 +296,9 @@ impl AccessServer {
         }
         let stopped = self.nfs.shutdown(STOP_DEADLINE).await;
         self.renewing.abort();
+        if let Some(task) = &self.failing_over {
+            task.abort();
+        }
         if stopped.is_ok() {
             self.lease.release().await;
         }
@@ -301,6 +309,9 @@ impl AccessServer {
     pub fn kill(self) {
         self.init.abort();
         self.renewing.abort();
+        if let Some(task) = &self.failing_over {
+            task.abort();
+        }
         drop(self.portmapper);
         drop(self.nfs);
     }

@@ -48,8 +48,6 @@ done
 
 TOOLS=${GEONFS_TOOLS:-$REPO/../shared/tools}
 RUN_DIR=${RUN_DIR:-$(mktemp -d /var/tmp/geonfs-process-thrash.XXXXXX)}
-mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids"
-CONFIG=$RUN_DIR/geonfs.toml
 KILLS=$RUN_DIR/kills
 STOP_KILLING=$RUN_DIR/stop-killing
 PHASE=$RUN_DIR/phase
@@ -62,102 +60,17 @@ fail() { say "FAIL ($*) dir=$RUN_DIR"; exit 1; }
 [ -x "$GEONFS" ] || fail "no geonfs binary at $GEONFS (cargo build --workspace --bins)"
 FIO=$("$TOOLS/fio-nfs/setup.sh") || fail "fio-nfs setup failed"
 
-SITES="a b c"
-site_net() { case "$1" in a) echo 41 ;; b) echo 42 ;; c) echo 43 ;; esac; }
-CORES=""
-ACCESS=""
-{
-    echo "[cluster]"
-    echo "name = \"process-thrash\""
-    echo "replication_factor = 3"
-    echo "block_size = \"1MiB\""
-    echo "secret = \"$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')\""
-    echo
-    for s in $SITES; do
-        echo "[[site]]"
-        echo "name = \"$s\""
-        echo "subnets = [\"127.$(site_net "$s").0.0/16\"]"
-        echo
-    done
-    for s in $SITES; do
-        n=$(site_net "$s")
-        node() { # name host role
-            echo "[[node]]"
-            echo "name = \"$1\""
-            echo "address = \"127.$n.0.$2:7100\""
-            echo "roles = [\"$3\"]"
-            [ "$3" = access ] || echo "data_dir = \"$RUN_DIR/data/$1\""
-            [ "$3" = core ] && echo "capacity = \"4GiB\""
-            echo
-        }
-        node "$s-access" 1 access
-        for c in 1 2 3; do node "$s-core-$c" $((10 + c)) core; done
-        node "$s-meta" 21 meta
-    done
-    echo "[nfs]"
-    echo "port = 2049"
-    echo "portmapper = false"
-    echo
-    for pair in "a b" "a c" "b c"; do
-        set -- $pair
-        echo "[[wan]]"
-        echo "between = [\"$1\", \"$2\"]"
-        echo "rtt = \"20ms\""
-        echo "bandwidth = \"200Mbit/s\""
-        echo
-    done
-} > "$CONFIG"
-for s in $SITES; do
-    ACCESS="$ACCESS $s-access"
-    for c in 1 2 3; do CORES="$CORES $s-core-$c"; done
-done
-"$GEONFS" check-config "$CONFIG" > /dev/null || fail "the generated configuration is invalid"
-
-start() { # node
-    "$GEONFS" run --config "$CONFIG" --node "$1" >> "$RUN_DIR/logs/$1.log" 2>&1 &
-    echo $! > "$RUN_DIR/pids/$1"
-}
-running() { # node
-    [ -e "$RUN_DIR/pids/$1" ] && kill -0 "$(cat "$RUN_DIR/pids/$1")" 2> /dev/null
-}
+CLUSTER_NAME=process-thrash
 KILLER=""
-stop_all() {
+before_stop() {
     touch "$STOP_KILLING"
     # The killer first, so that it restarts nothing behind the teardown.
     if [ -n "$KILLER" ]; then kill "$KILLER" 2> /dev/null || true; wait "$KILLER" 2> /dev/null || true; fi
-    for f in "$RUN_DIR"/pids/*; do
-        [ -e "$f" ] && kill -TERM "$(cat "$f")" 2> /dev/null || true
-    done
-    wait 2> /dev/null || true
-    # Whatever a restart left behind.
-    pkill -KILL -f -- "--config $CONFIG" 2> /dev/null || true
 }
-trap stop_all EXIT
-
-url() { # site
-    echo "nfs://127.$(site_net "$1").0.1/geonfs?nfsport=2049&mountport=2049"
-}
-
-# Polls (never sleeps as synchronisation) until site $1's export lists.
-wait_export() { # site deadline-seconds
-    local deadline=$((SECONDS + $2))
-    until nfs-ls "$(url "$1")" > /dev/null 2>&1; do
-        [ $SECONDS -lt $deadline ] || fail "site $1's export did not answer within $2 s"
-        sleep 0.5
-    done
-}
+. "$REPO/bench/processes/cluster.sh"
 
 say "run directory $RUN_DIR, geonfs $GEONFS, fio $FIO"
-# Another run (or a demo on these addresses) would answer in our place.
-if busy=$(ss -Htln | awk '{print $4}' | grep -E '^127\.4[123]\.0\.[0-9]+:(7100|2049)$'); then
-    fail "addresses in use (another run still going?): $(echo $busy)"
-fi
-for s in $SITES; do start "$s-meta"; done
-for node in $CORES $ACCESS; do start "$node"; done
-for s in $SITES; do wait_export "$s" 180; done
-for node in $CORES $ACCESS; do
-    running "$node" || fail "$node exited at start: see $RUN_DIR/logs/$node.log"
-done
+start_cluster
 say "cluster up: $(echo $CORES $ACCESS | wc -w) core and access processes, 3 meta voters"
 
 # The killer: one fault at a time, until $STOP_KILLING exists.

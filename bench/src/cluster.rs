@@ -50,6 +50,8 @@ pub struct ClusterSpec {
     pub attribute_cache: Option<Duration>,
     /// `[cluster] ownership_lease`; `None`: the default.
     pub ownership_lease: Option<Duration>,
+    /// `[cluster] auto_failover_after`; `None`: off (the default).
+    pub auto_failover_after: Option<Duration>,
 }
 
 impl Default for ClusterSpec {
@@ -67,6 +69,7 @@ impl Default for ClusterSpec {
             replication: Some(ReplicatorOptions::default()),
             attribute_cache: None,
             ownership_lease: None,
+            auto_failover_after: None,
         }
     }
 }
@@ -148,6 +151,12 @@ impl ClusterBuilder {
     /// The access servers' ownership lease (`[cluster] ownership_lease`).
     pub fn ownership_lease(mut self, lease: Duration) -> Self {
         self.spec.ownership_lease = Some(lease);
+        self
+    }
+    /// Fail silent sites over automatically after `after`
+    /// (`[cluster] auto_failover_after`).
+    pub fn auto_failover_after(mut self, after: Duration) -> Self {
+        self.spec.auto_failover_after = Some(after);
         self
     }
     /// Starts the cluster.
@@ -233,6 +242,12 @@ fn config_text(
         text += &format!(
             "ownership_lease = \"{}\"\n\n",
             geonfs_site_config::format_duration(lease)
+        );
+    }
+    if let Some(after) = spec.auto_failover_after {
+        text += &format!(
+            "auto_failover_after = \"{}\"\n\n",
+            geonfs_site_config::format_duration(after)
         );
     }
     if let Some(count) = spec.meta_voters {

@@ -58,6 +58,9 @@ pub struct ClusterSettings {
     /// it valid (`cluster.ownership_lease`): an owner that cannot renew
     /// stops writing after this long.
     pub ownership_lease: Duration,
+    /// Fail a silent site over automatically after this long
+    /// (`cluster.auto_failover_after`; `None`, the default: never).
+    pub auto_failover_after: Option<Duration>,
 }
 
 impl fmt::Debug for ClusterSettings {
@@ -70,6 +73,7 @@ impl fmt::Debug for ClusterSettings {
             .field("secret", &"<redacted>")
             .field("meta_voters", &self.meta_voters)
             .field("ownership_lease", &self.ownership_lease)
+            .field("auto_failover_after", &self.auto_failover_after)
             .finish()
     }
 }

@@ -111,6 +111,8 @@ pub(crate) struct RawCluster {
     pub meta_voters: Leaf<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ownership_lease: Leaf<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_failover_after: Leaf<String>,
 }
 
 /// `[[site]]`
@@ -232,6 +234,7 @@ impl RawConfig {
                 secret_file: s("x"),
                 meta_voters: list(&["x"]),
                 ownership_lease: s("x"),
+                auto_failover_after: s("x"),
             }),
             site: vec![RawSite {
                 name: s("x"),
@@ -374,6 +377,10 @@ pub(crate) fn to_raw(c: &ClusterConfig) -> RawConfig {
             secret_file: None,
             meta_voters: leaf(c.cluster.meta_voters.clone()),
             ownership_lease: s(&format_duration(c.cluster.ownership_lease)),
+            auto_failover_after: c
+                .cluster
+                .auto_failover_after
+                .and_then(|d| s(&format_duration(d))),
         }),
         site: c
             .sites

@@ -409,6 +409,33 @@ fn bad_values() {
     );
     assert_eq!(problems(&t).len(), 1, "{:?}", problems(&t));
     assert_eq!(problems(&t)[0].key, "cluster.ownership_lease");
+    // Automatic failover: off unless set, never before a lease runs out.
+    assert_eq!(
+        ClusterConfig::from_toml_str(&base())
+            .unwrap()
+            .cluster
+            .auto_failover_after,
+        None
+    );
+    let t = edit(
+        &base(),
+        "replication_factor = 3",
+        "replication_factor = 3\nauto_failover_after = \"90s\"",
+    );
+    let c = ClusterConfig::from_toml_str(&t).unwrap();
+    assert_eq!(c.cluster.auto_failover_after, Some(Duration::from_secs(90)));
+    for after in ["5s", "86401s"] {
+        let t = edit(
+            &base(),
+            "replication_factor = 3",
+            &format!("replication_factor = 3\nauto_failover_after = \"{after}\""),
+        );
+        assert_problem(
+            &t,
+            "cluster.auto_failover_after",
+            "out of range (expected the ownership lease, 10s,",
+        );
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use geonfs_block_manager::{FenceOrder, FileListing};
+use geonfs_block_manager::{FenceOrder, FenceReport, FileListing};
 use geonfs_meta_kvs::MetaError;
 use geonfs_proto::meta::{condition, operation, Condition, KeyValue, Operation, TxnRequest};
 use rand::Rng;
@@ -14,6 +14,10 @@ use rand::Rng;
 use super::catchup::DirtyMap;
 use super::record::{self, owner_key, Claim, OwnerRecord};
 use super::{lock, Ownership, OwnershipError, View, WAIT_FOR_CLAIM};
+
+/// How long a takeover from a lost owner waits for that owner's cores to
+/// answer its fence (they are not required).
+const LOST_OWNER_FENCE_WAIT: Duration = Duration::from_secs(2);
 
 /// How a takeover treats the old owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,8 +301,26 @@ impl Ownership {
             .clients
             .iter()
             .filter(|(site, _)| owner_lost && **site != me && **site != record.site);
+        // A lost owner's cores are fenced as a courtesy (its revocation or
+        // lease is what stops it): one that does not answer at once (cut
+        // off, its calls hanging until they time out) is not waited for.
+        let old_fence = async {
+            let fence = old.fence_with(file_id, order(false));
+            if !owner_lost {
+                return fence.await;
+            }
+            tokio::time::timeout(LOST_OWNER_FENCE_WAIT, fence)
+                .await
+                .unwrap_or_else(|_| FenceReport {
+                    failed: vec![(
+                        record.site.clone(),
+                        format!("no answer within {LOST_OWNER_FENCE_WAIT:?}"),
+                    )],
+                    ..FenceReport::default()
+                })
+        };
         let (old_report, own_report, other_reports) = futures::join!(
-            old.fence_with(file_id, order(false)),
+            old_fence,
             self.local().fence_with(file_id, order(owner_lost)),
             futures::future::join_all(others.map(|(site, client)| async move {
                 (site, client.fence_with(file_id, order(true)).await)

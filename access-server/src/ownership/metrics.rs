@@ -34,6 +34,9 @@ pub struct OwnershipMetrics {
     pub revocations: IntCounter,
     /// Duration of those waits, seconds.
     pub revocation_seconds: Histogram,
+    /// Silent sites this access server failed over by itself
+    /// (`cluster.auto_failover_after`).
+    pub auto_failovers: IntCounter,
 }
 
 fn gauge(name: &str, help: &str) -> IntGauge {
@@ -121,6 +124,10 @@ impl OwnershipMetrics {
                 "geonfs_ownership_revocation_seconds",
                 "How long a revocation waited for the old owner's access servers",
             ),
+            auto_failovers: counter(
+                "geonfs_ownership_auto_failovers_total",
+                "Silent sites this access server failed over by itself (cluster.auto_failover_after)",
+            ),
         }
     }
 
@@ -139,6 +146,7 @@ impl OwnershipMetrics {
         registry.register(Box::new(self.lease_renewals.clone()))?;
         registry.register(Box::new(self.lease_failures.clone()))?;
         registry.register(Box::new(self.revocations.clone()))?;
+        registry.register(Box::new(self.auto_failovers.clone()))?;
         registry.register(Box::new(self.revocation_seconds.clone()))?;
         Ok(())
     }

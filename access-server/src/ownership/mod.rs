@@ -104,6 +104,7 @@
 //! round trip per block and per meta-kvs commit. `geonfs relocate` runs
 //! the handover and the catch-up ahead of a planned migration.
 
+mod auto_failover;
 mod catchup;
 mod failover;
 mod handover;
@@ -124,6 +125,7 @@ use geonfs_site_config::ClusterConfig;
 
 use crate::data::VersionClock;
 
+pub use auto_failover::AutoFailover;
 pub use catchup::CatchUpProgress;
 pub use failover::{FailoverProgress, FailoverReport};
 pub use lease::{LeaseKeeper, LeaseTiming};

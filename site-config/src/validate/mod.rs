@@ -17,7 +17,7 @@ use crate::raw::{
     Expected, Leaf, Lenient, RawCluster, RawConfig, RawNfs, RawSite, RawWan, SizeText,
 };
 use crate::site_map::overlapping_pairs;
-use crate::units::{format_size, parse_bandwidth, parse_duration, parse_size};
+use crate::units::{format_duration, format_size, parse_bandwidth, parse_duration, parse_size};
 use crate::{ClusterConfig, ClusterSettings, NfsSettings, Node, Problem, Site, SiteId, WanLink};
 
 /// Minimum length of the cluster secret, in bytes.
@@ -274,6 +274,24 @@ fn cluster_settings(
             Err(m) => ctx.push("cluster.ownership_lease", m),
         }
     }
+    let mut auto_failover_after = None;
+    if let Some(text) = ctx.get("cluster.auto_failover_after", &rc.auto_failover_after) {
+        match parse_duration(text) {
+            Ok(d) if d >= ownership_lease && d <= MAX_AUTO_FAILOVER_AFTER => {
+                auto_failover_after = Some(d);
+            }
+            Ok(_) => ctx.push(
+                "cluster.auto_failover_after",
+                format!(
+                    "{text:?} is out of range (expected the ownership lease, {}, to {}s; \
+                     leave it out to never fail a site over automatically)",
+                    format_duration(ownership_lease),
+                    MAX_AUTO_FAILOVER_AFTER.as_secs()
+                ),
+            ),
+            Err(m) => ctx.push("cluster.auto_failover_after", m),
+        }
+    }
     ClusterSettings {
         name,
         replication_factor,
@@ -281,8 +299,12 @@ fn cluster_settings(
         secret,
         meta_voters: Vec::new(),
         ownership_lease,
+        auto_failover_after,
     }
 }
+
+/// The longest `cluster.auto_failover_after` accepted (a day).
+const MAX_AUTO_FAILOVER_AFTER: Duration = Duration::from_secs(86_400);
 
 /// The default `cluster.ownership_lease`.
 const DEFAULT_OWNERSHIP_LEASE: Duration = Duration::from_secs(10);
