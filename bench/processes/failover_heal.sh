@@ -12,7 +12,7 @@
 #   5. site a resumed (the heal): its cores set the late writes aside
 #      instead of shipping them; `geonfs quarantine list` shows them,
 #      every site reads vm.img right and late.img as b and c do, and
-#      `geonfs quarantine get` gives late.img's bytes back.
+#      `geonfs quarantine export` gives late.img's bytes back.
 #
 # Last line: `processes/failover_heal: PASS (...)` or `... FAIL (...)`;
 # logs and data stay in the run directory printed at the start.
@@ -123,15 +123,13 @@ set_aside_s=$((SECONDS - healed))
 "$GEONFS" quarantine list --config "$CONFIG" > "$RUN_DIR/logs/quarantine.out"
 same_at vm.img "$RUN_DIR/vm.img" a b c
 same_at late.img "$RUN_DIR/late.after" a b c
-: > "$RUN_DIR/recovered"
-for index in 0 1 2; do
-    line=$(awk -v i="$index" '$3 ~ ("/" i "$") {print; exit}' "$RUN_DIR/logs/quarantine.out")
-    [ -n "$line" ] || fail "block $index of late.img not in the quarantine"
-    set -- $line
-    "$GEONFS" quarantine get "$2" "${3%/*}" "$index" "$4" --out "$RUN_DIR/block" --config "$CONFIG" > /dev/null ||
-        fail "quarantine get $line"
-    cat "$RUN_DIR/block" >> "$RUN_DIR/recovered"
-done
+# The operator's recovery: the current file, with the quarantined blocks
+# written over it.
+cp "$RUN_DIR/late.after" "$RUN_DIR/recovered"
+file=$(awk 'NR > 1 && $3 ~ /\/0$/ {split($3, b, "/"); print b[1]; exit}' "$RUN_DIR/logs/quarantine.out")
+[ -n "$file" ] || fail "block 0 of late.img not in the quarantine"
+"$GEONFS" quarantine export "$file" --into "$RUN_DIR/recovered" --config "$CONFIG" > "$RUN_DIR/logs/export.out" ||
+    fail "quarantine export $file"
 cmp -s "$RUN_DIR/recovered" "$RUN_DIR/late.img" || fail "the quarantine does not give late.img back"
 "$GEONFS" status --config "$CONFIG" > "$RUN_DIR/logs/status.out" 2>&1 || true
-say "PASS (failover of a paused site in ${failover_s} s; after the heal, $(quarantined) copies set aside in ${set_aside_s} s, late.img's $(wc -c < "$RUN_DIR/late.img") bytes given back by geonfs quarantine get, every site reads b's data) dir=$RUN_DIR"
+say "PASS (failover of a paused site in ${failover_s} s; after the heal, $(quarantined) copies set aside in ${set_aside_s} s, late.img's $(wc -c < "$RUN_DIR/late.img") bytes given back by geonfs quarantine export, every site reads b's data) dir=$RUN_DIR"

@@ -1,9 +1,9 @@
 //! `geonfs quarantine …`: the copies the cores set aside because a takeover
 //! from a lost owner never saw them (writes the lost site acknowledged but
 //! had not copied out; see `core-server/src/fence.rs`). They are never
-//! merged back by themselves: an operator lists them, reads one back to a
-//! local file (to compare, or to write it into a file through NFS), and
-//! drops it.
+//! merged back by themselves: an operator lists them, writes a file's
+//! blocks into a local copy of it (`export`) or reads one back (`get`),
+//! and drops them.
 //!
 //! The functions here are what the subcommands call, so the system tests
 //! exercise the same code as an operator.
@@ -52,6 +52,22 @@ pub enum QuarantineCommand {
         /// Where to write the block's bytes.
         #[arg(long, short)]
         out: PathBuf,
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Write every quarantined block of one file (the newest copy of each)
+    /// into a local image at its place (index × block size), over what the
+    /// image holds there. Copy the file out first (`nfs-cat`): the image
+    /// then holds the lost site's last state of every block it had not
+    /// copied out, and the current state of the others; inspect it, or
+    /// copy it back in under another name.
+    Export {
+        /// The file id (as `list` shows).
+        file: u64,
+        /// The local image to write into (created if missing).
+        #[arg(long)]
+        into: PathBuf,
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
@@ -183,6 +199,68 @@ pub async fn get(
         .into_inner();
     let copy = reply.copy.context("the core answered without the copy")?;
     Ok((copy, reply.data.to_vec()))
+}
+
+/// Writes the newest quarantined copy of every block of `file` (the
+/// attribute record aside) into the local image `into` at the block's
+/// offset; the blocks written, (index, version, core), in index order.
+pub async fn export(
+    config: &ClusterConfig,
+    network: &Network,
+    file: u64,
+    into: &Path,
+) -> anyhow::Result<Vec<(u64, u64, String)>> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut newest: std::collections::BTreeMap<u64, (u64, String)> = Default::default();
+    for core in list(config, network, None).await? {
+        let copies = core
+            .copies
+            .map_err(|err| anyhow::anyhow!("{}: {err}", core.core))?;
+        for copy in copies {
+            let Some(block) = copy
+                .block
+                .filter(|b| b.file_id == file && b.index != u64::MAX)
+            else {
+                continue;
+            };
+            let entry = newest
+                .entry(block.index)
+                .or_insert((copy.version, core.core.clone()));
+            if copy.version > entry.0 {
+                *entry = (copy.version, core.core.clone());
+            }
+        }
+    }
+    if newest.is_empty() {
+        bail!("no quarantined copy of file {file}");
+    }
+    let mut image = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(into)
+        .with_context(|| format!("cannot open {}", into.display()))?;
+    let mut written = Vec::new();
+    for (&index, (version, core)) in &newest {
+        let block = BlockId {
+            file_id: file,
+            index,
+        };
+        let (copy, data) = get(config, network, core, block, *version).await?;
+        let length = usize::try_from(copy.length).unwrap_or(usize::MAX);
+        let offset = index
+            .checked_mul(config.cluster.block_size)
+            .context("block offset past the largest file")?;
+        image
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| image.write_all(&data[..length.min(data.len())]))
+            .with_context(|| format!("cannot write {}", into.display()))?;
+        written.push((index, *version, core.clone()));
+    }
+    image
+        .sync_all()
+        .with_context(|| format!("cannot sync {}", into.display()))?;
+    Ok(written)
 }
 
 /// Deletes the quarantined copy of `block` at `version` on `core`; false
@@ -322,6 +400,18 @@ pub async fn run(command: QuarantineCommand) -> anyhow::Result<()> {
                 copy.epoch,
                 data.len(),
                 out.display()
+            );
+        }
+        QuarantineCommand::Export { file, into, config } => {
+            let (config, network) = load(&config)?;
+            let written = export(&config, &network, file, &into).await?;
+            for (index, version, core) in &written {
+                println!("block {file}/{index} at version {version} from {core}");
+            }
+            println!(
+                "{} block(s) of file {file} written into {}",
+                written.len(),
+                into.display()
             );
         }
         QuarantineCommand::Drop {

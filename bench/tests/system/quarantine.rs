@@ -184,6 +184,23 @@ async fn late_writes_of_a_lost_owner_are_set_aside(skew_micros: i64, seed: u64) 
         }
     }
 
+    // The operator's recovery: the current file with the quarantined
+    // blocks written over it holds a's late writes, and b's data in the
+    // blocks a had not written.
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("split.img");
+    std::fs::write(&image, &model).unwrap();
+    let written = quarantine_cli::export(cluster.config(), cluster.network(), file, &image)
+        .await
+        .unwrap();
+    assert_eq!(written.iter().map(|w| w.0).collect::<Vec<_>>(), [1, 3]);
+    let recovered = std::fs::read(&image).unwrap();
+    for (offset, data) in &late {
+        let at = *offset as usize;
+        assert_eq!(&recovered[at..at + data.len()], &data[..]);
+    }
+    assert_eq!(&recovered[..BLOCK as usize], &model[..BLOCK as usize]);
+
     // An operator drops what they read back; the quarantine is empty.
     for (core, copy) in &set_aside {
         let block = copy.block.expect("listed with its block");
