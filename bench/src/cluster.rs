@@ -36,8 +36,9 @@ pub struct ClusterSpec {
     pub block_size: u64,
     /// Emulated WAN between every pair of sites from the start.
     pub wan: WanParams,
-    /// Options of every meta-kvs member.
-    pub meta_options: MetaOptions,
+    /// Options of every meta-kvs member; `None`: from the configuration
+    /// (`[meta]`, and the WAN's round trip).
+    pub meta_options: Option<MetaOptions>,
     /// How many meta nodes are initial voters (`None` = all). The voters are
     /// the first ones in round-robin site order (`a-meta-1`, `b-meta-1`, …,
     /// `a-meta-2`, …); the others ("spares") start as non-members and wait
@@ -64,7 +65,7 @@ impl Default for ClusterSpec {
             replication_factor: None,
             block_size: 4 * 1024 * 1024,
             wan: WanParams::default(),
-            meta_options: MetaOptions::default(),
+            meta_options: None,
             meta_voters: None,
             replication: Some(ReplicatorOptions::default()),
             attribute_cache: None,
@@ -121,7 +122,7 @@ impl ClusterBuilder {
     }
     /// Options of every meta-kvs member (e.g. a small compaction threshold).
     pub fn meta_options(mut self, options: MetaOptions) -> Self {
-        self.spec.meta_options = options;
+        self.spec.meta_options = Some(options);
         self
     }
     /// Only the first `n` meta nodes (round-robin over sites) are initial
@@ -268,6 +269,14 @@ fn config_text(
         );
     }
     text += "\n";
+    // The emulated WAN is set on the network, not in [[wan]]: tell the
+    // configuration its round trip, so meta-kvs's timing follows it.
+    if !spec.wan.rtt.is_zero() {
+        text += &format!(
+            "[meta]\ninter_site_rtt = \"{}\"\n\n",
+            geonfs_site_config::format_duration(spec.wan.rtt)
+        );
+    }
     for s in 0..spec.sites {
         text += &format!(
             "[[site]]\nname = \"{}\"\nsubnets = [\"127.{}.0.0/16\"]\ntakes_writes = {}\n\n",

@@ -14,12 +14,12 @@
 //! capacity (`geonfs_core_quarantined_bytes` shows them).
 
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use geonfs_proto::domain::{BlockId, BlockRange, BlockRead};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
+use super::queue::now_ms;
 use super::{delete_chunks, BlockStore, Inner};
 use crate::codec::meta_key;
 use crate::CoreError;
@@ -76,12 +76,6 @@ fn decode_record(key: &[u8], value: &[u8]) -> Option<(QuarantinedCopy, Option<By
     let data = &value[HEADER_LEN..];
     let data = (crc32c::crc32c(data) == crc).then(|| Bytes::copy_from_slice(data));
     Some((copy, data))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The number and bytes of the quarantine records in `db`.

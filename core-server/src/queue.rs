@@ -109,7 +109,8 @@ pub(super) fn block_of_job_key(key: &[u8]) -> Option<BlockId> {
     })
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch.
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -76,8 +76,9 @@ pub enum NodeError {
 /// Options of every role of a node.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
-    /// Options of the meta-kvs member (meta nodes).
-    pub meta: MetaOptions,
+    /// Options of the meta-kvs member (meta nodes); `None`: from the
+    /// configuration ([`MetaOptions::for_cluster`]).
+    pub meta: Option<MetaOptions>,
     /// Options of the geo-replication worker (core nodes); `None` leaves
     /// the worker stopped (jobs still queue, nothing ships — for tests of
     /// the in-site write path alone).
@@ -87,7 +88,7 @@ pub struct NodeOptions {
 impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
-            meta: MetaOptions::default(),
+            meta: None,
             replication: Some(ReplicatorOptions::default()),
         }
     }
@@ -120,7 +121,9 @@ impl RunningNode {
         listener: TcpListener,
         options: NodeOptions,
     ) -> Result<Self, NodeError> {
-        let meta_options = options.meta;
+        let meta_options = options
+            .meta
+            .unwrap_or_else(|| MetaOptions::for_cluster(&config));
         let node = config
             .node(name)
             .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;

@@ -35,6 +35,8 @@ pub struct MetaClient {
     /// injection still applies to a kept channel.)
     channels: Arc<Mutex<HashMap<SocketAddr, RpcChannel>>>,
     deadline: Duration,
+    /// How long one attempt waits for its answer.
+    attempt: Duration,
 }
 
 /// Whether a failed call certainly did not reach a handler.
@@ -63,10 +65,13 @@ impl MetaClient {
             leader: Arc::new(Mutex::new(None)),
             channels: Arc::new(Mutex::new(HashMap::new())),
             deadline: DEFAULT_DEADLINE,
+            attempt: ATTEMPT_TIMEOUT,
         }
     }
 
-    /// A client calling from `from` to every meta node of `config`.
+    /// A client calling from `from` to every meta node of `config`, its
+    /// deadline and attempt timeout from the inter-site round trip
+    /// ([`geonfs_site_config::MetaTiming`]).
     pub fn for_cluster(network: Network, from: IpAddr, config: &ClusterConfig) -> Self {
         let endpoints = config
             .nodes
@@ -74,7 +79,11 @@ impl MetaClient {
             .filter(|n| n.roles.meta)
             .map(|n| n.address)
             .collect();
-        Self::new(network, from, endpoints)
+        let timing = config.meta_timing();
+        let mut client = Self::new(network, from, endpoints);
+        client.deadline = timing.call_deadline();
+        client.attempt = timing.call_attempt();
+        client
     }
 
     /// Sets the overall deadline of each call.
@@ -138,7 +147,7 @@ impl MetaClient {
                 self.endpoints[rotate % self.endpoints.len()]
             });
             let channel = self.channel(target)?;
-            let result = tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), f(channel)).await;
+            let result = tokio::time::timeout(remaining.min(self.attempt), f(channel)).await;
             let status = match result {
                 Ok(Ok(reply)) => {
                     self.set_leader(Some(target));

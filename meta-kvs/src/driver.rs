@@ -175,6 +175,8 @@ pub struct Driver {
     leader: u64,
     /// Ticks since this member last became leader (0 when not leading).
     leader_ticks: usize,
+    /// Ticks since this member last knew a leader.
+    leaderless_ticks: usize,
 }
 
 impl Driver {
@@ -217,7 +219,35 @@ impl Driver {
             term: 0,
             leader: 0,
             leader_ticks: 0,
+            leaderless_ticks: 0,
         })
+    }
+
+    /// Says so, every five election timeouts, while no leader is known:
+    /// elections that keep failing over a slow link look like nothing
+    /// else from outside.
+    fn watch_elections(&mut self) {
+        if self.raw.raft.leader_id != raft::INVALID_ID {
+            self.leaderless_ticks = 0;
+            return;
+        }
+        self.leaderless_ticks = self.leaderless_ticks.saturating_add(1);
+        let every = self.options.election_tick.saturating_mul(5).max(1);
+        if self.leaderless_ticks.is_multiple_of(every) {
+            let election =
+                self.options.tick * u32::try_from(self.options.election_tick).unwrap_or(u32::MAX);
+            let without =
+                self.options.tick * u32::try_from(self.leaderless_ticks).unwrap_or(u32::MAX);
+            tracing::warn!(
+                id = self.raw.raft.id,
+                term = self.raw.raft.term,
+                ?without,
+                ?election,
+                "no meta-kvs leader: elections keep failing. A majority of the voters must reach \
+                 each other; if they do, the sites may be further apart than the timing allows \
+                 (set [meta] inter_site_rtt, or election_timeout, to a few round trips)"
+            );
+        }
     }
 
     /// Runs until shutdown or a fatal storage error.
@@ -234,6 +264,7 @@ impl Driver {
                     } else {
                         self.leader_ticks = 0;
                     }
+                    self.watch_elections();
                     if let Err(err) = self.check_empty_peers() {
                         tracing::warn!(error = %err, "cannot compact the log start");
                     }

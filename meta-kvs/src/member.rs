@@ -51,6 +51,20 @@ impl Default for MetaOptions {
 }
 
 impl MetaOptions {
+    /// The options of a member of `config`: its Raft timing from `[meta]`
+    /// and the inter-site round trip ([`geonfs_site_config::MetaTiming`]),
+    /// and a request timeout of `max(5s, 4 × rtt)`.
+    pub fn for_cluster(config: &ClusterConfig) -> Self {
+        let timing = config.meta_timing();
+        MetaOptions {
+            tick: timing.tick,
+            election_tick: timing.election_ticks(),
+            heartbeat_tick: timing.heartbeat_ticks(),
+            request_timeout: Duration::from_secs(5).max(timing.inter_site_rtt * 4),
+            ..MetaOptions::default()
+        }
+    }
+
     /// Options with a small compaction threshold (tests).
     pub fn with_compaction(mut self, threshold: u64, keep: u64) -> Self {
         self.compact_threshold = threshold.max(1);

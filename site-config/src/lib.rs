@@ -37,6 +37,8 @@ pub struct ClusterConfig {
     pub nodes: Vec<Node>,
     /// `[nfs]`: the NFS export.
     pub nfs: NfsSettings,
+    /// `[meta]`: meta-kvs's Raft timing, as set (see [`ClusterConfig::meta_timing`]).
+    pub meta: MetaSettings,
     /// `[[wan]]`: emulated WAN links between site pairs (usually empty).
     pub wan: Vec<WanLink>,
 }
@@ -128,6 +130,98 @@ pub struct Roles {
     pub meta: bool,
     /// NFS access server.
     pub access: bool,
+}
+
+/// `[meta]` as written: each `None` is derived (see [`MetaTiming`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetaSettings {
+    /// The longest round trip between two sites.
+    pub inter_site_rtt: Option<Duration>,
+    /// Raft's tick.
+    pub tick: Option<Duration>,
+    /// Raft's election timeout.
+    pub election_timeout: Option<Duration>,
+    /// How often a Raft leader sends heartbeats.
+    pub heartbeat_interval: Option<Duration>,
+}
+
+/// Meta-kvs's Raft timing, each value set in `[meta]` or derived from the
+/// longest round trip between sites: `inter_site_rtt`, else the longest
+/// `[[wan]]` rtt, else 0 (sites on one LAN). Over a slow link an election
+/// needs a few round trips (pre-vote, vote), so the timeouts grow with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaTiming {
+    /// The longest round trip between two sites.
+    pub inter_site_rtt: Duration,
+    /// Raft's tick: `max(100ms, rtt / 4)`.
+    pub tick: Duration,
+    /// Raft's election timeout: `max(1s, 5 × rtt, 5 × heartbeat)`.
+    pub election_timeout: Duration,
+    /// Heartbeats: `max(2 × tick, rtt)`.
+    pub heartbeat_interval: Duration,
+}
+
+impl MetaTiming {
+    /// The timing of `settings` over links of `wan`.
+    pub fn new(settings: &MetaSettings, wan: &[WanLink]) -> Self {
+        let rtt = settings
+            .inter_site_rtt
+            .unwrap_or_else(|| wan.iter().map(|w| w.rtt).max().unwrap_or_default());
+        let tick = settings
+            .tick
+            .unwrap_or_else(|| (rtt / 4).max(Duration::from_millis(100)));
+        let heartbeat_interval = settings
+            .heartbeat_interval
+            .unwrap_or_else(|| (tick * 2).max(rtt));
+        let election_timeout = settings.election_timeout.unwrap_or_else(|| {
+            Duration::from_secs(1)
+                .max(rtt * 5)
+                .max(heartbeat_interval * 5)
+        });
+        MetaTiming {
+            inter_site_rtt: rtt,
+            tick,
+            election_timeout,
+            heartbeat_interval,
+        }
+    }
+
+    /// The election timeout in ticks (at least 2).
+    pub fn election_ticks(&self) -> usize {
+        ticks(self.election_timeout, self.tick).max(2)
+    }
+
+    /// The heartbeat interval in ticks (at least 1, below the election's).
+    pub fn heartbeat_ticks(&self) -> usize {
+        ticks(self.heartbeat_interval, self.tick)
+            .max(1)
+            .min(self.election_ticks() - 1)
+    }
+
+    /// How long a call to meta-kvs may take, all attempts included:
+    /// `max(10s, 10 × rtt)`.
+    pub fn call_deadline(&self) -> Duration {
+        Duration::from_secs(10).max(self.inter_site_rtt * 10)
+    }
+
+    /// How long one attempt of a call waits for its answer: `max(3s,
+    /// 4 × rtt)` (a commit from a remote client takes two round trips).
+    pub fn call_attempt(&self) -> Duration {
+        Duration::from_secs(3).max(self.inter_site_rtt * 4)
+    }
+}
+
+/// `d` in whole ticks, rounded to the nearest.
+fn ticks(d: Duration, tick: Duration) -> usize {
+    let tick = tick.as_nanos().max(1);
+    usize::try_from((d.as_nanos() + tick / 2) / tick).unwrap_or(usize::MAX)
+}
+
+impl ClusterConfig {
+    /// Meta-kvs's Raft timing (see [`MetaTiming`]).
+    pub fn meta_timing(&self) -> MetaTiming {
+        MetaTiming::new(&self.meta, &self.wan)
+    }
 }
 
 /// NFS export settings (`[nfs]`).

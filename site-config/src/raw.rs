@@ -89,6 +89,8 @@ pub(crate) struct RawConfig {
     pub node: Vec<RawNode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nfs: Option<RawNfs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<RawMeta>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub wan: Vec<RawWan>,
 }
@@ -167,6 +169,20 @@ pub(crate) struct RawNfs {
     pub anon_gid: Leaf<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attribute_cache: Leaf<String>,
+}
+
+/// `[meta]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawMeta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inter_site_rtt: Leaf<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tick: Leaf<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub election_timeout: Leaf<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval: Leaf<String>,
 }
 
 /// `[[wan]]`
@@ -259,6 +275,12 @@ impl RawConfig {
                 anon_uid: leaf(1),
                 anon_gid: leaf(1),
                 attribute_cache: s("x"),
+            }),
+            meta: Some(RawMeta {
+                inter_site_rtt: s("x"),
+                tick: s("x"),
+                election_timeout: s("x"),
+                heartbeat_interval: s("x"),
             }),
             wan: vec![RawWan {
                 between: list(&["x", "y"]),
@@ -432,6 +454,17 @@ pub(crate) fn to_raw(c: &ClusterConfig) -> RawConfig {
             anon_gid: leaf(i64::from(c.nfs.anon_gid)),
             attribute_cache: s(&format_duration(c.nfs.attribute_cache)),
         }),
+        meta: {
+            let d = |v: Option<std::time::Duration>| v.and_then(|d| s(&format_duration(d)));
+            let m = &c.meta;
+            let raw = RawMeta {
+                inter_site_rtt: d(m.inter_site_rtt),
+                tick: d(m.tick),
+                election_timeout: d(m.election_timeout),
+                heartbeat_interval: d(m.heartbeat_interval),
+            };
+            (raw != RawMeta::default()).then_some(raw)
+        },
         wan: c
             .wan
             .iter()

@@ -135,6 +135,62 @@ fn wan_links_and_lookup() {
 }
 
 #[test]
+fn meta_timing_follows_the_round_trip_between_sites() {
+    // On a LAN: Raft's usual timing (100 ms ticks, 1 s elections).
+    let lan = ClusterConfig::from_toml_str(&base()).unwrap().meta_timing();
+    assert_eq!(lan.tick, Duration::from_millis(100));
+    assert_eq!((lan.election_ticks(), lan.heartbeat_ticks()), (10, 2));
+    assert_eq!(lan.election_timeout, Duration::from_secs(1));
+    // The longest [[wan]] round trip (1.5 s) is the default, and the lease
+    // default grows with it.
+    let t = base() + "\n[[wan]]\nbetween = [\"c\", \"a\"]\nrtt = \"1.5s\"\n";
+    let c = ClusterConfig::from_toml_str(&t).unwrap();
+    let wan = c.meta_timing();
+    assert_eq!(wan.inter_site_rtt, Duration::from_millis(1500));
+    assert_eq!(wan.tick, Duration::from_millis(375));
+    assert_eq!(wan.heartbeat_interval, Duration::from_millis(1500));
+    assert_eq!(wan.election_timeout, Duration::from_millis(7500));
+    assert_eq!((wan.election_ticks(), wan.heartbeat_ticks()), (20, 4));
+    assert_eq!(c.cluster.ownership_lease, Duration::from_secs(12));
+    assert!(wan.call_attempt() >= Duration::from_secs(6));
+    // [meta] sets it (3 s), and the timing round-trips.
+    let t = base() + "\n[meta]\ninter_site_rtt = \"3s\"\n";
+    let c = ClusterConfig::from_toml_str(&t).unwrap();
+    assert_eq!(c.meta_timing().election_timeout, Duration::from_secs(15));
+    assert_eq!(c.cluster.ownership_lease, Duration::from_secs(24));
+    let back = ClusterConfig::from_toml_str(&c.to_toml_string()).unwrap();
+    assert_eq!(back, c);
+    // An election timeout of fewer than 3 round trips, and a lease of
+    // fewer than 4, are refused.
+    let t = base() + "\n[meta]\ninter_site_rtt = \"3s\"\nelection_timeout = \"5s\"\n";
+    assert_problem(
+        &t,
+        "meta.election_timeout",
+        "less than 3 inter-site round trips",
+    );
+    let t = edit(
+        &base(),
+        "replication_factor = 3",
+        "replication_factor = 3\nownership_lease = \"10s\"",
+    ) + "\n[meta]\ninter_site_rtt = \"3s\"\n";
+    assert_problem(
+        &t,
+        "cluster.ownership_lease",
+        "shorter than 4 inter-site round trips",
+    );
+    let t = base() + "\n[meta]\ntick = \"1s\"\nheartbeat_interval = \"500ms\"\n";
+    assert_problem(&t, "meta.heartbeat_interval", "shorter than the tick");
+    let t = base() + "\n[meta]\nheartbeat_interval = \"1s\"\nelection_timeout = \"1500ms\"\n";
+    assert_problem(
+        &t,
+        "meta.election_timeout",
+        "less than two heartbeat intervals",
+    );
+    let t = base() + "\n[meta]\ntick = \"5ms\"\n";
+    assert_problem(&t, "meta.tick", "out of range");
+}
+
+#[test]
 fn overlapping_subnets_across_sites() {
     let t = edit(
         &base(),

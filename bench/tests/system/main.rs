@@ -22,6 +22,7 @@ mod quarantine;
 mod repair;
 mod replication;
 mod rpc;
+mod slow_wan;
 mod thrash;
 mod trimmed_copy;
 

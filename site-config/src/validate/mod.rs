@@ -4,6 +4,7 @@
 //! placeholder so later checks still run. The caller discards the config if
 //! any problem was reported.
 
+mod meta;
 mod nodes;
 
 use std::collections::HashMap;
@@ -187,12 +188,52 @@ pub(crate) fn validate(
     topology_checks(&mut ctx, &mut cluster, &rc, &sites, &nodes);
     let nfs = nfs(&mut ctx, raw.nfs.as_ref());
     let wan = wan(&mut ctx, &raw.wan, &sites);
+    let meta = meta::meta(&mut ctx, raw.meta.as_ref(), &wan);
+    let timing = crate::MetaTiming::new(&meta, &wan);
+    lease_against_rtt(&mut ctx, &mut cluster, &rc, timing.inter_site_rtt);
     ClusterConfig {
         cluster,
         sites,
         nodes,
         nfs,
+        meta,
         wan,
+    }
+}
+
+/// A lease renewal goes through the meta-kvs leader (about two round trips
+/// from a remote site): the default lease grows to 8 round trips, and a
+/// lease set below 4 is refused.
+fn lease_against_rtt(
+    ctx: &mut Ctx<'_>,
+    cluster: &mut ClusterSettings,
+    rc: &RawCluster,
+    rtt: Duration,
+) {
+    if rc.ownership_lease.is_none() {
+        cluster.ownership_lease = cluster.ownership_lease.max(rtt * 8);
+        if let Some(after) = cluster.auto_failover_after {
+            if after < cluster.ownership_lease {
+                ctx.push(
+                    "cluster.auto_failover_after",
+                    format!(
+                        "{} is shorter than the ownership lease ({}, from the inter-site round trip)",
+                        format_duration(after),
+                        format_duration(cluster.ownership_lease)
+                    ),
+                );
+            }
+        }
+    } else if cluster.ownership_lease < rtt * 4 {
+        ctx.push(
+            "cluster.ownership_lease",
+            format!(
+                "{} is shorter than 4 inter-site round trips ({} each): a renewal through the \
+                 meta-kvs leader takes about two, so the lease would keep running out",
+                format_duration(cluster.ownership_lease),
+                format_duration(rtt)
+            ),
+        );
     }
 }
 
