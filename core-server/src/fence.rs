@@ -159,6 +159,18 @@ pub struct FenceRaise {
     pub adopt: bool,
 }
 
+impl FenceRaise {
+    /// A takeover from a lost owner at `lost_below` learned after the fact
+    /// (from a put, a refusal or a peer): not adopted.
+    pub fn learned(lost_below: u64) -> Self {
+        FenceRaise {
+            epoch: lost_below,
+            lost_below,
+            adopt: false,
+        }
+    }
+}
+
 /// `f | file_id BE`.
 fn fence_key(file_id: u64) -> [u8; 9] {
     let mut key = [0u8; 9];

@@ -24,6 +24,7 @@ use geonfs_block_manager::{BlockError, JobQueue, ReplicationJob};
 use geonfs_proto::domain::{BlockId, BlockRange, BlockRead};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
+use super::fence::FenceRaise;
 use super::{chunk_no, delete_chunks, BlockStore, Inner};
 use crate::codec::{
     chunk_key, marker_key, meta_key, seal_chunk, BlockMeta, Marker, CHUNK_SIZE, CRC_LEN,
@@ -526,12 +527,8 @@ impl BlockStore {
     /// changes (never newer by older, invariant 8).
     pub async fn put_replica(&self, offer: ReplicaOffer) -> Result<PutOutcome, CoreError> {
         if offer.epoch != 0 && offer.lost_below > self.file_fence(offer.block.file_id).lost_below {
-            let raise = super::fence::FenceRaise {
-                epoch: offer.lost_below,
-                lost_below: offer.lost_below,
-                adopt: false,
-            };
-            self.raise_fence(offer.block.file_id, raise).await?;
+            self.raise_fence(offer.block.file_id, FenceRaise::learned(offer.lost_below))
+                .await?;
         }
         let guard = self.inner.lock_for(offer.block).lock_owned().await;
         let inner = self.inner.clone();
@@ -699,18 +696,12 @@ impl JobQueue for BlockStore {
         })
     }
 
-    fn set_aside(&self, file_id: u64, lost_below: u64) -> BoxFuture<'_, Result<usize, BlockError>> {
+    fn set_aside(&self, file_id: u64, lost_below: u64) -> BoxFuture<'_, Result<(), BlockError>> {
         Box::pin(async move {
-            let raise = super::fence::FenceRaise {
-                epoch: lost_below,
-                lost_below,
-                adopt: false,
-            };
-            let before = self.metrics().set_aside.get();
-            self.raise_fence(file_id, raise)
+            self.raise_fence(file_id, FenceRaise::learned(lost_below))
                 .await
-                .map_err(store_error)?;
-            Ok(usize::try_from(self.metrics().set_aside.get().saturating_sub(before)).unwrap_or(0))
+                .map(|_| ())
+                .map_err(store_error)
         })
     }
 

@@ -159,8 +159,8 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Learns that `file_id` was taken over from a lost owner at
     /// `lost_below` (a put of this core's was refused as superseded) and
     /// sets aside this core's copies of the file that takeover never saw
-    /// (older, never copied out); how many.
-    fn set_aside(&self, file_id: u64, lost_below: u64) -> BoxFuture<'_, Result<usize, BlockError>>;
+    /// (older, never copied out).
+    fn set_aside(&self, file_id: u64, lost_below: u64) -> BoxFuture<'_, Result<(), BlockError>>;
     /// Up to `limit` held blocks after `after` (in block order) with their
     /// versions, and whether more follow.
     fn list_blocks(
@@ -596,9 +596,9 @@ impl Worker {
     /// of the file that are in that case aside (the job goes with them).
     async fn set_aside(&self, block: BlockId, lost_below: u64) -> Attempt {
         match self.queue.set_aside(block.file_id, lost_below).await {
-            Ok(count) => {
+            Ok(()) => {
                 tracing::warn!(node = %self.name, file_id = block.file_id, index = block.index,
-                    lost_below, count, "copy refused as superseded by a takeover from a lost owner; set aside");
+                    lost_below, "copy refused as superseded by a takeover from a lost owner; set aside");
                 Attempt::Done
             }
             Err(err) => Attempt::Failed(format!("cannot set aside a superseded copy: {err}")),
