@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use geonfs_block_manager::{FenceOrder, FenceReport, FileListing};
+use geonfs_block_manager::{FenceOrder, FileListing};
 use geonfs_meta_kvs::MetaError;
 use geonfs_proto::meta::{condition, operation, Condition, KeyValue, Operation, TxnRequest};
 use rand::Rng;
@@ -14,10 +14,6 @@ use rand::Rng;
 use super::catchup::DirtyMap;
 use super::record::{self, owner_key, Claim, OwnerRecord};
 use super::{lock, Ownership, OwnershipError, View, WAIT_FOR_CLAIM};
-
-/// How long a takeover from a lost owner waits for that owner's cores to
-/// answer its fence (they are not required).
-const LOST_OWNER_FENCE_WAIT: Duration = Duration::from_secs(2);
 
 /// How a takeover treats the old owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -302,22 +298,23 @@ impl Ownership {
             .iter()
             .filter(|(site, _)| owner_lost && **site != me && **site != record.site);
         // A lost owner's cores are fenced as a courtesy (its revocation or
-        // lease is what stops it): one that does not answer at once (cut
-        // off, its calls hanging until they time out) is not waited for.
+        // lease is what stops it; a core that does not learn of the
+        // takeover now does when it is reached again): not waited for, so
+        // a site cut off at the network, whose calls hang until they time
+        // out, costs the takeover nothing.
         let old_fence = async {
-            let fence = old.fence_with(file_id, order(false));
-            if !owner_lost {
-                return fence.await;
+            if owner_lost {
+                let (client, order, site) = (old.clone(), order(false), record.site.clone());
+                tokio::spawn(async move {
+                    let report = client.fence_with(file_id, order).await;
+                    if !report.all() {
+                        tracing::info!(file_id, owner = %site, failed = %describe(&report.failed),
+                            "taken over from an owner declared lost: its cores are not all fenced");
+                    }
+                });
+                return None;
             }
-            tokio::time::timeout(LOST_OWNER_FENCE_WAIT, fence)
-                .await
-                .unwrap_or_else(|_| FenceReport {
-                    failed: vec![(
-                        record.site.clone(),
-                        format!("no answer within {LOST_OWNER_FENCE_WAIT:?}"),
-                    )],
-                    ..FenceReport::default()
-                })
+            Some(old.fence_with(file_id, order(false)).await)
         };
         let (old_report, own_report, other_reports) = futures::join!(
             old_fence,
@@ -326,16 +323,14 @@ impl Ownership {
                 (site, client.fence_with(file_id, order(true)).await)
             }))
         );
-        if owner_lost && !old_report.all() {
-            tracing::warn!(file_id, owner = %record.site, failed = %describe(&old_report.failed),
-                "taking over from an owner declared lost: its cores are not all fenced");
-        }
-        let reports = [(&record.site, &old_report), (&me, &own_report)]
+        let reports = old_report
+            .as_ref()
+            .map(|report| (&record.site, report))
             .into_iter()
+            .chain([(&me, &own_report)])
             .chain(other_reports.iter().map(|(site, report)| (*site, report)));
         for (site, report) in reports {
-            let required = !(owner_lost && *site == record.site);
-            if required && !report.all_but_one() {
+            if !report.all_but_one() {
                 self.inner.metrics.blocked.inc();
                 return Err(blocked(format!(
                     "only {} of the {} cores of site {site} could be fenced ({})",
@@ -348,7 +343,8 @@ impl Ownership {
         // A core of the old owner that could not be fenced might still take
         // its writes: fence its access servers instead (`lease.rs`).
         let revoked = takeover == Takeover::OwnerLostRevoked;
-        if record.site != me && !revoked && (owner_lost || !old_report.all()) {
+        let old_unfenced = old_report.as_ref().is_none_or(|report| !report.all());
+        if record.site != me && !revoked && old_unfenced {
             self.revoke_and_wait(&record.site, file_id, claim.epoch)
                 .await
                 .inspect_err(|_| self.inner.metrics.blocked.inc())?;
