@@ -271,10 +271,13 @@ impl Ownership {
         claim: Claim,
         takeover: Takeover,
     ) -> Result<Step, OwnershipError> {
-        let owner_lost = takeover != Takeover::Handover;
         let started = Instant::now();
         let me = self.inner.site.clone();
         let record = &view.record;
+        // This site is not lost to itself: a takeover "from a lost owner"
+        // of a file this site owns (another site's claim pending) is a
+        // plain one, its own copies adopted rather than set aside.
+        let owner_lost = takeover != Takeover::Handover && record.site != me;
         let blocked = |reason: String| OwnershipError::Blocked { file_id, reason };
         // Fence the old owner and this site. Taking over from a lost owner
         // also fences every other site, adopting the copies of the
