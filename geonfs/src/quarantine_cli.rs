@@ -113,9 +113,14 @@ fn client(
     Ok(CoreDataClient::new(channel).max_decoding_message_size(max))
 }
 
-fn core_named<'c>(config: &'c ClusterConfig, name: &str) -> anyhow::Result<&'c Node> {
+/// A client of the core named `name` (an error if no core has that name).
+fn core_client(
+    config: &ClusterConfig,
+    network: &Network,
+    name: &str,
+) -> anyhow::Result<CoreDataClient<RpcChannel>> {
     match config.node(name) {
-        Some(node) if node.roles.core => Ok(node),
+        Some(node) if node.roles.core => client(config, network, node),
         Some(_) => bail!("node {name} is not a core server"),
         None => bail!("no node named {name:?}"),
     }
@@ -188,8 +193,7 @@ pub async fn get(
     block: BlockId,
     version: u64,
 ) -> anyhow::Result<(QuarantinedCopy, Vec<u8>)> {
-    let node = core_named(config, core)?;
-    let reply = client(config, network, node)?
+    let reply = core_client(config, network, core)?
         .read_quarantine(request(QuarantineRequest {
             block: Some(block),
             version,
@@ -272,8 +276,7 @@ pub async fn drop_copy(
     block: BlockId,
     version: u64,
 ) -> anyhow::Result<bool> {
-    let node = core_named(config, core)?;
-    let reply = client(config, network, node)?
+    let reply = core_client(config, network, core)?
         .drop_quarantine(request(QuarantineRequest {
             block: Some(block),
             version,
