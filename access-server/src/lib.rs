@@ -10,18 +10,18 @@
 //! between sites and finds the newest bytes for a read anywhere.
 //! [`nfs`] is the NFS v3 and MOUNT v3 programs over the namespace.
 //! [`AccessServer`] is the access role of a node (NFS, MOUNT, portmapper).
-//! [`rpc`] owns the ONC RPC transport (record marking, call decoding,
+//! [`oncrpc`] owns the ONC RPC transport (record marking, call decoding,
 //! credentials, dispatch to programs) and the PORTMAP program.
 //!
-//! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
+//! Invariants are cited as `docs/ARCHITECTURE.md#invariant-N`.
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod error;
 pub mod namespace;
 pub mod nfs;
+pub mod oncrpc;
 pub mod ownership;
-pub mod rpc;
 pub mod server;
 
 pub use error::AccessError;

@@ -28,11 +28,11 @@ use tokio::task::JoinHandle;
 use crate::data::FileData;
 use crate::namespace::Namespace;
 use crate::nfs::{CapacityProvider, ExportPolicy, HandleCodec, MountProgram, NfsProgram};
-use crate::ownership::{AutoFailover, LeaseKeeper, Ownership};
-use crate::rpc::{
+use crate::oncrpc::{
     allow_networks, CallContext, PortmapProgram, ProcResult, ProgramId, RpcMetrics, RpcProgram,
     RpcServer, ServerOptions, MOUNT_ID, NFS_ID,
 };
+use crate::ownership::{AutoFailover, LeaseKeeper, Ownership};
 use crate::AccessError;
 
 /// The portmapper's well-known port.
@@ -210,7 +210,7 @@ impl AccessServer {
         let renewing = tokio::spawn(lease.clone().run());
         let failing_over =
             AutoFailover::new(ownership.clone(), config).map(|auto| tokio::spawn(auto.run()));
-        let data = FileData::with_ownership(ownership, config.cluster.block_size);
+        let data = FileData::new(ownership, config.cluster.block_size);
         let name = node_name.to_string();
         let first_lease = lease.clone();
         let init = tokio::spawn(async move {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Restarts site a's access server under the mounted Linux kernel NFSv3
 # client and checks that every handle the client held still works (no
-# ESTALE, invariant 6).
+# ESTALE, docs/ARCHITECTURE.md#invariant-6).
 #
 # Runs the demo cluster (`geonfs demo`'s configuration, 3 sites) as one
 # process per node (`geonfs run`), boots the kernel client of

@@ -5,7 +5,7 @@
 # (`../shared/tools/fio-nfs`) with crc32c verification, while a killer
 # `kill -9`s a random core or access process every few seconds and restarts
 # it.  One fault at a time, as the in-process thrasher
-# (`bench/src/thrash`) does; this run adds what it cannot: separate
+# (`testkit/src/thrash`) does; this run adds what it cannot: separate
 # processes, a client nobody on the team wrote, and restarts from disk.
 #
 #   1. at site a: fio writes FILE (random offsets, 4-64 KiB, UNSTABLE writes

@@ -1,47 +1,9 @@
 //! Helpers shared by the benchmark binaries: percentiles and medians,
-//! ratios, hand-written JSON (no serde dependency), aligned text tables,
-//! and the logging set-up.
+//! ratios, JSON lines, aligned text tables, and the logging set-up.
 
 use std::path::Path;
 
 use anyhow::Context;
-
-/// A small xorshift64* generator: uniform enough for key and offset choice,
-/// no dependencies, reproducible from its seed.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed` (any value, zero included).
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A value in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// `len` random bytes.
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = vec![0u8; len];
-        for word in out.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            word.copy_from_slice(&bytes[..word.len()]);
-        }
-        out
-    }
-}
 
 /// Nearest-rank percentile `p` (0..=1) of sorted values in µs, in ms; NaN
 /// when there are no values.

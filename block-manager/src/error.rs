@@ -6,11 +6,10 @@ use geonfs_proto::domain::BlockId;
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
     /// Fewer than two distinct core servers of the writer's site took the
-    /// write: it is NOT acknowledged (invariant 1).
+    /// write: it is NOT acknowledged (docs/ARCHITECTURE.md#invariant-1).
     #[error(
-        "block {}/{}: only {acked} of the 2 copies a write needs could be made in site {site} \
+        "block {block}: only {acked} of the 2 copies a write needs could be made in site {site} \
          ({live} live core server(s) of {total} configured){}",
-        .block.file_id, .block.index,
         .last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
     )]
     NotEnoughCores {
@@ -30,9 +29,8 @@ pub enum BlockError {
     /// A whole-block copy could not be put on as many cores of the site as
     /// asked ([`crate::BlockClient::put_whole`]).
     #[error(
-        "block {}/{}: only {placed} of the {wanted} whole-block copies asked could be placed in \
+        "block {block}: only {placed} of the {wanted} whole-block copies asked could be placed in \
          site {site} ({total} core server(s) configured){}",
-        .block.file_id, .block.index,
         .last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
     )]
     CopiesNotPlaced {
@@ -72,10 +70,9 @@ pub enum BlockError {
         status: Box<tonic::Status>,
     },
     /// Every up-to-date copy of the block in the site failed its checksum
-    /// (each one was counted and needs repair, invariant 7).
+    /// (each one was counted and needs repair, docs/ARCHITECTURE.md#invariant-7).
     #[error(
-        "block {}/{}: all {copies} copies of version {version} in site {site} are corrupt ({})",
-        .block.file_id, .block.index, .nodes.join(", ")
+        "block {block}: all {copies} copies of version {version} in site {site} are corrupt ({})", .nodes.join(", ")
     )]
     AllCopiesCorrupt {
         /// The writer's site.
@@ -94,9 +91,8 @@ pub enum BlockError {
     /// version answered, in the site or at another site, or another
     /// writer changed the block meanwhile). The write is not acknowledged.
     #[error(
-        "block {}/{}: core {node} cannot be brought to version {version} before a partial \
-         write: {reason}",
-        .block.file_id, .block.index
+        "block {block}: core {node} cannot be brought to version {version} before a partial \
+         write: {reason}"
     )]
     Unseeded {
         /// The core whose copy is not complete at `version`.
@@ -115,7 +111,7 @@ pub enum BlockError {
     /// extending the copies that answered could give back older bytes than
     /// were acknowledged; the caller retries once the cores or the site
     /// are back.
-    #[error("block {}/{}: its newest version is unknown now: {why}", .block.file_id, .block.index)]
+    #[error("block {block}: its newest version is unknown now: {why}")]
     NewestUnknown {
         /// The block.
         block: BlockId,
@@ -124,7 +120,7 @@ pub enum BlockError {
     },
     /// This access server's ownership lease is not valid: it sends no
     /// request carrying an ownership epoch until it renews (the client
-    /// retries later). See `writer/gate.rs`.
+    /// retries later). See `client/gate.rs`.
     #[error("file {file_id}: not sent: {why}")]
     LeaseExpired {
         /// The file.
@@ -133,7 +129,7 @@ pub enum BlockError {
         why: String,
     },
     /// A core acknowledged a DURABLE write without making it durable.
-    #[error("core {node} acknowledged a durable write of block {}/{} as not durable", .block.file_id, .block.index)]
+    #[error("core {node} acknowledged a durable write of block {block} as not durable")]
     NotDurable {
         /// The core server's name.
         node: String,

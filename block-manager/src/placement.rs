@@ -28,7 +28,7 @@ const SITE_DOMAIN: u64 = 0x7369_7465_5f68_7277; // "site_hrw"
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
     /// Fewer than two live core servers in the site: a write cannot be
-    /// acknowledged there (invariant 1 needs two distinct cores).
+    /// acknowledged there (docs/ARCHITECTURE.md#invariant-1 needs two distinct cores).
     #[error(
         "site {site} has {live} live core server(s) of {total} configured; \
          a write needs 2 distinct live cores in the writer's site"
@@ -182,7 +182,7 @@ impl Placement {
     }
 
     /// The two live core servers of `site` that hold `block`'s acknowledged
-    /// copies (invariant 1), best first.
+    /// copies (docs/ARCHITECTURE.md#invariant-1), best first.
     pub fn local_pair(
         &self,
         block: BlockId,
@@ -263,5 +263,4 @@ impl Placement {
 }
 
 #[cfg(test)]
-#[path = "placement_tests.rs"]
 mod tests;

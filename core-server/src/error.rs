@@ -7,8 +7,8 @@ use geonfs_proto::domain::BlockId;
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     /// The write (or delete) is older than what is stored: newer data is never
-    /// overwritten by older data (invariant 8). Nothing was changed.
-    #[error("stale version: stored {stored}, offered {offered} (block {}/{})", .block.file_id, .block.index)]
+    /// overwritten by older data (docs/ARCHITECTURE.md#invariant-8). Nothing was changed.
+    #[error("stale version: stored {stored}, offered {offered} (block {block})")]
     StaleVersion {
         /// The block.
         block: BlockId,
@@ -21,11 +21,10 @@ pub enum CoreError {
     /// (it was trimmed, missed writes, or never held the block): applying
     /// it would leave a copy that reads zeros or old bytes where the block
     /// has data. Nothing was changed; the writer seeds the copy and
-    /// retries (see `copy_state.rs`).
+    /// retries (see `store/copy_state.rs`).
     #[error(
-        "base mismatch on block {}/{}: the write applies on version {base}, this copy holds {} \
+        "base mismatch on block {block}: the write applies on version {base}, this copy holds {} \
          (marker: {})",
-        .block.file_id, .block.index,
         .held.map_or_else(|| "no data".to_string(), |v| format!("version {v}")),
         .marker.map_or_else(|| "none".to_string(), |m| format!("{m:?}"))
     )]
@@ -64,9 +63,9 @@ pub enum CoreError {
         /// The bytes still free.
         free: u64,
     },
-    /// A chunk failed its checksum (invariant 7): this copy is bad and must be
+    /// A chunk failed its checksum (docs/ARCHITECTURE.md#invariant-7): this copy is bad and must be
     /// repaired from another one.
-    #[error("corrupt chunk {chunk} of block {}/{}: checksum mismatch", .block.file_id, .block.index)]
+    #[error("corrupt chunk {chunk} of block {block}: checksum mismatch")]
     CorruptChunk {
         /// The block.
         block: BlockId,

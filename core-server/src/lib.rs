@@ -8,7 +8,7 @@
 //! block manager's [`geonfs_block_manager::Replicator`] on the store's
 //! durable replication queue ([`store::queue`]).
 //!
-//! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
+//! Invariants are cited as `docs/ARCHITECTURE.md#invariant-N`.
 
 #![warn(missing_docs)]
 
@@ -20,17 +20,6 @@ mod server;
 pub mod service;
 mod site_fences;
 pub mod store;
-
-#[cfg(test)]
-mod copy_state_tests;
-#[cfg(test)]
-mod fence_tests;
-#[cfg(test)]
-mod quarantine_tests;
-#[cfg(test)]
-mod queue_tests;
-#[cfg(test)]
-mod store_tests;
 
 pub use error::CoreError;
 /// The replication worker's tunables (re-exported for the node runtime).

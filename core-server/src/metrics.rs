@@ -1,6 +1,7 @@
 //! Prometheus metrics of a core server's block store.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, Opts, Registry};
+use geonfs_rpc::metric::MetricSet;
+use prometheus::{Histogram, HistogramVec, IntCounter, IntGauge, Registry};
 
 /// The metrics of one block store, created unregistered (a node registers
 /// them into its own registry with [`CoreMetrics::register`]). Clones share
@@ -37,62 +38,59 @@ pub struct CoreMetrics {
     pub used_bytes: IntGauge,
     /// Configured capacity in bytes.
     pub capacity_bytes: IntGauge,
+    set: MetricSet,
 }
 
 impl CoreMetrics {
     /// New, unregistered metrics.
     pub fn new() -> Self {
-        let c = |name: &str, help: &str| {
-            IntCounter::with_opts(Opts::new(name, help)).expect("valid metric")
-        };
-        let g = |name: &str, help: &str| {
-            IntGauge::with_opts(Opts::new(name, help)).expect("valid metric")
-        };
-        let buckets = vec![
+        let mut set = MetricSet::default();
+        let buckets = [
             0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
             0.25, 0.5, 1.0,
         ];
         CoreMetrics {
-            writes: c("geonfs_core_writes_total", "block writes applied"),
-            write_bytes: c("geonfs_core_write_bytes_total", "bytes written by callers"),
-            reads: c("geonfs_core_reads_total", "block reads served"),
-            read_bytes: c("geonfs_core_read_bytes_total", "bytes returned by reads"),
-            write_seconds: HistogramVec::new(
-                HistogramOpts::new("geonfs_core_write_seconds", "block write latency")
-                    .buckets(buckets),
+            writes: set.counter("geonfs_core_writes_total", "block writes applied"),
+            write_bytes: set.counter("geonfs_core_write_bytes_total", "bytes written by callers"),
+            reads: set.counter("geonfs_core_reads_total", "block reads served"),
+            read_bytes: set.counter("geonfs_core_read_bytes_total", "bytes returned by reads"),
+            write_seconds: set.histogram_vec(
+                "geonfs_core_write_seconds",
+                "block write latency",
                 &["durability"],
-            )
-            .expect("valid metric"),
-            flushes: c("geonfs_core_flushes_total", "WAL flushes on request"),
-            checksum_failures: c(
+                &buckets,
+            ),
+            flushes: set.counter("geonfs_core_flushes_total", "WAL flushes on request"),
+            checksum_failures: set.counter(
                 "geonfs_core_checksum_failures_total",
                 "chunks that failed their checksum on read",
             ),
-            repairs: c(
+            repairs: set.counter(
                 "geonfs_core_repairs_total",
                 "corrupt block copies replaced by a good replica",
             ),
-            fenced_requests: c(
+            fenced_requests: set.counter(
                 "geonfs_core_fenced_requests_total",
                 "reads, writes and deletes refused: the caller's ownership epoch is older than the file's fence",
             ),
-            set_aside: c(
+            set_aside: set.counter(
                 "geonfs_core_set_aside_total",
                 "copies set aside into the quarantine: written under an owner declared lost, never copied out",
             ),
-            quarantined_blocks: g(
+            quarantined_blocks: set.gauge(
                 "geonfs_core_quarantined_blocks",
                 "copies in the quarantine (geonfs quarantine list)",
             ),
-            quarantined_bytes: g(
+            quarantined_bytes: set.gauge(
                 "geonfs_core_quarantined_bytes",
                 "bytes of the copies in the quarantine",
             ),
-            used_bytes: g("geonfs_core_used_bytes", "bytes stored in blocks"),
-            capacity_bytes: g(
+            used_bytes: set.gauge("geonfs_core_used_bytes", "bytes stored in blocks"),
+            capacity_bytes: set.gauge(
                 "geonfs_core_capacity_bytes",
                 "configured block store capacity",
             ),
+            set,
         }
     }
 
@@ -104,21 +102,7 @@ impl CoreMetrics {
 
     /// Registers every metric in `registry`.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        registry.register(Box::new(self.writes.clone()))?;
-        registry.register(Box::new(self.write_bytes.clone()))?;
-        registry.register(Box::new(self.reads.clone()))?;
-        registry.register(Box::new(self.read_bytes.clone()))?;
-        registry.register(Box::new(self.write_seconds.clone()))?;
-        registry.register(Box::new(self.flushes.clone()))?;
-        registry.register(Box::new(self.checksum_failures.clone()))?;
-        registry.register(Box::new(self.repairs.clone()))?;
-        registry.register(Box::new(self.fenced_requests.clone()))?;
-        registry.register(Box::new(self.set_aside.clone()))?;
-        registry.register(Box::new(self.quarantined_blocks.clone()))?;
-        registry.register(Box::new(self.quarantined_bytes.clone()))?;
-        registry.register(Box::new(self.used_bytes.clone()))?;
-        registry.register(Box::new(self.capacity_bytes.clone()))?;
-        Ok(())
+        self.set.register(registry)
     }
 }
 

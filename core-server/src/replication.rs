@@ -66,7 +66,7 @@ impl BlockReplicationService {
                 lost_below: request.lost_below,
             })
             .await?;
-        tracing::debug!(file_id = block.file_id, index = block.index, version = request.version,
+        tracing::debug!(%block, version = request.version,
             origin = %request.origin_site, ?outcome, "replica put");
         let (applied, skipped_stale, stored_version) = match outcome {
             PutOutcome::Applied | PutOutcome::Repaired => (true, false, request.version),

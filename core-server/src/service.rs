@@ -321,8 +321,8 @@ impl CoreData for CoreDataService {
         let block = block_of(request.block)?;
         let Some((copy, data)) = self.store.read_quarantined(block, request.version).await? else {
             return Err(Status::not_found(format!(
-                "no quarantined copy of block {}/{} at version {}",
-                block.file_id, block.index, request.version
+                "no quarantined copy of block {block} at version {}",
+                request.version
             )));
         };
         Ok(Response::new(wire::ReadQuarantineReply {

@@ -273,8 +273,8 @@ async fn failover(
         report.lease_wait.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    for (file_id, why) in report.failed.iter().take(20) {
-        println!("  file {file_id}: {why}");
+    for failed in report.failed.iter().take(20) {
+        println!("  file {}: {}", failed.file_id, failed.why);
     }
     if !report.failed.is_empty() {
         anyhow::bail!(

@@ -6,7 +6,7 @@
 //! every file of a lost site over; [`quarantine_cli`] shows what the cores
 //! set aside after one.
 //!
-//! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
+//! Invariants are cited as `docs/ARCHITECTURE.md#invariant-N`.
 
 #![warn(missing_docs)]
 

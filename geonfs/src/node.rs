@@ -27,7 +27,7 @@ use geonfs_meta_kvs::{MetaMember, MetaMetrics, MetaOptions};
 use geonfs_proto::node::NodeIdentity;
 use geonfs_rpc::server::{self, NodeInfoService, StopSignals};
 use geonfs_rpc::{Network, RpcError};
-use geonfs_site_config::ClusterConfig;
+use geonfs_site_config::{ClusterConfig, Node};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -110,10 +110,116 @@ pub struct RunningNode {
     registry: Registry,
 }
 
+/// What a node tells its callers about itself (`geonfs.node.Ping`).
+fn identity_of(config: &ClusterConfig, node: &Node) -> NodeIdentity {
+    let roles = [
+        (node.roles.core, "core"),
+        (node.roles.meta, "meta"),
+        (node.roles.access, "access"),
+    ];
+    NodeIdentity {
+        name: node.name.clone(),
+        site: config.site(node.site).name.clone(),
+        incarnation: rand::random(),
+        roles: roles
+            .iter()
+            .filter(|(has, _)| *has)
+            .map(|(_, role)| role.to_string())
+            .collect(),
+    }
+}
+
+/// The roles of a node started so far: [`Roles::start`] starts them in
+/// order (meta, core, access), each with its metrics registered; if one
+/// fails, [`Roles::kill`] stops those before it.
+#[derive(Default)]
+struct Roles {
+    meta: Option<MetaMember>,
+    core: Option<CoreServer>,
+    access: Option<AccessServer>,
+}
+
+impl Roles {
+    /// Starts every role `node` has, keeping each as soon as it runs.
+    async fn start(
+        &mut self,
+        config: &Arc<ClusterConfig>,
+        node: &Node,
+        addr: SocketAddr,
+        network: &Network,
+        options: NodeOptions,
+        registry: &Registry,
+    ) -> Result<(), NodeError> {
+        if node.roles.meta {
+            let data_dir = node
+                .data_dir
+                .as_ref()
+                .ok_or_else(|| NodeError::NoDataDir(node.name.clone()))?;
+            let meta_options = options
+                .meta
+                .unwrap_or_else(|| MetaOptions::for_cluster(config));
+            let member = self.meta.insert(MetaMember::start(
+                config,
+                &node.name,
+                SocketAddr::new(node.address.ip(), addr.port()),
+                network.clone(),
+                data_dir,
+                meta_options,
+            )?);
+            let metrics: &MetaMetrics = member.metrics();
+            metrics.register(registry)?;
+        }
+        if node.roles.core {
+            let core = self
+                .core
+                .insert(CoreServer::open(config, &node.name, network.clone())?);
+            let metrics: &CoreMetrics = core.metrics();
+            metrics.register(registry)?;
+            core.replicator_metrics().register(registry)?;
+            core.catch_up_fences();
+            if let Some(replication) = options.replication {
+                core.start_replication(network.clone(), config, replication)?;
+            }
+        }
+        if node.roles.access {
+            self.access =
+                Some(AccessServer::start(config, &node.name, network.clone(), registry).await?);
+        }
+        Ok(())
+    }
+
+    /// The node's gRPC routes: its identity, and the services of its roles.
+    fn routes(&self, identity: &NodeIdentity) -> tonic::service::Routes {
+        let mut routes =
+            tonic::service::Routes::new(NodeInfoService::new(identity.clone()).into_server());
+        if let Some(member) = &self.meta {
+            routes = member.add_routes(routes);
+        }
+        if let Some(core) = &self.core {
+            routes = core.add_routes(routes);
+        }
+        routes
+    }
+
+    /// Kills the roles started, the last started first.
+    async fn kill(self) {
+        if let Some(access) = self.access {
+            access.kill();
+        }
+        if let Some(core) = self.core {
+            core.kill().await;
+        }
+        if let Some(member) = self.meta {
+            member.kill().await;
+        }
+    }
+}
+
 impl RunningNode {
     /// Starts node `name` of `config` with `options`, serving on `listener`
     /// (already bound, so a caller that asked for port 0 knows the port
-    /// first).
+    /// first). If a role fails to start, the roles started before it are
+    /// killed and the error returned.
     pub async fn start(
         config: Arc<ClusterConfig>,
         name: &str,
@@ -121,9 +227,6 @@ impl RunningNode {
         listener: TcpListener,
         options: NodeOptions,
     ) -> Result<Self, NodeError> {
-        let meta_options = options
-            .meta
-            .unwrap_or_else(|| MetaOptions::for_cluster(&config));
         let node = config
             .node(name)
             .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
@@ -131,118 +234,27 @@ impl RunningNode {
             addr: node.address,
             source,
         })?;
-        let mut roles = Vec::new();
-        if node.roles.core {
-            roles.push("core".to_string());
-        }
-        if node.roles.meta {
-            roles.push("meta".to_string());
-        }
-        if node.roles.access {
-            roles.push("access".to_string());
-        }
-        let identity = NodeIdentity {
-            name: node.name.clone(),
-            site: config.site(node.site).name.clone(),
-            incarnation: rand::random(),
-            roles,
-        };
-        let mut routes =
-            tonic::service::Routes::new(NodeInfoService::new(identity.clone()).into_server());
+        let identity = identity_of(&config, node);
         let registry = Registry::new();
-        let meta = if node.roles.meta {
-            let data_dir = node
-                .data_dir
-                .as_ref()
-                .ok_or_else(|| NodeError::NoDataDir(name.to_string()))?;
-            let member = MetaMember::start(
-                &config,
-                name,
-                SocketAddr::new(node.address.ip(), addr.port()),
-                network.clone(),
-                data_dir,
-                meta_options,
-            )?;
-            let metrics: &MetaMetrics = member.metrics();
-            if let Err(err) = metrics.register(&registry) {
-                member.kill().await;
-                return Err(err.into());
-            }
-            routes = member.add_routes(routes);
-            Some(member)
-        } else {
-            None
-        };
-        let core = if node.roles.core {
-            let mut core = match CoreServer::open(&config, name, network.clone()) {
-                Ok(core) => core,
-                Err(err) => {
-                    if let Some(member) = meta {
-                        member.kill().await;
-                    }
-                    return Err(err.into());
-                }
-            };
-            let metrics: &CoreMetrics = core.metrics();
-            let registered = metrics
-                .register(&registry)
-                .and_then(|()| core.replicator_metrics().register(&registry));
-            if let Err(err) = registered {
-                core.kill().await;
-                if let Some(member) = meta {
-                    member.kill().await;
-                }
-                return Err(err.into());
-            }
-            routes = core.add_routes(routes);
-            core.catch_up_fences();
-            if let Some(replication) = options.replication {
-                if let Err(err) = core.start_replication(network.clone(), &config, replication) {
-                    core.kill().await;
-                    if let Some(member) = meta {
-                        member.kill().await;
-                    }
-                    return Err(err.into());
-                }
-            }
-            Some(core)
-        } else {
-            None
-        };
-        let access = if node.roles.access {
-            match AccessServer::start(&config, name, network.clone(), &registry).await {
-                Ok(access) => Some(access),
-                Err(err) => {
-                    if let Some(core) = core {
-                        core.kill().await;
-                    }
-                    if let Some(member) = meta {
-                        member.kill().await;
-                    }
-                    return Err(err.into());
-                }
-            }
-        } else {
-            None
-        };
+        let mut roles = Roles::default();
+        if let Err(err) = roles
+            .start(&config, node, addr, &network, options, &registry)
+            .await
+        {
+            roles.kill().await;
+            return Err(err);
+        }
         let metrics_endpoint = match node.metrics_address {
             Some(addr) => match MetricsEndpoint::start(addr, registry.clone()).await {
                 Ok(endpoint) => Some(endpoint),
                 Err(source) => {
-                    if let Some(access) = access {
-                        access.kill();
-                    }
-                    if let Some(core) = core {
-                        core.kill().await;
-                    }
-                    if let Some(member) = meta {
-                        member.kill().await;
-                    }
+                    roles.kill().await;
                     return Err(NodeError::MetricsEndpoint { addr, source });
                 }
             },
             None => None,
         };
+        let routes = roles.routes(&identity);
         let signals = StopSignals::default();
         let task = tokio::spawn(server::serve(
             listener,
@@ -257,9 +269,9 @@ impl RunningNode {
             identity,
             signals,
             task,
-            meta,
-            core,
-            access,
+            meta: roles.meta,
+            core: roles.core,
+            access: roles.access,
             metrics_endpoint,
             network,
             registry,

@@ -1,6 +1,6 @@
 //! `geonfs quarantine …`: the copies the cores set aside because a takeover
 //! from a lost owner never saw them (writes the lost site acknowledged but
-//! had not copied out; see `core-server/src/fence.rs`). They are never
+//! had not copied out; see `core-server/src/store/fence.rs`). They are never
 //! merged back by themselves: an operator lists them, writes a file's
 //! blocks into a local copy of it (`export`) or reads one back (`get`),
 //! and drops them.
@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -316,15 +316,13 @@ pub async fn totals(config: &ClusterConfig, network: &Network) -> Vec<(String, u
 fn block_name(block: Option<&BlockId>) -> String {
     match block {
         Some(b) if b.index == u64::MAX => format!("{}/attributes", b.file_id),
-        Some(b) => format!("{}/{}", b.file_id, b.index),
+        Some(b) => geonfs_proto::domain::BlockId::from(*b).to_string(),
         None => "?".to_string(),
     }
 }
 
 fn age(set_aside_ms: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now = geonfs_proto::domain::unix_time_ms();
     format!(
         "{:.0} s ago",
         now.saturating_sub(set_aside_ms) as f64 / 1000.0

@@ -15,7 +15,7 @@
 //! A write at the old site after the relocation takes the file back (one
 //! more handover): relocate right before the VM moves.
 //!
-//! `--owner-lost` is for a site that is gone (invariant 5): the file is
+//! `--owner-lost` is for a site that is gone (docs/ARCHITECTURE.md#invariant-5): the file is
 //! taken over without the old owner's fence or data — whatever it had not
 //! copied out is lost — so that the other sites can read and write it
 //! again. It waits until the lost site's access servers acknowledged the

@@ -1,5 +1,8 @@
 //! The `geonfs` binary as an operator runs it.
 
+// A failed `unwrap` is how a test reports what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -14,7 +14,7 @@
 //! * [`error`]: [`StoreError`] and [`MetaError`] (mapped to `tonic::Status`
 //!   in one place).
 //!
-//! Invariant numbers ("invariant 4") refer to `docs/ARCHITECTURE.md`.
+//! Invariants are cited as `docs/ARCHITECTURE.md#invariant-N`.
 
 pub mod client;
 pub mod command;

@@ -2,7 +2,8 @@
 //! may run in one process; call [`MetaMetrics::register`] with the node's
 //! registry.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use geonfs_rpc::metric::MetricSet;
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry, DEFAULT_BUCKETS};
 
 /// The metrics of one meta member.
 #[derive(Clone, Debug)]
@@ -23,54 +24,40 @@ pub struct MetaMetrics {
     pub snapshots_received: IntCounter,
     /// Raft messages sent, per peer name.
     pub messages_sent: IntCounterVec,
+    set: MetricSet,
 }
 
 impl MetaMetrics {
     /// New, unregistered metrics.
     pub fn new() -> Self {
-        let g = |name: &str, help: &str| {
-            IntGauge::with_opts(Opts::new(name, help)).expect("valid metric")
-        };
-        let c = |name: &str, help: &str| {
-            IntCounter::with_opts(Opts::new(name, help)).expect("valid metric")
-        };
+        let mut set = MetricSet::default();
         MetaMetrics {
-            term: g("geonfs_meta_term", "current Raft term"),
-            leader_changes: c("geonfs_meta_leader_changes_total", "leader changes seen"),
-            commit_index: g("geonfs_meta_commit_index", "Raft commit index"),
-            applied_index: g("geonfs_meta_applied_index", "Raft applied index"),
-            proposal_seconds: Histogram::with_opts(HistogramOpts::new(
+            term: set.gauge("geonfs_meta_term", "current Raft term"),
+            leader_changes: set.counter("geonfs_meta_leader_changes_total", "leader changes seen"),
+            commit_index: set.gauge("geonfs_meta_commit_index", "Raft commit index"),
+            applied_index: set.gauge("geonfs_meta_applied_index", "Raft applied index"),
+            proposal_seconds: set.histogram(
                 "geonfs_meta_proposal_seconds",
                 "proposal latency until applied",
-            ))
-            .expect("valid metric"),
-            snapshots_sent: c("geonfs_meta_snapshots_sent_total", "snapshots sent"),
-            snapshots_received: c(
+                DEFAULT_BUCKETS,
+            ),
+            snapshots_sent: set.counter("geonfs_meta_snapshots_sent_total", "snapshots sent"),
+            snapshots_received: set.counter(
                 "geonfs_meta_snapshots_received_total",
                 "snapshots received and applied",
             ),
-            messages_sent: IntCounterVec::new(
-                Opts::new(
-                    "geonfs_meta_messages_sent_total",
-                    "raft messages sent per peer",
-                ),
+            messages_sent: set.counter_vec(
+                "geonfs_meta_messages_sent_total",
+                "raft messages sent per peer",
                 &["peer"],
-            )
-            .expect("valid metric"),
+            ),
+            set,
         }
     }
 
     /// Registers every metric in `registry`.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        registry.register(Box::new(self.term.clone()))?;
-        registry.register(Box::new(self.leader_changes.clone()))?;
-        registry.register(Box::new(self.commit_index.clone()))?;
-        registry.register(Box::new(self.applied_index.clone()))?;
-        registry.register(Box::new(self.proposal_seconds.clone()))?;
-        registry.register(Box::new(self.snapshots_sent.clone()))?;
-        registry.register(Box::new(self.snapshots_received.clone()))?;
-        registry.register(Box::new(self.messages_sent.clone()))?;
-        Ok(())
+        self.set.register(registry)
     }
 }
 

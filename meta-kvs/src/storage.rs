@@ -43,8 +43,6 @@ mod apply;
 mod load;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_state_machine;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};

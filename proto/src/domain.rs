@@ -15,6 +15,17 @@ pub const MAX_VALUE_LEN: usize = 1024 * 1024;
 /// The most entries one scan returns.
 pub const MAX_SCAN_LIMIT: u32 = 10_000;
 
+/// Wall-clock milliseconds since the Unix epoch: the unit of every
+/// timestamp geonfs stores or sends (replication jobs, claims, the
+/// quarantine). Only ages and logs are read from it, never an order or a
+/// lease (those use monotonic clocks, `docs/ARCHITECTURE.md`); a clock set
+/// before 1970 reads as 0.
+pub fn unix_time_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A block of a file: the file id from meta-kvs and the block's index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockId {
@@ -22,6 +33,13 @@ pub struct BlockId {
     pub file_id: u64,
     /// The block's index within the file.
     pub index: u64,
+}
+
+/// `file/index`, the way logs, errors and tools name a block.
+impl std::fmt::Display for BlockId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.file_id, self.index)
+    }
 }
 
 impl From<BlockId> for wire_core::BlockId {
@@ -293,6 +311,16 @@ mod tests {
             base_version: Some(0),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_block_is_named_file_slash_index() {
+        let block = BlockId {
+            file_id: 7,
+            index: 2,
+        };
+        assert_eq!(block.to_string(), "7/2");
+        assert_eq!(format!("block {block}"), "block 7/2");
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //!   pays the emulated WAN on cross-site links and honours injected faults.
 //! - [`server`] serves a node's gRPC services behind the secret check, with
 //!   graceful stop and an abrupt kill for tests.
+//! - [`metric`] builds and registers every role's Prometheus metrics.
 
 #![warn(missing_docs)]
 
 mod channel;
 mod error;
 mod faults;
+pub mod metric;
 mod network;
 pub mod server;
 mod stream;

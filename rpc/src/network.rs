@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use geonfs_site_config::{ClusterConfig, SiteId, SiteMap};
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Registry};
+
+use crate::metric::MetricSet;
 
 use crate::channel::RpcChannel;
 use crate::faults::Faults;
@@ -66,42 +68,34 @@ pub struct RpcMetrics {
     pub injected_faults: IntCounterVec,
     /// Calls refused because of a missing or wrong cluster secret.
     pub auth_rejections: IntCounter,
+    set: MetricSet,
 }
 
 impl RpcMetrics {
     fn new() -> Self {
-        let calls = IntCounterVec::new(
-            Opts::new("geonfs_rpc_calls_total", "Outgoing inter-node RPCs"),
-            &["link"],
-        );
-        let injected_faults = IntCounterVec::new(
-            Opts::new(
+        let mut set = MetricSet::default();
+        RpcMetrics {
+            calls: set.counter_vec(
+                "geonfs_rpc_calls_total",
+                "Outgoing inter-node RPCs",
+                &["link"],
+            ),
+            injected_faults: set.counter_vec(
                 "geonfs_rpc_injected_faults_total",
                 "Faults applied by the fault-injection seam",
+                &["kind"],
             ),
-            &["kind"],
-        );
-        let auth_rejections = IntCounter::new(
-            "geonfs_rpc_auth_rejections_total",
-            "Incoming RPCs refused for a missing or wrong cluster secret",
-        );
-        // The names and labels above are constants; these cannot fail.
-        match (calls, injected_faults, auth_rejections) {
-            (Ok(calls), Ok(injected_faults), Ok(auth_rejections)) => RpcMetrics {
-                calls,
-                injected_faults,
-                auth_rejections,
-            },
-            _ => unreachable!("constant metric definitions are valid"),
+            auth_rejections: set.counter(
+                "geonfs_rpc_auth_rejections_total",
+                "Incoming RPCs refused for a missing or wrong cluster secret",
+            ),
+            set,
         }
     }
 
     /// Registers the counters into `registry`.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        registry.register(Box::new(self.calls.clone()))?;
-        registry.register(Box::new(self.injected_faults.clone()))?;
-        registry.register(Box::new(self.auth_rejections.clone()))?;
-        Ok(())
+        self.set.register(registry)
     }
 }
 

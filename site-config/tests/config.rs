@@ -1,6 +1,9 @@
 //! Parsing and validation of whole config files: valid files, every kind of
 //! broken file (exact key and message fragment), round trips, the template.
 
+// A failed `unwrap` is how a test reports what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;

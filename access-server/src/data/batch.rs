@@ -2,7 +2,7 @@
 //! record of one file) are sent one batch at a time.
 //!
 //! A core keeps one version per block and refuses a write older than the
-//! version it holds (invariant 8). Concurrent writes into one block — a
+//! version it holds (docs/ARCHITECTURE.md#invariant-8). Concurrent writes into one block — a
 //! client streaming 4 KiB writes at queue depth 16 puts all of them into
 //! the same 4 MiB block — would race to the two cores over separate
 //! streams, be refused as stale and be retried, each retry racing again.

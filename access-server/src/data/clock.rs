@@ -4,7 +4,7 @@
 //! # Versions
 //!
 //! Every block write carries a version and a core refuses a write older
-//! than what it stores (invariant 8). [`next_version`] is a hybrid clock:
+//! than what it stores (docs/ARCHITECTURE.md#invariant-8). [`next_version`] is a hybrid clock:
 //! `max(now in microseconds since the Unix epoch, last + 1)`, shared by the
 //! whole process, so every version it hands out is newer than every earlier
 //! one of this process. An access server asks through its

@@ -14,8 +14,8 @@
 //! # The attribute record (size and mtime without cross-site round trips)
 //!
 //! A WRITE that grows a file or changes its mtime must be durable when it is
-//! acknowledged (invariant 1), yet a cross-site Raft commit per WRITE would
-//! put the WAN on the write path (invariant 3: hot per-write state stays
+//! acknowledged (docs/ARCHITECTURE.md#invariant-1), yet a cross-site Raft commit per WRITE would
+//! put the WAN on the write path (docs/ARCHITECTURE.md#invariant-3: hot per-write state stays
 //! off the Raft path). So each file's size and mtime
 //! live in an **attribute record**: a 20-byte block
 //! `BlockId { file_id, index: ATTR_INDEX }` (`ATTR_INDEX = u64::MAX`; size
@@ -35,7 +35,7 @@
 //! the process clock under the same lock, so record versions are ordered
 //! like the states they carry and every writer waiting for a record is
 //! answered by one that covers its own state. A core keeps only the newest
-//! version of a block (older writes are refused as stale, invariant 8), so
+//! version of a block (older writes are refused as stale, docs/ARCHITECTURE.md#invariant-8), so
 //! the record a core keeps is the newest state sent. A stale refusal
 //! means another process wrote a newer record: the clock moves past it
 //! and the current state is sent again.
@@ -53,8 +53,7 @@
 //!
 //! # Ownership
 //!
-//! With [`FileData::with_ownership`] (every access server) each file has
-//! an owning site ([`crate::ownership`]): a write first makes this site
+//! Each file has an owning site ([`crate::ownership`]): a write first makes this site
 //! the owner (a handover when another site owns the file) and carries the
 //! owner epoch to the cores; a write refused by a fence (the file moved
 //! meanwhile) takes the file back and is sent again. Reads, and the
@@ -148,7 +147,7 @@ pub enum DataError {
     #[error(transparent)]
     Ownership(#[from] OwnershipError),
     /// A block write kept being overtaken by newer writes.
-    #[error("block {}/{}: refused as stale {attempts} times (overtaken by newer writes)", .block.file_id, .block.index)]
+    #[error("block {block}: refused as stale {attempts} times (overtaken by newer writes)")]
     Contended {
         /// The block.
         block: BlockId,
@@ -214,10 +213,10 @@ pub struct FileData {
 struct Inner {
     /// The version clock (the ownership's, so handovers move it too).
     clock: Arc<VersionClock>,
+    /// This site's block client (the ownership's local one).
     client: BlockClient,
-    /// File ownership across sites; `None` for a single-site data path
-    /// (every request unchecked, epoch 0).
-    ownership: Option<Ownership>,
+    /// File ownership across sites.
+    ownership: Ownership,
     block_size: u64,
     files: Mutex<HashMap<u64, FileState>>,
     /// Data writes waiting for their block (`batch.rs`).
@@ -226,6 +225,18 @@ struct Inner {
     records: batch::Queues<u64, batch::QueuedRecord>,
     /// This access server's write verifier.
     verifier: clock::Verifier,
+}
+
+/// The part of a byte range of a file that falls in one block.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    block: BlockId,
+    /// Where the piece starts in the block.
+    within: u64,
+    /// Its length in bytes.
+    len: u64,
+    /// Where it starts in the range.
+    at: u64,
 }
 
 /// What this process knows about one file.
@@ -273,36 +284,20 @@ fn durability(stable: bool) -> Durability {
 }
 
 impl FileData {
-    /// The data path over `client`, for blocks of `block_size` bytes (the
-    /// cluster's `block_size`).
+    /// The data path of this site's access server, for blocks of
+    /// `block_size` bytes (the cluster's `block_size`): every file has an
+    /// owning site ([`Ownership`]); writes go through it, reads find the
+    /// newest bytes wherever they are.
     ///
     /// # Panics
     ///
     /// If `block_size` is 0.
-    pub fn new(client: BlockClient, block_size: u64) -> Self {
-        Self::build(client, None, block_size)
-    }
-
-    /// The data path of a multi-site cluster: every file has an owning
-    /// site ([`Ownership`]); writes go through it, reads find the newest
-    /// bytes wherever they are.
-    ///
-    /// # Panics
-    ///
-    /// If `block_size` is 0.
-    pub fn with_ownership(ownership: Ownership, block_size: u64) -> Self {
-        Self::build(ownership.local().clone(), Some(ownership), block_size)
-    }
-
-    fn build(client: BlockClient, ownership: Option<Ownership>, block_size: u64) -> Self {
+    pub fn new(ownership: Ownership, block_size: u64) -> Self {
         assert!(block_size > 0, "block size must be positive");
-        let clock = ownership
-            .as_ref()
-            .map_or_else(Default::default, |o| o.clock().clone());
         FileData {
             inner: Arc::new(Inner {
-                clock,
-                client,
+                clock: ownership.clock().clone(),
+                client: ownership.local().clone(),
                 ownership,
                 block_size,
                 files: Mutex::new(HashMap::new()),
@@ -318,28 +313,21 @@ impl FileData {
         self.inner.block_size
     }
 
-    /// File ownership, when this data path has it.
-    pub fn ownership(&self) -> Option<&Ownership> {
-        self.inner.ownership.as_ref()
+    /// File ownership across sites.
+    pub fn ownership(&self) -> &Ownership {
+        &self.inner.ownership
     }
 
     /// The epoch to write `file_id` with: this site's ownership epoch
-    /// (taking the file over if needed; `fenced_at` after a refusal), or
-    /// 0 without ownership.
+    /// (taking the file over if needed; `fenced_at` after a refusal).
     async fn write_epoch(&self, file_id: u64, fenced_at: Option<u64>) -> Result<u64, DataError> {
-        match &self.inner.ownership {
-            Some(ownership) => Ok(ownership.acquire(file_id, fenced_at).await?),
-            None => Ok(0),
-        }
+        Ok(self.inner.ownership.acquire(file_id, fenced_at).await?)
     }
 
     /// Whether size and mtime loaded at `epoch` are still this site's to
-    /// trust (it owns the file at that epoch, or there is no ownership).
+    /// trust (it owns the file at that epoch).
     fn state_is_current(&self, file_id: u64, epoch: u64) -> bool {
-        match &self.inner.ownership {
-            Some(ownership) => ownership.owned_epoch(file_id) == Some(epoch),
-            None => true,
-        }
+        self.inner.ownership.owned_epoch(file_id) == Some(epoch)
     }
 
     /// The newest bytes of a block range, wherever they are.
@@ -349,18 +337,13 @@ impl FileData {
         offset: u64,
         len: u32,
     ) -> Result<Option<BlockRead>, DataError> {
-        match &self.inner.ownership {
-            Some(ownership) => Ok(ownership.read_block(block, offset, len).await?),
-            None => Ok(self.inner.client.read(block, offset, len).await?),
-        }
+        Ok(self.inner.ownership.read_block(block, offset, len).await?)
     }
 
     /// Forgets what this process knew about a file whose ownership moved
     /// (its size and mtime; the unstable writes stay to be committed).
     fn ownership_lost(&self, file_id: u64) {
-        if let Some(ownership) = &self.inner.ownership {
-            ownership.invalidate(file_id);
-        }
+        self.inner.ownership.invalidate(file_id);
         if let Some(state) = self.files().get_mut(&file_id) {
             state.lost = true;
         }
@@ -369,10 +352,11 @@ impl FileData {
     /// Before a partial write into `block`: brings the block current on
     /// this site when its newest version is elsewhere (after a handover).
     async fn prepare_block(&self, block: BlockId) -> Result<(), DataError> {
-        if let Some(ownership) = &self.inner.ownership {
-            ownership.prepare_write(block.file_id, block.index).await?;
-        }
-        Ok(())
+        Ok(self
+            .inner
+            .ownership
+            .prepare_write(block.file_id, block.index)
+            .await?)
     }
 
     /// The current write verifier (this access server's).
@@ -387,9 +371,8 @@ impl FileData {
         }
     }
 
-    /// The pieces of `[offset, end)`: (block, offset in block, length,
-    /// offset in the range).
-    fn pieces(&self, file_id: u64, offset: u64, end: u64) -> Vec<(BlockId, u64, u64, u64)> {
+    /// The pieces of `[offset, end)`, one per block it touches.
+    fn pieces(&self, file_id: u64, offset: u64, end: u64) -> Vec<Piece> {
         let bs = self.inner.block_size;
         let mut out = Vec::new();
         let mut pos = offset;
@@ -397,7 +380,12 @@ impl FileData {
             let index = pos / bs;
             let within = pos % bs;
             let take = (bs - within).min(end - pos);
-            out.push((BlockId { file_id, index }, within, take, pos - offset));
+            out.push(Piece {
+                block: BlockId { file_id, index },
+                within,
+                len: take,
+                at: pos - offset,
+            });
             pos += take;
         }
         out
@@ -468,8 +456,8 @@ impl FileData {
         futures::future::try_join_all(
             pieces
                 .iter()
-                .filter(|(_, _, take, _)| *take < bs)
-                .map(|(block, _, _, _)| self.prepare_block(*block)),
+                .filter(|piece| piece.len < bs)
+                .map(|piece| self.prepare_block(piece.block)),
         )
         .await?;
         let (size, mtime) = {
@@ -480,9 +468,9 @@ impl FileData {
             state.mtime = SystemTime::now();
             (state.size, state.mtime)
         };
-        let writes = pieces.into_iter().map(|(block, within, take, at)| {
-            let piece = data.slice(at as usize..(at + take) as usize);
-            self.queue_write(block, within, piece, durability, epoch)
+        let writes = pieces.into_iter().map(|piece| {
+            let bytes = data.slice(piece.at as usize..(piece.at + piece.len) as usize);
+            self.queue_write(piece.block, piece.within, bytes, durability, epoch)
         });
         let (acks, ()) = futures::future::try_join(
             futures::future::try_join_all(writes),
@@ -651,7 +639,7 @@ impl FileData {
     /// (at the owner's site when another site owns the file). `None` if
     /// the file has no record (never written, or removed).
     ///
-    /// With ownership the record is read every time, with the epoch: at
+    /// The record is read every time, with the epoch: at
     /// the owner that is one in-site round trip, and it is how an owner
     /// whose file was taken over learns it (the fence refuses the read)
     /// instead of answering with the size it remembers.
@@ -662,11 +650,6 @@ impl FileData {
                 .filter(|s| s.exists && !s.lost && data.state_is_current(file_id, s.epoch))
                 .map(|s| (s.size, s.mtime))
         };
-        if self.inner.ownership.is_none() {
-            if let Some(known) = remembered(self) {
-                return Ok(Some(known));
-            }
-        }
         let record = self.read_record(file_id).await?;
         if let Some(known) = remembered(self) {
             return Ok(Some(known));
@@ -674,11 +657,7 @@ impl FileData {
         let Some((size, mtime)) = record else {
             return Ok(None);
         };
-        let owned = match &self.inner.ownership {
-            Some(ownership) => ownership.owned_epoch(file_id),
-            None => Some(0),
-        };
-        let Some(epoch) = owned else {
+        let Some(epoch) = self.inner.ownership.owned_epoch(file_id) else {
             // Another site writes the file: nothing here to keep.
             return Ok(Some((size, mtime)));
         };
@@ -757,10 +736,13 @@ impl FileData {
             return Ok((Bytes::new(), true));
         }
         let end = offset.saturating_add(u64::from(count)).min(file_size);
-        let reads = self.pieces(file_id, offset, end).into_iter().map(
-            |(block, within, take, _)| async move {
-                let len = take as usize;
-                let data = match self.read_piece(block, within, take as u32).await? {
+        let reads = self
+            .pieces(file_id, offset, end)
+            .into_iter()
+            .map(|piece| async move {
+                let len = piece.len as usize;
+                let read = self.read_piece(piece.block, piece.within, piece.len as u32);
+                let data = match read.await? {
                     Some(read) if read.data.len() == len => read.data,
                     Some(read) => {
                         let mut padded = BytesMut::zeroed(len);
@@ -771,8 +753,7 @@ impl FileData {
                     None => Bytes::from(vec![0; len]),
                 };
                 Ok::<_, DataError>(data)
-            },
-        );
+            });
         let mut parts = futures::future::try_join_all(reads).await?;
         let data = if parts.len() == 1 {
             parts.pop().unwrap_or_default()

@@ -2,7 +2,7 @@
 //! file's blocks.
 //!
 //! Deletes reach this site's cores (they must succeed: a copy left there
-//! would come back) and, with ownership, the other sites' cores as well,
+//! would come back) and the other sites' cores as well,
 //! best effort (logged): their copies of the deleted blocks are replicas
 //! or catch-up sources, and a copy that survives there is older than
 //! anything written later, so it is never read back while its site is
@@ -21,8 +21,8 @@ impl FileData {
     /// the blocks wholly past `new_size` and zeroes the rest of the last
     /// partial block; extending writes no data (the new range reads as
     /// zeros). Then the attribute record is written. `old_size` is the size
-    /// the caller knows; the larger of it and this process's is used. With
-    /// ownership this is a write: the site owns the file first.
+    /// the caller knows; the larger of it and this process's is used. This
+    /// is a write: the site owns the file first.
     pub async fn set_size(
         &self,
         file_id: u64,
@@ -136,10 +136,7 @@ impl FileData {
         indexes: impl Iterator<Item = u64> + Clone,
         up_to: u64,
     ) {
-        let Some(ownership) = &self.inner.ownership else {
-            return;
-        };
-        let deletes = ownership.remote_clients().map(|client| {
+        let deletes = self.inner.ownership.remote_clients().map(|client| {
             let indexes = indexes.clone();
             async move {
                 if let Err(err) = self.delete_blocks(client, file_id, indexes, up_to, 0).await {
@@ -165,9 +162,7 @@ impl FileData {
         let size = size.max(recorded);
         // First the owner is fenced off and the record dropped, so that no
         // write lands after the deletes.
-        if let Some(ownership) = &self.inner.ownership {
-            ownership.forget(file_id).await?;
-        }
+        self.inner.ownership.forget(file_id).await?;
         let blocks = (0..size.div_ceil(self.inner.block_size)).chain([ATTR_INDEX]);
         self.delete_blocks(&self.inner.client, file_id, blocks.clone(), up_to, 0)
             .await?;

@@ -10,7 +10,7 @@ use nfs3_types::nfs3::{
 };
 
 use crate::namespace::Inode;
-use crate::rpc::CallerAuth;
+use crate::oncrpc::CallerAuth;
 
 /// Read permission (the `r` bit).
 pub const READ: u32 = 4;
@@ -193,7 +193,7 @@ impl ExportPolicy {
 mod tests {
     use super::*;
     use crate::namespace::{FileKind, Timestamp};
-    use crate::rpc::UnixCredentials;
+    use crate::oncrpc::UnixCredentials;
 
     fn inode(kind: FileKind, mode: u32, uid: u32, gid: u32) -> Inode {
         let t = Timestamp::default();

@@ -10,7 +10,7 @@ use nfs3_types::nfs3::{
 use nfs3_types::xdr_codec::{Pack, Unpack};
 
 use crate::namespace::{FileKind, Inode, NamespaceError, SetAttrs, SetTime, Timestamp};
-use crate::rpc::ProcResult;
+use crate::oncrpc::ProcResult;
 
 /// The NFS status of a namespace error. This is the only place namespace
 /// errors are mapped; it follows [`NamespaceError::nfs_status_name`].

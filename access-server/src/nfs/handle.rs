@@ -1,5 +1,5 @@
 //! NFS file handles: a fixed 24-byte layout, the same at every access
-//! server and across restarts (invariant 6).
+//! server and across restarts (docs/ARCHITECTURE.md#invariant-6).
 //!
 //! ```text
 //! bytes  0..8   handle generation (random, once per cluster, in meta-kvs)

@@ -74,7 +74,7 @@ impl NfsProgram {
     /// `inode` with a regular file's size and mtime from its attribute
     /// record (if it has one). A record that cannot be read (its site out
     /// of reach) is an error: the namespace's size may be stale, and a
-    /// client must never be shown a stale size (invariant 4).
+    /// client must never be shown a stale size (docs/ARCHITECTURE.md#invariant-4).
     pub(crate) async fn current(&self, mut inode: Inode) -> Result<Inode, nfsstat3> {
         if inode.kind != FileKind::Regular {
             return Ok(inode);

@@ -1,8 +1,8 @@
 //! The NFS v3 (RFC 1813) and MOUNT v3 programs over the [`namespace`],
-//! served by the [`rpc`] layer.
+//! served by the [`oncrpc`] layer.
 //!
 //! - [`handle`]: file handles, stable across access servers and restarts
-//!   (invariant 6).
+//!   (docs/ARCHITECTURE.md#invariant-6).
 //! - [`MountProgram`]: MOUNT v3 (100005) for the one configured export.
 //! - [`NfsProgram`]: NFS v3 (100003). Every procedure gets an RFC 1813
 //!   answer (LINK and MKNOD: `NFS3ERR_NOTSUPP`); READ, WRITE, COMMIT and
@@ -16,7 +16,7 @@
 //! `NFS3ERR_ACCES` on every call and `MNT3ERR_ACCES` at MOUNT.
 //!
 //! [`namespace`]: crate::namespace
-//! [`rpc`]: crate::rpc
+//! [`oncrpc`]: crate::oncrpc
 
 pub mod access;
 mod attrs;
@@ -72,6 +72,6 @@ where
 
 /// The answer to an NFS call before the access server is connected to the
 /// cluster: `NFS3ERR_JUKEBOX` (the client retries later).
-pub(crate) fn not_ready(procedure: nfs3_types::nfs3::NFS_PROGRAM) -> crate::rpc::ProcResult {
+pub(crate) fn not_ready(procedure: nfs3_types::nfs3::NFS_PROGRAM) -> crate::oncrpc::ProcResult {
     program::failure(procedure, nfs3_types::nfs3::nfsstat3::NFS3ERR_JUKEBOX)
 }

@@ -23,7 +23,7 @@ use super::access::ExportPolicy;
 use super::attrs::{decode, encode};
 use super::handle::HandleCodec;
 use crate::namespace::{Inode, Namespace, NamespaceError};
-use crate::rpc::{CallContext, ProcResult, ProgramId, RpcProgram, MOUNT_ID};
+use crate::oncrpc::{CallContext, ProcResult, ProgramId, RpcProgram, MOUNT_ID};
 
 /// AUTH_UNIX (AUTH_SYS), the only flavor offered.
 const AUTH_UNIX: u32 = 1;

@@ -27,7 +27,7 @@ use super::handle::HandleCodec;
 use super::CapacityProvider;
 use crate::data::FileData;
 use crate::namespace::{FileKind, Inode, Namespace, SetTime, MAX_NAME_LEN};
-use crate::rpc::{CallContext, ProcResult, ProgramId, RpcProgram, NFS_ID};
+use crate::oncrpc::{CallContext, ProcResult, ProgramId, RpcProgram, NFS_ID};
 
 /// The largest READ and WRITE offered (and preferred): 1 MiB.
 pub const MAX_IO: u32 = 1 << 20;
@@ -81,7 +81,7 @@ macro_rules! args {
     ($t:ty, $args:expr) => {
         match $crate::nfs::attrs::decode::<$t>($args) {
             Some(args) => args,
-            None => return Ok($crate::rpc::ProcResult::GarbageArgs),
+            None => return Ok($crate::oncrpc::ProcResult::GarbageArgs),
         }
     };
 }
@@ -136,7 +136,7 @@ impl NfsProgram {
 
     /// The inode `fh` names when this site owns the file, as last resolved
     /// here, without a meta-kvs read: a WRITE at the owner crosses no WAN
-    /// (invariant 3), even when the inode cache has expired. Its size and
+    /// (docs/ARCHITECTURE.md#invariant-3), even when the inode cache has expired. Its size and
     /// mtime come from the data path; what it adds is the mode and owner
     /// for the permission check (a change made at another site is seen at
     /// the next resolve, as by an NFS client's attribute cache). A file
@@ -144,7 +144,7 @@ impl NfsProgram {
     /// a write here fails with STALE instead of landing.
     pub(crate) fn owned_inode(&self, fh: &nfs_fh3) -> Option<Inode> {
         let handle = self.handles.decode(fh.data.as_ref()).ok()?;
-        self.data.ownership()?.owned_epoch(handle.id)?;
+        self.data.ownership().owned_epoch(handle.id)?;
         self.owned_map()
             .get(&handle.id)
             .filter(|inode| inode.generation == handle.generation)
@@ -153,11 +153,7 @@ impl NfsProgram {
 
     /// Keeps `inode` for [`NfsProgram::owned_inode`] if this site owns it.
     pub(crate) fn remember_owned(&self, inode: &Inode) {
-        let owned = self
-            .data
-            .ownership()
-            .is_some_and(|o| o.owned_epoch(inode.id).is_some());
-        if owned {
+        if self.data.ownership().owned_epoch(inode.id).is_some() {
             self.owned_map().insert(inode.id, inode.clone());
         }
     }

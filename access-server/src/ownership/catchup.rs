@@ -32,17 +32,26 @@ pub struct CatchUpProgress {
     pub abandoned: bool,
 }
 
+/// Where the newest copy of a block is, when it is not on this site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct NewerCopy {
+    /// The newest version.
+    pub version: u64,
+    /// A site whose cores hold it.
+    pub site: String,
+}
+
 /// The blocks of a file newer on other sites than on this one, for the
 /// epoch this site owns the file at.
 #[derive(Debug)]
 pub(super) struct DirtyMap {
     epoch: u64,
-    blocks: std::sync::Mutex<BTreeMap<u64, (u64, String)>>,
+    blocks: std::sync::Mutex<BTreeMap<u64, NewerCopy>>,
     progress: watch::Sender<CatchUpProgress>,
 }
 
 impl DirtyMap {
-    pub(super) fn new(epoch: u64, blocks: BTreeMap<u64, (u64, String)>) -> Self {
+    pub(super) fn new(epoch: u64, blocks: BTreeMap<u64, NewerCopy>) -> Self {
         let total = blocks.len() as u64;
         DirtyMap {
             epoch,
@@ -54,16 +63,16 @@ impl DirtyMap {
         }
     }
 
-    /// The newest version of block `index` and the site holding it, if it
-    /// is still newer elsewhere.
-    pub(super) fn get(&self, index: u64) -> Option<(u64, String)> {
+    /// Where the newest copy of block `index` is, if it is still newer
+    /// elsewhere.
+    pub(super) fn get(&self, index: u64) -> Option<NewerCopy> {
         lock(&self.blocks).get(&index).cloned()
     }
 
-    fn remaining(&self) -> Vec<(u64, u64, String)> {
+    fn remaining(&self) -> Vec<(u64, NewerCopy)> {
         lock(&self.blocks)
             .iter()
-            .map(|(&index, (version, site))| (index, *version, site.clone()))
+            .map(|(&index, newer)| (index, newer.clone()))
             .collect()
     }
 
@@ -151,17 +160,18 @@ impl Ownership {
                 }
             }
             let failures = stream::iter(remaining)
-                .map(|(index, version, site)| {
+                .map(|(index, newer)| {
                     let map = &map;
                     async move {
                         let block = BlockId { file_id, index };
-                        match self.copy_block(block, version, &site, 1, map.epoch).await {
+                        let copy = self.copy_block(block, newer.version, &newer.site, 1, map.epoch);
+                        match copy.await {
                             Ok(bytes) => {
                                 map.copied(index, bytes);
                                 0
                             }
                             Err(err) => {
-                                tracing::warn!(file_id, index, from = %site, %err,
+                                tracing::warn!(file_id, index, from = %newer.site, %err,
                                     "catch-up copy failed; will retry");
                                 1
                             }
@@ -227,11 +237,17 @@ impl Ownership {
         let Some(map) = lock(&self.inner.dirty).get(&file_id).cloned() else {
             return Ok(());
         };
-        let Some((version, site)) = map.get(index) else {
+        let Some(newer) = map.get(index) else {
             return Ok(());
         };
         let bytes = self
-            .copy_block(BlockId { file_id, index }, version, &site, 2, map.epoch)
+            .copy_block(
+                BlockId { file_id, index },
+                newer.version,
+                &newer.site,
+                2,
+                map.epoch,
+            )
             .await?;
         map.copied(index, bytes);
         Ok(())
@@ -324,9 +340,15 @@ impl Ownership {
         };
         progress(now);
         let mut copies = stream::iter(dirty)
-            .map(|(index, (version, site))| async move {
-                self.copy_block(BlockId { file_id, index }, version, &site, 1, epoch)
-                    .await
+            .map(|(index, newer)| async move {
+                self.copy_block(
+                    BlockId { file_id, index },
+                    newer.version,
+                    &newer.site,
+                    1,
+                    epoch,
+                )
+                .await
             })
             .buffer_unordered(CATCH_UP_CONCURRENCY);
         while let Some(copied) = copies.next().await {

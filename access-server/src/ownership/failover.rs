@@ -16,7 +16,7 @@
 //!    surviving sites and the completion, a few files at a time.
 //!
 //! What the lost site had not copied out is lost, as with
-//! `relocate --owner-lost` (invariant 5). A file that could not be taken
+//! `relocate --owner-lost` (docs/ARCHITECTURE.md#invariant-5). A file that could not be taken
 //! over (its record changed, another site claims it) is reported; running
 //! the failover again takes over what is left, and skips what moved.
 
@@ -33,6 +33,15 @@ use super::{Ownership, OwnershipError, View};
 const CHUNK: usize = 64;
 /// Takeovers of one chunk run at once.
 const IN_PARALLEL: usize = 8;
+
+/// A file a failover could not take over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedFile {
+    /// The file's id.
+    pub file_id: u64,
+    /// Why not.
+    pub why: String,
+}
 
 /// How far a failover is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,7 +64,7 @@ pub struct FailoverReport {
     /// Files that had moved elsewhere or were removed meanwhile.
     pub skipped: u64,
     /// Files that could not be taken over, with why (run it again).
-    pub failed: Vec<(u64, String)>,
+    pub failed: Vec<FailedFile>,
     /// How long the site's leases were waited for.
     pub lease_wait: Duration,
 }
@@ -145,7 +154,10 @@ impl Ownership {
                         progress(state);
                     }
                     Err(err) => {
-                        report.failed.push((file_id, err.to_string()));
+                        report.failed.push(FailedFile {
+                            file_id,
+                            why: err.to_string(),
+                        });
                         state.done += 1;
                         state.failed += 1;
                         progress(state);
@@ -171,13 +183,17 @@ impl Ownership {
                     Ok(Step::Owned(_)) => report.taken_over += 1,
                     Ok(Step::Retry) => {
                         state.failed += 1;
-                        report
-                            .failed
-                            .push((file_id, "the owner record changed meanwhile".into()));
+                        report.failed.push(FailedFile {
+                            file_id,
+                            why: "the owner record changed meanwhile".into(),
+                        });
                     }
                     Err(err) => {
                         state.failed += 1;
-                        report.failed.push((file_id, err.to_string()));
+                        report.failed.push(FailedFile {
+                            file_id,
+                            why: err.to_string(),
+                        });
                     }
                 }
                 progress(state);

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use geonfs_proto::domain::unix_time_ms;
 
 use bytes::Bytes;
 use geonfs_block_manager::{FenceOrder, FileListing};
@@ -11,7 +13,7 @@ use geonfs_meta_kvs::MetaError;
 use geonfs_proto::meta::{condition, operation, Condition, KeyValue, Operation, TxnRequest};
 use rand::Rng;
 
-use super::catchup::DirtyMap;
+use super::catchup::{DirtyMap, NewerCopy};
 use super::record::{self, owner_key, Claim, OwnerRecord};
 use super::{lock, Ownership, OwnershipError, View, WAIT_FOR_CLAIM};
 
@@ -44,13 +46,6 @@ pub(super) enum Put {
     Conflict,
     /// Unknown: read the record to learn.
     Unknown(MetaError),
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// A short, growing, jittered pause between attempts (a poll interval,
@@ -207,7 +202,7 @@ impl Ownership {
         let claim = Claim {
             by: self.inner.site.clone(),
             epoch: view.record.top_epoch() + 1,
-            since_ms: now_ms(),
+            since_ms: unix_time_ms(),
             token: rand::rng().random_range(1..=u64::MAX),
         };
         let mut claimed = view.record.clone();
@@ -272,34 +267,91 @@ impl Ownership {
         takeover: Takeover,
     ) -> Result<Step, OwnershipError> {
         let started = Instant::now();
-        let me = self.inner.site.clone();
         let record = &view.record;
         // This site is not lost to itself: a takeover "from a lost owner"
         // of a file this site owns (another site's claim pending) is a
         // plain one, its own copies adopted rather than set aside.
-        let owner_lost = takeover != Takeover::Handover && record.site != me;
-        let blocked = |reason: String| OwnershipError::Blocked { file_id, reason };
-        // Fence the old owner and this site. Taking over from a lost owner
-        // also fences every other site, adopting the copies of the
-        // surviving ones (they are listed next) and recording the takeover
-        // on all, so the lost owner's copies it never sees are set aside
-        // wherever they are (the core server's `fence` module).
-        let lost_below = if owner_lost {
-            claim.epoch
-        } else {
-            record.lost_below
-        };
-        let order = |adopt: bool| FenceOrder {
+        let owner_lost = takeover != Takeover::Handover && record.site != self.inner.site;
+        let order = FenceOrder {
             epoch: claim.epoch,
-            lost_below,
-            adopt,
+            lost_below: if owner_lost {
+                claim.epoch
+            } else {
+                record.lost_below
+            },
+            adopt: false,
+        };
+        let old_fully_fenced = self.fence_sites(file_id, record, order, owner_lost).await?;
+        // A core of the old owner that could not be fenced might still take
+        // its writes: fence its access servers instead (`lease.rs`).
+        let revoked = takeover == Takeover::OwnerLostRevoked;
+        if record.site != self.inner.site && !revoked && !old_fully_fenced {
+            self.revoke_and_wait(&record.site, file_id, claim.epoch)
+                .await
+                .inspect_err(|_| self.inner.metrics.blocked.inc())?;
+        }
+        let dirty = self.dirty_after_fence(file_id, record, owner_lost).await?;
+        let owned = OwnerRecord {
+            site: self.inner.site.clone(),
+            epoch: claim.epoch,
+            sources: dirty
+                .values()
+                .map(|newer| newer.site.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            claim: None,
+            lost_below: order.lost_below,
+        };
+        let Some(version) = self.complete(file_id, view.meta_version, &owned).await? else {
+            return Ok(Step::Retry);
+        };
+        let moved_from = view.record.site.clone();
+        self.remember(
+            file_id,
+            &View {
+                record: owned,
+                meta_version: version,
+            },
+        );
+        if !dirty.is_empty() {
+            self.install_dirty(file_id, Arc::new(DirtyMap::new(claim.epoch, dirty)));
+        }
+        let metrics = &self.inner.metrics;
+        metrics.handovers.inc();
+        metrics
+            .handover_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(file_id, from = %moved_from, to = %self.inner.site, epoch = claim.epoch,
+            ms = started.elapsed().as_millis() as u64, "file ownership handed over");
+        Ok(Step::Owned(claim.epoch))
+    }
+
+    /// Step 2: fences the old owner and this site with `order`. Taking over
+    /// from a lost owner also fences every other site, adopting the copies
+    /// of the surviving ones (they are listed next) and recording the
+    /// takeover on all, so the lost owner's copies it never sees are set
+    /// aside wherever they are (the core server's `fence` module). Fails
+    /// unless all but one core of each site waited for are fenced; true
+    /// when every core of the old owner is.
+    async fn fence_sites(
+        &self,
+        file_id: u64,
+        record: &OwnerRecord,
+        order: FenceOrder,
+        owner_lost: bool,
+    ) -> Result<bool, OwnershipError> {
+        let me = &self.inner.site;
+        let adopting = FenceOrder {
+            adopt: true,
+            ..order
         };
         let old = self.client(file_id, &record.site)?;
         let others = self
             .inner
             .clients
             .iter()
-            .filter(|(site, _)| owner_lost && **site != me && **site != record.site);
+            .filter(|(site, _)| owner_lost && *site != me && **site != record.site);
         // A lost owner's cores are fenced as a courtesy (its revocation or
         // lease is what stops it; a core that does not learn of the
         // takeover now does when it is reached again): not waited for, so
@@ -307,7 +359,7 @@ impl Ownership {
         // out, costs the takeover nothing.
         let old_fence = async {
             if owner_lost {
-                let (client, order, site) = (old.clone(), order(false), record.site.clone());
+                let (client, site) = (old.clone(), record.site.clone());
                 tokio::spawn(async move {
                     let report = client.fence_with(file_id, order).await;
                     if !report.all() {
@@ -317,46 +369,52 @@ impl Ownership {
                 });
                 return None;
             }
-            Some(old.fence_with(file_id, order(false)).await)
+            Some(old.fence_with(file_id, order).await)
         };
+        let own_order = if owner_lost { adopting } else { order };
         let (old_report, own_report, other_reports) = futures::join!(
             old_fence,
-            self.local().fence_with(file_id, order(owner_lost)),
+            self.local().fence_with(file_id, own_order),
             futures::future::join_all(others.map(|(site, client)| async move {
-                (site, client.fence_with(file_id, order(true)).await)
+                (site, client.fence_with(file_id, adopting).await)
             }))
         );
         let reports = old_report
             .as_ref()
             .map(|report| (&record.site, report))
             .into_iter()
-            .chain([(&me, &own_report)])
+            .chain([(me, &own_report)])
             .chain(other_reports.iter().map(|(site, report)| (*site, report)));
         for (site, report) in reports {
             if !report.all_but_one() {
                 self.inner.metrics.blocked.inc();
-                return Err(blocked(format!(
-                    "only {} of the {} cores of site {site} could be fenced ({})",
-                    report.fenced.len(),
-                    report.total,
-                    describe(&report.failed)
-                )));
+                return Err(OwnershipError::Blocked {
+                    file_id,
+                    reason: format!(
+                        "only {} of the {} cores of site {site} could be fenced ({})",
+                        report.fenced.len(),
+                        report.total,
+                        describe(&report.failed)
+                    ),
+                });
             }
         }
-        // A core of the old owner that could not be fenced might still take
-        // its writes: fence its access servers instead (`lease.rs`).
-        let revoked = takeover == Takeover::OwnerLostRevoked;
-        let old_unfenced = old_report.as_ref().is_none_or(|report| !report.all());
-        if record.site != me && !revoked && old_unfenced {
-            self.revoke_and_wait(&record.site, file_id, claim.epoch)
-                .await
-                .inspect_err(|_| self.inner.metrics.blocked.inc())?;
-        }
-        // List the file's blocks everywhere. Declared lost, the old owner
-        // is not asked: what it had not copied out is lost to the file (the
-        // RPO) and set aside on its cores; everything else it wrote is at
-        // the surviving sites, which must all answer (their copies were
-        // adopted).
+        Ok(old_report.is_some_and(|report| report.all()))
+    }
+
+    /// Step 3: lists the file's blocks everywhere and returns those whose
+    /// newest version is at another site than this one. Declared lost,
+    /// the old owner is not asked: what it had not copied out is lost to
+    /// the file (the RPO) and set aside on its cores; everything else it
+    /// wrote is at the surviving sites, which must all answer (their
+    /// copies were adopted).
+    async fn dirty_after_fence(
+        &self,
+        file_id: u64,
+        record: &OwnerRecord,
+        owner_lost: bool,
+    ) -> Result<BTreeMap<u64, NewerCopy>, OwnershipError> {
+        let me = &self.inner.site;
         let lost_site = owner_lost.then_some(record.site.as_str());
         let required = if owner_lost {
             self.inner
@@ -366,57 +424,38 @@ impl Ownership {
                 .filter(|site| Some(*site) != lost_site)
                 .collect()
         } else {
-            holders(record, &me)
+            holders(record, me)
         };
         let listings = self
             .list_sites(file_id, |site| Some(site) != lost_site, &required)
             .await
             .inspect_err(|_| self.inner.metrics.blocked.inc())?;
-        let dirty = dirty_blocks(&me, &listings);
         if let Some(top) = listings.iter().flat_map(|(_, l)| l.versions.values()).max() {
             self.inner.clock.observe(*top);
         }
-        let sources: Vec<String> = dirty
-            .values()
-            .map(|(_, site)| site.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let owned = OwnerRecord {
-            site: me.clone(),
-            epoch: claim.epoch,
-            sources,
-            claim: None,
-            lost_below,
-        };
-        let version = match self.put(file_id, view.meta_version, &owned).await? {
-            Put::Applied(version) => version,
-            Put::Conflict => return Ok(Step::Retry),
+        Ok(dirty_blocks(me, &listings))
+    }
+
+    /// Step 4: replaces the record read at `meta_version` with `owned`; its
+    /// new meta version, or `None` when the record changed meanwhile (the
+    /// caller starts over).
+    async fn complete(
+        &self,
+        file_id: u64,
+        meta_version: u64,
+        owned: &OwnerRecord,
+    ) -> Result<Option<u64>, OwnershipError> {
+        match self.put(file_id, meta_version, owned).await? {
+            Put::Applied(version) => Ok(Some(version)),
+            Put::Conflict => Ok(None),
             Put::Unknown(err) => {
                 tracing::debug!(file_id, %err, "handover outcome unknown; re-reading");
                 match self.load(file_id).await? {
-                    Some(now) if now.record == owned => now.meta_version,
-                    _ => return Ok(Step::Retry),
+                    Some(now) if now.record == *owned => Ok(Some(now.meta_version)),
+                    _ => Ok(None),
                 }
             }
-        };
-        let view = View {
-            record: owned,
-            meta_version: version,
-        };
-        self.remember(file_id, &view);
-        let moved_from = record.site.clone();
-        if !dirty.is_empty() {
-            self.install_dirty(file_id, Arc::new(DirtyMap::new(claim.epoch, dirty)));
         }
-        let metrics = &self.inner.metrics;
-        metrics.handovers.inc();
-        metrics
-            .handover_seconds
-            .observe(started.elapsed().as_secs_f64());
-        tracing::info!(file_id, from = %moved_from, to = %me, epoch = claim.epoch,
-            ms = started.elapsed().as_millis() as u64, "file ownership handed over");
-        Ok(Step::Owned(claim.epoch))
     }
 
     /// Resolves a claim older than the claim timeout found in `view`: the
@@ -607,11 +646,11 @@ pub(super) fn holders<'a>(record: &'a OwnerRecord, me: &'a str) -> BTreeSet<&'a 
 }
 
 /// The blocks whose newest version (over every listing) is not on site
-/// `me`'s cores: index → (version, a site holding it).
+/// `me`'s cores, and where it is.
 pub(super) fn dirty_blocks(
     me: &str,
     listings: &[(&String, FileListing)],
-) -> BTreeMap<u64, (u64, String)> {
+) -> BTreeMap<u64, NewerCopy> {
     let mut newest: BTreeMap<u64, (u64, &str)> = BTreeMap::new();
     let mut own: BTreeMap<u64, u64> = BTreeMap::new();
     for (site, listing) in listings {
@@ -628,7 +667,10 @@ pub(super) fn dirty_blocks(
     newest
         .into_iter()
         .filter(|(index, (version, _))| own.get(index).is_none_or(|own| own < version))
-        .map(|(index, (version, site))| (index, (version, site.to_string())))
+        .map(|(index, (version, site))| {
+            let site = site.to_string();
+            (index, NewerCopy { version, site })
+        })
         .collect()
 }
 

@@ -1,7 +1,8 @@
 //! [`OwnershipMetrics`]: handovers, their duration, catch-up after them,
 //! requests refused by a fence, the ownership lease and revocations.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use geonfs_rpc::metric::MetricSet;
+use prometheus::{Histogram, IntCounter, IntGauge, Registry};
 
 /// The ownership metrics of one access server.
 #[derive(Clone, Debug)]
@@ -37,118 +38,90 @@ pub struct OwnershipMetrics {
     /// Silent sites this access server failed over by itself
     /// (`cluster.auto_failover_after`).
     pub auto_failovers: IntCounter,
+    set: MetricSet,
 }
 
-fn gauge(name: &str, help: &str) -> IntGauge {
-    match IntGauge::new(name, help) {
-        Ok(g) => g,
-        Err(err) => unreachable!("constant gauge definition {name} is valid: {err}"),
-    }
-}
-
-fn counter(name: &str, help: &str) -> IntCounter {
-    match IntCounter::new(name, help) {
-        Ok(c) => c,
-        Err(err) => unreachable!("constant metric definition {name} is valid: {err}"),
-    }
-}
-
-fn histogram(name: &str, help: &str) -> Histogram {
-    let buckets = vec![
-        0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
-    ];
-    match Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)) {
-        Ok(h) => h,
-        Err(err) => unreachable!("constant histogram definition {name} is valid: {err}"),
-    }
-}
+/// Bucket bounds of the ownership histograms, seconds.
+const BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
 impl OwnershipMetrics {
     /// Fresh, unregistered metrics.
     pub fn new() -> Self {
-        let catching_up = gauge(
+        let mut set = MetricSet::default();
+        let catching_up = set.gauge(
             "geonfs_ownership_catching_up_files",
             "Files whose catch-up after a handover is running",
         );
         OwnershipMetrics {
-            handovers: counter(
+            handovers: set.counter(
                 "geonfs_ownership_handovers_total",
                 "File ownership handovers completed by this access server",
             ),
-            handover_seconds: histogram(
+            handover_seconds: set.histogram(
                 "geonfs_ownership_handover_seconds",
                 "Duration of completed handovers (claim, fence, list, complete)",
+                &BUCKETS,
             ),
-            blocked: counter(
+            blocked: set.counter(
                 "geonfs_ownership_handovers_blocked_total",
                 "Handovers that could not finish (the old owner out of reach)",
             ),
-            first_owners: counter(
+            first_owners: set.counter(
                 "geonfs_ownership_first_owners_total",
                 "Files that got their first owner at this site",
             ),
-            resolved_claims: counter(
+            resolved_claims: set.counter(
                 "geonfs_ownership_resolved_claims_total",
                 "Handover claims that timed out and were resolved back to the owner",
             ),
-            fenced: counter(
+            fenced: set.counter(
                 "geonfs_ownership_fenced_requests_total",
                 "Block requests refused by a fence (ownership had moved)",
             ),
             catching_up,
-            caught_up_bytes: counter(
+            caught_up_bytes: set.counter(
                 "geonfs_ownership_caught_up_bytes_total",
                 "Bytes copied onto this site by catch-ups after handovers",
             ),
-            catch_up_seconds: histogram(
+            catch_up_seconds: set.histogram(
                 "geonfs_ownership_catch_up_seconds",
                 "Duration of catch-ups after handovers",
+                &BUCKETS,
             ),
-            lease_valid: gauge(
+            lease_valid: set.gauge(
                 "geonfs_ownership_lease_valid",
                 "1 while this access server's ownership lease is valid (it may send writes)",
             ),
-            lease_renewals: counter(
+            lease_renewals: set.counter(
                 "geonfs_ownership_lease_renewals_total",
                 "Successful renewals of this access server's ownership lease",
             ),
-            lease_failures: counter(
+            lease_failures: set.counter(
                 "geonfs_ownership_lease_renewal_failures_total",
                 "Failed renewals of this access server's ownership lease",
             ),
-            revocations: counter(
+            revocations: set.counter(
                 "geonfs_ownership_revocations_total",
                 "Handovers that revoked a file at the old owner's access servers",
             ),
-            revocation_seconds: histogram(
+            revocation_seconds: set.histogram(
                 "geonfs_ownership_revocation_seconds",
                 "How long a revocation waited for the old owner's access servers",
+                &BUCKETS,
             ),
-            auto_failovers: counter(
+            auto_failovers: set.counter(
                 "geonfs_ownership_auto_failovers_total",
                 "Silent sites this access server failed over by itself (cluster.auto_failover_after)",
             ),
+            set,
         }
     }
 
     /// Registers every metric into `registry`.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        registry.register(Box::new(self.handovers.clone()))?;
-        registry.register(Box::new(self.handover_seconds.clone()))?;
-        registry.register(Box::new(self.blocked.clone()))?;
-        registry.register(Box::new(self.first_owners.clone()))?;
-        registry.register(Box::new(self.resolved_claims.clone()))?;
-        registry.register(Box::new(self.fenced.clone()))?;
-        registry.register(Box::new(self.catching_up.clone()))?;
-        registry.register(Box::new(self.caught_up_bytes.clone()))?;
-        registry.register(Box::new(self.catch_up_seconds.clone()))?;
-        registry.register(Box::new(self.lease_valid.clone()))?;
-        registry.register(Box::new(self.lease_renewals.clone()))?;
-        registry.register(Box::new(self.lease_failures.clone()))?;
-        registry.register(Box::new(self.revocations.clone()))?;
-        registry.register(Box::new(self.auto_failovers.clone()))?;
-        registry.register(Box::new(self.revocation_seconds.clone()))?;
-        Ok(())
+        self.set.register(registry)
     }
 }
 

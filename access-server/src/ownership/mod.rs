@@ -1,6 +1,6 @@
 //! [`Ownership`]: which site writes each file, the handover when another
 //! site starts writing, and where a READ finds the newest bytes
-//! (docs/ARCHITECTURE.md "Ownership", invariants 3, 4, 5 and 8).
+//! (`docs/ARCHITECTURE.md#ownership`, invariants 3, 4, 5 and 8).
 //!
 //! # The owner record and epochs
 //!
@@ -12,7 +12,7 @@
 //! core server refuses (`PERMISSION_DENIED`, "fenced") a request whose
 //! epoch is older than the file's fence on that core. Fences only grow.
 //!
-//! # Writes at the owner: no WAN (invariant 3)
+//! # Writes at the owner: no WAN (docs/ARCHITECTURE.md#invariant-3)
 //!
 //! An access server caches the record. While its site owns the file, a
 //! WRITE goes to the site's two cores with the cached epoch and nothing
@@ -75,7 +75,7 @@
 //! (which passes any fence the claimant set), so a claimant that died
 //! mid-handover cannot wedge a file.
 //!
-//! # Reads: never stale (invariant 4)
+//! # Reads: never stale (docs/ARCHITECTURE.md#invariant-4)
 //!
 //! - **At the owner, current**: the site's own cores (one in-site round
 //!   trip), with the epoch, so a fence (ownership moved) is noticed.
@@ -127,7 +127,7 @@ use crate::data::VersionClock;
 
 pub use auto_failover::AutoFailover;
 pub use catchup::CatchUpProgress;
-pub use failover::{FailoverProgress, FailoverReport};
+pub use failover::{FailedFile, FailoverProgress, FailoverReport};
 pub use lease::{LeaseKeeper, LeaseTiming};
 pub use metrics::OwnershipMetrics;
 pub use record::{Claim, OwnerRecord};
@@ -487,7 +487,10 @@ impl Ownership {
         }
     }
 
-    /// One attempt of [`Ownership::read_block`] with `view`.
+    /// One attempt of [`Ownership::read_block`] with `view`, by one of
+    /// three strategies: at the owner, its own copy (or a source's newer
+    /// one); elsewhere, a small read straight from the owner and sources,
+    /// a large one from the local copy unless a probe finds it behind.
     async fn read_with(
         &self,
         view: &View,
@@ -495,73 +498,128 @@ impl Ownership {
         offset: u64,
         len: u32,
     ) -> Result<Option<BlockRead>, OwnershipError> {
-        let file_id = block.file_id;
         let record = &view.record;
-        let owner = self.client(file_id, &record.site)?;
-        let epoch = record.epoch;
         if record.site == self.inner.site && record.claim.is_none() {
-            if record.sources.is_empty() {
-                return Ok(owner.read_as(block, offset, len, epoch).await?);
-            }
-            let dirty = self.dirty_map(file_id, view).await?;
-            return match dirty.get(block.index) {
-                None => Ok(owner.read_as(block, offset, len, epoch).await?),
-                Some((_, site)) => {
-                    // The owner's copy with the epoch (fence check), the
-                    // newer copy from the site that holds it.
-                    let source = self.client(file_id, &site)?;
-                    let (own, newer) = futures::join!(
-                        owner.read_as(block, offset, len, epoch),
-                        source.read_as(block, offset, len, 0)
-                    );
-                    Ok(newest(own?, newer?))
-                }
-            };
+            self.read_as_owner(view, block, offset, len).await
+        } else if len <= DIRECT_READ_MAX && record.site != self.inner.site {
+            self.read_direct(record, block, offset, len).await
+        } else {
+            self.read_local_unless_behind(record, block, offset, len)
+                .await
         }
-        // Not the owner (or a handover is in progress).
-        let local = self.local();
-        let remote_sites: Vec<&str> = std::iter::once(record.site.as_str())
+    }
+
+    /// At the owner (no handover in progress): its own copy, checked with
+    /// its epoch, or for a block still dirty after a handover the newer
+    /// copy of the source site holding it.
+    async fn read_as_owner(
+        &self,
+        view: &View,
+        block: BlockId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<BlockRead>, OwnershipError> {
+        let file_id = block.file_id;
+        let epoch = view.record.epoch;
+        let owner = self.local();
+        if view.record.sources.is_empty() {
+            return Ok(owner.read_as(block, offset, len, epoch).await?);
+        }
+        let dirty = self.dirty_map(file_id, view).await?;
+        match dirty.get(block.index) {
+            None => Ok(owner.read_as(block, offset, len, epoch).await?),
+            Some(newer) => {
+                // The owner's copy with the epoch (fence check), the
+                // newer copy from the site that holds it.
+                let source = self.client(file_id, &newer.site)?;
+                let (own, newer) = futures::join!(
+                    owner.read_as(block, offset, len, epoch),
+                    source.read_as(block, offset, len, 0)
+                );
+                Ok(newest(own?, newer?))
+            }
+        }
+    }
+
+    /// The sites other than this one that may hold the newest copy: the
+    /// owner and the sources of its last handover.
+    fn remote_holders<'a>(&self, record: &'a OwnerRecord) -> Vec<&'a str> {
+        std::iter::once(record.site.as_str())
             .chain(record.sources.iter().map(String::as_str))
             .filter(|s| *s != self.inner.site)
-            .collect();
-        if len <= DIRECT_READ_MAX && record.site != self.inner.site {
-            // Small: the bytes straight from the owner (and the sources),
-            // one WAN round trip; the newest wins.
-            let reads = remote_sites.iter().map(|site| async move {
-                let epoch = if *site == record.site { epoch } else { 0 };
-                let client = self.client(file_id, site)?;
-                Ok::<_, OwnershipError>(client.read_as(block, offset, len, epoch).await?)
-            });
-            let own_newer = async {
-                // This site may itself hold newer blocks (a source).
-                if record.sources.iter().any(|s| *s == self.inner.site) {
-                    local.read(block, offset, len).await
-                } else {
-                    Ok(None)
-                }
-            };
-            let (reads, own) = futures::join!(futures::future::join_all(reads), own_newer);
-            let mut best = own?;
-            for read in reads {
-                best = newest(best, read?);
+            .collect()
+    }
+
+    /// Reads `block` at `site`: at the owner with its epoch (checked
+    /// against the file's fence), at a source unchecked.
+    async fn read_at(
+        &self,
+        record: &OwnerRecord,
+        site: &str,
+        block: BlockId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<BlockRead>, OwnershipError> {
+        let epoch = if site == record.site { record.epoch } else { 0 };
+        let client = self.client(block.file_id, site)?;
+        Ok(client.read_as(block, offset, len, epoch).await?)
+    }
+
+    /// Not the owner, a small read: the bytes straight from the owner (and
+    /// the sources), one WAN round trip; the newest wins, this site's own
+    /// copy included when it is a source.
+    async fn read_direct(
+        &self,
+        record: &OwnerRecord,
+        block: BlockId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<BlockRead>, OwnershipError> {
+        let reads = self
+            .remote_holders(record)
+            .into_iter()
+            .map(|site| self.read_at(record, site, block, offset, len));
+        let own_newer = async {
+            // This site may itself hold newer blocks (a source).
+            if record.sources.iter().any(|s| *s == self.inner.site) {
+                self.local().read(block, offset, len).await
+            } else {
+                Ok(None)
             }
-            return Ok(best);
+        };
+        let (reads, own) = futures::join!(futures::future::join_all(reads), own_newer);
+        let mut best = own?;
+        for read in reads {
+            best = newest(best, read?);
         }
-        // Large: the local copy while the owner (and sources) are asked
-        // for their version; the WAN carries the bytes only when the local
-        // copy is behind.
+        Ok(best)
+    }
+
+    /// Not the owner and a large read, or a handover in progress: the local
+    /// copy while the owner (and sources) are asked for their version; the
+    /// WAN carries the bytes only when the local copy is behind.
+    async fn read_local_unless_behind(
+        &self,
+        record: &OwnerRecord,
+        block: BlockId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<BlockRead>, OwnershipError> {
+        let local = self.local();
         let local_read = async {
             if record.site == self.inner.site {
-                local.read_as(block, offset, len, epoch).await
+                local.read_as(block, offset, len, record.epoch).await
             } else {
                 local.read(block, offset, len).await
             }
         };
-        let probes = remote_sites.iter().map(|site| async move {
-            let client = self.client(file_id, site)?;
-            let epoch = if *site == record.site { epoch } else { 0 };
-            Ok::<_, OwnershipError>((*site, client.read_as(block, 0, 0, epoch).await?))
-        });
+        let probes = self
+            .remote_holders(record)
+            .into_iter()
+            .map(|site| async move {
+                let found = self.read_at(record, site, block, 0, 0).await?;
+                Ok::<_, OwnershipError>((site, found))
+            });
         let (local_result, probed) = futures::join!(local_read, futures::future::join_all(probes));
         let mut best: Option<(&str, u64)> = None;
         for result in probed {
@@ -583,11 +641,7 @@ impl Ownership {
         if let Some(found) = local_found.filter(|f| f.version >= version) {
             return Ok(Some(found));
         }
-        let epoch = if site == record.site { epoch } else { 0 };
-        Ok(self
-            .client(file_id, site)?
-            .read_as(block, offset, len, epoch)
-            .await?)
+        self.read_at(record, site, block, offset, len).await
     }
 }
 

@@ -33,6 +33,9 @@
 //! cargo run --release -p geonfs-bench --bin core_bench -- --seconds 3 --rounds 2
 //! ```
 
+// Test harness and benchmarks: a failed `unwrap` ends the run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,15 +45,16 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt;
-use geonfs_bench::cluster::TestCluster;
 use geonfs_bench::report::{
     init_tracing, json_num, json_object, json_string, median, percentile_ms, ratio, write_json,
-    Rng, Table,
+    Table,
 };
 use geonfs_block_manager::BlockClient;
 use geonfs_core_server::{BlockStore, CoreMetrics};
 use geonfs_proto::domain::{BlockId, BlockRange, BlockWrite, Durability, WriteBase};
 use geonfs_rpc::WanParams;
+use geonfs_testkit::cluster::TestCluster;
+use geonfs_testkit::rng::Rng;
 
 /// Block size of every store and cluster (the cluster default).
 const BLOCK_SIZE: u64 = 4 * 1024 * 1024;

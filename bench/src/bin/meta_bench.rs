@@ -16,6 +16,9 @@
 //! cargo run --release -p geonfs-bench --bin meta_bench -- --seconds 3 --rounds 2
 //! ```
 
+// Test harness and benchmarks: a failed `unwrap` ends the run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,13 +27,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
-use geonfs_bench::cluster::TestCluster;
 use geonfs_bench::report::{
-    json_num as num, json_string as string, median, percentile_ms, ratio, write_json, Rng, Table,
+    json_num as num, json_string as string, median, percentile_ms, ratio, write_json, Table,
 };
 use geonfs_meta_kvs::MetaClient;
 use geonfs_proto::meta::{condition, operation, Condition, KeyValue, Operation, TxnRequest};
 use geonfs_rpc::WanParams;
+use geonfs_testkit::cluster::TestCluster;
+use geonfs_testkit::rng::Rng;
 
 /// Command-line options.
 #[derive(Parser, Debug, Clone)]

@@ -22,7 +22,10 @@
 //! `--cross-mib N` adds the cross-site check: nfs-cp of a random N MiB
 //! file into site a and, once geo replication drained, out of site b, with
 //! the md5 of both compared (reading at site b before the copies arrived
-//! is invariant 4: read-after-write across sites).
+//! is docs/ARCHITECTURE.md#invariant-4: read-after-write across sites).
+
+// Test harness and benchmarks: a failed `unwrap` ends the run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,11 +33,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use geonfs_bench::cluster::TestCluster;
 use geonfs_bench::peers::{comparison_row, comparison_table, run, start_memfs, Ganesha, Portmap};
-use geonfs_bench::report::{
-    init_tracing, json_num, json_object, json_string, median, write_json, Rng,
-};
+use geonfs_bench::report::{init_tracing, json_num, json_object, json_string, median, write_json};
+use geonfs_testkit::cluster::TestCluster;
+use geonfs_testkit::rng::Rng;
 
 #[derive(Parser, Debug)]
 #[command(about = "geonfs vs NFS-Ganesha with qemu-img bench and nfs-cp")]

@@ -15,17 +15,20 @@
 //! /var/tmp/geonfs-target/release/rpc_compare --rounds 3 --seconds 3
 //! ```
 
+// Test harness and benchmarks: a failed `unwrap` ends the run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use clap::Parser;
-use geonfs_bench::cluster::TestCluster;
 use geonfs_bench::peers::{comparison_row, comparison_table, start_memfs, Ganesha, COMPARED};
 use geonfs_bench::report::{
     check_window, init_tracing, json_num, json_object, json_string, median, write_json,
 };
+use geonfs_testkit::cluster::TestCluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 

@@ -18,6 +18,9 @@
 //! cargo run --release -p geonfs-bench --bin store_choice -- --seconds 4 --rounds 3
 //! ```
 
+// Test harness and benchmarks: a failed `unwrap` ends the run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -32,10 +35,11 @@ use bytes::Bytes;
 use clap::Parser;
 use geonfs_bench::report::{
     init_tracing, json_num, json_object, json_string, median, percentile_ms, ratio, write_json,
-    Rng, Table,
+    Table,
 };
 use geonfs_core_server::{BlockStore, CoreMetrics, CHUNK_SIZE as CHUNK};
 use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
+use geonfs_testkit::rng::Rng;
 
 const BLOCK_SIZE: u64 = 4 * 1024 * 1024;
 /// B's per-file header: one big-endian CRC-32C per chunk, padded to a page.

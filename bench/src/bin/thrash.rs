@@ -2,12 +2,15 @@
 //! one after another (a fresh in-process cluster each), prints one line
 //! per seed, and stops at the first seed whose checks fail (its error says
 //! what differed where; run that seed again with `--first SEED --seeds 1`).
-//! See `geonfs_bench::thrash` for what a run does and checks.
+//! See `geonfs_testkit::thrash` for what a run does and checks.
 //!
 //! ```text
 //! cargo build --release -p geonfs-bench --bins
 //! /var/tmp/geonfs-target/release/thrash --first 1000 --seeds 20 --rounds 6 --ops 30
 //! ```
+
+// Test harness and benchmarks: a failed `unwrap` ends the run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,7 +18,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use geonfs_bench::report::{init_tracing, json_num, json_object, json_string, write_json};
-use geonfs_bench::thrash::{run, ThrashOptions};
+use geonfs_testkit::thrash::{run, ThrashOptions};
 
 #[derive(Parser, Debug)]
 #[command(about = "geonfs data-path thrasher: random I/O at random sites under random faults")]

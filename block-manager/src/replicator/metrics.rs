@@ -1,7 +1,8 @@
 //! [`ReplicatorMetrics`]: the replication backlog (RPO), shipped bytes,
 //! trims, takeovers and repairs of one core's replicator.
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use geonfs_rpc::metric::MetricSet;
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Registry};
 
 /// Metrics of a [`Replicator`], labelled by destination site.
 #[derive(Clone, Debug)]
@@ -25,90 +26,60 @@ pub struct ReplicatorMetrics {
     /// lost its copy) or `own_copy` (this core's damaged copy, repaired
     /// from another before shipping).
     pub repairs: IntCounterVec,
+    set: MetricSet,
 }
 
 impl ReplicatorMetrics {
     /// Fresh, unregistered metrics.
     pub fn new() -> Self {
+        let mut set = MetricSet::default();
         let labels = &["site"];
-        let gauge = |name: &str, help: &str| match IntGaugeVec::new(Opts::new(name, help), labels) {
-            Ok(g) => g,
-            Err(err) => unreachable!("constant metric definition {name} is valid: {err}"),
-        };
-        let counter =
-            |name: &str, help: &str| match IntCounterVec::new(Opts::new(name, help), labels) {
-                Ok(c) => c,
-                Err(err) => unreachable!("constant metric definition {name} is valid: {err}"),
-            };
-        let age = match GaugeVec::new(
-            Opts::new(
-                "geonfs_replication_oldest_pending_seconds",
-                "Age of the oldest write not yet on the destination site (RPO)",
-            ),
-            labels,
-        ) {
-            Ok(g) => g,
-            Err(err) => unreachable!("constant metric definition is valid: {err}"),
-        };
-        let trims = match IntCounter::new(
-            "geonfs_replication_trims_total",
-            "Extra local copies trimmed after every remote copy was durable",
-        ) {
-            Ok(c) => c,
-            Err(err) => unreachable!("constant metric definition is valid: {err}"),
-        };
-        let takeovers = match IntCounter::new(
-            "geonfs_replication_takeovers_total",
-            "Replication jobs a secondary took over from a lost or lagging primary",
-        ) {
-            Ok(c) => c,
-            Err(err) => unreachable!("constant metric definition is valid: {err}"),
-        };
-        let repairs = match IntCounterVec::new(
-            Opts::new(
-                "geonfs_replication_repairs_total",
-                "Block copies restored after a core or a copy was lost, by kind",
-            ),
-            &["kind"],
-        ) {
-            Ok(c) => c,
-            Err(err) => unreachable!("constant metric definition is valid: {err}"),
-        };
         ReplicatorMetrics {
-            takeovers,
-            repairs,
-            backlog_bytes: gauge(
+            backlog_bytes: set.gauge_vec(
                 "geonfs_replication_backlog_bytes",
                 "Bytes of blocks queued for the destination site",
+                labels,
             ),
-            backlog_jobs: gauge(
+            backlog_jobs: set.gauge_vec(
                 "geonfs_replication_backlog_jobs",
                 "Blocks queued for the destination site",
+                labels,
             ),
-            oldest_age_seconds: age,
-            bytes_replicated: counter(
+            oldest_age_seconds: set.float_gauge_vec(
+                "geonfs_replication_oldest_pending_seconds",
+                "Age of the oldest write not yet on the destination site (RPO)",
+                labels,
+            ),
+            bytes_replicated: set.counter_vec(
                 "geonfs_replication_bytes_total",
                 "Bytes shipped to and applied at the destination site",
+                labels,
             ),
-            trims,
-            failures: counter(
+            trims: set.counter(
+                "geonfs_replication_trims_total",
+                "Extra local copies trimmed after every remote copy was durable",
+            ),
+            failures: set.counter_vec(
                 "geonfs_replication_failures_total",
                 "Failed replication calls by destination site",
+                labels,
             ),
+            takeovers: set.counter(
+                "geonfs_replication_takeovers_total",
+                "Replication jobs a secondary took over from a lost or lagging primary",
+            ),
+            repairs: set.counter_vec(
+                "geonfs_replication_repairs_total",
+                "Block copies restored after a core or a copy was lost, by kind",
+                &["kind"],
+            ),
+            set,
         }
     }
 
     /// Registers every metric into `registry`.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        registry.register(Box::new(self.backlog_bytes.clone()))?;
-        registry.register(Box::new(self.backlog_jobs.clone()))?;
-        registry.register(Box::new(self.oldest_age_seconds.clone()))?;
-        registry.register(Box::new(self.bytes_replicated.clone()))?;
-        registry.register(Box::new(self.trims.clone()))?;
-        registry.register(Box::new(self.failures.clone()))?;
-        registry.register(Box::new(self.takeovers.clone()))?;
-        registry.register(Box::new(self.repairs.clone()))?;
-        Ok(())
+        self.set.register(registry)
     }
 }
 

@@ -1,18 +1,18 @@
 //! [`Replicator`]: the worker that ships a core's queued writes to the
-//! other sites and trims the extra local copy (invariant 2).
+//! other sites and trims the extra local copy (docs/ARCHITECTURE.md#invariant-2).
 //!
 //! # Queue
 //!
 //! A core that takes a write naming remote targets records a
 //! [`ReplicationJob`] in the same storage batch as the data (the store
-//! implements [`JobQueue`]), so an acknowledged write has a durable job. A
+//! implements [`ReplicaStore`]), so an acknowledged write has a durable job. A
 //! newer write of the block replaces the job (the latest version covers
 //! the older ones).
 //!
 //! # Shipping
 //!
 //! The worker polls the queue (waking early when a job is enqueued, see
-//! [`JobQueue::enqueued`]). For a due job, the **primary** of the block's
+//! [`ReplicaStore::enqueued`]). For a due job, the **primary** of the block's
 //! local pair reads the whole block at its current version and sends it to
 //! every target on that target's `Replicate` stream (one per target core,
 //! shared by all jobs, see `stream.rs`: the batching), over
@@ -38,7 +38,7 @@
 //!   primary: two cores must never trim each other).
 //!
 //! A primary whose shipping fails for a job older than the takeover
-//! timeout checks its local redundancy (invariant 1 after a core loss):
+//! timeout checks its local redundancy (docs/ARCHITECTURE.md#invariant-1 after a core loss):
 //! if its peer no longer holds the version (or it has none), it copies the
 //! block, with a secondary job naming itself, to the best other live core
 //! of its site and makes that core its peer. A put whose designated remote
@@ -52,12 +52,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::StreamExt;
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{unix_time_ms, BlockId};
 use geonfs_rpc::{Network, RpcChannel};
 use geonfs_site_config::ClusterConfig;
 use tokio::sync::Notify;
@@ -109,12 +109,27 @@ pub struct LocalCopy {
     pub lost_below: u64,
 }
 
-/// A page of held blocks with their versions, and whether more follow.
-pub type BlockPage = (Vec<(BlockId, u64)>, bool);
+/// A block a core holds, at its version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldBlock {
+    /// The block.
+    pub block: BlockId,
+    /// The version of this core's copy.
+    pub version: u64,
+}
 
-/// The durable queue and block data of one core, as the replicator needs
-/// them (implemented by the core server's block store).
-pub trait JobQueue: Send + Sync + 'static {
+/// A page of the blocks a core holds, in block order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockPage {
+    /// The blocks of the page.
+    pub blocks: Vec<HeldBlock>,
+    /// Whether more follow.
+    pub more: bool,
+}
+
+/// The replicator's view of one core's local store: its durable job queue and its
+/// block copies (implemented by the core server's block store).
+pub trait ReplicaStore: Send + Sync + 'static {
     /// Up to `limit` pending jobs, in block order.
     fn pending_jobs(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ReplicationJob>, BlockError>>;
     /// The block's whole copy; `None` if absent.
@@ -241,9 +256,9 @@ pub struct Replicator {
 }
 
 impl Replicator {
-    /// Starts the worker of core `node_name` of `config` on `queue`.
+    /// Starts the worker of core `node_name` of `config` on `store`, the core's block store.
     pub fn start(
-        queue: Arc<dyn JobQueue>,
+        store: Arc<dyn ReplicaStore>,
         network: Network,
         config: &ClusterConfig,
         node_name: &str,
@@ -271,7 +286,7 @@ impl Replicator {
             .map(|s| s.name.clone())
             .collect();
         let worker = Worker {
-            queue,
+            store,
             network,
             from: node.address.ip(),
             name: node.name.clone(),
@@ -319,7 +334,7 @@ impl Replicator {
 }
 
 struct Worker {
-    queue: Arc<dyn JobQueue>,
+    store: Arc<dyn ReplicaStore>,
     network: Network,
     from: IpAddr,
     name: String,
@@ -335,12 +350,6 @@ struct Worker {
     metrics: ReplicatorMetrics,
     channels: Mutex<HashMap<String, RpcChannel>>,
     streams: stream::Streams,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What a put to a site came to.
@@ -365,10 +374,10 @@ enum Attempt {
 
 impl Worker {
     async fn run(self: Arc<Self>) {
-        let notify = self.queue.enqueued();
+        let notify = self.store.enqueued();
         loop {
             let notified = notify.notified();
-            let wait = match self.queue.pending_jobs(self.options.batch).await {
+            let wait = match self.store.pending_jobs(self.options.batch).await {
                 Ok(jobs) => self.round(jobs).await,
                 Err(err) => {
                     tracing::warn!(node = %self.name, %err, "replication queue unreadable");
@@ -411,7 +420,7 @@ impl Worker {
     /// Runs the due jobs of one poll; returns how long to sleep.
     async fn round(&self, jobs: Vec<ReplicationJob>) -> Duration {
         self.update_backlog(&jobs);
-        let now = now_ms();
+        let now = unix_time_ms();
         let (due, later): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| self.due_at(j) <= now);
         let ran = !due.is_empty();
         tracing::trace!(node = %self.name, due = due.len(), later = later.len(), "replication round");
@@ -434,7 +443,7 @@ impl Worker {
     /// a fallback for the same write: counting it too would count every
     /// write twice across the site; it counts once it is taken over).
     fn update_backlog(&self, jobs: &[ReplicationJob]) {
-        let now = now_ms();
+        let now = unix_time_ms();
         let mut per_site: BTreeMap<&str, (i64, i64, f64)> = self
             .remote_sites
             .iter()
@@ -478,7 +487,7 @@ impl Worker {
         let attempt = match tokio::time::timeout(limit, self.attempt(&job)).await {
             Ok(attempt) => attempt,
             Err(_) => {
-                tracing::warn!(node = %self.name, file_id = block.file_id, index = block.index,
+                tracing::warn!(node = %self.name, %block,
                     version, primary = job.primary, ?limit, "replication attempt timed out");
                 Attempt::Failed(format!("the attempt took more than {limit:?}"))
             }
@@ -489,16 +498,17 @@ impl Worker {
             Attempt::Failed(reason) => {
                 let attempts = job.attempts.saturating_add(1);
                 let backoff = self.options.backoff(attempts);
-                tracing::debug!(node = %self.name, file_id = block.file_id, index = block.index,
+                tracing::debug!(node = %self.name, %block,
                     version, attempts, ?backoff, %reason, "replication attempt failed");
                 Some((attempts, backoff))
             }
         };
         if let Some((attempts, delay)) = next {
-            tracing::trace!(node = %self.name, file_id = block.file_id, index = block.index,
+            tracing::trace!(node = %self.name, %block,
                 version, attempts, ?delay, "rescheduling");
-            let at = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-            if let Err(err) = self.queue.reschedule(block, version, attempts, at).await {
+            let at =
+                unix_time_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+            if let Err(err) = self.store.reschedule(block, version, attempts, at).await {
                 tracing::warn!(node = %self.name, %err, "cannot reschedule a replication job");
             }
         }
@@ -517,7 +527,7 @@ impl Worker {
                 Err(err) => return Attempt::Failed(err),
             }
         }
-        let copy = match self.queue.read_block(block).await {
+        let copy = match self.store.read_block(block).await {
             Ok(Some(found)) => found,
             // Trimmed or deleted: nothing left to ship from here.
             Ok(None) => return self.done(block, job.version).await,
@@ -526,8 +536,7 @@ impl Worker {
                     // This copy is damaged: repaired from another, the
                     // next attempt ships it (else it never could).
                     if let Err(repair) = self.repair_own_copy(&job).await {
-                        tracing::warn!(node = %self.name, file_id = block.file_id,
-                            index = block.index, %repair, "cannot repair a damaged copy to ship");
+                        tracing::warn!(node = %self.name, %block, %repair, "cannot repair a damaged copy to ship");
                     }
                 }
                 return Attempt::Failed(err.to_string());
@@ -540,7 +549,7 @@ impl Worker {
         // without shipping would leave the old job due forever.)
         let version = copy.version;
         if version < job.version {
-            tracing::warn!(node = %self.name, file_id = block.file_id, index = block.index,
+            tracing::warn!(node = %self.name, %block,
                 job = job.version, stored = version, "replication job newer than its block; dropping it");
             return self.done(block, job.version).await;
         }
@@ -564,7 +573,7 @@ impl Worker {
         if !failed.is_empty() {
             if self.is_old(&job) {
                 if let Err(err) = self.ensure_local_copy(&job, &copy).await {
-                    tracing::warn!(node = %self.name, file_id = block.file_id, index = block.index,
+                    tracing::warn!(node = %self.name, %block,
                         %err, "cannot restore the second in-site copy");
                 }
             }
@@ -588,16 +597,16 @@ impl Worker {
     /// Whether the job has waited at least the takeover timeout.
     fn is_old(&self, job: &ReplicationJob) -> bool {
         let takeover = u64::try_from(self.options.takeover_timeout.as_millis()).unwrap_or(u64::MAX);
-        now_ms().saturating_sub(job.first_enqueued_ms) >= takeover
+        unix_time_ms().saturating_sub(job.first_enqueued_ms) >= takeover
     }
 
     /// A target refused the copy: written under an owner declared lost at
     /// `lost_below`, never seen by that takeover. This core sets its copies
     /// of the file that are in that case aside (the job goes with them).
     async fn set_aside(&self, block: BlockId, lost_below: u64) -> Attempt {
-        match self.queue.set_aside(block.file_id, lost_below).await {
+        match self.store.set_aside(block.file_id, lost_below).await {
             Ok(()) => {
-                tracing::warn!(node = %self.name, file_id = block.file_id, index = block.index,
+                tracing::warn!(node = %self.name, %block,
                     lost_below, "copy refused as superseded by a takeover from a lost owner; set aside");
                 Attempt::Done
             }
@@ -606,7 +615,7 @@ impl Worker {
     }
 
     async fn done(&self, block: BlockId, version: u64) -> Attempt {
-        match self.queue.job_done(block, version).await {
+        match self.store.job_done(block, version).await {
             Ok(()) => Attempt::Done,
             Err(err) => Attempt::Failed(err.to_string()),
         }

@@ -85,7 +85,7 @@ impl Worker {
                 Ok(reply) if reply.superseded => return Ok(shipped(reply)),
                 Ok(_) => {
                     tracing::info!(node = %self.name, designated = %target, used = %other.name,
-                        file_id = block.file_id, index = block.index,
+                        %block,
                         "designated remote core unreachable; copied to another core of its site");
                     return Ok(Shipped::Held);
                 }
@@ -201,7 +201,7 @@ impl Worker {
                 Ok(copy) if copy.found && copy.version >= job.version => {
                     let used = copy.data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
                     let changed = self
-                        .queue
+                        .store
                         .repair_local(
                             block,
                             copy.version,
@@ -212,8 +212,7 @@ impl Worker {
                         .map_err(|err| err.to_string())?;
                     if changed {
                         self.metrics.repairs.with_label_values(&["own_copy"]).inc();
-                        tracing::warn!(node = %self.name, from = %source, file_id = block.file_id,
-                            index = block.index, version = copy.version,
+                        tracing::warn!(node = %self.name, from = %source, %block, version = copy.version,
                             "damaged copy repaired before shipping");
                     }
                     return Ok(());
@@ -284,14 +283,14 @@ impl Worker {
                 // The primary finished: the remote copies are durable and
                 // its trim of this copy was lost. Trim ourselves.
                 let deleted = self
-                    .queue
+                    .store
                     .trim_local(block, job.version)
                     .await
                     .map_err(|err| err.to_string())?;
                 if deleted {
                     self.metrics.trims.inc();
                 }
-                tracing::info!(node = %self.name, file_id = block.file_id, index = block.index,
+                tracing::info!(node = %self.name, %block,
                     version = job.version, "primary finished replication; extra copy removed");
                 Ok(Some(Attempt::Done))
             }
@@ -299,7 +298,7 @@ impl Worker {
                 // Never keep the old primary as peer: two cores must not
                 // trim each other's copy.
                 let moved = self
-                    .queue
+                    .store
                     .retarget(block, job.version, true, String::new())
                     .await
                     .map_err(|err| err.to_string())?;
@@ -309,7 +308,7 @@ impl Worker {
                 }
                 self.metrics.takeovers.inc();
                 tracing::warn!(node = %self.name, primary = %job.peer, ?primary,
-                    file_id = block.file_id, index = block.index, version = job.version,
+                    %block, version = job.version,
                     "primary lost or behind; taking over geo replication");
                 Ok(None)
             }
@@ -353,7 +352,7 @@ impl Worker {
                     return Ok(());
                 }
                 Ok(_) => {
-                    self.queue
+                    self.store
                         .retarget(block, job.version, true, candidate.name.clone())
                         .await
                         .map_err(|err| err.to_string())?;
@@ -362,7 +361,7 @@ impl Worker {
                         .with_label_values(&["local_copy"])
                         .inc();
                     tracing::warn!(node = %self.name, lost = %job.peer, restored_on = %candidate.name,
-                        file_id = block.file_id, index = block.index, version = job.version,
+                        %block, version = job.version,
                         "second in-site copy restored");
                     return Ok(());
                 }

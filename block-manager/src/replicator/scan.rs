@@ -20,7 +20,7 @@
 //!    answered (counted as a `remote_copy` repair). A site none of whose
 //!    cores answers is left alone: it is down, not missing a copy.
 //!
-//! Puts never replace newer data (invariant 8), so a scan racing a newer
+//! Puts never replace newer data (docs/ARCHITECTURE.md#invariant-8), so a scan racing a newer
 //! write changes nothing.
 
 use std::sync::Arc;
@@ -58,22 +58,22 @@ impl Worker {
         let mut after = None;
         let mut checked = 0;
         loop {
-            let (blocks, more) = self
-                .queue
+            let page = self
+                .store
                 .list_blocks(after, PAGE)
                 .await
                 .map_err(|err| err.to_string())?;
-            after = blocks.last().map(|(block, _)| *block);
-            checked += blocks.len();
-            futures::stream::iter(blocks)
-                .for_each_concurrent(CONCURRENCY, |(block, version)| async move {
-                    if let Err(err) = self.check_block(block, version).await {
-                        tracing::warn!(node = %self.name, file_id = block.file_id,
-                            index = block.index, %err, "replication scan: block check failed");
+            after = page.blocks.last().map(|held| held.block);
+            checked += page.blocks.len();
+            futures::stream::iter(page.blocks)
+                .for_each_concurrent(CONCURRENCY, |held| async move {
+                    if let Err(err) = self.check_block(held.block, held.version).await {
+                        tracing::warn!(node = %self.name, block = %held.block, %err,
+                            "replication scan: block check failed");
                     }
                 })
                 .await;
-            if !more || after.is_none() {
+            if !page.more || after.is_none() {
                 return Ok(checked);
             }
         }
@@ -81,7 +81,7 @@ impl Worker {
 
     async fn check_block(&self, block: BlockId, version: u64) -> Result<(), String> {
         if self
-            .queue
+            .store
             .job_version(block)
             .await
             .map_err(|err| err.to_string())?
@@ -126,14 +126,13 @@ impl Worker {
             };
             if theirs > version || (theirs == version && ranked_before) {
                 let deleted = self
-                    .queue
+                    .store
                     .trim_local(block, version)
                     .await
                     .map_err(|err| err.to_string())?;
                 if deleted {
                     self.metrics.trims.inc();
-                    tracing::info!(node = %self.name, kept_on = %node.name, file_id = block.file_id,
-                        index = block.index, version, theirs, "extra in-site copy removed");
+                    tracing::info!(node = %self.name, kept_on = %node.name, %block, version, theirs, "extra in-site copy removed");
                 }
                 return Ok(deleted);
             }
@@ -161,7 +160,7 @@ impl Worker {
             return Ok(false);
         };
         let Some(copy) = self
-            .queue
+            .store
             .read_block(block)
             .await
             .map_err(|err| err.to_string())?
@@ -186,8 +185,7 @@ impl Worker {
             .repairs
             .with_label_values(&["remote_copy"])
             .inc();
-        tracing::warn!(node = %self.name, restored_on = %target, file_id = block.file_id,
-            index = block.index, version, "lost remote copy restored");
+        tracing::warn!(node = %self.name, restored_on = %target, %block, version, "lost remote copy restored");
         Ok(true)
     }
 }

@@ -11,7 +11,7 @@
 //!
 //! 1. **write MB/s at the owner** — a new file of `--write-mib` written
 //!    sequentially at site a in 64 KiB UNSTABLE writes, `--depth` in flight
-//!    (one connection each), then COMMIT; invariant 3 says this does not
+//!    (one connection each), then COMMIT; docs/ARCHITECTURE.md#invariant-3 says this does not
 //!    depend on the RTT.
 //! 2. **replication lag (RPO) under sustained writes** — the same file
 //!    rewritten the same way for `--sustain-secs`, while the
@@ -24,7 +24,7 @@
 //! 3. **read-after-write at a non-owner** — `--raw-samples` times: fresh
 //!    random 4 KiB written FILE_SYNC at a random aligned offset at site a,
 //!    then, as soon as the reply arrives, READ of the same range at site
-//!    b, timed and compared with what was written. Invariant 4 says no
+//!    b, timed and compared with what was written. docs/ARCHITECTURE.md#invariant-4 says no
 //!    read is stale; stale (mismatched) reads are counted, not fatal.
 //! 4. **4 KiB read IOPS at the new site after a handover** — a file of
 //!    `--iops-mib` written at site a; once replication has drained, random
@@ -54,12 +54,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use futures::future::try_join_all;
-use geonfs_bench::cluster::{site_name, TestCluster};
-use geonfs_bench::nfs_client::{mount, nfs_fh3, stable_how, NfsConn};
 use geonfs_bench::plot;
-use geonfs_bench::replication::{core_registries, sample_until_drained, wait_drained, RpoSample};
-use geonfs_bench::report::{init_tracing, median, percentile_ms, ratio, write_json, Rng};
+use geonfs_bench::report::{init_tracing, median, percentile_ms, ratio, write_json};
 use geonfs_rpc::WanParams;
+use geonfs_testkit::cluster::{site_name, TestCluster};
+use geonfs_testkit::nfs_client::{mount, nfs_fh3, stable_how, NfsConn};
+use geonfs_testkit::replication::{core_registries, sample_until_drained, wait_drained, RpoSample};
+use geonfs_testkit::rng::Rng;
 use prometheus::Registry;
 
 /// Command-line options.

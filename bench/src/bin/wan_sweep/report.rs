@@ -1,8 +1,8 @@
 //! The sweep's outputs: the text table, the JSON and the PNG figure.
 
 use geonfs_bench::plot::{Figure, Panel, Series};
-use geonfs_bench::replication::SAMPLE_EVERY;
 use geonfs_bench::report::{json_num, json_object, json_string, percentile_ms, ratio, Table};
+use geonfs_testkit::replication::SAMPLE_EVERY;
 
 use super::{mbps, Args, Iops, RttResult, CHUNK};
 

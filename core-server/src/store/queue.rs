@@ -1,0 +1,721 @@
+//! The block store's durable geo-replication queue and whole-block replica
+//! puts.
+//!
+//! One job per block: key `q | file_id BE | index BE`, value
+//! `version | primary u8 | first_enqueued_ms | attempts u32 |
+//! next_attempt_ms | peer | targets` (integers BE; the peer and each target
+//! as `u16 BE length | UTF-8`, the targets preceded by their `u16 BE`
+//! count). A job is written in the same `WriteBatch` as the write that
+//! creates it; a newer write replaces it (keeping `first_enqueued_ms`, so
+//! the job's age stays the replication lag of the oldest write it covers).
+//! A delete of the block (the trim of a secondary) removes its job. A
+//! replica put restores a trimmed copy (removing its marker) when it is at
+//! the marker's version or newer, is stale below a marker's version, and
+//! finds a block deleted at its version already held.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use geonfs_block_manager::replicator::{BlockPage, HeldBlock, LocalCopy};
+use geonfs_block_manager::{BlockError, ReplicaStore, ReplicationJob};
+use geonfs_proto::domain::{unix_time_ms, BlockId, BlockRange, BlockRead};
+use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
+
+use super::fence::FenceRaise;
+use super::{chunk_no, delete_chunks, BlockStore, Inner};
+use crate::codec::{
+    chunk_key, marker_key, meta_key, seal_chunk, BlockMeta, Marker, CHUNK_SIZE, CRC_LEN,
+};
+use crate::CoreError;
+
+/// Key prefix of replication jobs.
+const QUEUE_TAG: u8 = b'q';
+
+/// The replication job a write asks for (from the write request).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobSpec {
+    /// Remote target core names, one per other site.
+    pub targets: Vec<String>,
+    /// Whether this core is the primary of the pair (it ships).
+    pub primary: bool,
+    /// The other in-site holder of the pair.
+    pub peer: String,
+}
+
+/// What a [`BlockStore::put_replica`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The block now holds the offered version, durably.
+    Applied,
+    /// The block already held exactly that version; nothing changed.
+    AlreadyHeld,
+    /// The block holds a newer version; nothing changed (docs/ARCHITECTURE.md#invariant-8).
+    SkippedStale {
+        /// The stored version.
+        stored: u64,
+    },
+    /// A repair put: the block held that version but a chunk failed its
+    /// checksum, so the copy was replaced by the offered one.
+    Repaired,
+    /// Refused: the copy is from an epoch before a takeover from a lost
+    /// owner (`lost_below`), which never saw it (see `store::fence`). The
+    /// sender sets its copy aside.
+    Superseded {
+        /// This core's `lost_below` for the file.
+        lost_below: u64,
+    },
+}
+
+/// A whole-block replica offered to [`BlockStore::put_replica`].
+#[derive(Clone, Debug)]
+pub struct ReplicaOffer {
+    /// The block.
+    pub block: BlockId,
+    /// The replica's version.
+    pub version: u64,
+    /// The block's whole content.
+    pub data: Bytes,
+    /// Check a copy of the same version and replace it if it is corrupt.
+    pub repair: bool,
+    /// A replication job to record with the copy (kept if one exists).
+    pub job: Option<JobSpec>,
+    /// The ownership epoch the copy was written under, as its sender ships
+    /// it (`FileFence::shipped_epoch`); 0 = not checked (tools, tests).
+    pub epoch: u64,
+    /// The sender's `lost_below` for the file: a higher one than this
+    /// core's is learned first (see `store::fence`).
+    pub lost_below: u64,
+}
+
+/// `q | file_id BE | index BE`.
+pub(super) fn job_key(block: BlockId) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = QUEUE_TAG;
+    key[1..9].copy_from_slice(&block.file_id.to_be_bytes());
+    key[9..17].copy_from_slice(&block.index.to_be_bytes());
+    key
+}
+
+/// The block of a job key, `None` if `key` is not one.
+pub(super) fn block_of_job_key(key: &[u8]) -> Option<BlockId> {
+    if key.len() != 17 || key[0] != QUEUE_TAG {
+        return None;
+    }
+    Some(BlockId {
+        file_id: u64::from_be_bytes(key[1..9].try_into().ok()?),
+        index: u64::from_be_bytes(key[9..17].try_into().ok()?),
+    })
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn encode_job(job: &ReplicationJob) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&job.version.to_be_bytes());
+    out.push(u8::from(job.primary));
+    out.extend_from_slice(&job.first_enqueued_ms.to_be_bytes());
+    out.extend_from_slice(&job.attempts.to_be_bytes());
+    out.extend_from_slice(&job.next_attempt_ms.to_be_bytes());
+    put_str(&mut out, &job.peer);
+    let count = job.targets.len().min(usize::from(u16::MAX));
+    out.extend_from_slice(&(count as u16).to_be_bytes());
+    for target in job.targets.iter().take(count) {
+        put_str(&mut out, target);
+    }
+    out
+}
+
+/// A cursor over an encoded job.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn string(&mut self) -> Option<String> {
+        let len = usize::from(self.u16()?);
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+fn decode_job(block: BlockId, value: &[u8]) -> Result<ReplicationJob, CoreError> {
+    let parse = || {
+        let mut r = Reader(value);
+        let version = r.u64()?;
+        let primary = r.take(1)?[0] != 0;
+        let first_enqueued_ms = r.u64()?;
+        let attempts = r.u32()?;
+        let next_attempt_ms = r.u64()?;
+        let peer = r.string()?;
+        let count = r.u16()?;
+        let targets = (0..count).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
+        Some(ReplicationJob {
+            block,
+            version,
+            targets,
+            primary,
+            peer,
+            first_enqueued_ms,
+            attempts,
+            next_attempt_ms,
+            length: 0,
+        })
+    };
+    parse().ok_or_else(|| CoreError::Corrupt {
+        what: format!("replication job of block {block}"),
+        detail: format!("{} bytes do not decode", value.len()),
+    })
+}
+
+impl Inner {
+    pub(super) fn job(&self, db: &DB, block: BlockId) -> Result<Option<ReplicationJob>, CoreError> {
+        match db.get_pinned(job_key(block))? {
+            None => Ok(None),
+            Some(value) => decode_job(block, &value).map(Some),
+        }
+    }
+
+    /// Adds the job of a write at `version` to `batch` (replacing the
+    /// block's older job, keeping its first enqueue time).
+    pub(super) fn enqueue(
+        &self,
+        db: &DB,
+        batch: &mut WriteBatch,
+        block: BlockId,
+        version: u64,
+        spec: &JobSpec,
+    ) -> Result<(), CoreError> {
+        if spec.targets.is_empty() {
+            return Ok(());
+        }
+        let now = unix_time_ms();
+        let first = match self.job(db, block) {
+            Ok(Some(old)) => old.first_enqueued_ms.min(now),
+            // An unreadable old job is simply replaced.
+            Ok(None) | Err(CoreError::Corrupt { .. }) => now,
+            Err(err) => return Err(err),
+        };
+        let job = ReplicationJob {
+            block,
+            version,
+            targets: spec.targets.clone(),
+            primary: spec.primary,
+            peer: spec.peer.clone(),
+            first_enqueued_ms: first,
+            attempts: 0,
+            next_attempt_ms: now,
+            length: 0,
+        };
+        batch.put(job_key(block), encode_job(&job));
+        Ok(())
+    }
+
+    /// Adds the removal of the block's job to `batch` if the job's version
+    /// is at most `up_to_version`.
+    pub(super) fn unqueue(
+        &self,
+        db: &DB,
+        batch: &mut WriteBatch,
+        block: BlockId,
+        up_to_version: u64,
+    ) -> Result<(), CoreError> {
+        match self.job(db, block) {
+            Ok(Some(job)) if job.version > up_to_version => {}
+            Ok(None) => {}
+            Ok(Some(_)) | Err(CoreError::Corrupt { .. }) => batch.delete(job_key(block)),
+            Err(err) => return Err(err),
+        }
+        Ok(())
+    }
+
+    fn pending_blocking(&self, limit: usize) -> Result<Vec<ReplicationJob>, CoreError> {
+        let db = self.db()?;
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_upper_bound(vec![QUEUE_TAG + 1]);
+        let mut iter = db.raw_iterator_opt(read_options);
+        iter.seek([QUEUE_TAG]);
+        let mut jobs = Vec::new();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if jobs.len() >= limit {
+                break;
+            }
+            if let Some(block) = block_of_job_key(key) {
+                match decode_job(block, value) {
+                    Ok(mut job) => {
+                        job.length = self.meta(&db, block)?.map_or(0, |m| m.length);
+                        jobs.push(job);
+                    }
+                    Err(err) => tracing::error!(%err, "skipping an unreadable replication job"),
+                }
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(jobs)
+    }
+
+    /// Rewrites or removes the block's job if it is still the one at
+    /// `version` (or older, for a removal).
+    fn update_job(
+        &self,
+        block: BlockId,
+        version: u64,
+        update: Option<(u32, u64)>,
+    ) -> Result<(), CoreError> {
+        let db = self.db()?;
+        let Some(mut job) = self.job(&db, block)? else {
+            return Ok(());
+        };
+        let mut batch = WriteBatch::default();
+        match update {
+            None if job.version <= version => batch.delete(job_key(block)),
+            Some((attempts, next)) if job.version == version => {
+                job.attempts = attempts;
+                job.next_attempt_ms = next;
+                batch.put(job_key(block), encode_job(&job));
+            }
+            _ => return Ok(()),
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(update.is_none());
+        db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    fn put_replica_blocking(&self, offer: &ReplicaOffer) -> Result<PutOutcome, CoreError> {
+        let (block, version, data) = (offer.block, offer.version, &offer.data[..]);
+        let db = self.db()?;
+        let old = self.meta(&db, block)?;
+        if offer.epoch != 0 {
+            if !self.fences_synced.load(Ordering::Acquire) {
+                return Err(CoreError::FencesUnsynced);
+            }
+            let lost_below = self.file_fence(block.file_id).lost_below;
+            let held = old.is_some_and(|m| m.version == version);
+            if offer.epoch < lost_below && !held {
+                tracing::info!(
+                    %block,
+                    version,
+                    epoch = offer.epoch,
+                    lost_below,
+                    "replica from before a takeover from a lost owner refused"
+                );
+                return Ok(PutOutcome::Superseded { lost_below });
+            }
+        }
+        // Nothing below a marker; a trimmed copy is restored by a replica
+        // of its version or newer, a deleted block at its version is held.
+        let marker = self.marker(&db, block)?;
+        match marker {
+            Some(m) if m.version() > version => {
+                return Ok(PutOutcome::SkippedStale {
+                    stored: m.version(),
+                })
+            }
+            Some(Marker::Deleted(deleted)) if deleted == version => {
+                return Ok(PutOutcome::AlreadyHeld)
+            }
+            _ => {}
+        }
+        let mut repairing = false;
+        if let Some(old) = old {
+            if old.version > version {
+                return Ok(PutOutcome::SkippedStale {
+                    stored: old.version,
+                });
+            }
+            if old.version == version {
+                if !offer.repair || self.chunks_intact(&db, block)? {
+                    self.record_missing_job(&db, offer)?;
+                    return Ok(PutOutcome::AlreadyHeld);
+                }
+                repairing = true;
+            }
+        }
+        let old_meta = old.unwrap_or_default();
+        let mut batch = WriteBatch::default();
+        // Every old chunk goes: the replica replaces the block atomically.
+        delete_chunks(&db, block, &mut batch)?;
+        if marker.is_some() {
+            batch.delete(marker_key(block));
+        }
+        let mut stored = 0u64;
+        for (i, piece) in data.chunks(CHUNK_SIZE as usize).enumerate() {
+            // All-zero chunks read back as zeros when absent: keep sparse.
+            if piece.iter().all(|&b| b == 0) {
+                continue;
+            }
+            let mut value = Vec::with_capacity(CRC_LEN + piece.len());
+            value.resize(CRC_LEN, 0);
+            value.extend_from_slice(piece);
+            seal_chunk(&mut value);
+            batch.put(chunk_key(block, chunk_no(i as u64)?), &value);
+            stored += piece.len() as u64;
+        }
+        let meta = BlockMeta {
+            version,
+            length: data.len() as u64,
+            stored,
+            epoch: offer.epoch,
+        };
+        batch.put(meta_key(block), meta.encode());
+        // The copy is replaced, so is a job of an older version (this core
+        // cannot ship that version any more, and the newer one has its own
+        // replication): by the offered job, else removed. Left in place, a
+        // secondary's job would wait forever for a trim of its version.
+        match &offer.job {
+            Some(spec) => self.enqueue(&db, &mut batch, block, version, spec)?,
+            None => self.unqueue(&db, &mut batch, block, version.saturating_sub(1))?,
+        }
+        let grow = stored.saturating_sub(old_meta.stored);
+        self.reserve(grow)?;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        if let Err(err) = db.write_opt(batch, &options) {
+            self.release(grow);
+            return Err(err.into());
+        }
+        self.release(old_meta.stored.saturating_sub(stored));
+        if old.is_none() {
+            self.blocks.fetch_add(1, Ordering::SeqCst);
+        }
+        self.durable_writes.fetch_add(1, Ordering::SeqCst);
+        self.held().remove(&block);
+        if offer.job.is_some() {
+            self.enqueued.notify_one();
+        }
+        if repairing {
+            self.metrics.repairs.inc();
+            tracing::warn!(
+                %block,
+                version,
+                "corrupt copy replaced by a good replica"
+            );
+            return Ok(PutOutcome::Repaired);
+        }
+        Ok(PutOutcome::Applied)
+    }
+
+    /// Records the offer's job when the block (already held at the offered
+    /// version) has none, durably.
+    fn record_missing_job(&self, db: &DB, offer: &ReplicaOffer) -> Result<(), CoreError> {
+        let Some(spec) = &offer.job else {
+            return Ok(());
+        };
+        if self.job(db, offer.block)?.is_some() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        self.enqueue(db, &mut batch, offer.block, offer.version, spec)?;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        db.write_opt(batch, &options)?;
+        self.enqueued.notify_one();
+        Ok(())
+    }
+
+    /// Rewrites the role and peer of the block's job if it is still the one
+    /// at `version` (a secondary taking over, a restored partner).
+    fn retarget_job(
+        &self,
+        block: BlockId,
+        version: u64,
+        primary: bool,
+        peer: &str,
+    ) -> Result<bool, CoreError> {
+        let db = self.db()?;
+        let Some(mut job) = self.job(&db, block)? else {
+            return Ok(false);
+        };
+        if job.version != version {
+            return Ok(false);
+        }
+        job.primary = primary;
+        job.peer = peer.to_string();
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        db.put_opt(job_key(block), encode_job(&job), &options)?;
+        Ok(true)
+    }
+}
+
+impl BlockStore {
+    /// Up to `limit` pending replication jobs, in block order, each with
+    /// the block's current length.
+    pub async fn pending_jobs(&self, limit: usize) -> Result<Vec<ReplicationJob>, CoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.pending_blocking(limit)).await?
+    }
+
+    /// The block's pending replication job, if any.
+    pub async fn job(&self, block: BlockId) -> Result<Option<ReplicationJob>, CoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = inner.db()?;
+            inner.job(&db, block)
+        })
+        .await?
+    }
+
+    /// Removes the block's job if its version is at most `version`
+    /// (durably).
+    pub async fn job_done(&self, block: BlockId, version: u64) -> Result<(), CoreError> {
+        self.update_job(block, version, None).await
+    }
+
+    /// Records a failed attempt of the job at `version` (nothing if the job
+    /// was replaced meanwhile).
+    pub async fn reschedule_job(
+        &self,
+        block: BlockId,
+        version: u64,
+        attempts: u32,
+        next_attempt_ms: u64,
+    ) -> Result<(), CoreError> {
+        self.update_job(block, version, Some((attempts, next_attempt_ms)))
+            .await
+    }
+
+    async fn update_job(
+        &self,
+        block: BlockId,
+        version: u64,
+        update: Option<(u32, u64)>,
+    ) -> Result<(), CoreError> {
+        let guard = self.inner.lock_for(block).lock_owned().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            inner.update_job(block, version, update)
+        })
+        .await?
+    }
+
+    /// Applies a whole-block replica durably: the block's chunks (and the
+    /// offered job, if any) are replaced atomically if the stored version
+    /// is older, or equal but corrupt for a repair offer; otherwise nothing
+    /// changes (never newer by older, docs/ARCHITECTURE.md#invariant-8).
+    pub async fn put_replica(&self, offer: ReplicaOffer) -> Result<PutOutcome, CoreError> {
+        if offer.epoch != 0 && offer.lost_below > self.file_fence(offer.block.file_id).lost_below {
+            self.raise_fence(offer.block.file_id, FenceRaise::learned(offer.lost_below))
+                .await?;
+        }
+        let guard = self.inner.lock_for(offer.block).lock_owned().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            inner.put_replica_blocking(&offer)
+        })
+        .await?
+    }
+
+    /// Changes the role and peer of the block's job at `version` (durably);
+    /// false if the job is gone or was replaced by a newer write.
+    pub async fn retarget_job(
+        &self,
+        block: BlockId,
+        version: u64,
+        primary: bool,
+        peer: String,
+    ) -> Result<bool, CoreError> {
+        let guard = self.inner.lock_for(block).lock_owned().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            inner.retarget_job(block, version, primary, &peer)
+        })
+        .await?
+    }
+
+    /// The notification the store sends whenever a job is enqueued.
+    pub fn enqueued(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.enqueued.clone()
+    }
+}
+
+fn store_error(err: CoreError) -> BlockError {
+    BlockError::Store(err.to_string())
+}
+
+/// A failed read of this core's own copy: a damaged copy as `DATA_LOSS`
+/// (so the replicator repairs it from another copy), anything else as a
+/// store error.
+fn read_error(err: CoreError) -> BlockError {
+    match err {
+        CoreError::CorruptChunk { .. } => BlockError::core("this core", tonic::Status::from(err)),
+        other => store_error(other),
+    }
+}
+
+impl ReplicaStore for BlockStore {
+    fn pending_jobs(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ReplicationJob>, BlockError>> {
+        Box::pin(async move {
+            BlockStore::pending_jobs(self, limit)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn read_block(&self, block: BlockId) -> BoxFuture<'_, Result<Option<LocalCopy>, BlockError>> {
+        Box::pin(async move {
+            let Some(info) = self.block_info(block).await.map_err(store_error)? else {
+                return Ok(None);
+            };
+            // A newer write may land between the metadata and the read:
+            // the read's own snapshot decides the version, and if that
+            // version's length is past what was read, read again.
+            let mut len = info.length;
+            for _ in 0..8 {
+                let read = BlockRead {
+                    block,
+                    range: BlockRange { offset: 0, len },
+                    owner_epoch: 0,
+                };
+                match self.read(read).await.map_err(read_error)? {
+                    None => return Ok(None),
+                    Some(found) if found.length > len => len = found.length,
+                    Some(found) => {
+                        let fence = self.file_fence(block.file_id);
+                        return Ok(Some(LocalCopy {
+                            version: found.version,
+                            data: found.data,
+                            epoch: fence.shipped_epoch(found.epoch),
+                            lost_below: fence.lost_below,
+                        }));
+                    }
+                }
+            }
+            Err(BlockError::Store(format!(
+                "block {block} kept growing while being read for replication"
+            )))
+        })
+    }
+
+    fn job_done(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<(), BlockError>> {
+        Box::pin(async move {
+            BlockStore::job_done(self, block, version)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn reschedule(
+        &self,
+        block: BlockId,
+        version: u64,
+        attempts: u32,
+        next_attempt_ms: u64,
+    ) -> BoxFuture<'_, Result<(), BlockError>> {
+        Box::pin(async move {
+            self.reschedule_job(block, version, attempts, next_attempt_ms)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn enqueued(&self) -> Arc<tokio::sync::Notify> {
+        BlockStore::enqueued(self)
+    }
+
+    fn retarget(
+        &self,
+        block: BlockId,
+        version: u64,
+        primary: bool,
+        peer: String,
+    ) -> BoxFuture<'_, Result<bool, BlockError>> {
+        Box::pin(async move {
+            self.retarget_job(block, version, primary, peer)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn trim_local(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<bool, BlockError>> {
+        Box::pin(async move {
+            let outcome = self.trim(block, version).await.map_err(store_error)?;
+            Ok(outcome == super::DeleteOutcome::Deleted)
+        })
+    }
+
+    fn repair_local(
+        &self,
+        block: BlockId,
+        version: u64,
+        data: Bytes,
+        epoch: u64,
+    ) -> BoxFuture<'_, Result<bool, BlockError>> {
+        Box::pin(async move {
+            let outcome = self
+                .put_replica(ReplicaOffer {
+                    block,
+                    version,
+                    data,
+                    repair: true,
+                    job: None,
+                    epoch,
+                    lost_below: 0,
+                })
+                .await
+                .map_err(store_error)?;
+            Ok(matches!(
+                outcome,
+                PutOutcome::Applied | PutOutcome::Repaired
+            ))
+        })
+    }
+
+    fn set_aside(&self, file_id: u64, lost_below: u64) -> BoxFuture<'_, Result<(), BlockError>> {
+        Box::pin(async move {
+            self.raise_fence(file_id, FenceRaise::learned(lost_below))
+                .await
+                .map(|_| ())
+                .map_err(store_error)
+        })
+    }
+
+    fn job_version(&self, block: BlockId) -> BoxFuture<'_, Result<Option<u64>, BlockError>> {
+        Box::pin(async move {
+            let job = self.job(block).await.map_err(store_error)?;
+            Ok(job.map(|job| job.version))
+        })
+    }
+
+    fn list_blocks(
+        &self,
+        after: Option<BlockId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<BlockPage, BlockError>> {
+        Box::pin(async move {
+            let (blocks, more) = self.list(after, limit).await.map_err(store_error)?;
+            let blocks = blocks
+                .into_iter()
+                .map(|b| HeldBlock {
+                    block: b.block,
+                    version: b.version,
+                })
+                .collect();
+            Ok(BlockPage { blocks, more })
+        })
+    }
+}
