@@ -169,13 +169,15 @@ pub(crate) async fn mkdir(c: &mut Nfs3Client<Io>, dir: &nfs_fh3, name: &str, m: 
     }
 }
 
-pub(crate) async fn write(
+/// WRITE of `data` at `offset`, in one call; its reply, or the status it
+/// failed with.
+pub(crate) async fn try_write_reply(
     c: &mut Nfs3Client<Io>,
     fh: &nfs_fh3,
     offset: u64,
     data: &[u8],
     stable: stable_how,
-) -> WRITE3resok {
+) -> Result<WRITE3resok, nfsstat3> {
     let res = c
         .write(&WRITE3args {
             file: fh.clone(),
@@ -187,8 +189,22 @@ pub(crate) async fn write(
         .await
         .expect("WRITE rpc");
     match res {
-        Nfs3Result::Ok(ok) => ok,
-        Nfs3Result::Err((s, _)) => panic!("WRITE: {s}"),
+        Nfs3Result::Ok(ok) => Ok(ok),
+        Nfs3Result::Err((s, _)) => Err(s),
+    }
+}
+
+/// [`try_write_reply`] that must succeed.
+pub(crate) async fn write(
+    c: &mut Nfs3Client<Io>,
+    fh: &nfs_fh3,
+    offset: u64,
+    data: &[u8],
+    stable: stable_how,
+) -> WRITE3resok {
+    match try_write_reply(c, fh, offset, data, stable).await {
+        Ok(ok) => ok,
+        Err(s) => panic!("WRITE: {s}"),
     }
 }
 

@@ -8,10 +8,9 @@ use geonfs_access_server::ownership::record::{self, OwnerRecord};
 use geonfs_block_manager::BlockClient;
 use geonfs_testkit::cluster::TestCluster;
 use nfs3_client::nfs3_types::nfs3::*;
-use nfs3_client::nfs3_types::xdr_codec::Opaque;
 use nfs3_client::Nfs3Client;
 
-use super::nfs::{create, getattr, mount, nfs, status, Io, EXPORT};
+use super::nfs::{create, getattr, mount, nfs, status, try_write_reply, Io, EXPORT};
 
 pub(crate) const READY: Duration = Duration::from_secs(120);
 
@@ -85,6 +84,8 @@ impl Sites {
     }
 }
 
+/// WRITE of `data` at `offset` whose reply must count all of it, or the
+/// status it failed with.
 pub(crate) async fn try_write(
     c: &mut Nfs3Client<Io>,
     fh: &nfs_fh3,
@@ -92,23 +93,9 @@ pub(crate) async fn try_write(
     data: &[u8],
     stable: stable_how,
 ) -> Result<(), nfsstat3> {
-    let res = c
-        .write(&WRITE3args {
-            file: fh.clone(),
-            offset,
-            count: data.len() as u32,
-            stable,
-            data: Opaque::borrowed(data),
-        })
-        .await
-        .expect("WRITE rpc");
-    match res {
-        Nfs3Result::Ok(ok) => {
-            assert_eq!(ok.count, data.len() as u32);
-            Ok(())
-        }
-        Nfs3Result::Err((s, _)) => Err(s),
-    }
+    let ok = try_write_reply(c, fh, offset, data, stable).await?;
+    assert_eq!(ok.count, data.len() as u32);
+    Ok(())
 }
 
 /// READ of `count` bytes at `offset`, in as many calls as it takes.
