@@ -20,6 +20,7 @@ mod nfs_clients;
 mod nfs_data;
 mod nfs_readdir;
 mod ownership;
+mod partition;
 mod quarantine;
 mod repair;
 mod replication;

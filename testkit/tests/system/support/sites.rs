@@ -188,38 +188,46 @@ pub(crate) fn site_client(cluster: &TestCluster, site: &str, from: &str) -> Bloc
     .unwrap()
 }
 
-/// Every site reads the whole file back and compares it with the model
-/// (size and bytes), retrying while a site answers JUKEBOX as NFS clients
-/// do (a claim being resolved, a lease being renewed after a partition),
-/// for at most a minute.
+/// Reads the whole file at every site of `sites` (retrying JUKEBOX for up
+/// to a minute) and checks size and bytes against `model`.
 pub(crate) async fn verify_everywhere(sites: &mut Sites, fh: &nfs_fh3, model: &[u8], step: &str) {
     for i in 0..sites.names.len() {
-        let site = sites.names[i];
-        let c = &mut sites.clients[i];
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let retry = |status: nfsstat3| {
-            status == nfsstat3::NFS3ERR_JUKEBOX && std::time::Instant::now() < deadline
-        };
-        let size = loop {
-            match getattr(c, fh).await {
-                Nfs3Result::Ok(ok) => break ok.obj_attributes.size,
-                res if retry(status(&res)) => tokio::time::sleep(Duration::from_millis(50)).await,
-                res => panic!("{step}: GETATTR at site {site}: {}", status(&res)),
-            }
-        };
-        assert_eq!(size, model.len() as u64, "{step}: size at site {site}");
-        let got = loop {
-            match try_read(c, fh, 0, model.len() as u64).await {
-                Ok(got) => break got,
-                Err(s) if retry(s) => tokio::time::sleep(Duration::from_millis(50)).await,
-                Err(s) => panic!("{step}: READ at site {site}: {s}"),
-            }
-        };
-        assert!(
-            got == model,
-            "{step}: site {site} read {} bytes that differ from the model (first difference at {:?})",
-            got.len(),
-            got.iter().zip(model).position(|(a, b)| a != b)
-        );
+        verify_at(sites, sites.names[i], fh, model, step).await;
     }
+}
+
+/// [`verify_everywhere`] at `site` only.
+pub(crate) async fn verify_at(
+    sites: &mut Sites,
+    site: &str,
+    fh: &nfs_fh3,
+    model: &[u8],
+    step: &str,
+) {
+    let c = sites.at(site);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let retry = |status: nfsstat3| {
+        status == nfsstat3::NFS3ERR_JUKEBOX && std::time::Instant::now() < deadline
+    };
+    let size = loop {
+        match getattr(c, fh).await {
+            Nfs3Result::Ok(ok) => break ok.obj_attributes.size,
+            res if retry(status(&res)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            res => panic!("{step}: GETATTR at site {site}: {}", status(&res)),
+        }
+    };
+    assert_eq!(size, model.len() as u64, "{step}: size at site {site}");
+    let got = loop {
+        match try_read(c, fh, 0, model.len() as u64).await {
+            Ok(got) => break got,
+            Err(s) if retry(s) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(s) => panic!("{step}: READ at site {site}: {s}"),
+        }
+    };
+    assert!(
+        got == model,
+        "{step}: site {site} read {} bytes that differ from the model (first difference at {:?})",
+        got.len(),
+        got.iter().zip(model).position(|(a, b)| a != b)
+    );
 }
