@@ -14,7 +14,6 @@
 //! credentials, dispatch to programs) and the PORTMAP program.
 //!
 //! Invariants are cited as `docs/ARCHITECTURE.md#invariant-N`.
-#![warn(missing_docs)]
 
 pub mod data;
 pub mod error;

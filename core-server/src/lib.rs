@@ -10,8 +10,6 @@
 //!
 //! Invariants are cited as `docs/ARCHITECTURE.md#invariant-N`.
 
-#![warn(missing_docs)]
-
 mod codec;
 mod error;
 mod metrics;

@@ -8,8 +8,6 @@
 //!
 //! Invariants are cited as `docs/ARCHITECTURE.md#invariant-N`.
 
-#![warn(missing_docs)]
-
 pub mod cli;
 pub mod demo;
 pub mod failover;

@@ -6,8 +6,6 @@
 //! a failed conversion is a [`WireError`], which maps to `tonic::Status` in
 //! exactly one place ([`WireError`]'s `From` impl).
 
-#![warn(missing_docs)]
-
 pub mod domain;
 mod error;
 

@@ -10,8 +10,6 @@
 //!   graceful stop and an abrupt kill for tests.
 //! - [`metric`] builds and registers every role's Prometheus metrics.
 
-#![warn(missing_docs)]
-
 mod channel;
 mod error;
 mod faults;

@@ -1,13 +1,14 @@
-//! One idiom for every role's Prometheus metrics: constructors for the
-//! constant metric definitions in the code, and registration of a set.
+//! One idiom for every role's Prometheus metrics: constructors for the constant
+//! metric definitions in the code, and registration of a set.
 //!
 //! A role's metrics struct builds its metrics through a [`MetricSet`] and
 //! registers them with one call. Every metric a geonfs process exports is
-//! defined by a literal name, help text and label set. `prometheus` refuses a definition only when one of
-//! those is malformed, which is a mistake in this code, never in data from
-//! outside: every test that builds a role's metrics would show it. So the
-//! constructors here turn that refusal into a panic naming the metric, in
-//! this one place, and the roles' metrics modules read as plain lists.
+//! defined by a literal name, help text and label set. `prometheus` refuses a
+//! definition only when one of those is malformed, which is a mistake in this
+//! code, never in data from outside: every test that builds a role's metrics
+//! would show it. So the constructors here turn that refusal into a panic
+//! naming the metric, in this one place, and the roles' metrics modules read as
+//! plain lists.
 
 use std::sync::Arc;
 

@@ -7,8 +7,6 @@
 //! path of the offending value (`node[3].address`). [`SiteMap`] maps an IP
 //! address to its site.
 
-#![warn(missing_docs)]
-
 mod raw;
 mod site_map;
 mod units;

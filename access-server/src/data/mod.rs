@@ -213,8 +213,6 @@ pub struct FileData {
 struct Inner {
     /// The version clock (the ownership's, so handovers move it too).
     clock: Arc<VersionClock>,
-    /// This site's block client (the ownership's local one).
-    client: BlockClient,
     /// File ownership across sites.
     ownership: Ownership,
     block_size: u64,
@@ -297,7 +295,6 @@ impl FileData {
         FileData {
             inner: Arc::new(Inner {
                 clock: ownership.clock().clone(),
-                client: ownership.local().clone(),
                 ownership,
                 block_size,
                 files: Mutex::new(HashMap::new()),
@@ -316,6 +313,11 @@ impl FileData {
     /// File ownership across sites.
     pub fn ownership(&self) -> &Ownership {
         &self.inner.ownership
+    }
+
+    /// This site's block client.
+    fn client(&self) -> &BlockClient {
+        self.inner.ownership.local()
     }
 
     /// The epoch to write `file_id` with: this site's ownership epoch
@@ -512,8 +514,7 @@ impl FileData {
     ) -> Result<WriteAck, DataError> {
         for _ in 0..STALE_ATTEMPTS {
             match self
-                .inner
-                .client
+                .client()
                 .write_as(block, offset, data.clone(), version, durability, epoch)
                 .await
             {
@@ -534,7 +535,7 @@ impl FileData {
 
     /// Moves the clock past `block`'s newest version in the site.
     async fn observe_block(&self, block: BlockId) {
-        if let Ok(Some(read)) = self.inner.client.read(block, 0, 0).await {
+        if let Ok(Some(read)) = self.client().read(block, 0, 0).await {
             self.inner.clock.observe(read.version);
         }
     }
@@ -567,8 +568,7 @@ impl FileData {
             };
             let bytes = Bytes::copy_from_slice(&attr::encode(size, mtime));
             match self
-                .inner
-                .client
+                .client()
                 .replace_as(block, bytes, version, durability, epoch)
                 .await
             {
@@ -689,7 +689,7 @@ impl FileData {
         // the others' incarnations.
         let flushes = nodes
             .iter()
-            .map(|node| async move { (*node, self.inner.client.flush(&[*node]).await) });
+            .map(|node| async move { (*node, self.client().flush(&[*node]).await) });
         let mut lost = false;
         for (node, result) in futures::future::join_all(flushes).await {
             match result {

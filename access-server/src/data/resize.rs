@@ -79,7 +79,7 @@ impl FileData {
             let first_gone = new_size.div_ceil(bs);
             let gone = first_gone..old.div_ceil(bs);
             let deletes = async {
-                self.delete_blocks(&self.inner.client, file_id, gone.clone(), up_to, epoch)
+                self.delete_blocks(self.client(), file_id, gone.clone(), up_to, epoch)
                     .await?;
                 self.delete_elsewhere(file_id, gone, up_to).await;
                 Ok(())
@@ -164,7 +164,7 @@ impl FileData {
         // write lands after the deletes.
         self.inner.ownership.forget(file_id).await?;
         let blocks = (0..size.div_ceil(self.inner.block_size)).chain([ATTR_INDEX]);
-        self.delete_blocks(&self.inner.client, file_id, blocks.clone(), up_to, 0)
+        self.delete_blocks(self.client(), file_id, blocks.clone(), up_to, 0)
             .await?;
         self.delete_elsewhere(file_id, blocks, up_to).await;
         Ok(())

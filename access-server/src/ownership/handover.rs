@@ -306,7 +306,6 @@ impl Ownership {
         let Some(version) = self.complete(file_id, view.meta_version, &owned).await? else {
             return Ok(Step::Retry);
         };
-        let moved_from = view.record.site.clone();
         self.remember(
             file_id,
             &View {
@@ -322,7 +321,7 @@ impl Ownership {
         metrics
             .handover_seconds
             .observe(started.elapsed().as_secs_f64());
-        tracing::info!(file_id, from = %moved_from, to = %self.inner.site, epoch = claim.epoch,
+        tracing::info!(file_id, from = %record.site, to = %self.inner.site, epoch = claim.epoch,
             ms = started.elapsed().as_millis() as u64, "file ownership handed over");
         Ok(Step::Owned(claim.epoch))
     }
