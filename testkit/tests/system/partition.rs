@@ -44,17 +44,9 @@ async fn two_sites_cut_apart_the_leaders_side_keeps_writing_the_other_stops_at_i
     apply(&mut model_b, 0, &first);
 
     cluster.cut_sites("a", "b").unwrap();
-    // Each owner keeps writing its own file within its lease: no WAN on
-    // the write path.
-    let more = rng.bytes(100_000);
-    write(sites.at("a"), &fa, 250_000, &more, stable_how::FILE_SYNC).await;
-    apply(&mut model_a, 250_000, &more);
-    let more = rng.bytes(100_000);
-    write(sites.at("b"), &fb, 250_000, &more, stable_how::FILE_SYNC).await;
-    apply(&mut model_b, 250_000, &more);
-
     // Through three leases, the site on the meta-kvs leader's side of the
-    // cut (both, with the leader at c) keeps writing; the other stops.
+    // cut (both, with the leader at c) keeps writing its own file (no WAN
+    // on the write path); the other writes until its lease runs out.
     let leader = cluster.meta_leader().await.expect("a meta leader");
     let leader_site = leader[..1].to_string();
     tracing::info!(%leader, "meta-kvs leader during the cut");
@@ -62,7 +54,8 @@ async fn two_sites_cut_apart_the_leaders_side_keeps_writing_the_other_stops_at_i
         |site: &str| matches!((site, leader_site.as_str()), ("a", "b") | ("b", "a"));
     let cut = Instant::now();
     let mut stopped = None;
-    while cut.elapsed() < LEASE * 3 || (stopped.is_none() && cut.elapsed() < PATIENCE) {
+    let waiting = |stopped: Option<Duration>| leader_site != "c" && stopped.is_none();
+    while cut.elapsed() < LEASE * 3 || (waiting(stopped) && cut.elapsed() < PATIENCE) {
         for (site, fh, model) in [("a", &fa, &mut model_a), ("b", &fb, &mut model_b)] {
             if cut_from_leader(site) && stopped.is_some() {
                 continue;
