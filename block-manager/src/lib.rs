@@ -23,8 +23,8 @@ pub mod placement;
 pub mod replicator;
 
 pub use client::{
-    BlockClient, BlockRead, CopyAck, FenceOrder, FenceReport, FileListing, FlushAck, GatePass,
-    SendGate, WriteAck,
+    BlockClient, BlockRead, BlockUpdate, CopyAck, FenceOrder, FenceReport, FileListing, FlushAck,
+    GatePass, SendGate, WriteAck,
 };
 pub use error::BlockError;
 pub use liveness::Liveness;

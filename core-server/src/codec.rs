@@ -1,7 +1,7 @@
 //! The on-disk encoding of the block store: keys, block metadata and chunk
 //! values (see the [`crate::store`] documentation for the layout and why).
 
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, Epoch};
 
 /// Size of a data chunk: the unit of read-modify-write and of checksums.
 pub const CHUNK_SIZE: u64 = 64 * 1024;
@@ -160,8 +160,8 @@ pub struct BlockMeta {
     pub stored: u64,
     /// The ownership epoch the copy was written under: the highest epoch
     /// of the checked writes that made it, or the epoch its replica put
-    /// carried (0: unchecked). See [`crate::store::fence`].
-    pub epoch: u64,
+    /// carried (`None`: unchecked). See [`crate::store::fence`].
+    pub epoch: Option<Epoch>,
 }
 
 impl BlockMeta {
@@ -171,19 +171,19 @@ impl BlockMeta {
         out[0..8].copy_from_slice(&self.version.to_be_bytes());
         out[8..16].copy_from_slice(&self.length.to_be_bytes());
         out[16..24].copy_from_slice(&self.stored.to_be_bytes());
-        out[24..32].copy_from_slice(&self.epoch.to_be_bytes());
+        out[24..32].copy_from_slice(&Epoch::to_wire(self.epoch).to_be_bytes());
         out
     }
 
     /// Decodes a value written by [`BlockMeta::encode`] (or by a store
-    /// without copy epochs: epoch 0); `None` if malformed.
+    /// without copy epochs: no epoch); `None` if malformed.
     pub fn decode(value: &[u8]) -> Option<Self> {
         if value.len() != META_LEN && value.len() != META_LEN_NO_EPOCH {
             return None;
         }
         let epoch = match value.get(24..32) {
-            Some(bytes) => u64::from_be_bytes(bytes.try_into().ok()?),
-            None => 0,
+            Some(bytes) => Epoch::from_wire(u64::from_be_bytes(bytes.try_into().ok()?)),
+            None => None,
         };
         Some(BlockMeta {
             version: u64::from_be_bytes(value[0..8].try_into().ok()?),
@@ -242,10 +242,13 @@ mod tests {
             version: 3,
             length: 4096,
             stored: 65536,
-            epoch: 9,
+            epoch: Epoch::new(9),
         };
         assert_eq!(BlockMeta::decode(&meta.encode()), Some(meta));
-        let without_epoch = BlockMeta { epoch: 0, ..meta };
+        let without_epoch = BlockMeta {
+            epoch: None,
+            ..meta
+        };
         assert_eq!(BlockMeta::decode(&meta.encode()[..24]), Some(without_epoch));
         assert_eq!(BlockMeta::decode(&[1, 2, 3]), None);
         let mut buf = vec![0u8; CRC_LEN];

@@ -1,7 +1,7 @@
 //! The error type of the core server (store and service) and its one mapping
 //! to `tonic::Status`.
 
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, Epoch};
 
 /// Why a core-server operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +50,9 @@ pub enum CoreError {
         /// The file.
         file_id: u64,
         /// The epoch the caller offered.
-        offered: u64,
+        offered: Epoch,
         /// The file's fence on this core.
-        fence: u64,
+        fence: Epoch,
     },
     /// The write would take the store past its configured capacity. Nothing
     /// was changed.
@@ -198,8 +198,8 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::DataLoss);
         let status: tonic::Status = CoreError::Fenced {
             file_id: 7,
-            offered: 4,
-            fence: 5,
+            offered: Epoch::FIRST.next().next().next(),
+            fence: Epoch::FIRST.next().next().next().next(),
         }
         .into();
         assert_eq!(status.code(), tonic::Code::PermissionDenied);

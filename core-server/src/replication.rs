@@ -8,6 +8,7 @@
 use std::pin::Pin;
 
 use futures::stream::{Stream, StreamExt};
+use geonfs_proto::domain::Epoch;
 use geonfs_proto::replication as wire;
 use geonfs_proto::replication::block_replication_server::BlockReplication;
 use tonic::{Request, Response, Status, Streaming};
@@ -62,8 +63,8 @@ impl BlockReplicationService {
                 data: request.data,
                 repair: request.repair,
                 job,
-                epoch: request.owner_epoch,
-                lost_below: request.lost_below,
+                epoch: Epoch::from_wire(request.owner_epoch),
+                lost_below: Epoch::from_wire(request.lost_below),
             })
             .await?;
         tracing::debug!(%block, version = request.version,
@@ -75,8 +76,8 @@ impl BlockReplicationService {
             PutOutcome::Superseded { .. } => (false, false, 0),
         };
         let lost_below = match outcome {
-            PutOutcome::Superseded { lost_below } => lost_below,
-            _ => 0,
+            PutOutcome::Superseded { lost_below } => Some(lost_below),
+            _ => None,
         };
         Ok(wire::ReplicaPutReply {
             incarnation: self.store.incarnation(),
@@ -85,8 +86,8 @@ impl BlockReplicationService {
             stored_version,
             repaired: outcome == PutOutcome::Repaired,
             block: Some(block.into()),
-            superseded: lost_below > 0,
-            lost_below,
+            superseded: lost_below.is_some(),
+            lost_below: Epoch::to_wire(lost_below),
             ..Default::default()
         })
     }

@@ -5,7 +5,7 @@
 
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_server::CoreData;
-use geonfs_proto::domain::{BlockRange, BlockRead, BlockWrite, MAX_SCAN_LIMIT};
+use geonfs_proto::domain::{BlockRange, BlockRead, BlockWrite, Epoch, MAX_SCAN_LIMIT};
 use tonic::{Request, Response, Status};
 
 use crate::site_fences::SitePeers;
@@ -62,7 +62,7 @@ fn quarantined_to_wire(copy: QuarantinedCopy) -> wire::QuarantinedCopy {
     wire::QuarantinedCopy {
         block: Some(copy.block.into()),
         version: copy.version,
-        epoch: copy.epoch,
+        epoch: Epoch::to_wire(copy.epoch),
         set_aside_ms: copy.set_aside_ms,
         length: copy.length,
     }
@@ -120,10 +120,11 @@ impl CoreData for CoreDataService {
                 incarnation: self.store.incarnation(),
                 found: true,
                 version: found.version,
-                copy_epoch: self
-                    .store
-                    .file_fence(block.file_id)
-                    .shipped_epoch(found.epoch),
+                copy_epoch: Epoch::to_wire(
+                    self.store
+                        .file_fence(block.file_id)
+                        .shipped_epoch(found.epoch),
+                ),
                 data: found.data,
                 ..Default::default()
             },
@@ -170,12 +171,16 @@ impl CoreData for CoreDataService {
             .block
             .ok_or_else(|| CoreError::InvalidArgument("missing field `block`".into()))?
             .into();
-        // A trim is replication's (epoch 0, unchecked).
+        // A trim is replication's (no epoch, unchecked).
         let outcome = if request.trim {
             self.store.trim(block, request.up_to_version).await?
         } else {
             self.store
-                .delete_as(block, request.up_to_version, request.owner_epoch)
+                .delete_as(
+                    block,
+                    request.up_to_version,
+                    Epoch::from_wire(request.owner_epoch),
+                )
                 .await?
         };
         Ok(Response::new(wire::DeleteReply {
@@ -247,22 +252,22 @@ impl CoreData for CoreDataService {
     ) -> Result<Response<wire::FenceReply>, Status> {
         let request = request.into_inner();
         let raise = FenceRaise {
-            epoch: request.epoch,
-            lost_below: request.lost_below,
+            epoch: Epoch::from_wire(request.epoch),
+            lost_below: Epoch::from_wire(request.lost_below),
             adopt: request.adopt,
         };
         let fence = self.store.raise_fence(request.file_id, raise).await?;
         let relayed = match &self.peers {
-            Some(peers) if !request.relay_to.is_empty() && request.epoch > 0 => {
+            Some(peers) if !request.relay_to.is_empty() && raise.epoch.is_some() => {
                 peers.relay(&request.relay_to, request.file_id, raise).await
             }
             _ => Vec::new(),
         };
         Ok(Response::new(wire::FenceReply {
             incarnation: self.store.incarnation(),
-            epoch: fence.epoch,
+            epoch: Epoch::to_wire(fence.epoch),
             relayed,
-            lost_below: fence.lost_below,
+            lost_below: Epoch::to_wire(fence.lost_below),
         }))
     }
 
@@ -286,8 +291,8 @@ impl CoreData for CoreDataService {
                 .into_iter()
                 .map(|(file_id, fence)| wire::FileFence {
                     file_id,
-                    epoch: fence.epoch,
-                    lost_below: fence.lost_below,
+                    epoch: Epoch::to_wire(fence.epoch),
+                    lost_below: Epoch::to_wire(fence.lost_below),
                 })
                 .collect(),
             more,

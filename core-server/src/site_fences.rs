@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_client::CoreDataClient;
+use geonfs_proto::domain::Epoch;
 use geonfs_rpc::{Network, RpcChannel};
 use geonfs_site_config::{ClusterConfig, Node};
 
@@ -83,16 +84,16 @@ impl SitePeers {
             let mut client = self.client(node)?;
             let request = wire::FenceRequest {
                 file_id,
-                epoch,
+                epoch: Epoch::to_wire(epoch),
                 relay_to: Vec::new(),
-                lost_below: raise.lost_below,
+                lost_below: Epoch::to_wire(raise.lost_below),
                 adopt: raise.adopt,
             };
             let reply = client
                 .fence(request)
                 .await
                 .map_err(|status| status.message().to_string())?;
-            if reply.into_inner().epoch >= epoch {
+            if Epoch::from_wire(reply.into_inner().epoch) >= epoch {
                 Ok(node.name.clone())
             } else {
                 Err(format!("{} kept a lower fence", node.name))
@@ -102,7 +103,7 @@ impl SitePeers {
         for result in futures::future::join_all(calls).await {
             match result {
                 Ok(name) => relayed.push(name),
-                Err(err) => tracing::warn!(file_id, epoch, %err, "fence relay failed"),
+                Err(err) => tracing::warn!(file_id, ?epoch, %err, "fence relay failed"),
             }
         }
         relayed
@@ -137,12 +138,14 @@ impl SitePeers {
                 .into_inner();
             for fence in &reply.fences {
                 let own = store.file_fence(fence.file_id);
-                if fence.epoch > own.epoch || fence.lost_below > own.lost_below {
+                let epoch = Epoch::from_wire(fence.epoch);
+                let lost_below = Epoch::from_wire(fence.lost_below);
+                if epoch > own.epoch || lost_below > own.lost_below {
                     // Learned, not adopted: this core was not seen by a
                     // takeover it missed (see `store::fence`).
                     let raise = FenceRaise {
-                        epoch: fence.epoch,
-                        lost_below: fence.lost_below,
+                        epoch,
+                        lost_below,
                         adopt: false,
                     };
                     store

@@ -43,7 +43,7 @@ pub struct Relocated {
     /// The site that owned it before.
     pub from: String,
     /// The epoch the target site owns it at.
-    pub epoch: u64,
+    pub epoch: geonfs_proto::domain::Epoch,
     /// Bytes copied before the handover.
     pub precopied_bytes: u64,
     /// Blocks copied after it (written during the pre-copy).

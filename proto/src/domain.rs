@@ -1,5 +1,7 @@
 //! Domain types built from wire messages, validated on the receiving side.
 
+use std::num::NonZeroU64;
+
 use bytes::Bytes;
 
 use crate::WireError;
@@ -57,6 +59,64 @@ impl From<wire_core::BlockId> for BlockId {
             file_id: id.file_id,
             index: id.index,
         }
+    }
+}
+
+/// An ownership epoch of a file: the owning site's block requests carry it,
+/// every handover or takeover raises it, and a core fenced at a higher one
+/// refuses them (`docs/ARCHITECTURE.md#ownership`). Never 0: where no
+/// epoch applies (a request not checked against fences, a file never
+/// fenced, no takeover from a lost owner) the type is `Option<Epoch>`,
+/// which orders `None` below every epoch, and the wire carries 0.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Epoch(NonZeroU64);
+
+impl Epoch {
+    /// The epoch a file is created at.
+    pub const FIRST: Epoch = Epoch(NonZeroU64::MIN);
+    /// The highest epoch: a removed file's owner is fenced at it.
+    pub const LAST: Epoch = Epoch(NonZeroU64::MAX);
+
+    /// The epoch numbered `n`; `None` for 0.
+    pub const fn new(n: u64) -> Option<Epoch> {
+        match NonZeroU64::new(n) {
+            Some(n) => Some(Epoch(n)),
+            None => None,
+        }
+    }
+
+    /// Its number (at least 1).
+    pub const fn get(self) -> u64 {
+        self.0.get()
+    }
+
+    /// The epoch after this one (the last one stays the last).
+    pub fn next(self) -> Epoch {
+        Epoch(self.0.saturating_add(1))
+    }
+
+    /// A wire or disk number as an epoch: 0 is none.
+    pub const fn from_wire(n: u64) -> Option<Epoch> {
+        Epoch::new(n)
+    }
+
+    /// An optional epoch as a wire or disk number: none is 0.
+    pub fn to_wire(epoch: Option<Epoch>) -> u64 {
+        epoch.map_or(0, Epoch::get)
+    }
+}
+
+/// The bare number, as logs and errors show it.
+impl std::fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The bare number.
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 
@@ -128,9 +188,9 @@ pub struct BlockWrite {
     pub version: u64,
     /// When it must be durable.
     pub durability: Durability,
-    /// The caller's ownership epoch of the block's file; 0 = not checked.
-    /// Refused when lower than the file's fence on the core.
-    pub owner_epoch: u64,
+    /// The caller's ownership epoch of the block's file; `None`: not
+    /// checked. Refused when lower than the file's fence on the core.
+    pub owner_epoch: Option<Epoch>,
     /// What the write applies on.
     pub base: WriteBase,
 }
@@ -189,7 +249,7 @@ impl TryFrom<wire_core::WriteRequest> for BlockWrite {
             data: req.data,
             version: req.version,
             durability,
-            owner_epoch: req.owner_epoch,
+            owner_epoch: Epoch::from_wire(req.owner_epoch),
             base,
         })
     }
@@ -202,9 +262,9 @@ pub struct BlockRead {
     pub block: BlockId,
     /// Which bytes.
     pub range: BlockRange,
-    /// The caller's ownership epoch of the block's file; 0 = not checked.
-    /// Refused when lower than the file's fence on the core.
-    pub owner_epoch: u64,
+    /// The caller's ownership epoch of the block's file; `None`: not
+    /// checked. Refused when lower than the file's fence on the core.
+    pub owner_epoch: Option<Epoch>,
 }
 
 impl TryFrom<wire_core::ReadRequest> for BlockRead {
@@ -216,7 +276,7 @@ impl TryFrom<wire_core::ReadRequest> for BlockRead {
         Ok(BlockRead {
             block,
             range,
-            owner_epoch: req.owner_epoch,
+            owner_epoch: Epoch::from_wire(req.owner_epoch),
         })
     }
 }
@@ -377,10 +437,13 @@ mod tests {
             }
         );
         assert_eq!(write.durability, Durability::Held);
-        assert_eq!(write.owner_epoch, 0);
+        assert_eq!(write.owner_epoch, None);
         let mut req = write_req(0, 1);
         req.owner_epoch = 9;
-        assert_eq!(BlockWrite::try_from(req).unwrap().owner_epoch, 9);
+        assert_eq!(
+            BlockWrite::try_from(req).unwrap().owner_epoch,
+            Epoch::new(9)
+        );
         let read = BlockRead::try_from(wire_core::ReadRequest {
             block: Some(wire_core::BlockId {
                 file_id: 7,
@@ -392,7 +455,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(read.owner_epoch, 4);
+        assert_eq!(read.owner_epoch, Epoch::new(4));
     }
 
     #[test]
@@ -430,6 +493,20 @@ mod tests {
         let mut req = write_req(0, 1);
         req.version = 0;
         assert!(BlockWrite::try_from(req).is_err());
+    }
+
+    #[test]
+    fn epoch_zero_is_none_on_the_wire_and_none_orders_first() {
+        assert_eq!(Epoch::from_wire(0), None);
+        assert_eq!(Epoch::to_wire(None), 0);
+        assert_eq!(Epoch::from_wire(7).map(Epoch::get), Some(7));
+        assert_eq!(Epoch::to_wire(Epoch::new(7)), 7);
+        assert_eq!(Some(Epoch::FIRST), Epoch::new(1));
+        assert!(None < Some(Epoch::FIRST));
+        assert_eq!(Epoch::FIRST.next(), Epoch::new(2).unwrap());
+        let last = Epoch::new(u64::MAX).unwrap();
+        assert_eq!(last.next(), last);
+        assert_eq!(format!("{:?} {}", Epoch::FIRST, Epoch::FIRST), "1 1");
     }
 
     #[test]

@@ -27,8 +27,8 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use geonfs_block_manager::WriteAck;
-use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_block_manager::{BlockUpdate, WriteAck};
+use geonfs_proto::domain::{BlockId, Durability, Epoch};
 use tokio::sync::oneshot;
 
 use super::{DataError, FileData};
@@ -96,7 +96,7 @@ pub(crate) struct QueuedWrite {
     pub(crate) version: u64,
     pub(crate) durability: Durability,
     /// The ownership epoch the write was issued under.
-    pub(crate) epoch: u64,
+    pub(crate) epoch: Epoch,
     pub(crate) reply: oneshot::Sender<Answer<WriteAck>>,
 }
 
@@ -115,7 +115,7 @@ pub(crate) struct Merged {
     pub(crate) version: u64,
     pub(crate) durability: Durability,
     /// The newest ownership epoch of its writes.
-    pub(crate) epoch: u64,
+    pub(crate) epoch: Option<Epoch>,
     pub(crate) replies: Vec<oneshot::Sender<Answer<WriteAck>>>,
 }
 
@@ -161,7 +161,7 @@ fn merge_group(mut group: Vec<QueuedWrite>) -> Merged {
                 data: w.data,
                 version: w.version,
                 durability: w.durability,
-                epoch: w.epoch,
+                epoch: Some(w.epoch),
                 replies: vec![w.reply],
             };
         }
@@ -175,14 +175,14 @@ fn merge_group(mut group: Vec<QueuedWrite>) -> Merged {
         .unwrap_or(start);
     let mut buffer = BytesMut::zeroed((end - start) as usize);
     let mut version = 0;
-    let mut epoch = 0;
+    let mut epoch = None;
     let mut durability = Durability::Held;
     let mut replies = Vec::with_capacity(group.len());
     for w in group {
         let at = (w.offset - start) as usize;
         buffer[at..at + w.data.len()].copy_from_slice(&w.data);
         version = version.max(w.version);
-        epoch = epoch.max(w.epoch);
+        epoch = epoch.max(Some(w.epoch));
         durability = stronger(durability, w.durability);
         replies.push(w.reply);
     }
@@ -225,7 +225,7 @@ impl FileData {
         offset: u64,
         data: Bytes,
         durability: Durability,
-        epoch: u64,
+        epoch: Epoch,
     ) -> Result<WriteAck, DataError> {
         let (reply, outcome) = oneshot::channel();
         let start = self.inner.writes.push(block, || QueuedWrite {
@@ -241,16 +241,15 @@ impl FileData {
             tokio::spawn(async move {
                 while let Some(batch) = data.inner.writes.next(block) {
                     for merged in merge(batch) {
-                        let result = data
-                            .write_block(
-                                block,
-                                merged.offset,
-                                merged.data,
-                                merged.version,
-                                merged.durability,
-                                merged.epoch,
-                            )
-                            .await;
+                        let update = BlockUpdate {
+                            block,
+                            offset: merged.offset,
+                            data: merged.data,
+                            version: merged.version,
+                            durability: merged.durability,
+                            owner_epoch: merged.epoch,
+                        };
+                        let result = data.write_block(update).await;
                         answer(merged.replies, result);
                     }
                 }
@@ -297,7 +296,7 @@ mod tests {
             data: Bytes::from(vec![fill; len]),
             version,
             durability: Durability::Held,
-            epoch: 1,
+            epoch: Epoch::FIRST,
             reply: oneshot::channel().0,
         }
     }

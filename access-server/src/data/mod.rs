@@ -84,8 +84,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use geonfs_block_manager::{BlockClient, BlockError, BlockRead, WriteAck};
-use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_block_manager::{BlockClient, BlockError, BlockRead, BlockUpdate, WriteAck};
+use geonfs_proto::domain::{BlockId, Durability, Epoch};
 use tonic::Code;
 
 pub use attr::{attr_block, ATTR_INDEX, ATTR_LEN};
@@ -249,8 +249,8 @@ struct FileState {
     /// (core, incarnation) of the unstable writes since the last commit.
     unstable: HashSet<(String, u64)>,
     /// The ownership epoch `size` and `mtime` were loaded or written at;
-    /// another epoch means they must be read again.
-    epoch: u64,
+    /// another epoch means they must be read again (`None`: never).
+    epoch: Option<Epoch>,
     /// Set when ownership moved away: size and mtime are unknown until
     /// loaded again, and a record write waiting must not be skipped.
     lost: bool,
@@ -263,7 +263,7 @@ impl FileState {
             size: 0,
             mtime: SystemTime::UNIX_EPOCH,
             unstable: HashSet::new(),
-            epoch: 0,
+            epoch: None,
             lost: false,
         }
     }
@@ -322,13 +322,17 @@ impl FileData {
 
     /// The epoch to write `file_id` with: this site's ownership epoch
     /// (taking the file over if needed; `fenced_at` after a refusal).
-    async fn write_epoch(&self, file_id: u64, fenced_at: Option<u64>) -> Result<u64, DataError> {
+    async fn write_epoch(
+        &self,
+        file_id: u64,
+        fenced_at: Option<Epoch>,
+    ) -> Result<Epoch, DataError> {
         Ok(self.inner.ownership.acquire(file_id, fenced_at).await?)
     }
 
     /// Whether size and mtime loaded at `epoch` are still this site's to
     /// trust (it owns the file at that epoch).
-    fn state_is_current(&self, file_id: u64, epoch: u64) -> bool {
+    fn state_is_current(&self, file_id: u64, epoch: Epoch) -> bool {
         self.inner.ownership.owned_epoch(file_id) == Some(epoch)
     }
 
@@ -429,7 +433,7 @@ impl FileData {
                 Err(err) if err.is_fenced() && attempts < FENCED_ATTEMPTS => {
                     tracing::debug!(
                         file_id,
-                        epoch,
+                        %epoch,
                         "write fenced: ownership moved; taking the file back"
                     );
                     attempts += 1;
@@ -449,7 +453,7 @@ impl FileData {
         end: u64,
         data: Bytes,
         stable: bool,
-        epoch: u64,
+        epoch: Epoch,
     ) -> Result<WriteResult, DataError> {
         self.ensure(file_id, epoch).await?;
         let durability = durability(stable);
@@ -503,26 +507,15 @@ impl FileData {
     /// One block write at `version`, retried with a fresh version while a
     /// newer write of the same block (from another process: this one sends
     /// a block's writes one batch at a time) got to a core first.
-    async fn write_block(
-        &self,
-        block: BlockId,
-        offset: u64,
-        data: Bytes,
-        mut version: u64,
-        durability: Durability,
-        epoch: u64,
-    ) -> Result<WriteAck, DataError> {
+    async fn write_block(&self, mut update: BlockUpdate) -> Result<WriteAck, DataError> {
+        let block = update.block;
         for _ in 0..STALE_ATTEMPTS {
-            match self
-                .client()
-                .write_as(block, offset, data.clone(), version, durability, epoch)
-                .await
-            {
+            match self.client().write_as(update.clone()).await {
                 Ok(ack) => return Ok(ack),
                 Err(err) if is_stale(&err) => {
-                    tracing::debug!(?block, version, "block write overtaken; retrying");
+                    tracing::debug!(%block, update.version, "block write overtaken; retrying");
                     self.observe_block(block).await;
-                    version = self.inner.clock.next_version();
+                    update.version = self.inner.clock.next_version();
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -566,12 +559,15 @@ impl FileData {
             }) else {
                 return Ok(());
             };
-            let bytes = Bytes::copy_from_slice(&attr::encode(size, mtime));
-            match self
-                .client()
-                .replace_as(block, bytes, version, durability, epoch)
-                .await
-            {
+            let update = BlockUpdate {
+                block,
+                offset: 0,
+                data: Bytes::copy_from_slice(&attr::encode(size, mtime)),
+                version,
+                durability,
+                owner_epoch: epoch,
+            };
+            match self.client().replace_as(update).await {
                 Ok(ack) => {
                     if durability == Durability::Held {
                         self.remember_unstable(file_id, std::slice::from_ref(&ack));
@@ -593,19 +589,19 @@ impl FileData {
 
     /// Loads the file's state (its attribute record) unless known for
     /// ownership `epoch`.
-    async fn ensure(&self, file_id: u64, epoch: u64) -> Result<(), DataError> {
+    async fn ensure(&self, file_id: u64, epoch: Epoch) -> Result<(), DataError> {
         if self
             .files()
             .get(&file_id)
-            .is_some_and(|state| state.epoch == epoch && !state.lost)
+            .is_some_and(|state| state.epoch == Some(epoch) && !state.lost)
         {
             return Ok(());
         }
         let record = self.read_record(file_id).await?;
         let mut files = self.files();
         let state = files.entry(file_id).or_insert_with(FileState::absent);
-        if state.epoch != epoch || state.lost {
-            state.epoch = epoch;
+        if state.epoch != Some(epoch) || state.lost {
+            state.epoch = Some(epoch);
             state.lost = false;
             state.exists = record.is_some();
             if let Some((size, mtime)) = record {
@@ -647,7 +643,11 @@ impl FileData {
         let remembered = |data: &Self| {
             data.files()
                 .get(&file_id)
-                .filter(|s| s.exists && !s.lost && data.state_is_current(file_id, s.epoch))
+                .filter(|s| {
+                    s.exists
+                        && !s.lost
+                        && s.epoch.is_some_and(|e| data.state_is_current(file_id, e))
+                })
                 .map(|s| (s.size, s.mtime))
         };
         let record = self.read_record(file_id).await?;
@@ -663,12 +663,12 @@ impl FileData {
         };
         let mut files = self.files();
         let state = files.entry(file_id).or_insert_with(FileState::absent);
-        if !state.exists || state.epoch != epoch || state.lost {
+        if !state.exists || state.epoch != Some(epoch) || state.lost {
             state.lost = false;
             state.exists = true;
             state.size = size;
             state.mtime = mtime;
-            state.epoch = epoch;
+            state.epoch = Some(epoch);
         }
         Ok(Some((state.size, state.mtime)))
     }

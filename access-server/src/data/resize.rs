@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use geonfs_block_manager::BlockClient;
-use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_proto::domain::{BlockId, Durability, Epoch};
 use std::time::SystemTime;
 
 use super::{DataError, FileData, FileState, ATTR_INDEX, DELETE_CONCURRENCY};
@@ -50,7 +50,7 @@ impl FileData {
         file_id: u64,
         old_size: u64,
         new_size: u64,
-        epoch: u64,
+        epoch: Epoch,
     ) -> Result<(), DataError> {
         self.ensure(file_id, epoch).await?;
         let bs = self.inner.block_size;
@@ -79,7 +79,7 @@ impl FileData {
             let first_gone = new_size.div_ceil(bs);
             let gone = first_gone..old.div_ceil(bs);
             let deletes = async {
-                self.delete_blocks(self.client(), file_id, gone.clone(), up_to, epoch)
+                self.delete_blocks(self.client(), file_id, gone.clone(), up_to, Some(epoch))
                     .await?;
                 self.delete_elsewhere(file_id, gone, up_to).await;
                 Ok(())
@@ -118,7 +118,7 @@ impl FileData {
         file_id: u64,
         indexes: impl Iterator<Item = u64>,
         up_to: u64,
-        epoch: u64,
+        epoch: Option<Epoch>,
     ) -> Result<(), DataError> {
         let mut deletes = stream::iter(indexes)
             .map(|index| client.delete_as(BlockId { file_id, index }, up_to, epoch))
@@ -139,7 +139,10 @@ impl FileData {
         let deletes = self.inner.ownership.remote_clients().map(|client| {
             let indexes = indexes.clone();
             async move {
-                if let Err(err) = self.delete_blocks(client, file_id, indexes, up_to, 0).await {
+                if let Err(err) = self
+                    .delete_blocks(client, file_id, indexes, up_to, None)
+                    .await
+                {
                     tracing::warn!(file_id, site = %client.site_name(), %err,
                         "blocks not deleted at another site (they stay as older copies)");
                 }
@@ -164,7 +167,7 @@ impl FileData {
         // write lands after the deletes.
         self.inner.ownership.forget(file_id).await?;
         let blocks = (0..size.div_ceil(self.inner.block_size)).chain([ATTR_INDEX]);
-        self.delete_blocks(self.client(), file_id, blocks.clone(), up_to, 0)
+        self.delete_blocks(self.client(), file_id, blocks.clone(), up_to, None)
             .await?;
         self.delete_elsewhere(file_id, blocks, up_to).await;
         Ok(())

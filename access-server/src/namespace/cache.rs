@@ -7,7 +7,7 @@
 //!
 //! Every change made through this [`Namespace`](super::Namespace) empties
 //! the cache when it ends (whatever its outcome), and a read that started
-//! before that is not cached afterwards (an epoch check), so this access
+//! before that is not cached afterwards (a generation check), so this access
 //! server always sees its own changes at once. A change made elsewhere —
 //! through another site's access server — is seen at the latest `ttl`
 //! after it committed: the same contract as the NFS client's own attribute
@@ -36,15 +36,15 @@ pub struct InodeCache {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Bumped by every change: a read begun in an earlier epoch is stale.
-    epoch: u64,
+    /// Bumped by every change: a read begun in an earlier generation is stale.
+    generation: u64,
     entries: HashMap<u64, (Inode, Instant)>,
 }
 
-/// A read of an inode begun in some epoch; see [`InodeCache::begin`].
+/// A read of an inode begun in some generation; see [`InodeCache::begin`].
 #[derive(Clone, Copy, Debug)]
 pub struct ReadTicket {
-    epoch: u64,
+    generation: u64,
     started: Instant,
 }
 
@@ -57,7 +57,7 @@ pub struct ChangeGuard<'a> {
 impl Drop for ChangeGuard<'_> {
     fn drop(&mut self) {
         let mut state = self.cache.state();
-        state.epoch = state.epoch.wrapping_add(1);
+        state.generation = state.generation.wrapping_add(1);
         state.entries.clear();
     }
 }
@@ -94,7 +94,7 @@ impl InodeCache {
     /// Marks the start of a read whose result may be [`insert`](Self::insert)ed.
     pub fn begin(&self) -> ReadTicket {
         ReadTicket {
-            epoch: self.state().epoch,
+            generation: self.state().generation,
             started: Instant::now(),
         }
     }
@@ -106,7 +106,7 @@ impl InodeCache {
             return;
         }
         let mut state = self.state();
-        if state.epoch != ticket.epoch {
+        if state.generation != ticket.generation {
             return;
         }
         if state.entries.len() >= MAX_ENTRIES {

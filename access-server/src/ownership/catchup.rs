@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, Epoch};
 use tokio::sync::watch;
 
 use super::handover::{dirty_blocks, holders, pause};
@@ -45,13 +45,13 @@ pub(super) struct NewerCopy {
 /// epoch this site owns the file at.
 #[derive(Debug)]
 pub(super) struct DirtyMap {
-    epoch: u64,
+    epoch: Epoch,
     blocks: std::sync::Mutex<BTreeMap<u64, NewerCopy>>,
     progress: watch::Sender<CatchUpProgress>,
 }
 
 impl DirtyMap {
-    pub(super) fn new(epoch: u64, blocks: BTreeMap<u64, NewerCopy>) -> Self {
+    pub(super) fn new(epoch: Epoch, blocks: BTreeMap<u64, NewerCopy>) -> Self {
         let total = blocks.len() as u64;
         DirtyMap {
             epoch,
@@ -197,7 +197,7 @@ impl Ownership {
         );
     }
 
-    fn still_owns(&self, file_id: u64, epoch: u64) -> bool {
+    fn still_owns(&self, file_id: u64, epoch: Epoch) -> bool {
         self.owned_epoch(file_id) == Some(epoch)
     }
 
@@ -210,11 +210,11 @@ impl Ownership {
         version: u64,
         site: &str,
         copies: usize,
-        epoch: u64,
+        epoch: Epoch,
     ) -> Result<u64, OwnershipError> {
         let source = self.client(block.file_id, site)?;
         let len = u32::try_from(self.inner.block_size).unwrap_or(u32::MAX);
-        let Some(read) = source.read_as(block, 0, len, 0).await? else {
+        let Some(read) = source.read_as(block, 0, len, None).await? else {
             // Gone from the source (removed or truncated there since):
             // nothing newer to bring.
             return Ok(0);
@@ -224,7 +224,7 @@ impl Ownership {
         }
         let bytes = read.data.len() as u64;
         self.local()
-            .put_whole(block, read.version, read.data, copies, epoch)
+            .put_whole(block, read.version, read.data, copies, Some(epoch))
             .await?;
         self.inner.metrics.caught_up_bytes.inc_by(bytes);
         Ok(bytes)
@@ -255,7 +255,7 @@ impl Ownership {
 
     /// Drops the sources of the record once this site owns the file at
     /// `epoch` and every dirty block is here.
-    async fn clear_sources(&self, file_id: u64, epoch: u64) -> Result<(), OwnershipError> {
+    async fn clear_sources(&self, file_id: u64, epoch: Epoch) -> Result<(), OwnershipError> {
         let Some(view) = self.load(file_id).await? else {
             return Ok(());
         };

@@ -27,6 +27,8 @@ use futures::stream::{self, StreamExt};
 use super::handover::{Step, Takeover};
 use super::lease::{HolderState, LeaseWatch};
 use super::record::{self, Claim};
+use geonfs_proto::domain::Epoch;
+
 use super::{Ownership, OwnershipError, View};
 
 /// Files claimed, revoked and taken over together.
@@ -164,7 +166,8 @@ impl Ownership {
                     }
                 }
             }
-            let revoked: Vec<(u64, u64)> = claimed.iter().map(|(f, _, c)| (*f, c.epoch)).collect();
+            let revoked: Vec<(u64, Epoch)> =
+                claimed.iter().map(|(f, _, c)| (*f, c.epoch)).collect();
             // Recorded even for a site said to be fenced: if it comes back,
             // its access servers install it before they write again.
             let wait = (!site_is_fenced).then_some(&mut watch);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geonfs_proto::domain::unix_time_ms;
+use geonfs_proto::domain::{unix_time_ms, Epoch};
 
 use bytes::Bytes;
 use geonfs_block_manager::{FenceOrder, FileListing};
@@ -33,7 +33,7 @@ pub(super) enum Takeover {
 /// What one attempt of [`Ownership::acquire`] came to.
 pub(super) enum Step {
     /// This site owns the file at this epoch.
-    Owned(u64),
+    Owned(Epoch),
     /// The record changed under us: read it again.
     Retry,
 }
@@ -64,8 +64,8 @@ impl Ownership {
     pub async fn acquire(
         &self,
         file_id: u64,
-        fenced_at: Option<u64>,
-    ) -> Result<u64, OwnershipError> {
+        fenced_at: Option<Epoch>,
+    ) -> Result<Epoch, OwnershipError> {
         if fenced_at.is_none() {
             if let Some(epoch) = self.owned_epoch(file_id) {
                 return Ok(epoch);
@@ -111,7 +111,7 @@ impl Ownership {
         &self,
         file_id: u64,
         view: View,
-        fenced_at: Option<u64>,
+        fenced_at: Option<Epoch>,
     ) -> Result<Step, OwnershipError> {
         let me = self.inner.site.as_str();
         let record = &view.record;
@@ -158,7 +158,7 @@ impl Ownership {
     /// takeover waits until the lost site's access servers acknowledged it
     /// or their leases ran out, so a site that is only cut off has stopped
     /// writing the file before anyone else writes it.
-    pub async fn take_over_lost(&self, file_id: u64) -> Result<u64, OwnershipError> {
+    pub async fn take_over_lost(&self, file_id: u64) -> Result<Epoch, OwnershipError> {
         let deadline = Instant::now() + WAIT_FOR_CLAIM;
         let mut attempt = 0;
         loop {
@@ -201,7 +201,7 @@ impl Ownership {
     ) -> Result<Option<(View, Claim)>, OwnershipError> {
         let claim = Claim {
             by: self.inner.site.clone(),
-            epoch: view.record.top_epoch() + 1,
+            epoch: view.record.top_epoch().next(),
             since_ms: unix_time_ms(),
             token: rand::rng().random_range(1..=u64::MAX),
         };
@@ -238,9 +238,10 @@ impl Ownership {
         now.duration_since(first) >= timeout
     }
 
-    /// The first owner of a file without a record: this site, epoch 1.
+    /// The first owner of a file without a record: this site, the first
+    /// epoch.
     async fn first_owner(&self, file_id: u64) -> Result<Step, OwnershipError> {
-        let record = OwnerRecord::owned(&self.inner.site, 1);
+        let record = OwnerRecord::owned(&self.inner.site, Epoch::FIRST);
         match self.put(file_id, 0, &record).await? {
             Put::Applied(version) => {
                 self.remember(
@@ -251,7 +252,7 @@ impl Ownership {
                     },
                 );
                 self.inner.metrics.first_owners.inc();
-                Ok(Step::Owned(1))
+                Ok(Step::Owned(Epoch::FIRST))
             }
             Put::Conflict | Put::Unknown(_) => Ok(Step::Retry),
         }
@@ -275,7 +276,7 @@ impl Ownership {
         let order = FenceOrder {
             epoch: claim.epoch,
             lost_below: if owner_lost {
-                claim.epoch
+                Some(claim.epoch)
             } else {
                 record.lost_below
             },
@@ -321,7 +322,7 @@ impl Ownership {
         metrics
             .handover_seconds
             .observe(started.elapsed().as_secs_f64());
-        tracing::info!(file_id, from = %record.site, to = %self.inner.site, epoch = claim.epoch,
+        tracing::info!(file_id, from = %record.site, to = %self.inner.site, epoch = %claim.epoch,
             ms = started.elapsed().as_millis() as u64, "file ownership handed over");
         Ok(Step::Owned(claim.epoch))
     }
@@ -584,7 +585,7 @@ impl Ownership {
         if let Some(view) = self.load(file_id).await? {
             let report = self
                 .client(file_id, &view.record.site)?
-                .fence(file_id, u64::MAX)
+                .fence(file_id, Epoch::LAST)
                 .await;
             if !report.all() {
                 tracing::warn!(file_id, owner = %view.record.site, failed = %describe(&report.failed),

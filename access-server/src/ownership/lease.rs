@@ -61,6 +61,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use geonfs_block_manager::SendGate;
 use geonfs_meta_kvs::{MetaClient, MetaError};
+use geonfs_proto::domain::Epoch;
 use geonfs_proto::meta::KeyValue;
 use prost::Message;
 
@@ -257,10 +258,11 @@ impl LeaseKeeper {
             .0;
         let installed = *super::lock(&ownership.inner.installed_generation);
         if revocations.generation > installed {
-            let fences: Vec<(u64, u64)> = revocations
+            // A revocation at epoch 0 revokes nothing.
+            let fences: Vec<(u64, Epoch)> = revocations
                 .fences
                 .iter()
-                .map(|f| (f.file_id, f.epoch))
+                .filter_map(|f| Some((f.file_id, Epoch::from_wire(f.epoch)?)))
                 .collect();
             self.gate.install_fences(fences.iter().copied()).await;
             for (file_id, _) in &fences {
@@ -332,7 +334,7 @@ async fn read_revocations(
 /// What [`Ownership::revoke`] does to the site's record.
 enum Change<'a> {
     /// Raise each file's fence to its epoch: `(file id, epoch)`.
-    Raise(&'a [(u64, u64)]),
+    Raise(&'a [(u64, Epoch)]),
     /// Drop `file`'s fence (the file was removed).
     Drop { file_id: u64 },
 }
@@ -377,7 +379,7 @@ impl Ownership {
         &self,
         site: &str,
         file_id: u64,
-        epoch: u64,
+        epoch: Epoch,
     ) -> Result<(), OwnershipError> {
         let mut watch = LeaseWatch::default();
         self.revoke_many_and_wait(site, &[(file_id, epoch)], Some(&mut watch))
@@ -392,7 +394,7 @@ impl Ownership {
     pub(super) async fn revoke_many_and_wait(
         &self,
         site: &str,
-        files: &[(u64, u64)],
+        files: &[(u64, Epoch)],
         watch: Option<&mut LeaseWatch>,
     ) -> Result<(), OwnershipError> {
         let Some(&(first, _)) = files.first() else {
@@ -443,15 +445,15 @@ impl Ownership {
                 Change::Raise(files) => {
                     for &(file, epoch) in files {
                         match record.fences.iter_mut().find(|f| f.file_id == file) {
-                            Some(fence) if fence.epoch >= epoch => {}
+                            Some(fence) if fence.epoch >= epoch.get() => {}
                             Some(fence) => {
-                                fence.epoch = epoch;
+                                fence.epoch = epoch.get();
                                 changed = true;
                             }
                             None => {
                                 record.fences.push(RevokedFile {
                                     file_id: file,
-                                    epoch,
+                                    epoch: epoch.get(),
                                 });
                                 changed = true;
                             }

@@ -119,7 +119,7 @@ use std::time::{Duration, Instant};
 
 use geonfs_block_manager::{BlockClient, BlockError, BlockRead};
 use geonfs_meta_kvs::{MetaClient, MetaError};
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, Epoch};
 use geonfs_rpc::Network;
 use geonfs_site_config::ClusterConfig;
 
@@ -409,7 +409,7 @@ impl Ownership {
 
     /// The epoch this site owns `file_id` at, as cached (no claim on it);
     /// `None` if the cache does not say this site owns it.
-    pub fn owned_epoch(&self, file_id: u64) -> Option<u64> {
+    pub fn owned_epoch(&self, file_id: u64) -> Option<Epoch> {
         self.cached(file_id)
             .filter(|v| v.record.site == self.inner.site && v.record.claim.is_none())
             .map(|v| v.record.epoch)
@@ -520,7 +520,7 @@ impl Ownership {
         len: u32,
     ) -> Result<Option<BlockRead>, OwnershipError> {
         let file_id = block.file_id;
-        let epoch = view.record.epoch;
+        let epoch = Some(view.record.epoch);
         let owner = self.local();
         if view.record.sources.is_empty() {
             return Ok(owner.read_as(block, offset, len, epoch).await?);
@@ -534,7 +534,7 @@ impl Ownership {
                 let source = self.client(file_id, &newer.site)?;
                 let (own, newer) = futures::join!(
                     owner.read_as(block, offset, len, epoch),
-                    source.read_as(block, offset, len, 0)
+                    source.read_as(block, offset, len, None)
                 );
                 Ok(newest(own?, newer?))
             }
@@ -560,7 +560,7 @@ impl Ownership {
         offset: u64,
         len: u32,
     ) -> Result<Option<BlockRead>, OwnershipError> {
-        let epoch = if site == record.site { record.epoch } else { 0 };
+        let epoch = (site == record.site).then_some(record.epoch);
         let client = self.client(block.file_id, site)?;
         Ok(client.read_as(block, offset, len, epoch).await?)
     }
@@ -608,7 +608,7 @@ impl Ownership {
         let local = self.local();
         let local_read = async {
             if record.site == self.inner.site {
-                local.read_as(block, offset, len, record.epoch).await
+                local.read_as(block, offset, len, Some(record.epoch)).await
             } else {
                 local.read(block, offset, len).await
             }

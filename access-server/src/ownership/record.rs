@@ -7,6 +7,7 @@
 //! ```
 
 use bytes::{BufMut, Bytes, BytesMut};
+use geonfs_proto::domain::Epoch;
 use prost::Message;
 
 /// The prefix of owner-record keys (inside the namespace's `fs/` space).
@@ -41,17 +42,17 @@ pub struct OwnerRecord {
     pub site: String,
     /// The owner's epoch: its block requests carry it, and a core fenced
     /// at a higher epoch refuses them.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Sites that may hold newer versions of some blocks than the owner's
     /// site (the previous owner, until the owner's catch-up completes).
     pub sources: Vec<String>,
     /// A handover in progress, if any.
     pub claim: Option<Claim>,
     /// The epoch of the file's latest takeover from an owner declared lost
-    /// (0: none): every later fence carries it to the cores, so copies the
+    /// (`None`: none): every later fence carries it to the cores, so copies the
     /// lost owner never copied out are set aside wherever they are (the
     /// core server's `fence` module).
-    pub lost_below: u64,
+    pub lost_below: Option<Epoch>,
 }
 
 /// A handover in progress: `by` is taking the file over at `epoch`.
@@ -60,7 +61,7 @@ pub struct Claim {
     /// The claiming site.
     pub by: String,
     /// The epoch the claimant fences the old owner with and will own at.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// When the claim was made (ms since the Unix epoch); a claim older
     /// than the claim timeout may be superseded (its claimant died).
     pub since_ms: u64,
@@ -70,18 +71,18 @@ pub struct Claim {
 
 impl OwnerRecord {
     /// A file owned by `site` at `epoch`, current there.
-    pub fn owned(site: &str, epoch: u64) -> Self {
+    pub fn owned(site: &str, epoch: Epoch) -> Self {
         OwnerRecord {
             site: site.to_string(),
             epoch,
             sources: Vec::new(),
             claim: None,
-            lost_below: 0,
+            lost_below: None,
         }
     }
 
     /// The highest epoch this record has handed out (owner or claim).
-    pub fn top_epoch(&self) -> u64 {
+    pub fn top_epoch(&self) -> Epoch {
         self.claim
             .as_ref()
             .map_or(self.epoch, |claim| claim.epoch.max(self.epoch))
@@ -118,15 +119,15 @@ struct WireClaim {
 pub fn encode(record: &OwnerRecord) -> Bytes {
     WireRecord {
         site: record.site.clone(),
-        epoch: record.epoch,
+        epoch: record.epoch.get(),
         sources: record.sources.clone(),
         claim: record.claim.as_ref().map(|c| WireClaim {
             by: c.by.clone(),
-            epoch: c.epoch,
+            epoch: c.epoch.get(),
             since_ms: c.since_ms,
             token: c.token,
         }),
-        lost_below: record.lost_below,
+        lost_below: Epoch::to_wire(record.lost_below),
     }
     .encode_to_vec()
     .into()
@@ -135,23 +136,32 @@ pub fn encode(record: &OwnerRecord) -> Bytes {
 /// Decodes a stored record; `Err` names what is wrong.
 pub fn decode(bytes: &[u8]) -> Result<OwnerRecord, String> {
     let wire = WireRecord::decode(bytes).map_err(|err| err.to_string())?;
-    if wire.site.is_empty() || wire.epoch == 0 {
-        return Err(format!(
+    let invalid = || {
+        format!(
             "owner site {:?} at epoch {} is not a valid owner",
             wire.site, wire.epoch
-        ));
+        )
+    };
+    let epoch = Epoch::from_wire(wire.epoch).ok_or_else(invalid)?;
+    if wire.site.is_empty() {
+        return Err(invalid());
     }
-    Ok(OwnerRecord {
-        site: wire.site,
-        epoch: wire.epoch,
-        sources: wire.sources,
-        claim: wire.claim.map(|c| Claim {
-            by: c.by,
-            epoch: c.epoch,
+    let claim = match &wire.claim {
+        Some(c) => Some(Claim {
+            by: c.by.clone(),
+            epoch: Epoch::from_wire(c.epoch)
+                .ok_or_else(|| format!("a claim by {:?} at epoch 0", c.by))?,
             since_ms: c.since_ms,
             token: c.token,
         }),
-        lost_below: wire.lost_below,
+        None => None,
+    };
+    Ok(OwnerRecord {
+        site: wire.site,
+        epoch,
+        sources: wire.sources,
+        claim,
+        lost_below: Epoch::from_wire(wire.lost_below),
     })
 }
 
@@ -161,19 +171,29 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_bad_ones_are_refused() {
-        let mut record = OwnerRecord::owned("a", 3);
+        let epoch = |n| Epoch::new(n).unwrap();
+        let mut record = OwnerRecord::owned("a", epoch(3));
         record.sources = vec!["b".into()];
-        record.lost_below = 2;
+        record.lost_below = Epoch::new(2);
         record.claim = Some(Claim {
             by: "c".into(),
-            epoch: 4,
+            epoch: epoch(4),
             since_ms: 17,
             token: 99,
         });
         assert_eq!(decode(&encode(&record)), Ok(record.clone()));
-        assert_eq!(record.top_epoch(), 4);
-        assert!(decode(&encode(&OwnerRecord::owned("", 1))).is_err());
-        assert!(decode(&encode(&OwnerRecord::owned("a", 0))).is_err());
+        assert_eq!(record.top_epoch(), epoch(4));
+        assert!(decode(&encode(&OwnerRecord::owned("", Epoch::FIRST))).is_err());
+        let zero_epoch = WireRecord {
+            site: "a".into(),
+            ..WireRecord::default()
+        };
+        assert!(decode(&zero_epoch.encode_to_vec()).is_err());
+        let mut claim_at_zero = WireRecord::decode(&encode(&record)[..]).unwrap();
+        if let Some(claim) = claim_at_zero.claim.as_mut() {
+            claim.epoch = 0;
+        }
+        assert!(decode(&claim_at_zero.encode_to_vec()).is_err());
         assert!(decode(b"\xff\xff").is_err());
         assert_eq!(&owner_key(1)[..], b"fs/o/\0\0\0\0\0\0\0\x01");
         assert_eq!(file_of_key(&owner_key(77)), Some(77));

@@ -133,7 +133,7 @@ impl Target {
                     data,
                     version,
                     durability,
-                    owner_epoch: 0,
+                    owner_epoch: None,
                     base: WriteBase::Unchecked,
                 };
                 store

@@ -190,7 +190,7 @@ impl Target {
                         data,
                         version,
                         durability,
-                        owner_epoch: 0,
+                        owner_epoch: None,
                         base: WriteBase::Unchecked,
                     })
                     .await?;
@@ -212,7 +212,7 @@ impl Target {
                     .read(BlockRead {
                         block,
                         range,
-                        owner_epoch: 0,
+                        owner_epoch: None,
                     })
                     .await?;
                 found.map(drop).context("block absent")

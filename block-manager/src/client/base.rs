@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, Epoch};
 use geonfs_site_config::Node;
 
 use super::{classify, BlockClient, CopyError};
@@ -43,13 +43,21 @@ use crate::BlockError;
 /// grows past this (a forgotten block costs one probe at its next write).
 const KNOWN_VERSIONS: usize = 1 << 16;
 
-/// Block → (ownership epoch, version) of this client's last acknowledged
-/// write of it.
+/// This client's last acknowledged write of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KnownWrite {
+    /// The ownership epoch it was written under.
+    epoch: Option<Epoch>,
+    /// The version it created.
+    version: u64,
+}
+
+/// Block → this client's last acknowledged write of it.
 #[derive(Debug, Default)]
-pub(super) struct KnownVersions(Mutex<HashMap<BlockId, (u64, u64)>>);
+pub(super) struct KnownVersions(Mutex<HashMap<BlockId, KnownWrite>>);
 
 impl KnownVersions {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<BlockId, (u64, u64)>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<BlockId, KnownWrite>> {
         match self.0.lock() {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
@@ -108,12 +116,12 @@ impl SiteState<'_> {
 impl BlockClient {
     /// Records that this client's write of `block` at `version`, under
     /// ownership `epoch`, is on two cores.
-    pub(super) fn remember_version(&self, block: BlockId, epoch: u64, version: u64) {
+    pub(super) fn remember_version(&self, block: BlockId, epoch: Option<Epoch>, version: u64) {
         let mut map = self.inner.versions.map();
         if map.len() >= KNOWN_VERSIONS {
             map.clear();
         }
-        map.insert(block, (epoch, version));
+        map.insert(block, KnownWrite { epoch, version });
     }
 
     /// Whether `newest`, the newest version of `block` the cores that
@@ -122,9 +130,14 @@ impl BlockClient {
     /// that epoch, is no newer. Within an epoch only the owning site writes
     /// the file (one writer per file per site, see the module doc), and a
     /// write of another site needs another epoch.
-    pub(super) fn newest_is_known(&self, block: BlockId, epoch: u64, newest: u64) -> bool {
+    pub(super) fn newest_is_known(
+        &self,
+        block: BlockId,
+        epoch: Option<Epoch>,
+        newest: u64,
+    ) -> bool {
         let known = self.inner.versions.map().get(&block).copied();
-        epoch > 0 && known.is_some_and(|(e, v)| e == epoch && v <= newest)
+        epoch.is_some() && known.is_some_and(|k| k.epoch == epoch && k.version <= newest)
     }
 
     /// Forgets `block`'s version (a failed write, a delete).
@@ -139,13 +152,11 @@ impl BlockClient {
         &self,
         block: BlockId,
         version: u64,
-        epoch: u64,
+        epoch: Option<Epoch>,
     ) -> Result<u64, BlockError> {
         let known = self.inner.versions.map().get(&block).copied();
-        if let Some((known_epoch, known_version)) = known {
-            if known_epoch == epoch && known_version < version {
-                return Ok(known_version);
-            }
+        if let Some(known) = known.filter(|k| k.epoch == epoch && k.version < version) {
+            return Ok(known.version);
         }
         let state = self.site_state(block).await?;
         let newest = state.newest_but(version);
@@ -162,7 +173,7 @@ impl BlockClient {
         &self,
         block: BlockId,
         version: u64,
-        epoch: u64,
+        epoch: Option<Epoch>,
         base: u64,
         nodes: &[&str],
         acked: bool,
@@ -238,7 +249,7 @@ impl BlockClient {
     /// when nothing answered).
     async fn site_state(&self, block: BlockId) -> Result<SiteState<'_>, BlockError> {
         let (order, believed) = self.order(block);
-        let mut probe = self.probe(block, &order, 0).await;
+        let mut probe = self.probe(block, &order, None).await;
         let answered = order.len() - probe.unreachable.len();
         if answered < 2 {
             return Err(BlockError::NotEnoughCores {
@@ -252,7 +263,7 @@ impl BlockClient {
         }
         if !probe.unreachable.is_empty() {
             let unreachable = probe.unreachable.clone();
-            self.complete_with_remote(block, 0, &mut probe, &unreachable)
+            self.complete_with_remote(block, None, &mut probe, &unreachable)
                 .await?;
         }
         let data = probe.found.iter().map(|&(node, version)| Holder {
@@ -283,7 +294,7 @@ impl BlockClient {
         block: BlockId,
         base: u64,
         local: &[Holder<'_>],
-        epoch: u64,
+        epoch: Option<Epoch>,
     ) -> Result<(), BlockError> {
         let unseeded = |reason: String| BlockError::Unseeded {
             node: name.to_string(),
@@ -358,7 +369,7 @@ impl BlockClient {
         &self,
         block: BlockId,
         sources: &[Holder<'_>],
-        epoch: u64,
+        epoch: Option<Epoch>,
         errors: &mut SeedErrors,
     ) -> Option<(u64, Bytes)> {
         for &Holder {

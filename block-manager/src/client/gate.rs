@@ -4,7 +4,7 @@
 //! for the file; that protects every core a handover reached. The gate
 //! protects the rest from the other end: an access server's block client
 //! of its own site (the one it writes with, and reads the files it owns
-//! with) has a gate, and every request it sends with an epoch (not 0) must
+//! with) has a gate, and every request it sends with an epoch must
 //! pass it first:
 //!
 //! - **the lease**: the access server's ownership lease must be valid now
@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use geonfs_proto::domain::Epoch;
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
 use crate::BlockError;
@@ -51,7 +52,7 @@ struct GateInner {
     /// never renewed yet.
     valid_until: Mutex<Option<Instant>>,
     /// File id → the lowest epoch this process may still send for it.
-    fences: Mutex<HashMap<u64, u64>>,
+    fences: Mutex<HashMap<u64, Epoch>>,
     /// Read-held by each admitted request until it is answered; taken for
     /// writing by [`SendGate::install_fences`] to wait for them.
     in_flight: Arc<RwLock<()>>,
@@ -99,11 +100,11 @@ impl SendGate {
 
     /// Raises the local fence of each `(file id, epoch)`, then waits until
     /// every request admitted under the old fences has been answered.
-    pub async fn install_fences(&self, fences: impl IntoIterator<Item = (u64, u64)>) {
+    pub async fn install_fences(&self, fences: impl IntoIterator<Item = (u64, Epoch)>) {
         {
             let mut map = lock(&self.inner.fences);
             for (file_id, epoch) in fences {
-                let fence = map.entry(file_id).or_insert(0);
+                let fence = map.entry(file_id).or_insert(epoch);
                 *fence = (*fence).max(epoch);
             }
         }
@@ -118,32 +119,40 @@ impl SendGate {
         drop(self.inner.in_flight.write().await);
     }
 
-    /// The local fence of `file_id` (0: none).
-    pub fn fence_of(&self, file_id: u64) -> u64 {
-        lock(&self.inner.fences).get(&file_id).copied().unwrap_or(0)
+    /// The local fence of `file_id`, if any.
+    pub fn fence_of(&self, file_id: u64) -> Option<Epoch> {
+        lock(&self.inner.fences).get(&file_id).copied()
     }
 
     /// Admits a write or delete for `file_id` at ownership `epoch`: `None`
-    /// for epoch 0 (not checked); else a pass to hold until the request is
-    /// answered, or why it may not be sent.
-    pub async fn admit(&self, file_id: u64, epoch: u64) -> Result<Option<GatePass>, BlockError> {
-        if epoch == 0 {
+    /// without an epoch (not checked); else a pass to hold until the
+    /// request is answered, or why it may not be sent.
+    pub async fn admit(
+        &self,
+        file_id: u64,
+        epoch: Option<Epoch>,
+    ) -> Result<Option<GatePass>, BlockError> {
+        let Some(epoch) = epoch else {
             return Ok(None);
-        }
+        };
         let pass = GatePass {
             _in_flight: self.inner.in_flight.clone().read_owned().await,
         };
-        self.check(file_id, epoch)?;
+        self.check_epoch(file_id, epoch)?;
         Ok(Some(pass))
     }
 
     /// Whether a read for `file_id` at ownership `epoch` may be sent (a
     /// read leaves nothing behind, so none is waited for by
     /// [`SendGate::install_fences`]).
-    pub fn check(&self, file_id: u64, epoch: u64) -> Result<(), BlockError> {
-        if epoch == 0 {
-            return Ok(());
+    pub fn check(&self, file_id: u64, epoch: Option<Epoch>) -> Result<(), BlockError> {
+        match epoch {
+            Some(epoch) => self.check_epoch(file_id, epoch),
+            None => Ok(()),
         }
+    }
+
+    fn check_epoch(&self, file_id: u64, epoch: Epoch) -> Result<(), BlockError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BlockError::LeaseExpired {
                 file_id,
@@ -170,7 +179,7 @@ impl SendGate {
             }
         }
         let fence = self.fence_of(file_id);
-        if epoch < fence {
+        if let Some(fence) = fence.filter(|&fence| epoch < fence) {
             return Err(BlockError::Fenced {
                 node: "this access server".into(),
                 file_id,
@@ -190,24 +199,37 @@ mod tests {
 
     use super::*;
 
+    fn epoch(n: u64) -> Epoch {
+        Epoch::new(n).unwrap()
+    }
+
     #[tokio::test]
     async fn requests_pass_only_under_a_valid_lease_and_above_the_fences() {
         let gate = SendGate::new();
-        assert!(gate.admit(7, 0).await.is_ok_and(|pass| pass.is_none()));
+        assert!(gate.admit(7, None).await.is_ok_and(|pass| pass.is_none()));
         assert!(matches!(
-            gate.admit(7, 3).await,
+            gate.admit(7, Epoch::new(3)).await,
             Err(BlockError::LeaseExpired { file_id: 7, .. })
         ));
         gate.renewed(Instant::now() + Duration::from_secs(60));
         assert!(gate.lease_is_valid());
-        assert!(gate.admit(7, 3).await.is_ok_and(|pass| pass.is_some()));
-        gate.install_fences([(7, 4)]).await;
-        assert!(gate.admit(7, 3).await.is_err_and(|e| e.is_fenced()));
-        assert!(gate.admit(7, 4).await.is_ok());
-        assert!(gate.admit(8, 3).await.is_ok(), "other files are not fenced");
+        assert!(gate
+            .admit(7, Epoch::new(3))
+            .await
+            .is_ok_and(|pass| pass.is_some()));
+        gate.install_fences([(7, epoch(4))]).await;
+        assert!(gate
+            .admit(7, Epoch::new(3))
+            .await
+            .is_err_and(|e| e.is_fenced()));
+        assert!(gate.admit(7, Epoch::new(4)).await.is_ok());
+        assert!(
+            gate.admit(8, Epoch::new(3)).await.is_ok(),
+            "other files are not fenced"
+        );
         // A fence never goes down; an older renewal never shortens the lease.
-        gate.install_fences([(7, 2)]).await;
-        assert_eq!(gate.fence_of(7), 4);
+        gate.install_fences([(7, epoch(2))]).await;
+        assert_eq!(gate.fence_of(7), Epoch::new(4));
         let until = gate.valid_until();
         gate.renewed(Instant::now());
         assert_eq!(gate.valid_until(), until);
@@ -215,12 +237,12 @@ mod tests {
         expired.renewed(Instant::now());
         assert!(!expired.lease_is_valid());
         assert!(matches!(
-            expired.admit(1, 1).await,
+            expired.admit(1, Epoch::new(1)).await,
             Err(BlockError::LeaseExpired { .. })
         ));
         gate.close().await;
         assert!(matches!(
-            gate.admit(8, 3).await,
+            gate.admit(8, Epoch::new(3)).await,
             Err(BlockError::LeaseExpired { .. })
         ));
     }
@@ -229,11 +251,11 @@ mod tests {
     async fn installing_fences_waits_for_the_requests_in_flight() {
         let gate = SendGate::new();
         gate.renewed(Instant::now() + Duration::from_secs(60));
-        let pass = gate.admit(1, 1).await.ok().flatten();
+        let pass = gate.admit(1, Epoch::new(1)).await.ok().flatten();
         assert!(pass.is_some());
         let installing = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.install_fences([(1, 2)]).await }
+            async move { gate.install_fences([(1, epoch(2))]).await }
         });
         // Poll: the install cannot finish while the pass is held.
         for _ in 0..50 {
@@ -245,6 +267,9 @@ mod tests {
             .await
             .expect("the install finishes once the request was answered")
             .expect("install task");
-        assert!(gate.admit(1, 1).await.is_err_and(|e| e.is_fenced()));
+        assert!(gate
+            .admit(1, Epoch::new(1))
+            .await
+            .is_err_and(|e| e.is_fenced()));
     }
 }

@@ -69,7 +69,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_client::CoreDataClient;
-use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_proto::domain::{BlockId, Durability, Epoch};
 use geonfs_rpc::{Network, RpcChannel};
 use geonfs_site_config::{ClusterConfig, Node, SiteId};
 use std::collections::HashMap;
@@ -83,10 +83,11 @@ mod owner;
 mod pair;
 mod read;
 
-use pair::{PairError, PairWrite};
+use pair::PairError;
 
 pub use gate::{GatePass, SendGate};
 pub use owner::{FenceOrder, FenceReport, FileListing};
+pub use pair::BlockUpdate;
 
 /// How long a core stays suspect after a failed call.
 pub const DEFAULT_SUSPECT_TTL: Duration = Duration::from_secs(5);
@@ -274,7 +275,7 @@ impl BlockClient {
     }
 
     /// Whether a read for `file_id` at `epoch` may be sent (`gate.rs`).
-    pub(crate) fn check_gate(&self, file_id: u64, epoch: u64) -> Result<(), BlockError> {
+    pub(crate) fn check_gate(&self, file_id: u64, epoch: Option<Epoch>) -> Result<(), BlockError> {
         match &self.inner.gate {
             Some(gate) => gate.check(file_id, epoch),
             None => Ok(()),
@@ -286,7 +287,7 @@ impl BlockClient {
     pub(crate) async fn admit(
         &self,
         file_id: u64,
-        epoch: u64,
+        epoch: Option<Epoch>,
     ) -> Result<Option<GatePass>, BlockError> {
         match &self.inner.gate {
             Some(gate) => gate.admit(file_id, epoch).await,
@@ -408,7 +409,8 @@ impl BlockClient {
     /// Writes `data` at `offset` of `block` with `version` to two distinct
     /// cores of this client's site, in parallel; returns when both hold it
     /// (durably if `durability` is [`Durability::Durable`]). Not checked
-    /// against ownership fences ([`BlockClient::write_as`] with epoch 0).
+    /// against ownership fences ([`BlockClient::write_as`] without an
+    /// epoch).
     pub async fn write(
         &self,
         block: BlockId,
@@ -417,75 +419,59 @@ impl BlockClient {
         version: u64,
         durability: Durability,
     ) -> Result<WriteAck, BlockError> {
-        self.write_as(block, offset, data, version, durability, 0)
-            .await
+        let update = BlockUpdate {
+            block,
+            offset,
+            data,
+            version,
+            durability,
+            owner_epoch: None,
+        };
+        self.write_as(update).await
     }
 
-    /// [`BlockClient::write`] by a caller at ownership epoch `owner_epoch`
-    /// of the block's file (0 = not checked): a core whose fence for the
-    /// file is newer refuses, and the write fails with
+    /// [`BlockClient::write`] by a caller at ownership epoch
+    /// `update.owner_epoch` of the block's file: a core whose fence for
+    /// the file is newer refuses, and the write fails with
     /// [`BlockError::Fenced`] without trying another core.
     ///
     /// A write of the whole block replaces it. A partial write names the
     /// block's current version as its base (see `base.rs`): a copy that is
     /// not complete at it refuses, is seeded from a complete copy (of the
     /// site, else of another site), and the write is sent again.
-    pub async fn write_as(
-        &self,
-        block: BlockId,
-        offset: u64,
-        data: Bytes,
-        version: u64,
-        durability: Durability,
-        owner_epoch: u64,
-    ) -> Result<WriteAck, BlockError> {
-        let whole = offset == 0 && data.len() as u64 == self.inner.block_size;
-        let write = PairWrite {
-            block,
-            offset,
-            data,
-            version,
-            durability,
-            owner_epoch,
-            base: None,
-        };
-        self.write_block(write, whole).await
+    pub async fn write_as(&self, update: BlockUpdate) -> Result<WriteAck, BlockError> {
+        let whole = update.offset == 0 && update.data.len() as u64 == self.inner.block_size;
+        self.write_block(update, whole).await
     }
 
-    /// Writes `data` as the whole new content of `block` (bytes past it
-    /// read as zeros), at ownership epoch `owner_epoch`, like
+    /// Writes `update.data` as the whole new content of its block (bytes
+    /// past it read as zeros; `update.offset` must be 0), like
     /// [`BlockClient::write_as`]; needs no base (a small record that is
     /// always written whole, such as a file's attribute record).
-    pub async fn replace_as(
-        &self,
-        block: BlockId,
-        data: Bytes,
-        version: u64,
-        durability: Durability,
-        owner_epoch: u64,
-    ) -> Result<WriteAck, BlockError> {
-        let write = PairWrite {
-            block,
-            offset: 0,
-            data,
-            version,
-            durability,
-            owner_epoch,
-            base: None,
-        };
-        self.write_block(write, true).await
+    pub async fn replace_as(&self, update: BlockUpdate) -> Result<WriteAck, BlockError> {
+        if update.offset != 0 {
+            return Err(BlockError::Invalid(format!(
+                "a replacing write of block {} starts at offset 0, not {}",
+                update.block, update.offset
+            )));
+        }
+        self.write_block(update, true).await
     }
 
     /// [`BlockClient::write_as`], the block's content replaced if `replace`.
-    async fn write_block(&self, write: PairWrite, replace: bool) -> Result<WriteAck, BlockError> {
-        let (block, version, owner_epoch) = (write.block, write.version, write.owner_epoch);
-        self.check_range(write.offset, write.data.len() as u64)?;
+    async fn write_block(
+        &self,
+        update: BlockUpdate,
+        replace: bool,
+    ) -> Result<WriteAck, BlockError> {
+        let (block, version, owner_epoch) = (update.block, update.version, update.owner_epoch);
+        self.check_range(update.offset, update.data.len() as u64)?;
         if version == 0 {
             return Err(BlockError::Invalid("versions start at 1".into()));
         }
         let started = Instant::now();
-        let written = write.data.len() as u64;
-        let ack = match self.write_seeding(write, replace).await {
+        let written = update.data.len() as u64;
+        let ack = match self.write_seeding(update, replace).await {
             Ok(ack) => ack,
             Err(err) => {
                 self.forget_version(block);
@@ -506,22 +492,23 @@ impl BlockClient {
     /// sent again after the cores that refused its base were seeded.
     async fn write_seeding(
         &self,
-        mut write: PairWrite,
+        update: BlockUpdate,
         replace: bool,
     ) -> Result<WriteAck, BlockError> {
-        let (block, version, epoch) = (write.block, write.version, write.owner_epoch);
+        let (block, version, epoch) = (update.block, update.version, update.owner_epoch);
+        let mut base = None;
         if !replace {
-            write.base = Some(self.base_of(block, version, epoch).await?);
+            base = Some(self.base_of(block, version, epoch).await?);
         }
         let mut attempt = 1;
         loop {
-            match self.write_pair(write.clone()).await {
+            match self.write_pair(update.clone(), base).await {
                 Ok(ack) => return Ok(ack),
                 Err(PairError::Mismatch { nodes, acked }) if attempt < BASE_ATTEMPTS => {
                     attempt += 1;
                     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-                    let old = write.base.unwrap_or(0);
-                    write.base = Some(
+                    let old = base.unwrap_or(0);
+                    base = Some(
                         self.complete_copies(block, version, epoch, old, &names, acked)
                             .await?,
                     );
@@ -530,7 +517,7 @@ impl BlockClient {
                     return Err(BlockError::Unseeded {
                         node: nodes.first().map_or_else(String::new, |n| n.name.clone()),
                         block,
-                        version: write.base.unwrap_or(0),
+                        version: base.unwrap_or(0),
                         reason: format!("still refused after {BASE_ATTEMPTS} attempts"),
                     });
                 }
@@ -545,7 +532,7 @@ impl BlockClient {
         &self,
         node: &Node,
         block: BlockId,
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
     ) -> Result<wire::ReadReply, tonic::Status> {
         let mut client = self
             .client(node)
@@ -556,7 +543,7 @@ impl BlockClient {
                 offset: 0,
                 length: u32::try_from(self.inner.block_size).unwrap_or(u32::MAX),
                 with_pending_job: false,
-                owner_epoch,
+                owner_epoch: Epoch::to_wire(owner_epoch),
             })
             .await
             .map(tonic::Response::into_inner)
@@ -608,19 +595,19 @@ impl BlockClient {
     /// asked — a copy left on it could come back (a later read takes the
     /// site's newest copy), so the caller must retry. Copies in other sites
     /// are not touched here. Not checked against ownership fences
-    /// ([`BlockClient::delete_as`] with epoch 0).
+    /// ([`BlockClient::delete_as`] without an epoch).
     pub async fn delete(&self, block: BlockId, up_to_version: u64) -> Result<usize, BlockError> {
-        self.delete_as(block, up_to_version, 0).await
+        self.delete_as(block, up_to_version, None).await
     }
 
     /// [`BlockClient::delete`] by a caller at ownership epoch `owner_epoch`
-    /// of the block's file (0 = not checked): fails with
+    /// of the block's file (`None`: not checked): fails with
     /// [`BlockError::Fenced`] when any core's fence for the file is newer.
     pub async fn delete_as(
         &self,
         block: BlockId,
         up_to_version: u64,
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
     ) -> Result<usize, BlockError> {
         let _pass = self.admit(block.file_id, owner_epoch).await?;
         self.forget_version(block);
@@ -631,7 +618,7 @@ impl BlockClient {
                 .delete(wire::DeleteRequest {
                     block: Some(block.into()),
                     up_to_version,
-                    owner_epoch,
+                    owner_epoch: Epoch::to_wire(owner_epoch),
                     trim: false,
                 })
                 .await

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use geonfs_proto::core as wire;
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, Epoch};
 use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
 use geonfs_proto::replication::{ReplicaPut, ReplicaPutReply};
 use geonfs_rpc::RpcChannel;
@@ -26,12 +26,12 @@ use crate::BlockError;
 const LIST_PAGE: u32 = 1000;
 
 /// What a fence asks of a site's cores ([`BlockClient::fence_with`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FenceOrder {
     /// The new owner's epoch.
-    pub epoch: u64,
-    /// The epoch of the file's latest takeover from a lost owner (0: none).
-    pub lost_below: u64,
+    pub epoch: Epoch,
+    /// The epoch of the file's latest takeover from a lost owner, if any.
+    pub lost_below: Option<Epoch>,
     /// The caller is that takeover and lists these cores next: their
     /// copies are adopted (otherwise the copies it never saw are set
     /// aside).
@@ -49,7 +49,7 @@ pub struct FenceReport {
     pub total: usize,
     /// The highest fence a core reported after the call: above the epoch
     /// asked, the file's ownership has already moved on again.
-    pub highest: u64,
+    pub highest: Option<Epoch>,
 }
 
 impl FenceReport {
@@ -94,15 +94,16 @@ impl BlockClient {
     /// this client's site, in parallel. A core that answers has made the
     /// fence durable and has no write or delete of the file admitted under
     /// a lower fence in flight; from then on it refuses reads, writes and
-    /// deletes of the file with an older epoch (other than 0). The cores
+    /// deletes of the file with an older epoch. The cores
     /// that did not answer are then fenced through one that did (it relays
     /// the fence to them inside the site), so a core cut off from this
     /// client but not from its site is fenced too (the core server's
     /// `fence` module has why every core that may hold the file is).
-    pub async fn fence(&self, file_id: u64, epoch: u64) -> FenceReport {
+    pub async fn fence(&self, file_id: u64, epoch: Epoch) -> FenceReport {
         let order = FenceOrder {
             epoch,
-            ..FenceOrder::default()
+            lost_below: None,
+            adopt: false,
         };
         self.fence_with(file_id, order).await
     }
@@ -119,13 +120,13 @@ impl BlockClient {
                 let mut client = self.client(node).map_err(|err| err.to_string())?;
                 let request = wire::FenceRequest {
                     file_id,
-                    epoch,
+                    epoch: epoch.get(),
                     relay_to: Vec::new(),
-                    lost_below: order.lost_below,
+                    lost_below: Epoch::to_wire(order.lost_below),
                     adopt: order.adopt,
                 };
                 match client.fence(request).await {
-                    Ok(reply) => Ok(reply.into_inner().epoch),
+                    Ok(reply) => Ok(Epoch::from_wire(reply.into_inner().epoch)),
                     Err(status) => {
                         let text = format!("{}: {}", status.code(), status.message());
                         self.failed(&node.name, is_suspect(&node.name, status));
@@ -148,7 +149,7 @@ impl BlockClient {
                     report.fenced.push(node.name.clone());
                 }
                 Err(err) => {
-                    tracing::warn!(node = %node.name, file_id, epoch, %err, "fence failed");
+                    tracing::warn!(node = %node.name, file_id, %epoch, %err, "fence failed");
                     report.failed.push((node.name.clone(), err));
                 }
             }
@@ -161,7 +162,7 @@ impl BlockClient {
     /// failed; those it reached move to the fenced ones.
     async fn relay_fence(&self, file_id: u64, order: FenceOrder, report: &mut FenceReport) {
         let epoch = order.epoch;
-        if report.failed.is_empty() || epoch == 0 {
+        if report.failed.is_empty() {
             return;
         }
         let Some(relay) = report
@@ -173,29 +174,29 @@ impl BlockClient {
         };
         let request = wire::FenceRequest {
             file_id,
-            epoch,
+            epoch: epoch.get(),
             relay_to: report.failed.iter().map(|(name, _)| name.clone()).collect(),
-            lost_below: order.lost_below,
+            lost_below: Epoch::to_wire(order.lost_below),
             adopt: order.adopt,
         };
         let relayed = match self.client(relay) {
             Ok(mut client) => match client.fence(request).await {
                 Ok(reply) => reply.into_inner().relayed,
                 Err(status) => {
-                    tracing::warn!(node = %relay.name, file_id, epoch,
+                    tracing::warn!(node = %relay.name, file_id, %epoch,
                         "fence relay failed: {}", status.message());
                     return;
                 }
             },
             Err(err) => {
-                tracing::warn!(node = %relay.name, file_id, epoch, %err, "fence relay failed");
+                tracing::warn!(node = %relay.name, file_id, %epoch, %err, "fence relay failed");
                 return;
             }
         };
         for name in relayed {
             if let Some(at) = report.failed.iter().position(|(n, _)| *n == name) {
                 report.failed.remove(at);
-                tracing::info!(node = %name, via = %relay.name, file_id, epoch,
+                tracing::info!(node = %name, via = %relay.name, file_id, %epoch,
                     "fence raised through a peer of the core's site");
                 report.fenced.push(name);
             }
@@ -306,14 +307,14 @@ impl BlockClient {
     ///
     /// Used to catch a site up with another site's newer copy of a block;
     /// `epoch` is the caller's ownership epoch (the copy becomes part of
-    /// the file at it; 0 = not checked).
+    /// the file at it; `None`: not checked).
     pub async fn put_whole(
         &self,
         block: BlockId,
         version: u64,
         data: Bytes,
         copies: usize,
-        epoch: u64,
+        epoch: Option<Epoch>,
     ) -> Result<usize, BlockError> {
         if version == 0 {
             return Err(BlockError::Invalid("versions start at 1".into()));
@@ -381,7 +382,7 @@ impl BlockClient {
         block: BlockId,
         version: u64,
         data: Bytes,
-        epoch: u64,
+        epoch: Option<Epoch>,
     ) -> (&'n Node, Result<(), CopyError>) {
         let result = match self.replica_put(node, block, version, data, epoch).await {
             Ok(_) => Ok(()),
@@ -392,7 +393,7 @@ impl BlockClient {
     }
 
     /// A whole-block replica of `block` at `version` put on `node` (no
-    /// replication job) by an owner at `epoch` (0 = not checked); the
+    /// replication job) by an owner at `epoch` (`None`: not checked); the
     /// core's answer, else its refusal (`Ok`) or why it could not be asked
     /// (`Err`).
     pub(super) async fn replica_put(
@@ -401,7 +402,7 @@ impl BlockClient {
         block: BlockId,
         version: u64,
         data: Bytes,
-        epoch: u64,
+        epoch: Option<Epoch>,
     ) -> Result<ReplicaPutReply, Result<tonic::Status, BlockError>> {
         let mut client = self.replica_client(node).map_err(Err)?;
         let request = ReplicaPut {
@@ -411,7 +412,7 @@ impl BlockClient {
             origin_site: self.inner.site_name.clone(),
             repair: false,
             job: None,
-            owner_epoch: epoch,
+            owner_epoch: Epoch::to_wire(epoch),
             lost_below: 0,
         };
         client

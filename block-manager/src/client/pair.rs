@@ -6,25 +6,30 @@
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use geonfs_proto::core as wire;
-use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_proto::domain::{BlockId, Durability, Epoch};
 use geonfs_site_config::Node;
 use tonic::Code;
 
 use super::{classify_file, BlockClient, CopyAck, CopyError, WriteAck};
 use crate::BlockError;
 
-/// One write as [`BlockClient::write_pair`] sends it.
-#[derive(Clone)]
-pub(super) struct PairWrite {
-    pub(super) block: BlockId,
-    pub(super) offset: u64,
-    pub(super) data: Bytes,
-    pub(super) version: u64,
-    pub(super) durability: Durability,
-    pub(super) owner_epoch: u64,
-    /// The version a partial write applies on; `None`: it replaces the
-    /// whole block.
-    pub(super) base: Option<u64>,
+/// One write of a block's bytes ([`BlockClient::write_as`],
+/// [`BlockClient::replace_as`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockUpdate {
+    /// The block written.
+    pub block: BlockId,
+    /// Where in the block the bytes go.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Bytes,
+    /// The version the write creates (versions start at 1).
+    pub version: u64,
+    /// When the cores must have it on stable storage.
+    pub durability: Durability,
+    /// The writer's ownership epoch of the block's file; `None`: not
+    /// checked against the cores' fences.
+    pub owner_epoch: Option<Epoch>,
 }
 
 /// Why one attempt of a write did not get two copies.
@@ -43,18 +48,23 @@ pub(super) enum PairError<'a> {
 
 impl BlockClient {
     /// One attempt of a write on two distinct cores of the site, in
-    /// parallel, with a replacement for a core that fails. Cores that
-    /// refuse the base are not replaced: they are reported to be seeded.
-    pub(super) async fn write_pair(&self, write: PairWrite) -> Result<WriteAck, PairError<'_>> {
-        let PairWrite {
+    /// parallel, with a replacement for a core that fails. `base`: the
+    /// version a partial write applies on (`None`: it replaces the whole
+    /// block). Cores that refuse the base are not replaced: they are
+    /// reported to be seeded.
+    pub(super) async fn write_pair(
+        &self,
+        update: BlockUpdate,
+        base: Option<u64>,
+    ) -> Result<WriteAck, PairError<'_>> {
+        let BlockUpdate {
             block,
             offset,
             data,
             version,
             durability,
             owner_epoch,
-            base,
-        } = write;
+        } = update;
         let (order, believed) = self.order(block);
         let not_enough = |acked: usize, last_error: Option<String>| BlockError::NotEnoughCores {
             site: self.inner.site_name.clone(),
@@ -79,7 +89,7 @@ impl BlockClient {
             replicate_to: self.remote_targets(block),
             primary: false,
             peer: String::new(),
-            owner_epoch,
+            owner_epoch: Epoch::to_wire(owner_epoch),
             base_version: base,
             replace: base.is_none(),
         };
@@ -157,7 +167,7 @@ impl BlockClient {
         let result = async {
             // Held until the core answered (`gate.rs`).
             let _pass = self
-                .admit(file_id, request.owner_epoch)
+                .admit(file_id, Epoch::from_wire(request.owner_epoch))
                 .await
                 .map_err(CopyError::Fatal)?;
             let mut client = self.client(node).map_err(CopyError::Fatal)?;

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use geonfs_proto::core as wire;
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, Epoch};
 use geonfs_proto::replication::ReplicaPut;
 use geonfs_site_config::Node;
 use tonic::Code;
@@ -82,19 +82,19 @@ impl BlockClient {
     /// (a repair put, which the core applies only over a copy of the same
     /// version that fails its checksum, or an older one).
     ///
-    /// Not checked against ownership fences ([`BlockClient::read_as`] with
-    /// epoch 0).
+    /// Not checked against ownership fences ([`BlockClient::read_as`]
+    /// without an epoch).
     pub async fn read(
         &self,
         block: BlockId,
         offset: u64,
         len: u32,
     ) -> Result<Option<BlockRead>, BlockError> {
-        self.read_as(block, offset, len, 0).await
+        self.read_as(block, offset, len, None).await
     }
 
     /// [`BlockClient::read`] by a caller at ownership epoch `owner_epoch`
-    /// of the block's file (0 = not checked). The epoch goes on every
+    /// of the block's file (`None`: not checked). The epoch goes on every
     /// probe and on the data read; when any core refuses it (its fence for
     /// the file is newer), the read fails with [`BlockError::Fenced`].
     pub async fn read_as(
@@ -102,7 +102,7 @@ impl BlockClient {
         block: BlockId,
         offset: u64,
         len: u32,
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
     ) -> Result<Option<BlockRead>, BlockError> {
         self.check_range(offset, u64::from(len))?;
         self.check_gate(block.file_id, owner_epoch)?;
@@ -220,7 +220,7 @@ impl BlockClient {
         &self,
         block: BlockId,
         range: (u64, u32),
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
         version: u64,
         corrupt: Vec<String>,
     ) -> Result<BlockRead, BlockError> {
@@ -263,7 +263,7 @@ impl BlockClient {
         &self,
         block: BlockId,
         (offset, len): (u64, u32),
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
         newest: u64,
         holders: &[&Node],
         mut corrupt: Vec<String>,
@@ -282,7 +282,7 @@ impl BlockClient {
                 offset,
                 length: len,
                 with_pending_job: false,
-                owner_epoch,
+                owner_epoch: Epoch::to_wire(owner_epoch),
             };
             match client.read(request).await {
                 Ok(reply) => {
@@ -341,7 +341,7 @@ impl BlockClient {
         &self,
         block: BlockId,
         version: u64,
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
     ) -> Result<Vec<(&Node, u64)>, BlockError> {
         let (probe, _) = self.remote_probe(block, owner_epoch).await?;
         Ok(probe
@@ -356,7 +356,7 @@ impl BlockClient {
     async fn remote_probe(
         &self,
         block: BlockId,
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
     ) -> Result<(Probe<'_>, Vec<&str>), BlockError> {
         let placement = &self.inner.placement;
         let others: Vec<&Node> = placement
@@ -402,7 +402,7 @@ impl BlockClient {
     pub(super) async fn complete_with_remote<'a>(
         &'a self,
         block: BlockId,
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
         probe: &mut Probe<'a>,
         unreachable: &[String],
     ) -> Result<(), BlockError> {
@@ -452,7 +452,7 @@ impl BlockClient {
     /// core of `corrupt`.
     async fn repair(&self, block: BlockId, good: &Node, corrupt: &[String]) -> Result<(), String> {
         let read = self
-            .read_whole(good, block, 0)
+            .read_whole(good, block, None)
             .await
             .map_err(|status| format!("read from {}: {}", good.name, status.message()))?;
         if !read.found {
@@ -512,7 +512,7 @@ impl BlockClient {
         &self,
         block: BlockId,
         nodes: &[&'a Node],
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
     ) -> Probe<'a> {
         self.probe_reading_first(block, nodes, None, owner_epoch)
             .await
@@ -529,14 +529,14 @@ impl BlockClient {
         block: BlockId,
         nodes: &[&'a Node],
         range: Option<(u64, u32)>,
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
     ) -> Probe<'a> {
         let request = |(offset, length): (u64, u32)| wire::ReadRequest {
             block: Some(block.into()),
             offset,
             length,
             with_pending_job: false,
-            owner_epoch,
+            owner_epoch: Epoch::to_wire(owner_epoch),
         };
         let calls = nodes.iter().enumerate().map(|(rank, node)| async move {
             let mut client = match self.client(node) {

@@ -57,7 +57,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::StreamExt;
-use geonfs_proto::domain::{unix_time_ms, BlockId};
+use geonfs_proto::domain::{unix_time_ms, BlockId, Epoch};
 use geonfs_rpc::{Network, RpcChannel};
 use geonfs_site_config::ClusterConfig;
 use tokio::sync::Notify;
@@ -104,9 +104,9 @@ pub struct LocalCopy {
     /// The block's whole content.
     pub data: Bytes,
     /// The ownership epoch it is shipped with (`ReplicaPut.owner_epoch`).
-    pub epoch: u64,
+    pub epoch: Option<Epoch>,
     /// The core's `lost_below` for the file (`ReplicaPut.lost_below`).
-    pub lost_below: u64,
+    pub lost_below: Option<Epoch>,
 }
 
 /// A block a core holds, at its version.
@@ -169,13 +169,13 @@ pub trait ReplicaStore: Send + Sync + 'static {
         block: BlockId,
         version: u64,
         data: Bytes,
-        epoch: u64,
+        epoch: Option<Epoch>,
     ) -> BoxFuture<'_, Result<bool, BlockError>>;
     /// Learns that `file_id` was taken over from a lost owner at
     /// `lost_below` (a put of this core's was refused as superseded) and
     /// sets aside this core's copies of the file that takeover never saw
     /// (older, never copied out).
-    fn set_aside(&self, file_id: u64, lost_below: u64) -> BoxFuture<'_, Result<(), BlockError>>;
+    fn set_aside(&self, file_id: u64, lost_below: Epoch) -> BoxFuture<'_, Result<(), BlockError>>;
     /// Up to `limit` held blocks after `after` (in block order) with their
     /// versions, and whether more follow.
     fn list_blocks(
@@ -359,7 +359,7 @@ pub(crate) enum Shipped {
     Held,
     /// Refused: the copy is from before a takeover from a lost owner
     /// (`lost_below`) that never saw it.
-    Superseded { lost_below: u64 },
+    Superseded { lost_below: Epoch },
 }
 
 /// What one attempt at a job came to.
@@ -559,16 +559,18 @@ impl Worker {
             .iter()
             .map(|target| self.put_to_site(target, block, &copy));
         let mut failed = Vec::new();
-        let mut superseded = 0;
+        let mut superseded = None;
         for result in futures::future::join_all(puts).await {
             match result {
                 Ok(Shipped::Held) => {}
-                Ok(Shipped::Superseded { lost_below }) => superseded = superseded.max(lost_below),
+                Ok(Shipped::Superseded { lost_below }) => {
+                    superseded = superseded.max(Some(lost_below));
+                }
                 Err(err) => failed.push(err),
             }
         }
-        if superseded > 0 {
-            return self.set_aside(block, superseded).await;
+        if let Some(lost_below) = superseded {
+            return self.set_aside(block, lost_below).await;
         }
         if !failed.is_empty() {
             if self.is_old(&job) {
@@ -603,11 +605,11 @@ impl Worker {
     /// A target refused the copy: written under an owner declared lost at
     /// `lost_below`, never seen by that takeover. This core sets its copies
     /// of the file that are in that case aside (the job goes with them).
-    async fn set_aside(&self, block: BlockId, lost_below: u64) -> Attempt {
+    async fn set_aside(&self, block: BlockId, lost_below: Epoch) -> Attempt {
         match self.store.set_aside(block.file_id, lost_below).await {
             Ok(()) => {
                 tracing::warn!(node = %self.name, %block,
-                    lost_below, "copy refused as superseded by a takeover from a lost owner; set aside");
+                    %lost_below, "copy refused as superseded by a takeover from a lost owner; set aside");
                 Attempt::Done
             }
             Err(err) => Attempt::Failed(format!("cannot set aside a superseded copy: {err}")),

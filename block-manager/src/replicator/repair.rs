@@ -6,7 +6,7 @@
 
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_client::CoreDataClient;
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, Epoch};
 use geonfs_proto::replication::{ReplicaJob, ReplicaPut, ReplicaPutReply};
 use geonfs_site_config::{Node, SiteId};
 use tonic::Code;
@@ -63,7 +63,7 @@ impl Worker {
         let shipped = |reply: ReplicaPutReply| {
             if reply.superseded {
                 Shipped::Superseded {
-                    lost_below: reply.lost_below.max(1),
+                    lost_below: Epoch::from_wire(reply.lost_below).unwrap_or(Epoch::FIRST),
                 }
             } else {
                 Shipped::Held
@@ -119,8 +119,8 @@ impl Worker {
                     origin_site: self.site.clone(),
                     repair,
                     job,
-                    owner_epoch: copy.epoch,
-                    lost_below: copy.lost_below,
+                    owner_epoch: Epoch::to_wire(copy.epoch),
+                    lost_below: Epoch::to_wire(copy.lost_below),
                 },
             )
             .await;
@@ -206,7 +206,7 @@ impl Worker {
                             block,
                             copy.version,
                             copy.data.slice(..used),
-                            copy.copy_epoch,
+                            Epoch::from_wire(copy.copy_epoch),
                         )
                         .await
                         .map_err(|err| err.to_string())?;

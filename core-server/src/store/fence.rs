@@ -6,11 +6,12 @@
 //! from then on those cores refuse every read, write and delete of the
 //! file's blocks that carries an older epoch, with
 //! [`CoreError::Fenced`]. An old owner with a stale belief can then
-//! neither acknowledge writes nor serve reads. Epoch 0 in a request means
-//! "not checked" (replication, repair, scans and tools use it).
+//! neither acknowledge writes nor serve reads. A request without an epoch
+//! is not checked (replication, repair, scans and tools send none).
 //!
 //! One record per fenced file in the store's database: key
-//! `f | file_id BE`, value the epoch (u64 BE), written synced. The map is
+//! `f | file_id BE`, value the epochs (u64 BE each, 0 for none), written
+//! synced. The map is
 //! loaded into memory at open and lives behind a `std::sync::RwLock`:
 //! checked writes and deletes hold a read guard from their check until
 //! their `WriteBatch` is applied (inside their blocking task, so a
@@ -80,6 +81,7 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::{PoisonError, RwLockReadGuard};
 
+use geonfs_proto::domain::Epoch;
 use rocksdb::{ReadOptions, WriteOptions, DB};
 
 use super::{BlockStore, Inner};
@@ -94,14 +96,15 @@ pub(super) type FenceMap = BTreeMap<u64, FileFence>;
 /// One file's fence on this core.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FileFence {
-    /// Requests carrying an older owner epoch (other than 0) are refused.
-    pub epoch: u64,
+    /// Requests carrying an older owner epoch are refused (`None`: not
+    /// fenced).
+    pub epoch: Option<Epoch>,
     /// The epoch of the latest takeover from an owner declared lost:
-    /// replica copies from an older epoch are refused (0: none).
-    pub lost_below: u64,
+    /// replica copies from an older epoch are refused (`None`: none).
+    pub lost_below: Option<Epoch>,
     /// Copies held here from an epoch below this one are part of the file
     /// (seen by the takeover, or what was left after the set-aside).
-    pub adopted_below: u64,
+    pub adopted_below: Option<Epoch>,
 }
 
 impl FileFence {
@@ -111,26 +114,25 @@ impl FileFence {
     }
 
     /// The epoch a copy written under `copy_epoch` is shipped with.
-    pub fn shipped_epoch(&self, copy_epoch: u64) -> u64 {
+    pub fn shipped_epoch(&self, copy_epoch: Option<Epoch>) -> Option<Epoch> {
         copy_epoch.max(self.adopted_below)
     }
 
     /// `epoch | lost_below | adopted_below` (u64 BE each).
     fn encode(&self) -> [u8; 24] {
         let mut out = [0u8; 24];
-        out[0..8].copy_from_slice(&self.epoch.to_be_bytes());
-        out[8..16].copy_from_slice(&self.lost_below.to_be_bytes());
-        out[16..24].copy_from_slice(&self.adopted_below.to_be_bytes());
+        out[0..8].copy_from_slice(&Epoch::to_wire(self.epoch).to_be_bytes());
+        out[8..16].copy_from_slice(&Epoch::to_wire(self.lost_below).to_be_bytes());
+        out[16..24].copy_from_slice(&Epoch::to_wire(self.adopted_below).to_be_bytes());
         out
     }
 
     /// Decodes [`FileFence::encode`], or the epoch alone of a store
     /// written before takeovers from lost owners were recorded.
     fn decode(value: &[u8]) -> Option<Self> {
-        let word = |i: usize| -> Option<u64> {
-            Some(u64::from_be_bytes(
-                value.get(i * 8..i * 8 + 8)?.try_into().ok()?,
-            ))
+        let word = |i: usize| -> Option<Option<Epoch>> {
+            let bytes = value.get(i * 8..i * 8 + 8)?.try_into().ok()?;
+            Some(Epoch::from_wire(u64::from_be_bytes(bytes)))
         };
         match value.len() {
             8 => Some(FileFence {
@@ -151,9 +153,10 @@ impl FileFence {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FenceRaise {
     /// The new owner's epoch.
-    pub epoch: u64,
-    /// The epoch of the latest takeover from a lost owner (0: none known).
-    pub lost_below: u64,
+    pub epoch: Option<Epoch>,
+    /// The epoch of the latest takeover from a lost owner (`None`: none
+    /// known).
+    pub lost_below: Option<Epoch>,
     /// The caller is a takeover that lists this core next: the copies held
     /// here are seen by it, so they are adopted instead of set aside.
     pub adopt: bool,
@@ -162,10 +165,10 @@ pub struct FenceRaise {
 impl FenceRaise {
     /// A takeover from a lost owner at `lost_below` learned after the fact
     /// (from a put, a refusal or a peer): not adopted.
-    pub fn learned(lost_below: u64) -> Self {
+    pub fn learned(lost_below: Epoch) -> Self {
         FenceRaise {
-            epoch: lost_below,
-            lost_below,
+            epoch: Some(lost_below),
+            lost_below: Some(lost_below),
             adopt: false,
         }
     }
@@ -216,20 +219,24 @@ impl Inner {
     /// Refuses `offered` (counting the refusal) if it is older than the
     /// file's fence in `fences`, and every epoch while the fences are not
     /// known to be current.
-    fn check_fence(&self, fences: &FenceMap, file_id: u64, offered: u64) -> Result<(), CoreError> {
-        if offered == 0 {
-            return Ok(());
-        }
+    fn check_fence(
+        &self,
+        fences: &FenceMap,
+        file_id: u64,
+        offered: Epoch,
+    ) -> Result<(), CoreError> {
         if !self.fences_synced.load(Ordering::Acquire) {
             return Err(CoreError::FencesUnsynced);
         }
-        let fence = fences.get(&file_id).map_or(0, |f| f.epoch);
+        let Some(fence) = fences.get(&file_id).and_then(|f| f.epoch) else {
+            return Ok(());
+        };
         if offered < fence {
             self.metrics.fenced_requests.inc();
             tracing::debug!(
                 file_id,
-                offered,
-                fence,
+                %offered,
+                %fence,
                 "request refused by the file's fence"
             );
             return Err(CoreError::Fenced {
@@ -242,17 +249,17 @@ impl Inner {
     }
 
     /// Admits a write or delete of `file_id` by a caller at epoch
-    /// `offered`: `None` when unchecked (epoch 0), else a read guard of the
-    /// fences that the caller holds until its batch is applied (a fence
-    /// waits for it).
+    /// `offered`: `None` when unchecked (no epoch), else a read guard of
+    /// the fences that the caller holds until its batch is applied (a
+    /// fence waits for it).
     pub(super) fn admit(
         &self,
         file_id: u64,
-        offered: u64,
+        offered: Option<Epoch>,
     ) -> Result<Option<RwLockReadGuard<'_, FenceMap>>, CoreError> {
-        if offered == 0 {
+        let Some(offered) = offered else {
             return Ok(None);
-        }
+        };
         let fences = self.fences_read();
         self.check_fence(&fences, file_id, offered)?;
         Ok(Some(fences))
@@ -260,15 +267,15 @@ impl Inner {
 
     /// Refuses a read of `file_id` by a caller at epoch `offered` older
     /// than the file's fence (no guard is kept).
-    pub(super) fn check_read(&self, file_id: u64, offered: u64) -> Result<(), CoreError> {
-        if offered == 0 {
+    pub(super) fn check_read(&self, file_id: u64, offered: Option<Epoch>) -> Result<(), CoreError> {
+        let Some(offered) = offered else {
             return Ok(());
-        }
+        };
         let fences = self.fences_read();
         self.check_fence(&fences, file_id, offered)
     }
 
-    /// The file's fence (all zero if none).
+    /// The file's fence (all `None` if none).
     pub(super) fn file_fence(&self, file_id: u64) -> FileFence {
         self.fences_read()
             .get(&file_id)
@@ -303,10 +310,10 @@ impl Inner {
         fences.insert(file_id, next);
         tracing::info!(
             file_id,
-            from = current.epoch,
-            to = next.epoch,
-            lost_below,
-            adopted_below = next.adopted_below,
+            from = ?current.epoch,
+            to = ?next.epoch,
+            ?lost_below,
+            adopted_below = ?next.adopted_below,
             "file fence raised"
         );
         Ok(next)
@@ -323,16 +330,16 @@ impl Inner {
 
     /// Records that the file's copies older than `lost_below` were set
     /// aside: the rest is adopted.
-    pub(super) fn settle_fence(&self, file_id: u64, lost_below: u64) -> Result<(), CoreError> {
+    pub(super) fn settle_fence(&self, file_id: u64, lost_below: Epoch) -> Result<(), CoreError> {
         let mut fences = self.fences.write().unwrap_or_else(PoisonError::into_inner);
         let Some(current) = fences.get(&file_id).copied() else {
             return Ok(());
         };
-        if current.adopted_below >= lost_below {
+        if current.adopted_below >= Some(lost_below) {
             return Ok(());
         }
         let next = FileFence {
-            adopted_below: lost_below,
+            adopted_below: Some(lost_below),
             ..current
         };
         self.store_fence(file_id, next)?;
@@ -341,11 +348,11 @@ impl Inner {
     }
 
     /// The files whose set-aside a crash cut short.
-    pub(super) fn unsettled_files(&self) -> Vec<(u64, u64)> {
+    pub(super) fn unsettled_files(&self) -> Vec<(u64, Epoch)> {
         self.fences_read()
             .iter()
             .filter(|(_, f)| f.set_aside_pending())
-            .map(|(&file, f)| (file, f.lost_below))
+            .filter_map(|(&file, f)| Some((file, f.lost_below?)))
             .collect()
     }
 }
@@ -355,11 +362,11 @@ impl BlockStore {
     /// and returns the fence after. Durable when it returns, and by then
     /// no write or delete of the file admitted under a lower fence is in
     /// flight or can land later; later requests with an older epoch
-    /// (other than 0) are refused with [`CoreError::Fenced`]. Epoch 0 (or
-    /// one not above the current fence) changes nothing.
-    pub async fn fence(&self, file_id: u64, epoch: u64) -> Result<u64, CoreError> {
+    /// are refused with [`CoreError::Fenced`]. An epoch not above the
+    /// current fence changes nothing.
+    pub async fn fence(&self, file_id: u64, epoch: Epoch) -> Result<Option<Epoch>, CoreError> {
         let raise = FenceRaise {
-            epoch,
+            epoch: Some(epoch),
             ..FenceRaise::default()
         };
         Ok(self.raise_fence(file_id, raise).await?.epoch)
@@ -387,18 +394,18 @@ impl BlockStore {
             tokio::task::spawn_blocking(move || inner.raise_fence_blocking(file_id, raise))
                 .await??
         };
-        if fence.set_aside_pending() {
-            self.set_aside_old_copies(file_id, fence.lost_below).await?;
+        if let (true, Some(lost_below)) = (fence.set_aside_pending(), fence.lost_below) {
+            self.set_aside_old_copies(file_id, lost_below).await?;
         }
         Ok(self.inner.file_fence(file_id))
     }
 
-    /// The ownership fence of `file_id` on this store, 0 if it has none.
-    pub fn fence_of(&self, file_id: u64) -> u64 {
+    /// The ownership fence of `file_id` on this store, if it has one.
+    pub fn fence_of(&self, file_id: u64) -> Option<Epoch> {
         self.inner.file_fence(file_id).epoch
     }
 
-    /// The whole fence of `file_id` on this store (all zero if none).
+    /// The whole fence of `file_id` on this store (all `None` if none).
     pub fn file_fence(&self, file_id: u64) -> FileFence {
         self.inner.file_fence(file_id)
     }

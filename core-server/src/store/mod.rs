@@ -111,7 +111,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use geonfs_proto::domain::{BlockId, BlockRead, BlockWrite, Durability};
+use geonfs_proto::domain::{BlockId, BlockRead, BlockWrite, Durability, Epoch};
 use rocksdb::{DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
 pub use crate::codec::CHUNK_SIZE;
@@ -162,7 +162,7 @@ pub struct ReadOutcome {
     /// The block's length (highest byte written + 1).
     pub length: u64,
     /// The ownership epoch the copy was written under (see [`fence`]).
-    pub epoch: u64,
+    pub epoch: Option<Epoch>,
     /// Exactly the requested length; zeros where nothing was written.
     pub data: Bytes,
 }
@@ -372,7 +372,7 @@ impl BlockStore {
     /// replication job in the same batch when `job` is given, so the job
     /// is exactly as durable as the write. A write whose
     /// [`BlockWrite::owner_epoch`] is older than the file's fence is refused
-    /// with [`CoreError::Fenced`] (0 = not checked).
+    /// with [`CoreError::Fenced`] (`None`: not checked).
     pub async fn write_with_job(
         &self,
         write: BlockWrite,
@@ -402,7 +402,7 @@ impl BlockStore {
     /// Reads `read.range` of a block; `None` if the block is absent. Bytes
     /// never written (or past the block's length) read as zeros. A read
     /// whose [`BlockRead::owner_epoch`] is older than the file's fence is
-    /// refused with [`CoreError::Fenced`] (0 = not checked).
+    /// refused with [`CoreError::Fenced`] (`None`: not checked).
     pub async fn read(&self, read: BlockRead) -> Result<Option<ReadOutcome>, CoreError> {
         Ok(self.read_copy(read).await?.found)
     }
@@ -432,23 +432,23 @@ impl BlockStore {
 
     /// Deletes a block if its stored version is at most `up_to_version`.
     /// The delete is durable when this returns. Unchecked against fences
-    /// ([`BlockStore::delete_as`] with epoch 0).
+    /// ([`BlockStore::delete_as`] without an epoch).
     pub async fn delete(
         &self,
         block: BlockId,
         up_to_version: u64,
     ) -> Result<DeleteOutcome, CoreError> {
-        self.delete_as(block, up_to_version, 0).await
+        self.delete_as(block, up_to_version, None).await
     }
 
     /// [`BlockStore::delete`] by a caller at ownership epoch `owner_epoch`
     /// of the block's file: refused with [`CoreError::Fenced`] when it is
-    /// older than the file's fence (0 = not checked).
+    /// older than the file's fence (`None`: not checked).
     pub async fn delete_as(
         &self,
         block: BlockId,
         up_to_version: u64,
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
     ) -> Result<DeleteOutcome, CoreError> {
         self.remove(block, up_to_version, owner_epoch, false).await
     }
@@ -461,14 +461,14 @@ impl BlockStore {
         block: BlockId,
         up_to_version: u64,
     ) -> Result<DeleteOutcome, CoreError> {
-        self.remove(block, up_to_version, 0, true).await
+        self.remove(block, up_to_version, None, true).await
     }
 
     async fn remove(
         &self,
         block: BlockId,
         up_to_version: u64,
-        owner_epoch: u64,
+        owner_epoch: Option<Epoch>,
         trim: bool,
     ) -> Result<DeleteOutcome, CoreError> {
         let guard = self.inner.lock_for(block).lock_owned().await;

@@ -15,7 +15,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, Epoch};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
 use super::{delete_chunks, BlockStore, Inner};
@@ -36,7 +36,7 @@ pub struct QuarantinedCopy {
     /// The copy's version.
     pub version: u64,
     /// The ownership epoch the copy was written under.
-    pub epoch: u64,
+    pub epoch: Option<Epoch>,
     /// When it was set aside (ms since the Unix epoch).
     pub set_aside_ms: u64,
     /// The block's length in that copy.
@@ -67,7 +67,7 @@ fn decode_record(key: &[u8], value: &[u8]) -> Option<(QuarantinedCopy, Option<By
             index: word(key, 9)?,
         },
         version: word(key, 17)?,
-        epoch: word(value, 0)?,
+        epoch: Epoch::from_wire(word(value, 0)?),
         set_aside_ms: word(value, 8)?,
         length: word(value, 16)?,
     };
@@ -97,14 +97,19 @@ impl Inner {
     /// Sets aside one block's copy if it is older than `lost_below` and
     /// still has a pending replication job; the caller holds the block's
     /// lock. Returns whether it did.
-    fn set_aside_block(&self, db: &DB, block: BlockId, lost_below: u64) -> Result<bool, CoreError> {
+    fn set_aside_block(
+        &self,
+        db: &DB,
+        block: BlockId,
+        lost_below: Epoch,
+    ) -> Result<bool, CoreError> {
         if self.job(db, block)?.is_none() {
             return Ok(false);
         }
         let Some(meta) = self.meta(db, block)? else {
             return Ok(false);
         };
-        if meta.epoch >= lost_below {
+        if meta.epoch >= Some(lost_below) {
             return Ok(false);
         }
         let read = BlockRead {
@@ -113,13 +118,13 @@ impl Inner {
                 offset: 0,
                 len: meta.length,
             },
-            owner_epoch: 0,
+            owner_epoch: None,
         };
         let mut batch = WriteBatch::default();
         let kept = match self.read_blocking(&read).map(|copy| copy.found) {
             Ok(Some(found)) => {
                 let mut value = Vec::with_capacity(HEADER_LEN + found.data.len());
-                value.extend_from_slice(&meta.epoch.to_be_bytes());
+                value.extend_from_slice(&Epoch::to_wire(meta.epoch).to_be_bytes());
                 value.extend_from_slice(&unix_time_ms().to_be_bytes());
                 value.extend_from_slice(&found.length.to_be_bytes());
                 value.extend_from_slice(&crc32c::crc32c(&found.data).to_be_bytes());
@@ -155,8 +160,8 @@ impl Inner {
         tracing::warn!(
             %block,
             version = meta.version,
-            epoch = meta.epoch,
-            lost_below,
+            epoch = ?meta.epoch,
+            %lost_below,
             "copy set aside: written under an owner declared lost, never copied out"
         );
         Ok(true)
@@ -225,7 +230,7 @@ impl BlockStore {
     pub(super) async fn set_aside_old_copies(
         &self,
         file_id: u64,
-        lost_below: u64,
+        lost_below: Epoch,
     ) -> Result<usize, CoreError> {
         let inner = self.inner.clone();
         let blocks = tokio::task::spawn_blocking(move || {
@@ -250,7 +255,7 @@ impl BlockStore {
         if set_aside > 0 {
             tracing::warn!(
                 file_id,
-                lost_below,
+                %lost_below,
                 set_aside,
                 "copies set aside into the quarantine"
             );

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use geonfs_block_manager::replicator::{BlockPage, HeldBlock, LocalCopy};
 use geonfs_block_manager::{BlockError, ReplicaStore, ReplicationJob};
-use geonfs_proto::domain::{unix_time_ms, BlockId, BlockRange, BlockRead};
+use geonfs_proto::domain::{unix_time_ms, BlockId, BlockRange, BlockRead, Epoch};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
 use super::fence::FenceRaise;
@@ -64,7 +64,7 @@ pub enum PutOutcome {
     /// sender sets its copy aside.
     Superseded {
         /// This core's `lost_below` for the file.
-        lost_below: u64,
+        lost_below: Epoch,
     },
 }
 
@@ -82,11 +82,11 @@ pub struct ReplicaOffer {
     /// A replication job to record with the copy (kept if one exists).
     pub job: Option<JobSpec>,
     /// The ownership epoch the copy was written under, as its sender ships
-    /// it (`FileFence::shipped_epoch`); 0 = not checked (tools, tests).
-    pub epoch: u64,
+    /// it (`FileFence::shipped_epoch`); `None`: not checked (tools, tests).
+    pub epoch: Option<Epoch>,
     /// The sender's `lost_below` for the file: a higher one than this
     /// core's is learned first (see `store::fence`).
-    pub lost_below: u64,
+    pub lost_below: Option<Epoch>,
 }
 
 /// `q | file_id BE | index BE`.
@@ -306,18 +306,21 @@ impl Inner {
         let (block, version, data) = (offer.block, offer.version, &offer.data[..]);
         let db = self.db()?;
         let old = self.meta(&db, block)?;
-        if offer.epoch != 0 {
+        if let Some(epoch) = offer.epoch {
             if !self.fences_synced.load(Ordering::Acquire) {
                 return Err(CoreError::FencesUnsynced);
             }
-            let lost_below = self.file_fence(block.file_id).lost_below;
             let held = old.is_some_and(|m| m.version == version);
-            if offer.epoch < lost_below && !held {
+            let superseded_by = self
+                .file_fence(block.file_id)
+                .lost_below
+                .filter(|&lost_below| epoch < lost_below && !held);
+            if let Some(lost_below) = superseded_by {
                 tracing::info!(
                     %block,
                     version,
-                    epoch = offer.epoch,
-                    lost_below,
+                    %epoch,
+                    %lost_below,
                     "replica from before a takeover from a lost owner refused"
                 );
                 return Ok(PutOutcome::Superseded { lost_below });
@@ -516,8 +519,12 @@ impl BlockStore {
     /// is older, or equal but corrupt for a repair offer; otherwise nothing
     /// changes (never newer by older, docs/ARCHITECTURE.md#invariant-8).
     pub async fn put_replica(&self, offer: ReplicaOffer) -> Result<PutOutcome, CoreError> {
-        if offer.epoch != 0 && offer.lost_below > self.file_fence(offer.block.file_id).lost_below {
-            self.raise_fence(offer.block.file_id, FenceRaise::learned(offer.lost_below))
+        let learned = offer.lost_below.filter(|&lost_below| {
+            offer.epoch.is_some()
+                && Some(lost_below) > self.file_fence(offer.block.file_id).lost_below
+        });
+        if let Some(lost_below) = learned {
+            self.raise_fence(offer.block.file_id, FenceRaise::learned(lost_below))
                 .await?;
         }
         let guard = self.inner.lock_for(offer.block).lock_owned().await;
@@ -589,7 +596,7 @@ impl ReplicaStore for BlockStore {
                 let read = BlockRead {
                     block,
                     range: BlockRange { offset: 0, len },
-                    owner_epoch: 0,
+                    owner_epoch: None,
                 };
                 match self.read(read).await.map_err(read_error)? {
                     None => return Ok(None),
@@ -663,7 +670,7 @@ impl ReplicaStore for BlockStore {
         block: BlockId,
         version: u64,
         data: Bytes,
-        epoch: u64,
+        epoch: Option<Epoch>,
     ) -> BoxFuture<'_, Result<bool, BlockError>> {
         Box::pin(async move {
             let outcome = self
@@ -674,7 +681,7 @@ impl ReplicaStore for BlockStore {
                     repair: true,
                     job: None,
                     epoch,
-                    lost_below: 0,
+                    lost_below: None,
                 })
                 .await
                 .map_err(store_error)?;
@@ -685,7 +692,7 @@ impl ReplicaStore for BlockStore {
         })
     }
 
-    fn set_aside(&self, file_id: u64, lost_below: u64) -> BoxFuture<'_, Result<(), BlockError>> {
+    fn set_aside(&self, file_id: u64, lost_below: Epoch) -> BoxFuture<'_, Result<(), BlockError>> {
         Box::pin(async move {
             self.raise_fence(file_id, FenceRaise::learned(lost_below))
                 .await

@@ -360,7 +360,7 @@ async fn describe_copies(cluster: &TestCluster, client: &FileClient) -> anyhow::
             let read = BlockRead {
                 block,
                 range: BlockRange::new(0, expected.len() as u64)?,
-                owner_epoch: 0,
+                owner_epoch: None,
             };
             let copy = match server.store().read_copy(read).await {
                 Ok(copy) => copy,
@@ -532,8 +532,8 @@ async fn inject_sparse_copies(
                         data: Bytes::copy_from_slice(head),
                         repair: false,
                         job: None,
-                        epoch: 0,
-                        lost_below: 0,
+                        epoch: None,
+                        lost_below: None,
                     })
                     .await?;
                 break;

@@ -95,7 +95,7 @@ impl Damaged {
             let whole = BlockRead {
                 block,
                 range,
-                owner_epoch: 0,
+                owner_epoch: None,
             };
             if server.store().read(whole).await.is_err() {
                 kept.push((core, block));

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use bytes::Bytes;
-use geonfs_block_manager::{BlockClient, BlockError};
+use geonfs_block_manager::{BlockClient, BlockError, BlockUpdate};
 use geonfs_proto::core::{Durability as WireDurability, FenceRequest, ReadRequest, WriteRequest};
-use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_proto::domain::{BlockId, Durability, Epoch};
 use geonfs_testkit::cluster::TestCluster;
 
 use crate::support::blocks::{block_client, core_client, holders, id, pattern};
@@ -84,6 +84,23 @@ async fn fence_on(cluster: &TestCluster, core: &str, file_id: u64) -> anyhow::Re
         .epoch)
 }
 
+fn epoch(n: u64) -> Epoch {
+    Epoch::new(n).unwrap()
+}
+
+/// A durable write of `data` at offset 0 of `block`, at `version`, by an
+/// owner at `epoch` (0: unchecked).
+fn update(block: BlockId, data: Bytes, version: u64, epoch: u64) -> BlockUpdate {
+    BlockUpdate {
+        block,
+        offset: 0,
+        data,
+        version,
+        durability: Durability::Durable,
+        owner_epoch: Epoch::new(epoch),
+    }
+}
+
 fn expect_fenced<T: std::fmt::Debug>(
     what: &str,
     result: Result<T, BlockError>,
@@ -108,44 +125,45 @@ async fn a_fence_refuses_older_epochs_only() -> anyhow::Result<()> {
     let client = block_client(&cluster);
     let block = id(11, 0);
     let old = Bytes::from(vec![1; 4096]);
-    client
-        .write_as(block, 0, old.clone(), 1, Durability::Durable, 4)
-        .await?;
+    client.write_as(update(block, old.clone(), 1, 4)).await?;
 
-    let report = client.fence(11, 5).await;
+    let report = client.fence(11, epoch(5)).await;
     ensure!(report.all() && report.all_but_one(), "{report:?}");
     ensure!(report.total == 3 && report.fenced.len() == 3, "{report:?}");
     ensure!(
-        report.failed.is_empty() && report.highest == 5,
+        report.failed.is_empty() && report.highest == Epoch::new(5),
         "{report:?}"
     );
 
     let new = Bytes::from(vec![2; 4096]);
     expect_fenced(
         "write at 4",
-        client
-            .write_as(block, 0, new.clone(), 2, Durability::Durable, 4)
-            .await,
+        client.write_as(update(block, new.clone(), 2, 4)).await,
     )?;
-    expect_fenced("read at 4", client.read_as(block, 0, 4096, 4).await)?;
-    expect_fenced("delete at 4", client.delete_as(block, 10, 4).await)?;
+    expect_fenced(
+        "read at 4",
+        client.read_as(block, 0, 4096, Epoch::new(4)).await,
+    )?;
+    expect_fenced(
+        "delete at 4",
+        client.delete_as(block, 10, Epoch::new(4)).await,
+    )?;
     // The refused write changed nothing.
-    let read = client.read_as(block, 0, 4096, 5).await?.context("absent")?;
+    let read = client
+        .read_as(block, 0, 4096, Epoch::new(5))
+        .await?
+        .context("absent")?;
     ensure!(read.version == 1 && read.data == old, "{read:?}");
 
     // The fence's epoch, newer ones and unchecked (0) calls pass.
-    client
-        .write_as(block, 0, new.clone(), 2, Durability::Durable, 5)
-        .await?;
-    client
-        .write_as(block, 0, new.clone(), 3, Durability::Durable, 6)
-        .await?;
+    client.write_as(update(block, new.clone(), 2, 5)).await?;
+    client.write_as(update(block, new.clone(), 3, 6)).await?;
     client
         .write(block, 0, new.clone(), 4, Durability::Durable)
         .await?;
     for epoch in [0, 5, 6] {
         let read = client
-            .read_as(block, 0, 4096, epoch)
+            .read_as(block, 0, 4096, Epoch::new(epoch))
             .await?
             .context("absent")?;
         ensure!(
@@ -157,25 +175,24 @@ async fn a_fence_refuses_older_epochs_only() -> anyhow::Result<()> {
 
     // Another file is not fenced.
     let other = id(12, 0);
-    client
-        .write_as(other, 0, new.clone(), 1, Durability::Durable, 1)
-        .await?;
-    ensure!(client.read_as(other, 0, 10, 1).await?.is_some());
-    ensure!(client.delete_as(other, 1, 1).await? == 2);
+    client.write_as(update(other, new.clone(), 1, 1)).await?;
+    ensure!(client.read_as(other, 0, 10, Epoch::new(1)).await?.is_some());
+    ensure!(client.delete_as(other, 1, Epoch::new(1)).await? == 2);
 
     // A lower fence leaves it at 5 everywhere.
-    let report = client.fence(11, 3).await;
-    ensure!(report.all() && report.highest == 5, "{report:?}");
+    let report = client.fence(11, epoch(3)).await;
+    ensure!(
+        report.all() && report.highest == Epoch::new(5),
+        "{report:?}"
+    );
     for core in cluster.core_names() {
         ensure!(fence_on(&cluster, &core, 11).await? == 5, "{core}");
     }
     expect_fenced(
         "write at 4 after a lower fence",
-        client
-            .write_as(block, 0, new.clone(), 5, Durability::Durable, 4)
-            .await,
+        client.write_as(update(block, new.clone(), 5, 4)).await,
     )?;
-    ensure!(client.delete_as(block, 4, 5).await? == 2);
+    ensure!(client.delete_as(block, 4, Epoch::new(5)).await? == 2);
 
     let refusals: u64 = cluster
         .core_names()
@@ -230,22 +247,23 @@ async fn one_fenced_core_fails_reads_and_writes() -> anyhow::Result<()> {
         .find(|c| !pair.contains(c))
         .context("a third core")?;
     fence_one(&cluster, &third, 13, 5).await?;
-    client
-        .write_as(block, 0, data.clone(), 1, Durability::Durable, 1)
-        .await?;
-    match client.read_as(block, 0, 4096, 1).await {
+    client.write_as(update(block, data.clone(), 1, 1)).await?;
+    match client.read_as(block, 0, 4096, Epoch::new(1)).await {
         Err(BlockError::Fenced { node, file_id, .. }) => {
             ensure!(node == third && file_id == 13, "{node} {file_id}");
         }
         other => anyhow::bail!("a read past a fenced core: {other:?}"),
     }
-    ensure!(client.read_as(block, 0, 4096, 5).await?.is_some());
+    ensure!(client
+        .read_as(block, 0, 4096, Epoch::new(5))
+        .await?
+        .is_some());
 
     let block = id(14, 0);
     let pair = client.local_pair(block)?.map(|n| n.name.clone());
     fence_one(&cluster, &pair[0], 14, 5).await?;
     let err = client
-        .write_as(block, 0, data.clone(), 1, Durability::Durable, 1)
+        .write_as(update(block, data.clone(), 1, 1))
         .await
         .expect_err("a write refused by a pair member");
     ensure!(err.is_fenced(), "{err:?}");
@@ -263,7 +281,7 @@ async fn fences_survive_a_core_restart() -> anyhow::Result<()> {
     init_logging();
     let mut cluster = start().await?;
     let client = block_client(&cluster);
-    let report = client.fence(21, 5).await;
+    let report = client.fence(21, epoch(5)).await;
     ensure!(report.all(), "{report:?}");
     let block = id(21, 0);
     for core in cluster.core_names() {
@@ -303,7 +321,7 @@ async fn a_core_down_during_a_fence_catches_up_before_it_takes_an_epoch() -> any
     let block = id(31, 0);
     let missed = cluster.core_names().first().cloned().context("a core")?;
     cluster.kill_node(&missed).await?;
-    let report = client.fence(31, 5).await;
+    let report = client.fence(31, epoch(5)).await;
     ensure!(
         report.all_but_one() && !report.all() && report.failed[0].0 == missed,
         "{report:?}"
@@ -343,12 +361,12 @@ async fn a_core_cut_off_from_the_new_owner_is_fenced_through_its_site() -> anyho
     let client = block_client(&cluster);
     let cut = cluster.core_names().last().cloned().context("a core")?;
     cluster.cut_nodes("a-access-1", &cut)?;
-    let report = client.fence(32, 5).await;
+    let report = client.fence(32, epoch(5)).await;
     ensure!(report.all() && report.failed.is_empty(), "{report:?}");
     let store = cluster.node(&cut)?.core().context("a core")?.store();
     ensure!(
-        store.fence_of(32) == 5,
-        "fence on {cut}: {}",
+        store.fence_of(32) == Epoch::new(5),
+        "fence on {cut}: {:?}",
         store.fence_of(32)
     );
     cluster.heal_all();
@@ -395,7 +413,7 @@ async fn no_old_epoch_write_lands_after_the_fence() -> anyhow::Result<()> {
         drop(started);
         // Fence once some writes are through, while the others run.
         started_rx.wait_for(|acked| *acked >= 5).await?;
-        let report = client.fence(file_id, 2).await;
+        let report = client.fence(file_id, epoch(2)).await;
         ensure!(report.all(), "{report:?}");
         let mut at_fence = BTreeMap::new();
         for core in cluster.core_names() {
@@ -453,10 +471,7 @@ async fn write_until_fenced(
     for _ in 0..500 {
         let version = next_version.fetch_add(1, Ordering::SeqCst);
         let data = pattern(version as u8, 8192);
-        match client
-            .replace_as(block, data, version, Durability::Durable, 1)
-            .await
-        {
+        match client.replace_as(update(block, data, version, 1)).await {
             Ok(ack) => {
                 let [a, b] = ack.nodes();
                 round.acked.push((version, [a.to_string(), b.to_string()]));
@@ -555,7 +570,9 @@ async fn put_whole_replaces_older_copies_and_keeps_newer_ones() -> anyhow::Resul
     write_on(&cluster, &cores[1], block, 9, Bytes::from(vec![9; 100]), 0).await?;
     let mut data = pattern(5, 1000).to_vec();
     data.extend_from_slice(&[0; 5000]);
-    let placed = client.put_whole(block, 5, Bytes::from(data), 2, 0).await?;
+    let placed = client
+        .put_whole(block, 5, Bytes::from(data), 2, None)
+        .await?;
     ensure!(placed == 2, "{placed} copies");
     let held = holders(&cluster, block).await;
     ensure!(
@@ -592,8 +609,18 @@ async fn put_whole_replaces_older_copies_and_keeps_newer_ones() -> anyhow::Resul
     // Onto nothing: two distinct cores, the first two in placement order;
     // an equal version again counts as held.
     let fresh = id(51, 0);
-    ensure!(client.put_whole(fresh, 3, pattern(1, 5000), 2, 0).await? == 2);
-    ensure!(client.put_whole(fresh, 3, pattern(1, 5000), 2, 0).await? == 2);
+    ensure!(
+        client
+            .put_whole(fresh, 3, pattern(1, 5000), 2, None)
+            .await?
+            == 2
+    );
+    ensure!(
+        client
+            .put_whole(fresh, 3, pattern(1, 5000), 2, None)
+            .await?
+            == 2
+    );
     let held = holders(&cluster, fresh).await;
     ensure!(
         held.keys().cloned().collect::<BTreeSet<_>>()
@@ -607,14 +634,14 @@ async fn put_whole_replaces_older_copies_and_keeps_newer_ones() -> anyhow::Resul
     let third = id(52, 0);
     let cores = order(third);
     cluster.kill_node(&cores[0]).await?;
-    ensure!(client.put_whole(third, 2, pattern(2, 300), 2, 0).await? == 2);
+    ensure!(client.put_whole(third, 2, pattern(2, 300), 2, None).await? == 2);
     let held = holders(&cluster, third).await;
     ensure!(
         held.keys().cloned().collect::<BTreeSet<_>>() == cores[1..].iter().cloned().collect(),
         "{held:?}"
     );
     let err = client
-        .put_whole(id(53, 0), 2, pattern(2, 300), 3, 0)
+        .put_whole(id(53, 0), 2, pattern(2, 300), 3, None)
         .await
         .expect_err("three copies with a core down");
     ensure!(

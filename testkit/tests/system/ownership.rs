@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use geonfs_access_server::ownership::record::{self, Claim};
 use geonfs_access_server::ownership::CatchUpProgress;
+use geonfs_block_manager::BlockUpdate;
 use geonfs_proto::domain::{BlockId, Durability};
 use geonfs_rpc::WanParams;
 use geonfs_testkit::cluster::TestCluster;
@@ -107,7 +108,7 @@ async fn writers_at_a_b_and_c_in_turn_with_verifying_readers_at_every_site() {
     let block = cluster.config().cluster.block_size;
     let mut rng = Rng::new(0x7069_6e67);
     let mut model = Vec::new();
-    let mut last_epoch = 0;
+    let mut last_epoch = None;
     for (turn, writer) in ["a", "b", "c", "a", "c", "b", "a"].into_iter().enumerate() {
         for _ in 0..6 {
             // Partial blocks, block boundaries, growth.
@@ -123,8 +124,8 @@ async fn writers_at_a_b_and_c_in_turn_with_verifying_readers_at_every_site() {
         let (owner, _) = owner_record(&cluster, id).await.expect("owner record");
         assert_eq!(owner.site, writer, "{step}: the writer owns the file");
         assert!(owner.claim.is_none(), "{step}: no handover left open");
-        assert!(owner.epoch > last_epoch || turn == 0, "{step}: epochs grow");
-        last_epoch = owner.epoch;
+        assert!(Some(owner.epoch) > last_epoch, "{step}: epochs grow");
+        last_epoch = Some(owner.epoch);
     }
 }
 
@@ -206,17 +207,17 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
     // a's cores refuse a's old epoch now: a cannot write behind b's back.
     let a_cores = site_client(&cluster, "a", "127.1.0.50");
     let stale = a_cores
-        .write_as(
-            BlockId {
+        .write_as(BlockUpdate {
+            block: BlockId {
                 file_id: id,
                 index: 0,
             },
-            0,
-            bytes::Bytes::from_static(b"stale owner"),
-            u64::MAX / 2,
-            Durability::Durable,
-            before.epoch,
-        )
+            offset: 0,
+            data: bytes::Bytes::from_static(b"stale owner"),
+            version: u64::MAX / 2,
+            durability: Durability::Durable,
+            owner_epoch: Some(before.epoch),
+        })
         .await;
     assert!(
         stale.as_ref().is_err_and(|e| e.is_fenced()),
@@ -230,7 +231,7 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
     let (now, version) = owner_record(&cluster, id).await.unwrap();
     let dead_claim = Claim {
         by: "c".into(),
-        epoch: now.epoch + 1,
+        epoch: now.epoch.next(),
         since_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

@@ -21,7 +21,7 @@ fn write(offset: u64, data: &[u8], version: u64, base: WriteBase) -> BlockWrite 
         data: Bytes::copy_from_slice(data),
         version,
         durability: Durability::Durable,
-        owner_epoch: 0,
+        owner_epoch: None,
         base,
     }
 }
@@ -33,8 +33,8 @@ fn replica(data: &[u8], version: u64) -> ReplicaOffer {
         data: Bytes::copy_from_slice(data),
         repair: false,
         job: None,
-        epoch: 0,
-        lost_below: 0,
+        epoch: None,
+        lost_below: None,
     }
 }
 
@@ -46,7 +46,7 @@ async fn whole(store: &BlockStore, len: u64) -> Option<(u64, Vec<u8>)> {
     let read = BlockRead {
         block: B,
         range: BlockRange::new(0, len).unwrap(),
-        owner_epoch: 0,
+        owner_epoch: None,
     };
     let found = store.read(read).await.unwrap()?;
     Some((found.version, found.data.to_vec()))
@@ -56,7 +56,7 @@ async fn marker(store: &BlockStore) -> Option<Marker> {
     let read = BlockRead {
         block: B,
         range: BlockRange::new(0, 0).unwrap(),
-        owner_epoch: 0,
+        owner_epoch: None,
     };
     store.read_copy(read).await.unwrap().marker
 }

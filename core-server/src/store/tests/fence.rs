@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
+use geonfs_proto::domain::{
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, Epoch, WriteBase,
+};
 
 use crate::store::fence::FileFence;
 use crate::store::{BlockStore, DeleteOutcome};
@@ -23,7 +25,7 @@ fn write_as(b: BlockId, version: u64, owner_epoch: u64) -> BlockWrite {
         data: vec![version as u8; 100].into(),
         version,
         durability: Durability::Durable,
-        owner_epoch,
+        owner_epoch: Epoch::new(owner_epoch),
         base: WriteBase::Unchecked,
     }
 }
@@ -32,8 +34,12 @@ fn read_as(b: BlockId, owner_epoch: u64) -> BlockRead {
     BlockRead {
         block: b,
         range: BlockRange::new(0, 10).unwrap(),
-        owner_epoch,
+        owner_epoch: Epoch::new(owner_epoch),
     }
+}
+
+fn epoch(n: u64) -> Epoch {
+    Epoch::new(n).unwrap()
 }
 
 fn open(dir: &std::path::Path) -> BlockStore {
@@ -46,7 +52,7 @@ fn assert_fenced<T: std::fmt::Debug>(result: Result<T, CoreError>, offered: u64,
             offered: o,
             fence: f,
             ..
-        }) => assert_eq!((o, f), (offered, fence)),
+        }) => assert_eq!((Some(o), Some(f)), (Epoch::new(offered), Epoch::new(fence))),
         other => panic!("expected a fenced refusal, got {other:?}"),
     }
 }
@@ -57,16 +63,15 @@ async fn older_epochs_are_refused_and_fences_survive_a_reopen() {
     let store = open(dir.path());
     let b = block(7, 0);
     store.write(write_as(b, 1, 3)).await.unwrap();
-    assert_eq!(store.fence_of(7), 0);
-    assert_eq!(store.fence(7, 5).await.unwrap(), 5);
-    assert_eq!(store.fence_of(7), 5);
-    // Lower and zero epochs leave the fence where it is.
-    assert_eq!(store.fence(7, 3).await.unwrap(), 5);
-    assert_eq!(store.fence(7, 0).await.unwrap(), 5);
+    assert_eq!(store.fence_of(7), None);
+    assert_eq!(store.fence(7, epoch(5)).await.unwrap(), Epoch::new(5));
+    assert_eq!(store.fence_of(7), Epoch::new(5));
+    // A lower epoch leaves the fence where it is.
+    assert_eq!(store.fence(7, epoch(3)).await.unwrap(), Epoch::new(5));
 
     assert_fenced(store.write(write_as(b, 2, 4)).await, 4, 5);
     assert_fenced(store.read(read_as(b, 4)).await, 4, 5);
-    assert_fenced(store.delete_as(b, 9, 4).await, 4, 5);
+    assert_fenced(store.delete_as(b, 9, Epoch::new(4)).await, 4, 5);
     assert_eq!(store.metrics().fenced_requests.get(), 3);
     let err = store.write(write_as(b, 2, 4)).await.unwrap_err();
     assert!(
@@ -93,14 +98,14 @@ async fn older_epochs_are_refused_and_fences_survive_a_reopen() {
             .version,
         1
     );
-    assert_eq!(store.fence_of(8), 0);
+    assert_eq!(store.fence_of(8), None);
 
     store.close(false).await.unwrap();
     let store = open(dir.path());
-    assert_eq!(store.fence_of(7), 5);
+    assert_eq!(store.fence_of(7), Epoch::new(5));
     assert_fenced(store.write(write_as(b, 5, 4)).await, 4, 5);
     assert_eq!(
-        store.delete_as(b, 9, 5).await.unwrap(),
+        store.delete_as(b, 9, Epoch::new(5)).await.unwrap(),
         DeleteOutcome::Deleted
     );
     // Fence records are not blocks.
@@ -146,7 +151,7 @@ async fn no_write_admitted_under_an_older_fence_lands_after_it() {
         while next_version.load(Ordering::SeqCst) < 20 {
             tokio::task::yield_now().await;
         }
-        store.fence(file_id, 2).await.unwrap();
+        store.fence(file_id, epoch(2)).await.unwrap();
         let at_fence = store
             .read(read_as(b, 0))
             .await
@@ -186,10 +191,13 @@ async fn fences_are_listed_a_page_at_a_time_in_file_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     for file_id in [9, 3, 7, 1] {
-        store.fence(file_id, file_id * 10).await.unwrap();
+        store.fence(file_id, epoch(file_id * 10)).await.unwrap();
     }
     let epochs = |(fences, more): (Vec<(u64, FileFence)>, bool)| {
-        let epochs: Vec<(u64, u64)> = fences.into_iter().map(|(f, e)| (f, e.epoch)).collect();
+        let epochs: Vec<(u64, u64)> = fences
+            .into_iter()
+            .map(|(f, e)| (f, Epoch::to_wire(e.epoch)))
+            .collect();
         (epochs, more)
     };
     assert_eq!(
@@ -213,7 +221,7 @@ async fn a_store_waiting_for_its_peers_fences_refuses_every_epoch() {
     for result in [
         store.write(write_as(b, 1, 3)).await.map(|_| ()),
         store.read(read_as(b, 3)).await.map(|_| ()),
-        store.delete_as(b, 1, 3).await.map(|_| ()),
+        store.delete_as(b, 1, Epoch::new(3)).await.map(|_| ()),
     ] {
         assert!(
             matches!(result, Err(CoreError::FencesUnsynced)),
@@ -222,7 +230,7 @@ async fn a_store_waiting_for_its_peers_fences_refuses_every_epoch() {
     }
     // Unchecked requests (replication, tools) and fences pass.
     store.write(write_as(b, 1, 0)).await.unwrap();
-    assert_eq!(store.fence(40, 2).await.unwrap(), 2);
+    assert_eq!(store.fence(40, epoch(2)).await.unwrap(), Epoch::new(2));
     store.mark_fences_synced();
     store.write(write_as(b, 2, 3)).await.unwrap();
     let status: tonic::Status = CoreError::FencesUnsynced.into();

@@ -27,7 +27,7 @@ fn write(block: BlockId, offset: u64, data: Vec<u8>, version: u64, d: Durability
         data: data.into(),
         version,
         durability: d,
-        owner_epoch: 0,
+        owner_epoch: None,
         base: WriteBase::Unchecked,
     }
 }
@@ -36,7 +36,7 @@ fn read(block: BlockId, offset: u64, len: u64) -> BlockRead {
     BlockRead {
         block,
         range: BlockRange::new(offset, len).unwrap(),
-        owner_epoch: 0,
+        owner_epoch: None,
     }
 }
 

@@ -2,7 +2,9 @@
 //! and of the quarantine that keeps them.
 
 use bytes::Bytes;
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
+use geonfs_proto::domain::{
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, Epoch, WriteBase,
+};
 
 use crate::store::fence::{FenceRaise, FileFence};
 use crate::store::queue::{JobSpec, PutOutcome, ReplicaOffer};
@@ -10,6 +12,10 @@ use crate::store::BlockStore;
 use crate::CoreMetrics;
 
 const FILE: u64 = 7;
+
+fn epoch(n: u64) -> Epoch {
+    Epoch::new(n).unwrap()
+}
 
 fn block(index: u64) -> BlockId {
     BlockId {
@@ -39,7 +45,7 @@ async fn write(store: &BlockStore, index: u64, version: u64, epoch: u64, fill: u
         data: vec![fill; 5000].into(),
         version,
         durability: Durability::Durable,
-        owner_epoch: epoch,
+        owner_epoch: Epoch::new(epoch),
         base: WriteBase::Replace,
     };
     store
@@ -52,15 +58,15 @@ async fn version_of(store: &BlockStore, index: u64) -> Option<u64> {
     let read = BlockRead {
         block: block(index),
         range: BlockRange::new(0, 0).unwrap(),
-        owner_epoch: 0,
+        owner_epoch: None,
     };
     store.read(read).await.unwrap().map(|found| found.version)
 }
 
 fn lost_at(epoch: u64, adopt: bool) -> FenceRaise {
     FenceRaise {
-        epoch,
-        lost_below: epoch,
+        epoch: Epoch::new(epoch),
+        lost_below: Epoch::new(epoch),
         adopt,
     }
 }
@@ -72,8 +78,8 @@ fn offer(index: u64, version: u64, epoch: u64, lost_below: u64) -> ReplicaOffer 
         data: Bytes::from(vec![9u8; 3000]),
         repair: false,
         job: None,
-        epoch,
-        lost_below,
+        epoch: Epoch::new(epoch),
+        lost_below: Epoch::new(lost_below),
     }
 }
 
@@ -90,9 +96,9 @@ async fn learning_of_a_lost_owner_sets_aside_only_the_copies_never_copied_out() 
     assert_eq!(
         fence,
         FileFence {
-            epoch: 6,
-            lost_below: 6,
-            adopted_below: 6
+            epoch: Epoch::new(6),
+            lost_below: Epoch::new(6),
+            adopted_below: Epoch::new(6)
         }
     );
     assert_eq!(
@@ -109,7 +115,7 @@ async fn learning_of_a_lost_owner_sets_aside_only_the_copies_never_copied_out() 
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (listed[0].block, listed[0].version, listed[0].epoch),
-        (block(0), 100, 5)
+        (block(0), 100, Epoch::new(5))
     );
     let (copy, data) = store
         .read_quarantined(block(0), 100)
@@ -147,7 +153,10 @@ async fn the_takeover_adopts_what_it_sees() {
     assert_eq!(version_of(&store, 0).await, Some(100));
     assert!(store.list_quarantine(None, 10).await.unwrap().0.is_empty());
     // Shipped with the adopted epoch, so the other surviving sites take it.
-    assert_eq!(store.file_fence(FILE).shipped_epoch(5), 6);
+    assert_eq!(
+        store.file_fence(FILE).shipped_epoch(Epoch::new(5)),
+        Epoch::new(6)
+    );
 }
 
 #[tokio::test]
@@ -159,11 +168,15 @@ async fn replicas_from_before_the_takeover_are_refused_unless_already_held() {
     // The lost owner's later write of block 0, and of a block never seen.
     assert_eq!(
         store.put_replica(offer(0, 150, 5, 0)).await.unwrap(),
-        PutOutcome::Superseded { lost_below: 6 }
+        PutOutcome::Superseded {
+            lost_below: epoch(6)
+        }
     );
     assert_eq!(
         store.put_replica(offer(3, 150, 5, 0)).await.unwrap(),
-        PutOutcome::Superseded { lost_below: 6 }
+        PutOutcome::Superseded {
+            lost_below: epoch(6)
+        }
     );
     assert_eq!(version_of(&store, 0).await, Some(100));
     assert_eq!(version_of(&store, 3).await, None);

@@ -19,7 +19,7 @@ fn write(block: BlockId, offset: u64, data: Vec<u8>, version: u64) -> BlockWrite
         data: data.into(),
         version,
         durability: Durability::Durable,
-        owner_epoch: 0,
+        owner_epoch: None,
         base: WriteBase::Unchecked,
     }
 }
@@ -120,8 +120,8 @@ fn offer(block: BlockId, version: u64, data: Bytes) -> ReplicaOffer {
         data,
         repair: false,
         job: None,
-        epoch: 0,
-        lost_below: 0,
+        epoch: None,
+        lost_below: None,
     }
 }
 
@@ -140,7 +140,7 @@ async fn a_replica_replaces_older_data_and_never_newer() {
         .read(BlockRead {
             block: b,
             range: BlockRange::new(0, 300_000).unwrap(),
-            owner_epoch: 0,
+            owner_epoch: None,
         })
         .await
         .unwrap()
@@ -221,7 +221,7 @@ async fn a_repair_put_replaces_only_a_corrupt_copy_of_the_same_version() {
         .read(BlockRead {
             block: b,
             range: BlockRange::new(0, 200_000).unwrap(),
-            owner_epoch: 0,
+            owner_epoch: None,
         })
         .await
         .unwrap()
