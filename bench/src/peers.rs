@@ -165,8 +165,8 @@ pub fn comparison_row(
     metric: &str,
     medians: [f64; 3],
     decimals: usize,
-) -> String {
-    use crate::report::{json_num, json_object, json_string, ratio};
+) -> serde_json::Value {
+    use crate::report::{json_num, ratio};
     let [geonfs, memfs, ganesha] = medians;
     table.row(vec![
         metric.to_string(),
@@ -176,12 +176,12 @@ pub fn comparison_row(
         format!("{:.3}x", ratio(geonfs, ganesha)),
         format!("{:.3}x", ratio(memfs, ganesha)),
     ]);
-    json_object(&[
-        ("metric", json_string(metric)),
-        (COMPARED[0], json_num(geonfs)),
-        (COMPARED[1], json_num(memfs)),
-        (COMPARED[2], json_num(ganesha)),
-        ("geonfs_ratio", json_num(ratio(geonfs, ganesha))),
-        ("nfs3_server_ratio", json_num(ratio(memfs, ganesha))),
-    ])
+    let mut row = serde_json::Map::new();
+    row.insert("metric".into(), metric.into());
+    for (peer, median) in COMPARED.iter().zip(medians) {
+        row.insert((*peer).into(), json_num(median));
+    }
+    row.insert("geonfs_ratio".into(), json_num(ratio(geonfs, ganesha)));
+    row.insert("nfs3_server_ratio".into(), json_num(ratio(memfs, ganesha)));
+    row.into()
 }

@@ -1,9 +1,10 @@
 //! Helpers shared by the benchmark binaries: percentiles and medians,
-//! ratios, JSON lines, aligned text tables, and the logging set-up.
+//! ratios, JSON reports, aligned text tables, and the logging set-up.
 
 use std::path::Path;
 
 use anyhow::Context;
+use serde_json::Value;
 
 /// Nearest-rank percentile `p` (0..=1) of sorted values in µs, in ms; NaN
 /// when there are no values.
@@ -53,44 +54,22 @@ pub fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
-/// A JSON number with three decimals (`null` when not finite).
-pub fn json_num(x: f64) -> String {
+/// A JSON number rounded to three decimals (`null` when not finite).
+pub fn json_num(x: f64) -> Value {
     if x.is_finite() {
-        format!("{x:.3}")
+        Value::from((x * 1000.0).round() / 1000.0)
     } else {
-        "null".to_string()
+        Value::Null
     }
 }
 
-/// A JSON string literal.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A JSON object from `(key, already-encoded value)` pairs, on one line.
-pub fn json_object(fields: &[(&str, String)]) -> String {
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("{}: {v}", json_string(k)))
-        .collect();
-    format!("{{{}}}", body.join(", "))
-}
-
-/// Writes `text` to `path`, creating its parent directory if needed.
-pub fn write_json(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Writes `report` to `path` as pretty-printed JSON, creating its parent
+/// directory if needed.
+pub fn write_json(path: &Path, report: &Value) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let text = serde_json::to_string_pretty(report)? + "\n";
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -167,4 +146,29 @@ pub fn init_tracing() {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_numbers_have_three_decimals_and_non_finite_ones_are_null() {
+        assert_eq!(json_num(1.23456), serde_json::json!(1.235));
+        assert_eq!(json_num(2.0).to_string(), "2.0");
+        assert_eq!(json_num(f64::NAN), Value::Null);
+        assert_eq!(json_num(f64::INFINITY), Value::Null);
+    }
+
+    #[test]
+    fn a_report_is_written_as_json_that_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/report.json");
+        let report = serde_json::json!({"benchmark": "x", "ratio": json_num(f64::NAN), "n": 3});
+        write_json(&path, &report).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with('\n'));
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, report);
+    }
 }

@@ -46,8 +46,7 @@ use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt;
 use geonfs_bench::report::{
-    init_tracing, json_num, json_object, json_string, median, percentile_ms, ratio, write_json,
-    Table,
+    init_tracing, json_num, median, percentile_ms, ratio, write_json, Table,
 };
 use geonfs_block_manager::BlockClient;
 use geonfs_core_server::{BlockStore, CoreMetrics};
@@ -55,6 +54,7 @@ use geonfs_proto::domain::{BlockId, BlockRange, BlockWrite, Durability, WriteBas
 use geonfs_rpc::WanParams;
 use geonfs_testkit::cluster::TestCluster;
 use geonfs_testkit::rng::Rng;
+use serde_json::{json, Value};
 
 /// Block size of every store and cluster (the cluster default).
 const BLOCK_SIZE: u64 = 4 * 1024 * 1024;
@@ -632,77 +632,67 @@ fn summarize(records: &[Record], case: usize, variant: usize) -> Sample {
     }
 }
 
-fn sample_json(s: &Sample) -> String {
-    json_object(&[
-        ("ops_per_sec", json_num(s.ops_per_sec)),
-        ("mb_per_sec", json_num(s.mb_per_sec)),
-        ("p50_ms", json_num(s.p50_ms)),
-        ("p99_ms", json_num(s.p99_ms)),
-        ("ops", s.ops.to_string()),
-        ("errors", s.errors.to_string()),
-        ("wal_syncs_per_write", json_num(s.syncs_per_write)),
-        (
-            "backlog_jobs",
-            s.backlog_jobs.map_or("null".into(), |j| j.to_string()),
-        ),
-        ("backlog_mb", json_num(s.backlog_mb.unwrap_or(f64::NAN))),
-    ])
+fn sample_json(s: &Sample) -> Value {
+    json!({
+        "ops_per_sec": json_num(s.ops_per_sec),
+        "mb_per_sec": json_num(s.mb_per_sec),
+        "p50_ms": json_num(s.p50_ms),
+        "p99_ms": json_num(s.p99_ms),
+        "ops": s.ops,
+        "errors": s.errors,
+        "wal_syncs_per_write": json_num(s.syncs_per_write),
+        "backlog_jobs": s.backlog_jobs,
+        "backlog_mb": json_num(s.backlog_mb.unwrap_or(f64::NAN)),
+    })
 }
 
-fn to_json(args: &Args, records: &[Record]) -> String {
-    let summary: Vec<String> = (0..CASES.len())
+fn to_json(args: &Args, records: &[Record]) -> Value {
+    let summary: Vec<Value> = (0..CASES.len())
         .map(|case| {
             let (a, b) = (summarize(records, case, 0), summarize(records, case, 1));
             let (id, what, _, _) = CASES[case];
-            let fields = [
-                ("scenario", json_string(id)),
-                ("workload", json_string(what)),
-                ("a", json_string(&variant_name(args, case, 0))),
-                ("a_writers", json_string(&workload_name(args, case, 0))),
-                ("a_result", sample_json(&a)),
-                ("b", json_string(&variant_name(args, case, 1))),
-                ("b_writers", json_string(&workload_name(args, case, 1))),
-                ("b_result", sample_json(&b)),
-                (
-                    "ratio_b_over_a_ops",
-                    json_num(ratio(b.ops_per_sec, a.ops_per_sec)),
-                ),
-                ("ratio_b_over_a_p50", json_num(ratio(b.p50_ms, a.p50_ms))),
-            ];
-            format!("    {}", json_object(&fields))
+            json!({
+                "scenario": id,
+                "workload": what,
+                "a": variant_name(args, case, 0),
+                "a_writers": workload_name(args, case, 0),
+                "a_result": sample_json(&a),
+                "b": variant_name(args, case, 1),
+                "b_writers": workload_name(args, case, 1),
+                "b_result": sample_json(&b),
+                "ratio_b_over_a_ops": json_num(ratio(b.ops_per_sec, a.ops_per_sec)),
+                "ratio_b_over_a_p50": json_num(ratio(b.p50_ms, a.p50_ms)),
+            })
         })
         .collect();
-    let rounds: Vec<String> = records
+    let rounds: Vec<Value> = records
         .iter()
         .map(|r| {
-            let fields = [
-                ("round", (r.round + 1).to_string()),
-                ("scenario", json_string(CASES[r.case].0)),
-                (
-                    "variant",
-                    json_string(&variant_name(args, r.case, r.variant)),
-                ),
-                ("result", sample_json(&r.sample)),
-            ];
-            format!("    {}", json_object(&fields))
+            json!({
+                "round": r.round + 1,
+                "scenario": CASES[r.case].0,
+                "variant": variant_name(args, r.case, r.variant),
+                "result": sample_json(&r.sample),
+            })
         })
         .collect();
-    let config = json_object(&[
-        ("seconds", json_num(args.seconds)),
-        ("warmup_seconds", json_num(args.warmup)),
-        ("rounds", args.rounds.to_string()),
-        ("queue_depth", args.queue_depth.to_string()),
-        ("blocks", args.blocks.to_string()),
-        ("block_size", BLOCK_SIZE.to_string()),
-        ("wan_writers", args.wan_writers.to_string()),
-        ("rtt_ms", args.rtt_ms.to_string()),
-        ("wan_mb_per_s", args.wan_mb_per_s.to_string()),
-    ]);
-    format!(
-        "{{\n  \"benchmark\": \"core_bench\",\n  \"config\": {config},\n  \"statistic\": \"median across rounds; latency percentiles nearest-rank over successful writes; MB = 10^6 bytes\",\n  \"summary\": [\n{}\n  ],\n  \"rounds\": [\n{}\n  ]\n}}\n",
-        summary.join(",\n"),
-        rounds.join(",\n")
-    )
+    json!({
+        "benchmark": "core_bench",
+        "config": {
+            "seconds": json_num(args.seconds),
+            "warmup_seconds": json_num(args.warmup),
+            "rounds": args.rounds,
+            "queue_depth": args.queue_depth,
+            "blocks": args.blocks,
+            "block_size": BLOCK_SIZE,
+            "wan_writers": args.wan_writers,
+            "rtt_ms": args.rtt_ms,
+            "wan_mb_per_s": args.wan_mb_per_s,
+        },
+        "statistic": "median across rounds; latency percentiles nearest-rank over successful writes; MB = 10^6 bytes",
+        "summary": summary,
+        "rounds": rounds,
+    })
 }
 
 fn table(args: &Args, records: &[Record]) -> String {

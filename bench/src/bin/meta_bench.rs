@@ -27,14 +27,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
-use geonfs_bench::report::{
-    json_num as num, json_string as string, median, percentile_ms, ratio, write_json, Table,
-};
+use geonfs_bench::report::{json_num as num, median, percentile_ms, ratio, write_json, Table};
 use geonfs_meta_kvs::MetaClient;
 use geonfs_proto::meta::{condition, operation, Condition, KeyValue, Operation, TxnRequest};
 use geonfs_rpc::WanParams;
 use geonfs_testkit::cluster::TestCluster;
 use geonfs_testkit::rng::Rng;
+use serde_json::{json, Value};
 
 /// Command-line options.
 #[derive(Parser, Debug, Clone)]
@@ -406,65 +405,75 @@ fn summarize(results: &[RoundResult], placement: Placement, op: Op) -> Summary {
     }
 }
 
-fn to_json(args: &Args, results: &[RoundResult]) -> String {
-    let mut rounds = Vec::new();
-    for r in results {
-        let ops: Vec<String> = r
-            .samples
-            .iter()
-            .map(|(op, s)| {
-                format!(
-                    "{{\"op\": {}, \"ops_per_sec\": {}, \"p50_ms\": {}, \"p99_ms\": {}, \"ops\": {}, \"errors\": {}, \"condition_failed\": {}}}",
-                    string(op.name()),
-                    num(s.ops_per_sec),
-                    num(s.p50_ms),
-                    num(s.p99_ms),
-                    s.ops,
-                    s.errors,
-                    s.condition_failed
-                )
+fn to_json(args: &Args, results: &[RoundResult]) -> Value {
+    let sample = |s: &Summary| {
+        json!({
+            "ops_per_sec": num(s.ops_per_sec),
+            "p50_ms": num(s.p50_ms),
+            "p99_ms": num(s.p99_ms),
+        })
+    };
+    let rounds: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            let ops: Vec<Value> = r
+                .samples
+                .iter()
+                .map(|(op, s)| {
+                    json!({
+                        "op": op.name(),
+                        "ops_per_sec": num(s.ops_per_sec),
+                        "p50_ms": num(s.p50_ms),
+                        "p99_ms": num(s.p99_ms),
+                        "ops": s.ops,
+                        "errors": s.errors,
+                        "condition_failed": s.condition_failed,
+                    })
+                })
+                .collect();
+            json!({
+                "round": r.round + 1,
+                "placement": r.placement.name(args.rtt_ms),
+                "leader": r.leader,
+                "results": ops,
             })
-            .collect();
-        rounds.push(format!(
-            "    {{\"round\": {}, \"placement\": {}, \"leader\": {}, \"results\": [\n      {}\n    ]}}",
-            r.round + 1,
-            string(&r.placement.name(args.rtt_ms)),
-            string(&r.leader),
-            ops.join(",\n      ")
-        ));
-    }
-    let mut summary = Vec::new();
-    for op in Op::ALL {
-        let one = summarize(results, Placement::OneSite, op);
-        let three = summarize(results, Placement::ThreeSites, op);
-        summary.push(format!(
-            "    {{\"op\": {}, \"{}\": {{\"ops_per_sec\": {}, \"p50_ms\": {}, \"p99_ms\": {}}}, \"{}\": {{\"ops_per_sec\": {}, \"p50_ms\": {}, \"p99_ms\": {}}}, \"ratio_three_over_one\": {{\"ops_per_sec\": {}, \"p50_ms\": {}, \"p99_ms\": {}}}}}",
-            string(op.name()),
-            Placement::OneSite.name(args.rtt_ms),
-            num(one.ops_per_sec),
-            num(one.p50_ms),
-            num(one.p99_ms),
-            Placement::ThreeSites.name(args.rtt_ms),
-            num(three.ops_per_sec),
-            num(three.p50_ms),
-            num(three.p99_ms),
-            num(ratio(three.ops_per_sec, one.ops_per_sec)),
-            num(ratio(three.p50_ms, one.p50_ms)),
-            num(ratio(three.p99_ms, one.p99_ms)),
-        ));
-    }
-    format!(
-        "{{\n  \"benchmark\": \"meta_bench\",\n  \"config\": {{\"clients\": {}, \"seconds\": {}, \"warmup_seconds\": {}, \"rounds\": {}, \"keys\": {}, \"value_bytes\": {}, \"rtt_ms\": {}}},\n  \"statistic\": \"median across rounds; latency percentiles nearest-rank over successful calls\",\n  \"summary\": [\n{}\n  ],\n  \"rounds\": [\n{}\n  ]\n}}\n",
-        args.clients,
-        num(args.seconds),
-        num(args.warmup),
-        args.rounds,
-        args.keys,
-        args.value_bytes,
-        args.rtt_ms,
-        summary.join(",\n"),
-        rounds.join(",\n")
-    )
+        })
+        .collect();
+    let summary: Vec<Value> = Op::ALL
+        .into_iter()
+        .map(|op| {
+            let one = summarize(results, Placement::OneSite, op);
+            let three = summarize(results, Placement::ThreeSites, op);
+            let mut row = serde_json::Map::new();
+            row.insert("op".into(), op.name().into());
+            row.insert(Placement::OneSite.name(args.rtt_ms), sample(&one));
+            row.insert(Placement::ThreeSites.name(args.rtt_ms), sample(&three));
+            row.insert(
+                "ratio_three_over_one".into(),
+                json!({
+                    "ops_per_sec": num(ratio(three.ops_per_sec, one.ops_per_sec)),
+                    "p50_ms": num(ratio(three.p50_ms, one.p50_ms)),
+                    "p99_ms": num(ratio(three.p99_ms, one.p99_ms)),
+                }),
+            );
+            row.into()
+        })
+        .collect();
+    json!({
+        "benchmark": "meta_bench",
+        "config": {
+            "clients": args.clients,
+            "seconds": num(args.seconds),
+            "warmup_seconds": num(args.warmup),
+            "rounds": args.rounds,
+            "keys": args.keys,
+            "value_bytes": args.value_bytes,
+            "rtt_ms": args.rtt_ms,
+        },
+        "statistic": "median across rounds; latency percentiles nearest-rank over successful calls",
+        "summary": summary,
+        "rounds": rounds,
+    })
 }
 
 fn table(args: &Args, results: &[RoundResult]) -> String {

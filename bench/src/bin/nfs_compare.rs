@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use geonfs_bench::peers::{comparison_row, comparison_table, run, start_memfs, Ganesha, Portmap};
-use geonfs_bench::report::{init_tracing, json_num, json_object, json_string, median, write_json};
+use geonfs_bench::report::{init_tracing, json_num, median, write_json};
 use geonfs_testkit::cluster::TestCluster;
 use geonfs_testkit::rng::Rng;
+use serde_json::json;
 
 #[derive(Parser, Debug)]
 #[command(about = "geonfs vs NFS-Ganesha with qemu-img bench and nfs-cp")]
@@ -348,30 +349,26 @@ fn report(args: &Args, rounds: &[[Sample; 3]], cross: Option<&CrossCopy>) -> any
         args.rounds, args.count, args.copy_mib
     );
     print!("{}", table.render());
-    let mut fields = vec![
-        ("benchmark", json_string("nfs_compare")),
-        ("rounds", json_num(args.rounds as f64)),
-        ("count", json_num(f64::from(args.count))),
-        ("copy_mib", json_num(args.copy_mib as f64)),
-        ("summary", format!("[{}]", summary.join(","))),
-    ];
+    let mut json = json!({
+        "benchmark": "nfs_compare",
+        "rounds": args.rounds,
+        "count": args.count,
+        "copy_mib": args.copy_mib,
+        "summary": summary,
+    });
     if let Some(c) = cross {
         println!(
             "cross-site nfs-cp {} MiB: into site a {:.1} MB/s, replication drained {:.1} s later, out of site b {:.1} MB/s, md5 equal ({})",
             c.mib, c.in_mbs, c.drain_seconds, c.out_mbs, c.md5
         );
-        fields.push((
-            "cross_site_copy",
-            json_object(&[
-                ("mib", json_num(c.mib as f64)),
-                ("in_mbs", json_num(c.in_mbs)),
-                ("drain_seconds", json_num(c.drain_seconds)),
-                ("out_mbs", json_num(c.out_mbs)),
-                ("md5", json_string(&c.md5)),
-            ]),
-        ));
+        json["cross_site_copy"] = json!({
+            "mib": c.mib,
+            "in_mbs": json_num(c.in_mbs),
+            "drain_seconds": json_num(c.drain_seconds),
+            "out_mbs": json_num(c.out_mbs),
+            "md5": c.md5,
+        });
     }
-    let json = json_object(&fields);
     write_json(&args.json, &json)?;
     println!("JSON: {}", args.json.display());
     Ok(())

@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use clap::Parser;
 use geonfs_bench::peers::{comparison_row, comparison_table, start_memfs, Ganesha, COMPARED};
-use geonfs_bench::report::{
-    check_window, init_tracing, json_num, json_object, json_string, median, write_json,
-};
+use geonfs_bench::report::{check_window, init_tracing, json_num, median, write_json};
 use geonfs_testkit::cluster::TestCluster;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -306,14 +305,14 @@ fn report(args: &Args, rounds: &[[[f64; 2]; 3]]) -> anyhow::Result<()> {
         args.connections, args.depth, args.seconds, args.rounds
     );
     print!("{}", table.render());
-    let json = json_object(&[
-        ("benchmark", json_string("rpc_compare")),
-        ("rounds", json_num(args.rounds as f64)),
-        ("seconds", json_num(args.seconds)),
-        ("connections", json_num(args.connections as f64)),
-        ("depth", json_num(args.depth as f64)),
-        ("summary", format!("[{}]", summary.join(","))),
-    ]);
+    let json = json!({
+        "benchmark": "rpc_compare",
+        "rounds": args.rounds,
+        "seconds": json_num(args.seconds),
+        "connections": args.connections,
+        "depth": args.depth,
+        "summary": summary,
+    });
     write_json(&args.json, &json)?;
     println!("JSON: {}", args.json.display());
     Ok(())

@@ -34,12 +34,12 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
 use geonfs_bench::report::{
-    init_tracing, json_num, json_object, json_string, median, percentile_ms, ratio, write_json,
-    Table,
+    init_tracing, json_num, median, percentile_ms, ratio, write_json, Table,
 };
 use geonfs_core_server::{BlockStore, CoreMetrics, CHUNK_SIZE as CHUNK};
 use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
 use geonfs_testkit::rng::Rng;
+use serde_json::{json, Value};
 
 const BLOCK_SIZE: u64 = 4 * 1024 * 1024;
 /// B's per-file header: one big-endian CRC-32C per chunk, padded to a page.
@@ -390,46 +390,54 @@ fn summarize(records: &[Record], load: usize, variant: usize) -> Sample {
     })
 }
 
-fn sample_json(s: &Sample) -> String {
-    let fields = METRICS.iter().zip(s).map(|(m, x)| (m.0, json_num(*x)));
-    json_object(&fields.collect::<Vec<_>>())
+fn sample_json(s: &Sample) -> Value {
+    let fields = METRICS
+        .iter()
+        .zip(s)
+        .map(|(m, x)| (m.0.to_string(), json_num(*x)));
+    Value::Object(fields.collect())
 }
 
-fn to_json(args: &Args, records: &[Record]) -> String {
-    let summary = (0..LOADS.len()).map(|l| {
-        let (a, b) = (summarize(records, l, 0), summarize(records, l, 1));
-        json_object(&[
-            ("workload", json_string(LOADS[l].0)),
-            ("a", sample_json(&a)),
-            ("b", sample_json(&b)),
-            ("ratio_a_over_b_ops", json_num(ratio(a[0], b[0]))),
-            ("ratio_a_over_b_p50", json_num(ratio(a[2], b[2]))),
-            ("ratio_a_over_b_p99", json_num(ratio(a[3], b[3]))),
-        ])
-    });
-    let rounds = records.iter().map(|(l, v, round, s)| {
-        json_object(&[
-            ("round", (round + 1).to_string()),
-            ("workload", json_string(LOADS[*l].0)),
-            ("variant", json_string(VARIANTS[*v])),
-            ("result", sample_json(s)),
-        ])
-    });
-    let config = json_object(&[
-        ("seconds", json_num(args.seconds)),
-        ("warmup_seconds", json_num(args.warmup)),
-        ("rounds", args.rounds.to_string()),
-        ("writers", args.writers.to_string()),
-        ("blocks", args.blocks.to_string()),
-        ("dir", json_string(&args.dir.display().to_string())),
-    ]);
-    let list = |items: Vec<String>| format!("[\n    {}\n  ]", items.join(",\n    "));
-    format!(
-        "{{\n  \"benchmark\": \"store_choice\",\n  \"config\": {config},\n  \"statistic\": \"median across rounds (ops, errors: sums); percentiles nearest-rank; MB = 10^6 bytes\",\n  \"note\": {},\n  \"summary\": {},\n  \"rounds\": {}\n}}\n",
-        json_string(NOTE),
-        list(summary.collect()),
-        list(rounds.collect())
-    )
+fn to_json(args: &Args, records: &[Record]) -> Value {
+    let summary: Vec<Value> = (0..LOADS.len())
+        .map(|l| {
+            let (a, b) = (summarize(records, l, 0), summarize(records, l, 1));
+            json!({
+                "workload": LOADS[l].0,
+                "a": sample_json(&a),
+                "b": sample_json(&b),
+                "ratio_a_over_b_ops": json_num(ratio(a[0], b[0])),
+                "ratio_a_over_b_p50": json_num(ratio(a[2], b[2])),
+                "ratio_a_over_b_p99": json_num(ratio(a[3], b[3])),
+            })
+        })
+        .collect();
+    let rounds: Vec<Value> = records
+        .iter()
+        .map(|(l, v, round, s)| {
+            json!({
+                "round": round + 1,
+                "workload": LOADS[*l].0,
+                "variant": VARIANTS[*v],
+                "result": sample_json(s),
+            })
+        })
+        .collect();
+    json!({
+        "benchmark": "store_choice",
+        "config": {
+            "seconds": json_num(args.seconds),
+            "warmup_seconds": json_num(args.warmup),
+            "rounds": args.rounds,
+            "writers": args.writers,
+            "blocks": args.blocks,
+            "dir": args.dir.display().to_string(),
+        },
+        "statistic": "median across rounds (ops, errors: sums); percentiles nearest-rank; MB = 10^6 bytes",
+        "note": NOTE,
+        "summary": summary,
+        "rounds": rounds,
+    })
 }
 
 fn cells(s: &Sample) -> impl Iterator<Item = String> + '_ {

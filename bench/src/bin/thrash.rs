@@ -17,8 +17,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use geonfs_bench::report::{init_tracing, json_num, json_object, json_string, write_json};
+use geonfs_bench::report::{init_tracing, json_num, write_json};
 use geonfs_testkit::thrash::{run, ThrashOptions};
+use serde_json::json;
 
 #[derive(Parser, Debug)]
 #[command(about = "geonfs data-path thrasher: random I/O at random sites under random faults")]
@@ -53,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let (mut faults, mut written, mut checked, mut read) = (0usize, 0u64, 0u64, 0u64);
-    let mut lines = Vec::new();
+    let mut runs = Vec::new();
     for seed in args.first..args.first + args.seeds {
         let options = ThrashOptions {
             files: args.files,
@@ -69,13 +70,13 @@ async fn main() -> anyhow::Result<()> {
         written += report.clients.bytes_written;
         read += report.clients.bytes_verified;
         checked += report.bytes_checked;
-        lines.push(json_object(&[
-            ("seed", seed.to_string()),
-            ("faults", json_string(&report.faults.join(", "))),
-            ("bytes_written", report.clients.bytes_written.to_string()),
-            ("bytes_checked", report.bytes_checked.to_string()),
-            ("seconds", json_num(report.elapsed.as_secs_f64())),
-        ]));
+        runs.push(json!({
+            "seed": seed,
+            "faults": report.faults.join(", "),
+            "bytes_written": report.clients.bytes_written,
+            "bytes_checked": report.bytes_checked,
+            "seconds": json_num(report.elapsed.as_secs_f64()),
+        }));
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(
@@ -83,17 +84,17 @@ async fn main() -> anyhow::Result<()> {
          reads and {checked} by whole-file reads at every site, 0 mismatches, {seconds:.0} s",
         args.seeds
     );
-    let json = json_object(&[
-        ("seeds", args.seeds.to_string()),
-        ("first", args.first.to_string()),
-        ("rounds", args.rounds.to_string()),
-        ("ops", args.ops.to_string()),
-        ("faults", faults.to_string()),
-        ("bytes_written", written.to_string()),
-        ("bytes_read_checked", read.to_string()),
-        ("bytes_checkpoint_checked", checked.to_string()),
-        ("seconds", json_num(seconds)),
-        ("runs", format!("[{}]", lines.join(","))),
-    ]);
+    let json = json!({
+        "seeds": args.seeds,
+        "first": args.first,
+        "rounds": args.rounds,
+        "ops": args.ops,
+        "faults": faults,
+        "bytes_written": written,
+        "bytes_read_checked": read,
+        "bytes_checkpoint_checked": checked,
+        "seconds": json_num(seconds),
+        "runs": runs,
+    });
     write_json(&args.json, &json)
 }

@@ -1,8 +1,9 @@
 //! The sweep's outputs: the text table, the JSON and the PNG figure.
 
 use geonfs_bench::plot::{Figure, Panel, Series};
-use geonfs_bench::report::{json_num, json_object, json_string, percentile_ms, ratio, Table};
+use geonfs_bench::report::{json_num, percentile_ms, ratio, Table};
 use geonfs_testkit::replication::SAMPLE_EVERY;
+use serde_json::{json, Value};
 
 use super::{mbps, Args, Iops, RttResult, CHUNK};
 
@@ -46,111 +47,88 @@ pub(crate) fn table(results: &[RttResult], args: &Args) -> Table {
 }
 
 /// One RTT's numbers as a JSON object.
-fn result_json(r: &RttResult) -> String {
-    let samples: Vec<String> = r
+fn result_json(r: &RttResult) -> Value {
+    let samples: Vec<Value> = r
         .sustain
         .samples
         .iter()
         .map(|s| {
-            json_object(&[
-                ("t_s", json_num(s.at_s)),
-                ("rpo_s", json_num(s.rpo_s)),
-                ("jobs", json_num(s.jobs)),
-                ("writing", s.writing.to_string()),
-            ])
+            json!({
+                "t_s": json_num(s.at_s),
+                "rpo_s": json_num(s.rpo_s),
+                "jobs": json_num(s.jobs),
+                "writing": s.writing,
+            })
         })
         .collect();
-    let latencies = |us: &[u64]| {
-        let ms: Vec<String> = us.iter().map(|&u| json_num(u as f64 / 1000.0)).collect();
-        format!("[{}]", ms.join(", "))
-    };
+    let latencies =
+        |us: &[u64]| -> Vec<Value> { us.iter().map(|&u| json_num(u as f64 / 1000.0)).collect() };
     let iops = |i: &Iops| {
-        json_object(&[
-            ("iops", json_num(i.iops)),
-            ("reads", i.reads.to_string()),
-            ("mismatched", i.mismatched.to_string()),
-        ])
+        json!({
+            "iops": json_num(i.iops),
+            "reads": i.reads,
+            "mismatched": i.mismatched,
+        })
     };
     let h = &r.handover;
-    json_object(&[
-        ("rtt_ms", r.rtt_ms.to_string()),
-        (
-            "write",
-            json_object(&[
-                ("seconds", json_num(r.write_s)),
-                ("mbps", json_num(r.write_mbps)),
-            ]),
-        ),
-        (
-            "sustain",
-            json_object(&[
-                ("seconds", json_num(r.sustain.seconds)),
-                ("bytes", r.sustain.bytes.to_string()),
-                ("mbps", json_num(mbps(r.sustain.bytes, r.sustain.seconds))),
-                ("rpo_max_s", json_num(r.sustain.rpo_max())),
-                ("rpo_p50_s", json_num(r.sustain.rpo_p50())),
-                ("drain_s", json_num(r.sustain.drain_s)),
-                ("samples", format!("[{}]", samples.join(", "))),
-            ]),
-        ),
-        (
-            "read_after_write",
-            json_object(&[
-                ("samples", r.raw.read_us.len().to_string()),
-                ("stale", r.raw.stale.to_string()),
-                ("read_p50_ms", json_num(percentile_ms(&r.raw.read_us, 0.5))),
-                ("read_p99_ms", json_num(percentile_ms(&r.raw.read_us, 0.99))),
-                (
-                    "write_p50_ms",
-                    json_num(percentile_ms(&r.raw.write_us, 0.5)),
-                ),
-                ("read_ms_sorted", latencies(&r.raw.read_us)),
-                ("write_ms_sorted", latencies(&r.raw.write_us)),
-            ]),
-        ),
-        (
-            "handover",
-            json_object(&[
-                ("initial_drain_s", json_num(h.initial_drain_s)),
-                ("owner_before", iops(&h.owner)),
-                ("handover_write_ms", json_num(h.handover_write_ms)),
-                ("catchup_s", json_num(h.catchup_s)),
-                ("new_site_after", iops(&h.new_site)),
-                (
-                    "ratio_new_over_owner",
-                    json_num(ratio(h.new_site.iops, h.owner.iops)),
-                ),
-            ]),
-        ),
-    ])
+    json!({
+        "rtt_ms": r.rtt_ms,
+        "write": {
+            "seconds": json_num(r.write_s),
+            "mbps": json_num(r.write_mbps),
+        },
+        "sustain": {
+            "seconds": json_num(r.sustain.seconds),
+            "bytes": r.sustain.bytes,
+            "mbps": json_num(mbps(r.sustain.bytes, r.sustain.seconds)),
+            "rpo_max_s": json_num(r.sustain.rpo_max()),
+            "rpo_p50_s": json_num(r.sustain.rpo_p50()),
+            "drain_s": json_num(r.sustain.drain_s),
+            "samples": samples,
+        },
+        "read_after_write": {
+            "samples": r.raw.read_us.len(),
+            "stale": r.raw.stale,
+            "read_p50_ms": json_num(percentile_ms(&r.raw.read_us, 0.5)),
+            "read_p99_ms": json_num(percentile_ms(&r.raw.read_us, 0.99)),
+            "write_p50_ms": json_num(percentile_ms(&r.raw.write_us, 0.5)),
+            "read_ms_sorted": latencies(&r.raw.read_us),
+            "write_ms_sorted": latencies(&r.raw.write_us),
+        },
+        "handover": {
+            "initial_drain_s": json_num(h.initial_drain_s),
+            "owner_before": iops(&h.owner),
+            "handover_write_ms": json_num(h.handover_write_ms),
+            "catchup_s": json_num(h.catchup_s),
+            "new_site_after": iops(&h.new_site),
+            "ratio_new_over_owner": json_num(ratio(h.new_site.iops, h.owner.iops)),
+        },
+    })
 }
 
 /// The whole run as JSON: parameters and one object per RTT.
-pub(crate) fn to_json(results: &[RttResult], args: &Args) -> String {
-    let rtts: Vec<String> = args.rtts.iter().map(u64::to_string).collect();
-    let params = json_object(&[
-        ("sites", "3".to_string()),
-        ("cores_per_site", "3".to_string()),
-        ("replication_factor", "3".to_string()),
-        ("rtts_ms", format!("[{}]", rtts.join(", "))),
-        ("wan_mbps", args.wan_mbps.map_or("null".into(), json_num)),
-        ("write_mib", args.write_mib.to_string()),
-        ("write_chunk_bytes", CHUNK.to_string()),
-        ("depth", args.depth.to_string()),
-        ("sustain_secs", json_num(args.sustain_secs)),
-        ("rpo_sample_ms", SAMPLE_EVERY.as_millis().to_string()),
-        ("raw_samples", args.raw_samples.to_string()),
-        ("iops_mib", args.iops_mib.to_string()),
-        ("iops_secs", json_num(args.iops_secs)),
-        ("drain_timeout_s", json_num(args.drain_timeout)),
-        ("seed", args.seed.to_string()),
-    ]);
-    let rows: Vec<String> = results.iter().map(result_json).collect();
-    format!(
-        "{{\n  \"benchmark\": {},\n  \"params\": {params},\n  \"results\": [\n    {}\n  ]\n}}\n",
-        json_string("wan_sweep"),
-        rows.join(",\n    ")
-    )
+pub(crate) fn to_json(results: &[RttResult], args: &Args) -> Value {
+    json!({
+        "benchmark": "wan_sweep",
+        "params": {
+            "sites": 3,
+            "cores_per_site": 3,
+            "replication_factor": 3,
+            "rtts_ms": args.rtts,
+            "wan_mbps": args.wan_mbps.map(json_num),
+            "write_mib": args.write_mib,
+            "write_chunk_bytes": CHUNK,
+            "depth": args.depth,
+            "sustain_secs": json_num(args.sustain_secs),
+            "rpo_sample_ms": u64::try_from(SAMPLE_EVERY.as_millis()).unwrap_or(u64::MAX),
+            "raw_samples": args.raw_samples,
+            "iops_mib": args.iops_mib,
+            "iops_secs": json_num(args.iops_secs),
+            "drain_timeout_s": json_num(args.drain_timeout),
+            "seed": args.seed,
+        },
+        "results": results.iter().map(result_json).collect::<Vec<_>>(),
+    })
 }
 
 /// The PNG: one panel per quantity against the RTT.
