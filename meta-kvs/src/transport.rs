@@ -201,31 +201,7 @@ async fn peer_loop(
                 carry = Some(msg);
                 break false;
             }
-            let mut batch = RaftBatch {
-                from,
-                to,
-                messages: Vec::new(),
-            };
-            let mut size = 0;
-            if let Some(b) = encode(&msg) {
-                size += b.len();
-                batch.messages.push(b);
-            }
-            while size < BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
-                        carry = Some(m);
-                        break;
-                    }
-                    Ok(m) => {
-                        if let Some(b) = encode(&m) {
-                            size += b.len();
-                            batch.messages.push(b);
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
+            let batch = gather_batch(from, to, &msg, &mut rx, &mut carry);
             let sent = tokio::select! {
                 r = btx.send(batch) => r.is_ok(),
                 res = &mut call => { let _ = res; false }
@@ -248,6 +224,44 @@ async fn peer_loop(
             backoff = Duration::from_millis(50);
         }
     }
+}
+
+/// `first` and the messages queued behind it, up to [`BATCH_BYTES`], as
+/// one batch; a snapshot met on the way is left in `carry` (it goes on its
+/// own call).
+fn gather_batch(
+    from: u64,
+    to: u64,
+    first: &Message,
+    rx: &mut mpsc::Receiver<Message>,
+    carry: &mut Option<Message>,
+) -> RaftBatch {
+    let mut batch = RaftBatch {
+        from,
+        to,
+        messages: Vec::new(),
+    };
+    let mut size = 0;
+    if let Some(b) = encode(first) {
+        size += b.len();
+        batch.messages.push(b);
+    }
+    while size < BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                *carry = Some(m);
+                break;
+            }
+            Ok(m) => {
+                if let Some(b) = encode(&m) {
+                    size += b.len();
+                    batch.messages.push(b);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 async fn send_snapshot(

@@ -34,21 +34,27 @@ impl Namespace {
         validate_name(from_name)?;
         validate_name(to_name)?;
         let mut attempts = Attempts::new();
-        let result = self
-            .rename_attempts(from_dir, from_name, to_dir, to_name, &mut attempts)
-            .await;
+        let rename = Rename {
+            from_dir,
+            from_name,
+            to_dir,
+            to_name,
+        };
+        let result = self.rename_attempts(&rename, &mut attempts).await;
         result.map_err(|err| attempts.explain(err))
     }
 
     async fn rename_attempts(
         &self,
-        from_dir: u64,
-        from_name: &[u8],
-        to_dir: u64,
-        to_name: &[u8],
+        rename: &Rename<'_>,
         attempts: &mut Attempts<Option<Inode>>,
     ) -> Result<Option<Inode>, NamespaceError> {
-        let same_dir = from_dir == to_dir;
+        let Rename {
+            from_dir,
+            from_name,
+            to_dir,
+            to_name,
+        } = *rename;
         loop {
             attempts.begin().await?;
             let (fd, td, src, dst) = futures::join!(
@@ -64,116 +70,70 @@ impl Namespace {
                 Check::Proceed => {}
             }
             let src = src.ok_or(NamespaceError::NoEnt)?;
-            if (same_dir && from_name == to_name) || dst.is_some_and(|d| d.id == src.id) {
+            if (rename.same_dir() && from_name == to_name)
+                || dst.as_ref().is_some_and(|d| d.id == src.id)
+            {
                 return Ok(None);
             }
-            let Some(moved) = self.child(from_dir, from_name, &src).await? else {
+            let Some(plan) = self.plan(rename, fd, td, src, dst).await? else {
                 continue; // changed meanwhile: read again
             };
-            // A directory moving to another directory: the target must not
-            // be inside it. The versions of the walked ancestors are
-            // conditions, so a concurrent rename cannot make a cycle.
-            let mut ancestors = Vec::new();
-            if moved.is_dir() && !same_dir {
-                ancestors = self.ancestors(&td, src.id).await?;
-            }
-            let replaced = match dst {
-                Some(dst) => {
-                    let Some(old) = self.child(to_dir, to_name, &dst).await? else {
-                        continue;
-                    };
-                    match (moved.is_dir(), old.is_dir()) {
-                        (true, false) => return Err(NamespaceError::NotDir),
-                        (false, true) => return Err(NamespaceError::IsDir),
-                        (true, true) if old.entries > 0 => return Err(NamespaceError::NotEmpty),
-                        _ => {}
-                    }
-                    Some((dst, old))
-                }
-                None => None,
-            };
-
-            let now = Timestamp::now();
             let token = new_token();
-            let mut from = fd.clone();
-            let mut to_other = (!same_dir).then(|| td.clone());
-            from.entries = from.entries.saturating_sub(1);
-            if moved.is_dir() {
-                from.nlink = from.nlink.saturating_sub(1);
-            }
-            let seq = {
-                let to = to_other.as_mut().unwrap_or(&mut from);
-                let seq = to.next_seq.max(1);
-                to.next_seq = seq + 1;
-                to.entries += 1;
-                if moved.is_dir() {
-                    to.nlink += 1;
-                }
-                if let Some((_, old)) = &replaced {
-                    to.entries = to.entries.saturating_sub(1);
-                    if old.is_dir() {
-                        to.nlink = to.nlink.saturating_sub(1);
-                    }
-                }
-                to.mtime = now;
-                to.ctime = now;
-                to.change_token = token;
-                seq
-            };
-            from.mtime = now;
-            from.ctime = now;
-            from.change_token = token;
-            let mut new_moved = moved.clone();
-            new_moved.ctime = now;
-            if moved.is_dir() {
-                new_moved.parent = to_dir;
-            }
-            let entry = NameEntry {
-                id: moved.id,
-                kind: moved.kind,
-                seq,
-                version: 0,
-            };
-
-            let mut txn = Txn::default();
-            txn.version(name_key(from_dir, from_name), src.version)
-                .version(
-                    name_key(to_dir, to_name),
-                    replaced.as_ref().map_or(0, |(d, _)| d.version),
-                )
-                .version(inode_key(from_dir), fd.version)
-                .version(inode_key(moved.id), moved.version);
-            if !same_dir {
-                txn.version(inode_key(to_dir), td.version);
-            }
-            for (id, version) in ancestors {
-                if id != from_dir && id != to_dir {
-                    txn.version(inode_key(id), version);
-                }
-            }
-            if let Some((dst, old)) = &replaced {
-                txn.version(inode_key(old.id), old.version)
-                    .delete(cookie_key(to_dir, dst.seq))
-                    .delete(inode_key(old.id));
-            }
-            txn.delete(name_key(from_dir, from_name))
-                .delete(cookie_key(from_dir, src.seq))
-                .put(name_key(to_dir, to_name), encode_name(&entry))
-                .put(
-                    cookie_key(to_dir, seq),
-                    encode_entry(to_name, moved.id, moved.kind),
-                )
-                .put(inode_key(moved.id), encode_inode(&new_moved))
-                .put(inode_key(from_dir), encode_inode(&from));
-            if let Some(to) = &to_other {
-                txn.put(inode_key(to_dir), encode_inode(to));
-            }
+            let txn = rename.transaction(&plan, token);
             let outcome = commit(&self.client, txn).await?;
-            let result = replaced.map(|(_, old)| old);
-            if let Some(replaced) = attempts.record(outcome, token, fd.version, result) {
+            let result = plan.replaced.map(|(_, old)| old);
+            if let Some(replaced) = attempts.record(outcome, token, plan.from.version, result) {
                 return Ok(replaced);
             }
         }
+    }
+
+    /// Reads what the rename changes besides the directories and the
+    /// names: the moved object, the replaced one, and for a directory
+    /// moving elsewhere the target's ancestors. `None` when an entry
+    /// changed meanwhile (read again); an error when the target cannot be
+    /// replaced or the move would make a cycle.
+    async fn plan(
+        &self,
+        rename: &Rename<'_>,
+        from: Inode,
+        to: Inode,
+        src: NameEntry,
+        dst: Option<NameEntry>,
+    ) -> Result<Option<RenamePlan>, NamespaceError> {
+        let Some(moved) = self.child(rename.from_dir, rename.from_name, &src).await? else {
+            return Ok(None);
+        };
+        // A directory moving to another directory: the target must not
+        // be inside it. The versions of the walked ancestors are
+        // conditions, so a concurrent rename cannot make a cycle.
+        let mut ancestors = Vec::new();
+        if moved.is_dir() && !rename.same_dir() {
+            ancestors = self.ancestors(&to, src.id).await?;
+        }
+        let replaced = match dst {
+            Some(dst) => {
+                let Some(old) = self.child(rename.to_dir, rename.to_name, &dst).await? else {
+                    return Ok(None);
+                };
+                match (moved.is_dir(), old.is_dir()) {
+                    (true, false) => return Err(NamespaceError::NotDir),
+                    (false, true) => return Err(NamespaceError::IsDir),
+                    (true, true) if old.entries > 0 => return Err(NamespaceError::NotEmpty),
+                    _ => {}
+                }
+                Some((dst, old))
+            }
+            None => None,
+        };
+        Ok(Some(RenamePlan {
+            from,
+            to,
+            src,
+            moved,
+            replaced,
+            ancestors,
+        }))
     }
 
     /// The ids and versions of `dir` and its ancestors up to the root;
@@ -197,5 +157,124 @@ impl Namespace {
             }
             current = self.dir(current.parent).await?;
         }
+    }
+}
+
+/// The names a rename moves between.
+#[derive(Clone, Copy)]
+struct Rename<'a> {
+    from_dir: u64,
+    from_name: &'a [u8],
+    to_dir: u64,
+    to_name: &'a [u8],
+}
+
+/// What one attempt of a rename read, and changes.
+struct RenamePlan {
+    /// The source directory.
+    from: Inode,
+    /// The target directory (the same inode as `from` within one).
+    to: Inode,
+    /// The source name's entry.
+    src: NameEntry,
+    /// The object moved.
+    moved: Inode,
+    /// The target name's entry and the object it names, if it exists.
+    replaced: Option<(NameEntry, Inode)>,
+    /// The target directory's ancestors (id, version) walked for a
+    /// directory moving elsewhere.
+    ancestors: Vec<(u64, u64)>,
+}
+
+impl Rename<'_> {
+    fn same_dir(&self) -> bool {
+        self.from_dir == self.to_dir
+    }
+
+    /// The transaction of `plan`, conditional on the versions it read.
+    fn transaction(&self, plan: &RenamePlan, token: u64) -> Txn {
+        let (from, to_other, seq) = self.updated_dirs(plan, token);
+        let moved = &plan.moved;
+        let mut new_moved = moved.clone();
+        new_moved.ctime = from.ctime;
+        if moved.is_dir() {
+            new_moved.parent = self.to_dir;
+        }
+        let entry = NameEntry {
+            id: moved.id,
+            kind: moved.kind,
+            seq,
+            version: 0,
+        };
+        let mut txn = Txn::default();
+        txn.version(name_key(self.from_dir, self.from_name), plan.src.version)
+            .version(
+                name_key(self.to_dir, self.to_name),
+                plan.replaced.as_ref().map_or(0, |(d, _)| d.version),
+            )
+            .version(inode_key(self.from_dir), plan.from.version)
+            .version(inode_key(moved.id), moved.version);
+        if !self.same_dir() {
+            txn.version(inode_key(self.to_dir), plan.to.version);
+        }
+        for &(id, version) in &plan.ancestors {
+            if id != self.from_dir && id != self.to_dir {
+                txn.version(inode_key(id), version);
+            }
+        }
+        if let Some((dst, old)) = &plan.replaced {
+            txn.version(inode_key(old.id), old.version)
+                .delete(cookie_key(self.to_dir, dst.seq))
+                .delete(inode_key(old.id));
+        }
+        txn.delete(name_key(self.from_dir, self.from_name))
+            .delete(cookie_key(self.from_dir, plan.src.seq))
+            .put(name_key(self.to_dir, self.to_name), encode_name(&entry))
+            .put(
+                cookie_key(self.to_dir, seq),
+                encode_entry(self.to_name, moved.id, moved.kind),
+            )
+            .put(inode_key(moved.id), encode_inode(&new_moved))
+            .put(inode_key(self.from_dir), encode_inode(&from));
+        if let Some(to) = &to_other {
+            txn.put(inode_key(self.to_dir), encode_inode(to));
+        }
+        txn
+    }
+
+    /// The source directory after the move, the target directory when it
+    /// is another one, and the cookie sequence number of the new entry.
+    fn updated_dirs(&self, plan: &RenamePlan, token: u64) -> (Inode, Option<Inode>, u64) {
+        let now = Timestamp::now();
+        let moved_dir = plan.moved.is_dir();
+        let mut from = plan.from.clone();
+        let mut to_other = (!self.same_dir()).then(|| plan.to.clone());
+        from.entries = from.entries.saturating_sub(1);
+        if moved_dir {
+            from.nlink = from.nlink.saturating_sub(1);
+        }
+        let seq = {
+            let to = to_other.as_mut().unwrap_or(&mut from);
+            let seq = to.next_seq.max(1);
+            to.next_seq = seq + 1;
+            to.entries += 1;
+            if moved_dir {
+                to.nlink += 1;
+            }
+            if let Some((_, old)) = &plan.replaced {
+                to.entries = to.entries.saturating_sub(1);
+                if old.is_dir() {
+                    to.nlink = to.nlink.saturating_sub(1);
+                }
+            }
+            to.mtime = now;
+            to.ctime = now;
+            to.change_token = token;
+            seq
+        };
+        from.mtime = now;
+        from.ctime = now;
+        from.change_token = token;
+        (from, to_other, seq)
     }
 }

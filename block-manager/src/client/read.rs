@@ -106,6 +106,20 @@ impl BlockClient {
     ) -> Result<Option<BlockRead>, BlockError> {
         self.check_range(offset, u64::from(len))?;
         self.check_gate(block.file_id, owner_epoch)?;
+        let probe = self.site_probe(block, (offset, len), owner_epoch).await?;
+        self.serve_probed(block, (offset, len), owner_epoch, probe)
+            .await
+    }
+
+    /// What the site's cores (and, when some are silent and the newest
+    /// version is not known, the other sites) hold of `block`; the
+    /// best-ranked core reads `range` on the way.
+    async fn site_probe(
+        &self,
+        block: BlockId,
+        (offset, len): (u64, u32),
+        owner_epoch: Option<Epoch>,
+    ) -> Result<Probe<'_>, BlockError> {
         let (order, believed) = self.order(block);
         let mut probe = self
             .probe_reading_first(block, &order[..believed], Some((offset, len)), owner_epoch)
@@ -141,6 +155,20 @@ impl BlockClient {
             self.complete_with_remote(block, owner_epoch, &mut probe, &silent)
                 .await?;
         }
+        Ok(probe)
+    }
+
+    /// Serves `range` of `block` from what `probe` found: the newest
+    /// version the site holds (zeros after a delete), another site's copy
+    /// when the site's are trimmed or corrupt, or `None` when absent.
+    async fn serve_probed(
+        &self,
+        block: BlockId,
+        (offset, len): (u64, u32),
+        owner_epoch: Option<Epoch>,
+        mut probe: Probe<'_>,
+    ) -> Result<Option<BlockRead>, BlockError> {
+        let newest_here = probe.found.first().map_or(0, |&(_, v)| v);
         if let Some(first) = probe.first.take() {
             // The best-ranked core (which keeps the site's copy after the
             // trim) holds the newest version found: served in one trip.

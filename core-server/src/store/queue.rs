@@ -89,6 +89,28 @@ pub struct ReplicaOffer {
     pub lost_below: Option<Epoch>,
 }
 
+/// Puts `data` into `batch` as the block's sealed chunks, leaving all-zero
+/// chunks out (they read back as zeros when absent); the bytes stored.
+fn put_sealed_chunks(
+    block: BlockId,
+    data: &[u8],
+    batch: &mut WriteBatch,
+) -> Result<u64, CoreError> {
+    let mut stored = 0u64;
+    for (i, piece) in data.chunks(CHUNK_SIZE as usize).enumerate() {
+        if piece.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let mut value = Vec::with_capacity(CRC_LEN + piece.len());
+        value.resize(CRC_LEN, 0);
+        value.extend_from_slice(piece);
+        seal_chunk(&mut value);
+        batch.put(chunk_key(block, chunk_no(i as u64)?), &value);
+        stored += piece.len() as u64;
+    }
+    Ok(stored)
+}
+
 /// `q | file_id BE | index BE`.
 pub(super) fn job_key(block: BlockId) -> [u8; 17] {
     let mut key = [0u8; 17];
@@ -306,25 +328,8 @@ impl Inner {
         let (block, version, data) = (offer.block, offer.version, &offer.data[..]);
         let db = self.db()?;
         let old = self.meta(&db, block)?;
-        if let Some(epoch) = offer.epoch {
-            if !self.fences_synced.load(Ordering::Acquire) {
-                return Err(CoreError::FencesUnsynced);
-            }
-            let held = old.is_some_and(|m| m.version == version);
-            let superseded_by = self
-                .file_fence(block.file_id)
-                .lost_below
-                .filter(|&lost_below| epoch < lost_below && !held);
-            if let Some(lost_below) = superseded_by {
-                tracing::info!(
-                    %block,
-                    version,
-                    %epoch,
-                    %lost_below,
-                    "replica from before a takeover from a lost owner refused"
-                );
-                return Ok(PutOutcome::Superseded { lost_below });
-            }
+        if let Some(lost_below) = self.superseded(offer, old)? {
+            return Ok(PutOutcome::Superseded { lost_below });
         }
         // Nothing below a marker; a trimmed copy is restored by a replica
         // of its version or newer, a deleted block at its version is held.
@@ -362,19 +367,7 @@ impl Inner {
         if marker.is_some() {
             batch.delete(marker_key(block));
         }
-        let mut stored = 0u64;
-        for (i, piece) in data.chunks(CHUNK_SIZE as usize).enumerate() {
-            // All-zero chunks read back as zeros when absent: keep sparse.
-            if piece.iter().all(|&b| b == 0) {
-                continue;
-            }
-            let mut value = Vec::with_capacity(CRC_LEN + piece.len());
-            value.resize(CRC_LEN, 0);
-            value.extend_from_slice(piece);
-            seal_chunk(&mut value);
-            batch.put(chunk_key(block, chunk_no(i as u64)?), &value);
-            stored += piece.len() as u64;
-        }
+        let stored = put_sealed_chunks(block, data, &mut batch)?;
         let meta = BlockMeta {
             version,
             length: data.len() as u64,
@@ -417,6 +410,39 @@ impl Inner {
             return Ok(PutOutcome::Repaired);
         }
         Ok(PutOutcome::Applied)
+    }
+
+    /// The epoch of the takeover from a lost owner that `offer` is from
+    /// before, if any (`old`: this core's copy): such a copy was never
+    /// seen by the takeover and is refused, unless this core already holds
+    /// that very version. Epoch-carrying offers wait for the fences to be
+    /// current.
+    fn superseded(
+        &self,
+        offer: &ReplicaOffer,
+        old: Option<BlockMeta>,
+    ) -> Result<Option<Epoch>, CoreError> {
+        let Some(epoch) = offer.epoch else {
+            return Ok(None);
+        };
+        if !self.fences_synced.load(Ordering::Acquire) {
+            return Err(CoreError::FencesUnsynced);
+        }
+        let held = old.is_some_and(|m| m.version == offer.version);
+        let superseded_by = self
+            .file_fence(offer.block.file_id)
+            .lost_below
+            .filter(|&lost_below| epoch < lost_below && !held);
+        if let Some(lost_below) = superseded_by {
+            tracing::info!(
+                block = %offer.block,
+                version = offer.version,
+                %epoch,
+                %lost_below,
+                "replica from before a takeover from a lost owner refused"
+            );
+        }
+        Ok(superseded_by)
     }
 
     /// Records the offer's job when the block (already held at the offered

@@ -57,43 +57,8 @@ impl Inner {
         let offset = write.range.offset;
         let data = &write.data;
         let end = offset + data.len() as u64;
-        let mut added = 0u64;
-        let mut puts = 0u64;
-        let mut put_bytes = 0u64;
-        if !data.is_empty() {
-            let first = offset / CHUNK_SIZE;
-            let last = (end - 1) / CHUNK_SIZE;
-            let chunks: Vec<u32> = (first..=last).map(chunk_no).collect::<Result<_, _>>()?;
-            // The old contents of the touched chunks (fully covered ones too:
-            // their old length is needed for the used-bytes accounting).
-            let olds = if replace {
-                chunks.iter().map(|_| Ok(None)).collect()
-            } else {
-                db.multi_get(chunks.iter().map(|&chunk| chunk_key(block, chunk)))
-            };
-            for (&chunk, old) in chunks.iter().zip(olds) {
-                let old = old?;
-                let old_data = match &old {
-                    Some(value) => self.verify(block, chunk, value)?,
-                    None => &[][..],
-                };
-                let start = u64::from(chunk) * CHUNK_SIZE;
-                let lo = (offset.max(start) - start) as usize;
-                let hi = (end.min(start + CHUNK_SIZE) - start) as usize;
-                let new_len = old_data.len().max(hi);
-                let mut value = Vec::with_capacity(CRC_LEN + new_len);
-                value.resize(CRC_LEN, 0);
-                value.extend_from_slice(old_data);
-                value.resize(CRC_LEN + new_len, 0);
-                let src = (start + lo as u64 - offset) as usize;
-                value[CRC_LEN + lo..CRC_LEN + hi].copy_from_slice(&data[src..src + (hi - lo)]);
-                seal_chunk(&mut value);
-                added += (new_len - old_data.len()) as u64;
-                puts += 1;
-                put_bytes += new_len as u64;
-                batch.put(chunk_key(block, chunk), &value);
-            }
-        }
+        let put = self.put_chunks(&db, write, replace, &mut batch)?;
+        let added = put.added;
         let new_meta = BlockMeta {
             version: write.version,
             length: if data.is_empty() {
@@ -120,25 +85,93 @@ impl Inner {
         if replace {
             self.release(old.map_or(0, |meta| meta.stored));
         }
-        if old.is_none() {
-            self.blocks.fetch_add(1, Ordering::SeqCst);
-        }
-        if durable {
-            // A synced write syncs the whole WAL up to it, earlier held
-            // writes of this block included.
-            self.durable_writes.fetch_add(1, Ordering::SeqCst);
-            self.held().remove(&block);
-        } else {
-            self.held().insert(block);
-        }
-        self.chunk_puts.fetch_add(puts, Ordering::SeqCst);
-        self.chunk_bytes.fetch_add(put_bytes, Ordering::SeqCst);
-        if job.is_some() {
-            self.enqueued.notify_one();
-        }
+        self.count_write(write, old.is_none(), put, job.is_some());
         Ok(WriteOutcome {
             version: new_meta.version,
             durable,
         })
     }
+
+    /// Puts the chunks `write` touches into `batch`: each old chunk
+    /// (verified; none for a replacing write) with the new bytes laid over
+    /// it, sealed with its checksum.
+    fn put_chunks(
+        &self,
+        db: &rocksdb::DB,
+        write: &BlockWrite,
+        replace: bool,
+        batch: &mut WriteBatch,
+    ) -> Result<ChunkPuts, CoreError> {
+        let (block, offset, data) = (write.block, write.range.offset, &write.data);
+        let mut put = ChunkPuts::default();
+        if data.is_empty() {
+            return Ok(put);
+        }
+        let end = offset + data.len() as u64;
+        let first = offset / CHUNK_SIZE;
+        let last = (end - 1) / CHUNK_SIZE;
+        let chunks: Vec<u32> = (first..=last).map(chunk_no).collect::<Result<_, _>>()?;
+        // The old contents of the touched chunks (fully covered ones too:
+        // their old length is needed for the used-bytes accounting).
+        let olds = if replace {
+            chunks.iter().map(|_| Ok(None)).collect()
+        } else {
+            db.multi_get(chunks.iter().map(|&chunk| chunk_key(block, chunk)))
+        };
+        for (&chunk, old) in chunks.iter().zip(olds) {
+            let old = old?;
+            let old_data = match &old {
+                Some(value) => self.verify(block, chunk, value)?,
+                None => &[][..],
+            };
+            let start = u64::from(chunk) * CHUNK_SIZE;
+            let lo = (offset.max(start) - start) as usize;
+            let hi = (end.min(start + CHUNK_SIZE) - start) as usize;
+            let new_len = old_data.len().max(hi);
+            let mut value = Vec::with_capacity(CRC_LEN + new_len);
+            value.resize(CRC_LEN, 0);
+            value.extend_from_slice(old_data);
+            value.resize(CRC_LEN + new_len, 0);
+            let src = (start + lo as u64 - offset) as usize;
+            value[CRC_LEN + lo..CRC_LEN + hi].copy_from_slice(&data[src..src + (hi - lo)]);
+            seal_chunk(&mut value);
+            put.added += (new_len - old_data.len()) as u64;
+            put.puts += 1;
+            put.bytes += new_len as u64;
+            batch.put(chunk_key(block, chunk), &value);
+        }
+        Ok(put)
+    }
+
+    /// The counters and held-block set after `write` landed (`new_block`:
+    /// the store had no copy of it; `queued`: with a replication job).
+    fn count_write(&self, write: &BlockWrite, new_block: bool, put: ChunkPuts, queued: bool) {
+        if new_block {
+            self.blocks.fetch_add(1, Ordering::SeqCst);
+        }
+        if write.durability == Durability::Durable {
+            // A synced write syncs the whole WAL up to it, earlier held
+            // writes of this block included.
+            self.durable_writes.fetch_add(1, Ordering::SeqCst);
+            self.held().remove(&write.block);
+        } else {
+            self.held().insert(write.block);
+        }
+        self.chunk_puts.fetch_add(put.puts, Ordering::SeqCst);
+        self.chunk_bytes.fetch_add(put.bytes, Ordering::SeqCst);
+        if queued {
+            self.enqueued.notify_one();
+        }
+    }
+}
+
+/// What a write put into its batch.
+#[derive(Clone, Copy, Debug, Default)]
+struct ChunkPuts {
+    /// Bytes the block's stored size grows by.
+    added: u64,
+    /// Chunks put.
+    puts: u64,
+    /// Their bytes.
+    bytes: u64,
 }

@@ -30,12 +30,24 @@ pub(super) fn load_state(db: &DB) -> Result<RaftMeta, StoreError> {
         Some(v) => LogPoint::decode("meta/applied", &v)?,
         None => LogPoint::default(),
     };
+    let meta = RaftMeta {
+        hard_state,
+        conf_state,
+        truncated,
+        last: last_entry(db, truncated)?,
+        applied,
+    };
+    check_commit(&meta)?;
+    check_applied(db, &meta)?;
+    Ok(meta)
+}
 
-    // The log: keys must run truncated+1 ..= last without holes. Walking the
-    // keys is cheap (the driver keeps the log short by compacting); the first
-    // and last entries are decoded and checked against their keys.
-    let log_cf = cf(db, CF_RAFT_LOG)?;
-    let mut it = db.raw_iterator_cf(log_cf);
+/// The log's last entry (`truncated` when the log is empty). Its keys
+/// must run truncated+1 ..= last without holes. Walking the keys is cheap
+/// (the driver keeps the log short by compacting); the first and last
+/// entries are decoded and checked against their keys and terms.
+fn last_entry(db: &DB, truncated: LogPoint) -> Result<LogPoint, StoreError> {
+    let mut it = db.raw_iterator_cf(cf(db, CF_RAFT_LOG)?);
     it.seek_to_first();
     let mut first_key: Option<u64> = None;
     let mut prev: Option<u64> = None;
@@ -67,29 +79,25 @@ pub(super) fn load_state(db: &DB) -> Result<RaftMeta, StoreError> {
     }
     it.status()?;
     drop(it);
-
-    let mut meta = RaftMeta {
-        hard_state,
-        conf_state,
-        truncated,
-        last: truncated,
-        applied,
+    let (Some(first), Some(last)) = (first_key, prev) else {
+        return Ok(truncated);
     };
-    if let (Some(first), Some(last)) = (first_key, prev) {
-        let first_entry = read_log_entry(db, first)?;
-        let last_entry = read_log_entry(db, last)?;
-        if first_entry.term < truncated.term || last_entry.term < first_entry.term {
-            return Err(StoreError::corrupt(
-                "raft_log",
-                format!(
-                    "terms go backwards: truncated term {}, first entry term {}, last entry term {}",
-                    truncated.term, first_entry.term, last_entry.term
-                ),
-            ));
-        }
-        meta.last = LogPoint::new(last, last_entry.term);
+    let first_entry = read_log_entry(db, first)?;
+    let last_entry = read_log_entry(db, last)?;
+    if first_entry.term < truncated.term || last_entry.term < first_entry.term {
+        return Err(StoreError::corrupt(
+            "raft_log",
+            format!(
+                "terms go backwards: truncated term {}, first entry term {}, last entry term {}",
+                truncated.term, first_entry.term, last_entry.term
+            ),
+        ));
     }
+    Ok(LogPoint::new(last, last_entry.term))
+}
 
+/// The commit index lies within the log (no snapshot covers more).
+fn check_commit(meta: &RaftMeta) -> Result<(), StoreError> {
     let hs = &meta.hard_state;
     if hs.commit > meta.last.index {
         return Err(StoreError::corrupt(
@@ -100,21 +108,28 @@ pub(super) fn load_state(db: &DB) -> Result<RaftMeta, StoreError> {
             ),
         ));
     }
-    if hs.commit < truncated.index {
+    if hs.commit < meta.truncated.index {
         return Err(StoreError::corrupt(
             "raft_state/hard_state",
             format!(
                 "commit index {} is below the truncation point {}",
-                hs.commit, truncated.index
+                hs.commit, meta.truncated.index
             ),
         ));
     }
-    if applied.index > hs.commit {
+    Ok(())
+}
+
+/// The applied point lies between the truncation point and the commit
+/// index, at the term its log entry has.
+fn check_applied(db: &DB, meta: &RaftMeta) -> Result<(), StoreError> {
+    let (applied, truncated) = (meta.applied, meta.truncated);
+    if applied.index > meta.hard_state.commit {
         return Err(StoreError::corrupt(
             "meta/applied",
             format!(
                 "applied index {} is beyond the commit index {}",
-                applied.index, hs.commit
+                applied.index, meta.hard_state.commit
             ),
         ));
     }
@@ -141,7 +156,7 @@ pub(super) fn load_state(db: &DB) -> Result<RaftMeta, StoreError> {
             ),
         ));
     }
-    Ok(meta)
+    Ok(())
 }
 
 fn read_log_entry(db: &DB, idx: u64) -> Result<Entry, StoreError> {

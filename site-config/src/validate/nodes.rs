@@ -35,108 +35,23 @@ pub(super) fn nodes(ctx: &mut Ctx<'_>, raw: &[RawNode], sites: &[Site]) -> Vec<N
         .enumerate()
         .map(|(i, s)| (site_id(i), s.subnets.clone()))
         .collect();
-    let map = SiteMap::build_unchecked(&map_input);
-    let mut names: HashMap<String, usize> = HashMap::new();
-    // Listen addresses in use: address → (node index, field) of the first user.
-    let mut addresses: HashMap<SocketAddr, (usize, &str)> = HashMap::new();
-    let name_of = |i: usize| raw_name(raw, i);
-    let mut dirs: HashMap<PathBuf, String> = HashMap::new();
+    let mut seen = Seen {
+        raw,
+        sites,
+        map: SiteMap::build_unchecked(&map_input),
+        names: HashMap::new(),
+        addresses: HashMap::new(),
+        dirs: HashMap::new(),
+    };
     let mut metrics = Vec::new();
     let mut out = Vec::new();
     for (i, rn) in raw.iter().enumerate() {
-        let key = format!("node[{i}]");
-        let k = |field: &str| format!("{key}.{field}");
-        let name = ctx
-            .require(&k("name"), &rn.name, "every node needs a name")
-            .cloned()
-            .unwrap_or_default();
-        if matches!(rn.name, Some(Lenient::Ok(_))) {
-            if let Err(m) = check_name("node", &name, None) {
-                ctx.push(k("name"), m);
-            } else if let Some(first) = names.get(&name) {
-                ctx.push(
-                    k("name"),
-                    format!("duplicate node name {name:?} (also node[{first}])"),
-                );
-            } else {
-                names.insert(name.clone(), i);
-            }
-        }
-
-        let mut site = SiteId(0);
-        let address = ctx
-            .require(
-                &k("address"),
-                &rn.address,
-                "the node's ip:port, e.g. \"10.1.0.11:7100\"",
-            )
-            .and_then(|s| parse_socket(ctx, &k("address"), s));
-        if let Some(addr) = address {
-            match addresses.get(&addr) {
-                Some(&(first, _)) => ctx.push(
-                    k("address"),
-                    format!(
-                        "duplicate address {addr} (also {})",
-                        owner(first, name_of(first))
-                    ),
-                ),
-                None => {
-                    addresses.insert(addr, (i, "address"));
-                }
-            }
-            match map.site_of(addr.ip()) {
-                Ok(s) => site = s,
-                Err(e) => ctx.push(k("address"), format!("{e}{}", site_hint(sites))),
-            }
-        }
-
+        let k = |field: &str| format!("node[{i}].{field}");
+        let name = seen.name(ctx, i, rn);
+        let (address, site) = seen.address(ctx, i, rn);
         let roles = roles(ctx, &k("roles"), &rn.roles);
-        let data_dir = ctx.get(&k("data_dir"), &rn.data_dir).map(PathBuf::from);
-        match &data_dir {
-            Some(d) if d.as_os_str().is_empty() => ctx.push(k("data_dir"), "must not be empty"),
-            Some(d) => {
-                if let Some(first) = dirs.get(d) {
-                    ctx.push(
-                        k("data_dir"),
-                        format!("duplicate data_dir {:?} (also {first})", d.display()),
-                    );
-                } else {
-                    dirs.insert(d.clone(), owner(i, &name));
-                }
-            }
-            None if rn.data_dir.is_none() && (roles.core || roles.meta) => {
-                let role = if roles.core { "core" } else { "meta" };
-                ctx.push(
-                    k("data_dir"),
-                    format!("missing: node {name:?} has role {role}, which needs a data_dir"),
-                );
-            }
-            None => {}
-        }
-
-        let capacity = match ctx.get(&k("capacity"), &rn.capacity) {
-            Some(v) => ctx.size(&k("capacity"), v),
-            None => None,
-        };
-        let capacity = if roles.core {
-            match (rn.capacity.is_some(), capacity) {
-                (false, _) => {
-                    ctx.push(
-                        k("capacity"),
-                        format!("missing: node {name:?} has role core, which needs a capacity, e.g. \"100GiB\""),
-                    );
-                    0
-                }
-                (true, Some(0)) => {
-                    ctx.push(k("capacity"), "must be more than 0 bytes");
-                    0
-                }
-                (true, c) => c.unwrap_or(0),
-            }
-        } else {
-            0
-        };
-
+        let data_dir = seen.data_dir(ctx, i, rn, &name, roles);
+        let capacity = capacity(ctx, i, rn, &name, roles);
         let metrics_address = ctx
             .get(&k("metrics_address"), &rn.metrics_address)
             .and_then(|s| parse_socket(ctx, &k("metrics_address"), s));
@@ -153,25 +68,172 @@ pub(super) fn nodes(ctx: &mut Ctx<'_>, raw: &[RawNode], sites: &[Site]) -> Vec<N
             metrics_address,
         });
     }
-    // Metrics addresses must not collide with any listen address (port 0 = any).
-    for (i, m) in metrics {
-        if m.port() == 0 {
-            continue;
+    seen.metrics_addresses(ctx, metrics);
+    out
+}
+
+/// What the nodes checked so far use, to find duplicates.
+struct Seen<'a> {
+    raw: &'a [RawNode],
+    sites: &'a [Site],
+    map: SiteMap,
+    /// Node name → index of the node that has it.
+    names: HashMap<String, usize>,
+    /// Listen addresses in use: address → (node index, field) of the first
+    /// user.
+    addresses: HashMap<SocketAddr, (usize, &'static str)>,
+    /// Data directory → the node that has it.
+    dirs: HashMap<PathBuf, String>,
+}
+
+impl Seen<'_> {
+    /// The node's name (empty when missing), checked and unique.
+    fn name(&mut self, ctx: &mut Ctx<'_>, i: usize, rn: &RawNode) -> String {
+        let key = format!("node[{i}].name");
+        let name = ctx
+            .require(&key, &rn.name, "every node needs a name")
+            .cloned()
+            .unwrap_or_default();
+        if matches!(rn.name, Some(Lenient::Ok(_))) {
+            if let Err(m) = check_name("node", &name, None) {
+                ctx.push(key, m);
+            } else if let Some(first) = self.names.get(&name) {
+                ctx.push(
+                    key,
+                    format!("duplicate node name {name:?} (also node[{first}])"),
+                );
+            } else {
+                self.names.insert(name.clone(), i);
+            }
         }
-        match addresses.get(&m) {
-            Some(&(first, field)) => ctx.push(
-                format!("node[{i}].metrics_address"),
+        name
+    }
+
+    /// The node's address (unique) and the site its subnet belongs to.
+    fn address(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        i: usize,
+        rn: &RawNode,
+    ) -> (Option<SocketAddr>, SiteId) {
+        let key = format!("node[{i}].address");
+        let address = ctx
+            .require(
+                &key,
+                &rn.address,
+                "the node's ip:port, e.g. \"10.1.0.11:7100\"",
+            )
+            .and_then(|s| parse_socket(ctx, &key, s));
+        let Some(addr) = address else {
+            return (None, SiteId(0));
+        };
+        match self.addresses.get(&addr) {
+            Some(&(first, _)) => ctx.push(
+                &key,
                 format!(
-                    "{m} is already used by {} as its {field}",
-                    owner(first, name_of(first))
+                    "duplicate address {addr} (also {})",
+                    owner(first, raw_name(self.raw, first))
                 ),
             ),
             None => {
-                addresses.insert(m, (i, "metrics_address"));
+                self.addresses.insert(addr, (i, "address"));
+            }
+        }
+        match self.map.site_of(addr.ip()) {
+            Ok(site) => (address, site),
+            Err(e) => {
+                ctx.push(key, format!("{e}{}", site_hint(self.sites)));
+                (address, SiteId(0))
             }
         }
     }
-    out
+
+    /// The node's data directory: unique, and required by the core and
+    /// meta roles.
+    fn data_dir(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        i: usize,
+        rn: &RawNode,
+        name: &str,
+        roles: Roles,
+    ) -> Option<PathBuf> {
+        let key = format!("node[{i}].data_dir");
+        let data_dir = ctx.get(&key, &rn.data_dir).map(PathBuf::from);
+        match &data_dir {
+            Some(d) if d.as_os_str().is_empty() => ctx.push(key, "must not be empty"),
+            Some(d) => {
+                if let Some(first) = self.dirs.get(d) {
+                    ctx.push(
+                        key,
+                        format!("duplicate data_dir {:?} (also {first})", d.display()),
+                    );
+                } else {
+                    self.dirs.insert(d.clone(), owner(i, name));
+                }
+            }
+            None if rn.data_dir.is_none() && (roles.core || roles.meta) => {
+                let role = if roles.core { "core" } else { "meta" };
+                ctx.push(
+                    key,
+                    format!("missing: node {name:?} has role {role}, which needs a data_dir"),
+                );
+            }
+            None => {}
+        }
+        data_dir
+    }
+
+    /// Metrics addresses must not collide with any listen address (port
+    /// 0 = any).
+    fn metrics_addresses(&mut self, ctx: &mut Ctx<'_>, metrics: Vec<(usize, SocketAddr)>) {
+        for (i, m) in metrics {
+            if m.port() == 0 {
+                continue;
+            }
+            match self.addresses.get(&m) {
+                Some(&(first, field)) => ctx.push(
+                    format!("node[{i}].metrics_address"),
+                    format!(
+                        "{m} is already used by {} as its {field}",
+                        owner(first, raw_name(self.raw, first))
+                    ),
+                ),
+                None => {
+                    self.addresses.insert(m, (i, "metrics_address"));
+                }
+            }
+        }
+    }
+}
+
+/// The node's capacity in bytes: required, and above 0, for a core (0 for
+/// the other roles).
+fn capacity(ctx: &mut Ctx<'_>, i: usize, rn: &RawNode, name: &str, roles: Roles) -> u64 {
+    let key = format!("node[{i}].capacity");
+    let capacity = match ctx.get(&key, &rn.capacity) {
+        Some(v) => ctx.size(&key, v),
+        None => None,
+    };
+    if !roles.core {
+        return 0;
+    }
+    match (rn.capacity.is_some(), capacity) {
+        (false, _) => {
+            ctx.push(
+                key,
+                format!(
+                    "missing: node {name:?} has role core, which needs a capacity, e.g. \"100GiB\""
+                ),
+            );
+            0
+        }
+        (true, Some(0)) => {
+            ctx.push(key, "must be more than 0 bytes");
+            0
+        }
+        (true, c) => c.unwrap_or(0),
+    }
 }
 
 /// " (sites: a = 10.1.0.0/16; b = …)" for a no-site message, if short.
