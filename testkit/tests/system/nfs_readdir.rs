@@ -253,6 +253,26 @@ fn take_plus_page(
     cookie
 }
 
+/// The big directory: `names[i]` has file id `id_of[names[i]]`.
+struct BigDir {
+    handle: nfs_fh3,
+    id: u64,
+    names: Vec<String>,
+    id_of: HashMap<String, u64>,
+}
+
+/// What an interrupted READDIRPLUS listing saw, and what changed in the
+/// directory half-way through it.
+struct PlusListing {
+    /// Every entry, in listing order.
+    listed: Vec<(String, Listed)>,
+    /// The names listed before the changes.
+    before: HashSet<String>,
+    removed_listed: HashSet<String>,
+    removed_unlisted: HashSet<String>,
+    created: Vec<String>,
+}
+
 /// A directory of 100 000 entries (bulk-loaded into meta-kvs with the
 /// namespace's own records) is listed completely through NFS: READDIR pages
 /// followed by cookie give `.`, `..` and every name exactly once; a
@@ -283,17 +303,37 @@ async fn readdir_100k_entries_with_stable_cookies() {
     let root = mount(CLIENT, addr, EXPORT).await.expect("MNT export");
     let mut c = nfs(CLIENT, addr, 0, 0).await;
 
-    // `big`, with its first file made by CREATE: the template of the rest.
-    let big = mkdir(&mut c, &root, "big", 0o755).await;
+    let dir = make_big_dir(&mut c, &meta, &root).await;
+    let Nfs3Result::Ok(found) = lookup(&mut c, &root, b"big").await else {
+        panic!("LOOKUP big");
+    };
+    assert_eq!(
+        found.object, dir.handle,
+        "LOOKUP finds the directory MKDIR made"
+    );
+    readdir_lists_every_name_once(&mut c, &dir).await;
+    let plus = readdirplus_across_changes(&mut c, &dir).await;
+    assert_each_entry_listed_once(&dir, &plus);
+    assert_attributes_match_lookup(&mut c, &dir, &plus).await;
+
+    drop(c);
+    cluster.shutdown().await.unwrap();
+    eprintln!("readdir_100k: {:?} in all", started.elapsed());
+}
+
+/// `big` under `root`, its first file made by CREATE (the template of the
+/// rest), the others bulk-loaded.
+async fn make_big_dir(c: &mut Nfs3Client<Io>, meta: &MetaClient, root: &nfs_fh3) -> BigDir {
+    let big = mkdir(c, root, "big", 0o755).await;
     let names: Vec<String> = (0..ENTRIES).map(file_name).collect();
-    let res = create(&mut c, &big, &names[0], createhow3::GUARDED(mode(0o644))).await;
+    let res = create(c, &big, &names[0], createhow3::GUARDED(mode(0o644))).await;
     let Nfs3Result::Ok(first) = res else {
         panic!("CREATE {}: {}", names[0], status(&res));
     };
     let Nfs3Option::Some(first_attrs) = first.obj_attributes else {
         panic!("CREATE returns attributes");
     };
-    let Nfs3Result::Ok(big_attrs) = getattr(&mut c, &big).await else {
+    let Nfs3Result::Ok(big_attrs) = getattr(c, &big).await else {
         panic!("GETATTR big");
     };
     let big_id = big_attrs.obj_attributes.fileid;
@@ -307,22 +347,27 @@ async fn readdir_100k_entries_with_stable_cookies() {
     };
     let load = Instant::now();
     let mut ids = vec![first_attrs.fileid];
-    ids.extend(bulk_load(&meta, big_id, &names[1..], &template).await);
-    let id_of: HashMap<&str, u64> = names.iter().map(String::as_str).zip(ids).collect();
+    ids.extend(bulk_load(meta, big_id, &names[1..], &template).await);
+    let id_of = names.iter().cloned().zip(ids).collect();
     eprintln!("bulk load of {} entries: {:?}", ENTRIES - 1, load.elapsed());
+    BigDir {
+        handle: big,
+        id: big_id,
+        names,
+        id_of,
+    }
+}
 
-    // READDIR, page by page, following cookies.
-    let Nfs3Result::Ok(found) = lookup(&mut c, &root, b"big").await else {
-        panic!("LOOKUP big");
-    };
-    assert_eq!(found.object, big, "LOOKUP finds the directory MKDIR made");
+/// READDIR, page by page, following cookies: `.`, `..`, then every name
+/// once in creation (cookie) order with its file id.
+async fn readdir_lists_every_name_once(c: &mut Nfs3Client<Io>, dir: &BigDir) {
     let plain = Instant::now();
     let (mut cookie, mut verifier, mut pages) = (0, cookieverf3::default(), 0);
     let mut listed: Vec<(String, u64)> = Vec::with_capacity(ENTRIES + 2);
     loop {
         pages += 1;
         assert!(pages <= ENTRIES, "the READDIR listing does not end");
-        let page = readdir_page(&mut c, &big, cookie, verifier).await;
+        let page = readdir_page(c, &dir.handle, cookie, verifier).await;
         verifier = page.cookieverf;
         let entries = page.reply.entries.0;
         assert!(
@@ -344,42 +389,44 @@ async fn readdir_100k_entries_with_stable_cookies() {
         plain.elapsed()
     );
     assert!(pages > 10, "{PAGE}-byte pages cannot hold 100 000 names");
-    assert_eq!(listed[0], (".".to_string(), big_id), "`.` first");
+    assert_eq!(listed[0], (".".to_string(), dir.id), "`.` first");
     assert_eq!(listed[1], ("..".to_string(), ROOT_ID), "`..` second");
     let listed_names: Vec<&str> = listed[2..].iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(listed_names.len(), ENTRIES, "every entry, once");
     assert_eq!(
         listed_names,
-        names.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir.names.iter().map(String::as_str).collect::<Vec<_>>(),
         "every name exactly once, in creation (cookie) order"
     );
     for (name, fileid) in &listed[2..] {
-        assert_eq!(Some(fileid), id_of.get(name.as_str()), "file id of {name}");
+        assert_eq!(Some(fileid), dir.id_of.get(name), "file id of {name}");
     }
+}
 
-    // READDIRPLUS: about half of the listing...
+/// READDIRPLUS: about half of the listing, then changes through NFS
+/// (removals on both sides of the cookie, new names), then the rest of
+/// the listing from the last cookie and verifier.
+async fn readdirplus_across_changes(c: &mut Nfs3Client<Io>, dir: &BigDir) -> PlusListing {
     let plus = Instant::now();
-    let mut plus_listed: Vec<(String, Listed)> = Vec::with_capacity(ENTRIES + 2);
+    let mut listed: Vec<(String, Listed)> = Vec::with_capacity(ENTRIES + 2);
     let mut seen = HashSet::new();
     let (mut cookie, mut verifier) = (0, cookieverf3::default());
     let mut plus_pages = 0;
-    while plus_listed.len() < ENTRIES / 2 {
+    while listed.len() < ENTRIES / 2 {
         plus_pages += 1;
-        let page = readdirplus_page(&mut c, &big, cookie, verifier).await;
+        let page = readdirplus_page(c, &dir.handle, cookie, verifier).await;
         verifier = page.cookieverf;
         assert!(!page.reply.eof, "half-way is not the end");
-        cookie = take_plus_page(page, &mut plus_listed, &mut seen, cookie);
+        cookie = take_plus_page(page, &mut listed, &mut seen, cookie);
     }
     let first_half = plus.elapsed();
-    let listed_before: HashSet<String> = seen.clone();
-    let last_index: usize = plus_listed
+    let before: HashSet<String> = seen.clone();
+    let last_index: usize = listed
         .last()
         .map(|(name, _)| name[1..].parse().unwrap())
         .unwrap();
     assert!(last_index + 1 + 10 * CHANGED < ENTRIES);
 
-    // ... then changes through NFS: removals on both sides of the cookie,
-    // new names...
     let step = last_index / CHANGED;
     let removed_listed: Vec<String> = (0..CHANGED).map(|k| file_name(k * step + 1)).collect();
     let unlisted = ENTRIES - (last_index + 1);
@@ -387,15 +434,15 @@ async fn readdir_100k_entries_with_stable_cookies() {
         .map(|k| file_name(last_index + 1 + k * (unlisted / CHANGED)))
         .collect();
     for name in &removed_listed {
-        assert!(listed_before.contains(name), "{name} was listed");
+        assert!(before.contains(name), "{name} was listed");
     }
     for name in &removed_unlisted {
-        assert!(!listed_before.contains(name), "{name} was not listed");
+        assert!(!before.contains(name), "{name} was not listed");
     }
     for name in removed_listed.iter().chain(&removed_unlisted) {
         let res = c
             .remove(&REMOVE3args {
-                object: dirop(&big, name.as_bytes()),
+                object: dirop(&dir.handle, name.as_bytes()),
             })
             .await
             .expect("REMOVE rpc");
@@ -403,11 +450,10 @@ async fn readdir_100k_entries_with_stable_cookies() {
     }
     let created: Vec<String> = (0..CHANGED).map(|k| format!("new{k:03}")).collect();
     for name in &created {
-        let res = create(&mut c, &big, name, createhow3::GUARDED(mode(0o600))).await;
+        let res = create(c, &dir.handle, name, createhow3::GUARDED(mode(0o600))).await;
         assert_eq!(status(&res), nfsstat3::NFS3_OK, "CREATE {name}");
     }
 
-    // ... and the rest of the listing, from the last cookie and verifier.
     let rest = Instant::now();
     loop {
         plus_pages += 1;
@@ -415,69 +461,90 @@ async fn readdir_100k_entries_with_stable_cookies() {
             plus_pages <= 2 * ENTRIES,
             "the READDIRPLUS listing does not end"
         );
-        let page = readdirplus_page(&mut c, &big, cookie, verifier).await;
+        let page = readdirplus_page(c, &dir.handle, cookie, verifier).await;
         assert_eq!(page.cookieverf, verifier, "the verifier holds");
         let eof = page.reply.eof;
-        cookie = take_plus_page(page, &mut plus_listed, &mut seen, cookie);
+        cookie = take_plus_page(page, &mut listed, &mut seen, cookie);
         if eof {
             break;
         }
     }
     eprintln!(
         "READDIRPLUS of {} entries: {plus_pages} pages, first half {first_half:?}, rest {:?}",
-        plus_listed.len(),
+        listed.len(),
         rest.elapsed()
     );
+    PlusListing {
+        listed,
+        before,
+        removed_listed: removed_listed.into_iter().collect(),
+        removed_unlisted: removed_unlisted.into_iter().collect(),
+        created,
+    }
+}
 
-    let removed_unlisted: HashSet<&str> = removed_unlisted.iter().map(String::as_str).collect();
-    let removed_listed: HashSet<&str> = removed_listed.iter().map(String::as_str).collect();
-    let after: HashSet<&str> = plus_listed
+/// Every entry present throughout is listed once, no removed unlisted
+/// entry is, and every created one is (`take_plus_page` refused every
+/// duplicate, so the count settles it).
+fn assert_each_entry_listed_once(dir: &BigDir, plus: &PlusListing) {
+    let after: HashSet<&str> = plus
+        .listed
         .iter()
         .map(|(name, _)| name.as_str())
-        .filter(|name| !listed_before.contains(*name))
+        .filter(|name| !plus.before.contains(*name))
         .collect();
-    assert!(listed_before.contains(".") && listed_before.contains(".."));
-    for name in &names {
-        let name = name.as_str();
-        if listed_before.contains(name) {
+    assert!(plus.before.contains(".") && plus.before.contains(".."));
+    for name in &dir.names {
+        if plus.before.contains(name) {
             continue;
         }
-        if removed_unlisted.contains(name) {
-            assert!(!after.contains(name), "removed {name} is listed");
+        if plus.removed_unlisted.contains(name) {
+            assert!(!after.contains(name.as_str()), "removed {name} is listed");
         } else {
-            assert!(after.contains(name), "{name}, present throughout, missing");
+            assert!(
+                after.contains(name.as_str()),
+                "{name}, present throughout, missing"
+            );
         }
     }
-    for name in &created {
+    for name in &plus.created {
         assert!(after.contains(name.as_str()), "new {name} is listed");
     }
-    // `seen` refused every duplicate; so the listing is exactly this.
     assert_eq!(
-        plus_listed.len(),
-        2 + ENTRIES - removed_unlisted.len() + created.len()
+        plus.listed.len(),
+        2 + ENTRIES - plus.removed_unlisted.len() + plus.created.len()
     );
-    assert!(removed_listed.iter().all(|n| listed_before.contains(*n)));
+    assert!(plus.removed_listed.iter().all(|n| plus.before.contains(n)));
+}
 
-    // Attributes and handles: `.`, `..` and a sample of files from both
-    // halves of the listing, checked against LOOKUP.
-    let by_name: HashMap<&str, &Listed> = plus_listed
+/// Attributes and handles: `.`, `..` and a sample of files from both
+/// halves of the listing, checked against LOOKUP; cookies are unique and
+/// every file carries attributes and a handle.
+async fn assert_attributes_match_lookup(c: &mut Nfs3Client<Io>, dir: &BigDir, plus: &PlusListing) {
+    let by_name: HashMap<&str, &Listed> = plus
+        .listed
         .iter()
         .map(|(name, entry)| (name.as_str(), entry))
         .collect();
     let dot = by_name["."];
-    assert_eq!(dot.fileid, big_id);
-    assert_eq!(dot.handle.as_ref(), Some(&big), "`.` carries big's handle");
+    assert_eq!(dot.fileid, dir.id);
+    assert_eq!(
+        dot.handle.as_ref(),
+        Some(&dir.handle),
+        "`.` carries big's handle"
+    );
     assert_eq!(by_name[".."].fileid, ROOT_ID);
+    let removed = |n: &str| plus.removed_listed.contains(n) || plus.removed_unlisted.contains(n);
     let mut sample: Vec<&str> = (0..ENTRIES)
         .step_by(9_973)
-        .map(|i| names[i].as_str())
-        .filter(|n| !removed_listed.contains(n) && !removed_unlisted.contains(n))
+        .map(|i| dir.names[i].as_str())
+        .filter(|n| !removed(n))
         .collect();
     sample.extend(["new000", "new099"]);
-    let mut cookies: Vec<u64> = plus_listed.iter().map(|(_, e)| e.cookie).collect();
+    let mut cookies: Vec<u64> = plus.listed.iter().map(|(_, e)| e.cookie).collect();
     cookies.sort_unstable();
     cookies.dedup();
-    assert_eq!(cookies.len(), plus_listed.len(), "cookies are unique");
+    assert_eq!(cookies.len(), plus.listed.len(), "cookies are unique");
     for name in sample {
         let entry = by_name[name];
         let Some(attrs) = &entry.attrs else {
@@ -485,25 +552,21 @@ async fn readdir_100k_entries_with_stable_cookies() {
         };
         assert_eq!(attrs.type_, ftype3::NF3REG, "{name} is a regular file");
         assert_eq!(attrs.fileid, entry.fileid, "{name}: attributes of its id");
-        if let Some(id) = id_of.get(name) {
+        if let Some(id) = dir.id_of.get(name) {
             assert_eq!(entry.fileid, *id, "{name}: the loaded id");
         }
         let Some(handle) = &entry.handle else {
             panic!("{name} has no handle");
         };
-        let Nfs3Result::Ok(found) = lookup(&mut c, &big, name.as_bytes()).await else {
+        let Nfs3Result::Ok(found) = lookup(c, &dir.handle, name.as_bytes()).await else {
             panic!("LOOKUP {name}");
         };
         assert_eq!(&found.object, handle, "{name}: the handle LOOKUP gives");
     }
     assert!(
-        plus_listed[2..]
+        plus.listed[2..]
             .iter()
             .all(|(_, e)| e.attrs.is_some() && e.handle.is_some()),
         "every file carries attributes and a handle"
     );
-
-    drop(c);
-    cluster.shutdown().await.unwrap();
-    eprintln!("readdir_100k: {:?} in all", started.elapsed());
 }
