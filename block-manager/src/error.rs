@@ -1,6 +1,6 @@
 //! [`BlockError`]: why a block operation of the [`crate::BlockClient`] failed.
 
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, FileId};
 
 /// Why a block write, read or flush failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub enum BlockError {
         /// The core server that refused.
         node: String,
         /// The file.
-        file_id: u64,
+        file_id: FileId,
         /// The core's explanation (its fence and the epoch offered).
         message: String,
     },
@@ -124,7 +124,7 @@ pub enum BlockError {
     #[error("file {file_id}: not sent: {why}")]
     LeaseExpired {
         /// The file.
-        file_id: u64,
+        file_id: FileId,
         /// Since when, or why there is none.
         why: String,
     },
@@ -170,7 +170,7 @@ impl BlockError {
     /// `node`'s failure of a request about a block of `file_id`: a
     /// `PERMISSION_DENIED` (the core's fence refused the caller's epoch)
     /// becomes [`BlockError::Fenced`], anything else [`BlockError::Core`].
-    pub fn from_status(node: &str, file_id: u64, status: tonic::Status) -> Self {
+    pub fn from_status(node: &str, file_id: FileId, status: tonic::Status) -> Self {
         if status.code() == tonic::Code::PermissionDenied {
             BlockError::Fenced {
                 node: node.to_string(),

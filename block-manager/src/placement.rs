@@ -89,7 +89,7 @@ fn mix(mut z: u64) -> u64 {
 /// The 64-bit hash of (domain, block, candidate).
 fn hash(domain: u64, block: BlockId, name_hash: u64) -> u64 {
     let h = mix(domain ^ name_hash);
-    let h = mix(h ^ block.file_id);
+    let h = mix(h ^ block.file_id.0);
     mix(h ^ block.index.rotate_left(32))
 }
 

@@ -1,7 +1,7 @@
 //! The on-disk encoding of the block store: keys, block metadata and chunk
 //! values (see the [`crate::store`] documentation for the layout and why).
 
-use geonfs_proto::domain::{BlockId, Epoch};
+use geonfs_proto::domain::{BlockId, Epoch, FileId};
 
 /// Size of a data chunk: the unit of read-modify-write and of checksums.
 pub const CHUNK_SIZE: u64 = 64 * 1024;
@@ -23,7 +23,7 @@ const META_LEN_NO_EPOCH: usize = 24;
 pub fn chunk_key(block: BlockId, chunk: u32) -> [u8; 21] {
     let mut key = [0u8; 21];
     key[0] = CHUNK_TAG;
-    key[1..9].copy_from_slice(&block.file_id.to_be_bytes());
+    key[1..9].copy_from_slice(&block.file_id.0.to_be_bytes());
     key[9..17].copy_from_slice(&block.index.to_be_bytes());
     key[17..21].copy_from_slice(&chunk.to_be_bytes());
     key
@@ -50,7 +50,7 @@ pub fn chunk_bounds(block: BlockId) -> (Vec<u8>, Vec<u8>) {
 pub fn meta_key(block: BlockId) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[0] = META_TAG;
-    key[1..9].copy_from_slice(&block.file_id.to_be_bytes());
+    key[1..9].copy_from_slice(&block.file_id.0.to_be_bytes());
     key[9..17].copy_from_slice(&block.index.to_be_bytes());
     key
 }
@@ -143,7 +143,7 @@ pub fn block_of_meta_key(key: &[u8]) -> Option<BlockId> {
     if key.len() != 17 || key[0] != META_TAG {
         return None;
     }
-    let file_id = u64::from_be_bytes(key[1..9].try_into().ok()?);
+    let file_id = FileId(u64::from_be_bytes(key[1..9].try_into().ok()?));
     let index = u64::from_be_bytes(key[9..17].try_into().ok()?);
     Some(BlockId { file_id, index })
 }
@@ -219,11 +219,11 @@ mod tests {
     #[test]
     fn keys_sort_by_block_then_chunk() {
         let a = BlockId {
-            file_id: 1,
+            file_id: FileId(1),
             index: 255,
         };
         let b = BlockId {
-            file_id: 2,
+            file_id: FileId(2),
             index: 0,
         };
         assert!(chunk_key(a, 7) < chunk_key(b, 0));

@@ -1,7 +1,7 @@
 //! The error type of the core server (store and service) and its one mapping
 //! to `tonic::Status`.
 
-use geonfs_proto::domain::{BlockId, Epoch};
+use geonfs_proto::domain::{BlockId, Epoch, FileId};
 
 /// Why a core-server operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub enum CoreError {
     )]
     Fenced {
         /// The file.
-        file_id: u64,
+        file_id: FileId,
         /// The epoch the caller offered.
         offered: Epoch,
         /// The file's fence on this core.
@@ -165,7 +165,7 @@ mod tests {
     #[test]
     fn statuses() {
         let block = BlockId {
-            file_id: 1,
+            file_id: FileId(1),
             index: 2,
         };
         let status: tonic::Status = CoreError::StaleVersion {
@@ -197,7 +197,7 @@ mod tests {
         let status: tonic::Status = CoreError::CorruptChunk { block, chunk: 3 }.into();
         assert_eq!(status.code(), tonic::Code::DataLoss);
         let status: tonic::Status = CoreError::Fenced {
-            file_id: 7,
+            file_id: FileId(7),
             offered: Epoch::FIRST.next().next().next(),
             fence: Epoch::FIRST.next().next().next().next(),
         }

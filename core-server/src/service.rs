@@ -5,7 +5,7 @@
 
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_server::CoreData;
-use geonfs_proto::domain::{BlockRange, BlockRead, BlockWrite, Epoch, MAX_SCAN_LIMIT};
+use geonfs_proto::domain::{BlockRange, BlockRead, BlockWrite, Epoch, FileId, MAX_SCAN_LIMIT};
 use tonic::{Request, Response, Status};
 
 use crate::site_fences::SitePeers;
@@ -256,10 +256,11 @@ impl CoreData for CoreDataService {
             lost_below: Epoch::from_wire(request.lost_below),
             adopt: request.adopt,
         };
-        let fence = self.store.raise_fence(request.file_id, raise).await?;
+        let file_id = FileId(request.file_id);
+        let fence = self.store.raise_fence(file_id, raise).await?;
         let relayed = match &self.peers {
             Some(peers) if !request.relay_to.is_empty() && raise.epoch.is_some() => {
-                peers.relay(&request.relay_to, request.file_id, raise).await
+                peers.relay(&request.relay_to, file_id, raise).await
             }
             _ => Vec::new(),
         };
@@ -285,12 +286,12 @@ impl CoreData for CoreDataService {
         };
         let (fences, more) = self
             .store
-            .list_fences(request.after_file_id, limit as usize);
+            .list_fences(request.after_file_id.map(FileId), limit as usize);
         Ok(Response::new(wire::ListFencesReply {
             fences: fences
                 .into_iter()
                 .map(|(file_id, fence)| wire::FileFence {
-                    file_id,
+                    file_id: file_id.0,
                     epoch: Epoch::to_wire(fence.epoch),
                     lost_below: Epoch::to_wire(fence.lost_below),
                 })

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_client::CoreDataClient;
-use geonfs_proto::domain::Epoch;
+use geonfs_proto::domain::{Epoch, FileId};
 use geonfs_rpc::{Network, RpcChannel};
 use geonfs_site_config::{ClusterConfig, Node};
 
@@ -75,7 +75,7 @@ impl SitePeers {
     pub(crate) async fn relay(
         &self,
         names: &[String],
-        file_id: u64,
+        file_id: FileId,
         raise: FenceRaise,
     ) -> Vec<String> {
         let epoch = raise.epoch;
@@ -83,7 +83,7 @@ impl SitePeers {
         let calls = targets.map(|node| async move {
             let mut client = self.client(node)?;
             let request = wire::FenceRequest {
-                file_id,
+                file_id: file_id.0,
                 epoch: Epoch::to_wire(epoch),
                 relay_to: Vec::new(),
                 lost_below: Epoch::to_wire(raise.lost_below),
@@ -103,7 +103,7 @@ impl SitePeers {
         for result in futures::future::join_all(calls).await {
             match result {
                 Ok(name) => relayed.push(name),
-                Err(err) => tracing::warn!(file_id, ?epoch, %err, "fence relay failed"),
+                Err(err) => tracing::warn!(%file_id, ?epoch, %err, "fence relay failed"),
             }
         }
         relayed
@@ -137,7 +137,8 @@ impl SitePeers {
                 .map_err(|status| status.message().to_string())?
                 .into_inner();
             for fence in &reply.fences {
-                let own = store.file_fence(fence.file_id);
+                let file_id = FileId(fence.file_id);
+                let own = store.file_fence(file_id);
                 let epoch = Epoch::from_wire(fence.epoch);
                 let lost_below = Epoch::from_wire(fence.lost_below);
                 if epoch > own.epoch || lost_below > own.lost_below {
@@ -149,7 +150,7 @@ impl SitePeers {
                         adopt: false,
                     };
                     store
-                        .raise_fence(fence.file_id, raise)
+                        .raise_fence(file_id, raise)
                         .await
                         .map_err(|err| err.to_string())?;
                     raised += 1;

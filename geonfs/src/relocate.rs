@@ -23,6 +23,7 @@
 //! `geonfs_access_server::ownership::lease`), so a site that is only cut
 //! off has stopped writing the file before another site writes it.
 
+use geonfs_proto::domain::FileId;
 use std::io::Write;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ use geonfs_site_config::{ClusterConfig, SiteId};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Relocated {
     /// The file.
-    pub file_id: u64,
+    pub file_id: FileId,
     /// The site that owned it before.
     pub from: String,
     /// The epoch the target site owns it at.
@@ -120,7 +121,7 @@ pub async fn relocate(
     let (site, from_ip) = site_and_address(config, to)?;
     let meta = MetaClient::for_cluster(network.clone(), from_ip, config);
     let ns = Namespace::new(meta.clone());
-    let file_id = resolve(&ns, &config.nfs.export_path, path).await?;
+    let file_id = FileId(resolve(&ns, &config.nfs.export_path, path).await?);
     let local = BlockClient::new(network.clone(), config, from_ip, site)?;
     let ownership = Ownership::new(meta, config, network, from_ip, local)?;
     let before = ownership.load(file_id).await?;

@@ -28,11 +28,24 @@ pub fn unix_time_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A file's id: its inode number in meta-kvs (the `fileid` NFS shows) and
+/// the first half of each of its blocks' ids. Directories have inode
+/// numbers too, but no blocks: only regular files get a `FileId`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId(pub u64);
+
+/// The bare number.
+impl std::fmt::Display for FileId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A block of a file: the file id from meta-kvs and the block's index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockId {
     /// The file's id in meta-kvs.
-    pub file_id: u64,
+    pub file_id: FileId,
     /// The block's index within the file.
     pub index: u64,
 }
@@ -47,7 +60,7 @@ impl std::fmt::Display for BlockId {
 impl From<BlockId> for wire_core::BlockId {
     fn from(id: BlockId) -> Self {
         wire_core::BlockId {
-            file_id: id.file_id,
+            file_id: id.file_id.0,
             index: id.index,
         }
     }
@@ -56,7 +69,7 @@ impl From<BlockId> for wire_core::BlockId {
 impl From<wire_core::BlockId> for BlockId {
     fn from(id: wire_core::BlockId) -> Self {
         BlockId {
-            file_id: id.file_id,
+            file_id: FileId(id.file_id),
             index: id.index,
         }
     }
@@ -376,7 +389,7 @@ mod tests {
     #[test]
     fn a_block_is_named_file_slash_index() {
         let block = BlockId {
-            file_id: 7,
+            file_id: FileId(7),
             index: 2,
         };
         assert_eq!(block.to_string(), "7/2");
@@ -425,7 +438,7 @@ mod tests {
         assert_eq!(
             write.block,
             BlockId {
-                file_id: 7,
+                file_id: FileId(7),
                 index: 2
             }
         );

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, FileId};
 
 /// The block index of a file's attribute record.
 pub const ATTR_INDEX: u64 = u64::MAX;
@@ -12,7 +12,7 @@ pub const ATTR_INDEX: u64 = u64::MAX;
 pub const ATTR_LEN: usize = 20;
 
 /// The block holding `file_id`'s attribute record.
-pub fn attr_block(file_id: u64) -> BlockId {
+pub fn attr_block(file_id: FileId) -> BlockId {
     BlockId {
         file_id,
         index: ATTR_INDEX,

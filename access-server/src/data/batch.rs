@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use geonfs_block_manager::{BlockUpdate, WriteAck};
-use geonfs_proto::domain::{BlockId, Durability, Epoch};
+use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
 use tokio::sync::oneshot;
 
 use super::{DataError, FileData};
@@ -262,7 +262,7 @@ impl FileData {
     /// at least as durable as `durability`) is on two cores.
     pub(crate) async fn queue_record(
         &self,
-        file_id: u64,
+        file_id: FileId,
         durability: Durability,
     ) -> Result<(), DataError> {
         let (reply, outcome) = oneshot::channel();

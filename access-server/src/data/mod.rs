@@ -85,7 +85,7 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use geonfs_block_manager::{BlockClient, BlockError, BlockRead, BlockUpdate, WriteAck};
-use geonfs_proto::domain::{BlockId, Durability, Epoch};
+use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
 use tonic::Code;
 
 pub use attr::{attr_block, ATTR_INDEX, ATTR_LEN};
@@ -114,7 +114,7 @@ pub enum DataError {
     #[error("file {file_id}: attribute record is corrupt ({len} bytes)")]
     BadRecord {
         /// The file.
-        file_id: u64,
+        file_id: FileId,
         /// The length read.
         len: usize,
     },
@@ -122,7 +122,7 @@ pub enum DataError {
     #[error("file {file_id}: {len} bytes at offset {offset} run past the largest file size")]
     Range {
         /// The file.
-        file_id: u64,
+        file_id: FileId,
         /// The offset asked for.
         offset: u64,
         /// The length asked for.
@@ -141,7 +141,7 @@ pub enum DataError {
     #[error("file {file_id}: ownership moved during the write")]
     OwnershipMoved {
         /// The file.
-        file_id: u64,
+        file_id: FileId,
     },
     /// File ownership (record, handover, routing) failed.
     #[error(transparent)]
@@ -216,11 +216,11 @@ struct Inner {
     /// File ownership across sites.
     ownership: Ownership,
     block_size: u64,
-    files: Mutex<HashMap<u64, FileState>>,
+    files: Mutex<HashMap<FileId, FileState>>,
     /// Data writes waiting for their block (`batch.rs`).
     writes: batch::Queues<BlockId, batch::QueuedWrite>,
     /// Writers waiting for their file's attribute record (`batch.rs`).
-    records: batch::Queues<u64, batch::QueuedRecord>,
+    records: batch::Queues<FileId, batch::QueuedRecord>,
     /// This access server's write verifier.
     verifier: clock::Verifier,
 }
@@ -324,7 +324,7 @@ impl FileData {
     /// (taking the file over if needed; `fenced_at` after a refusal).
     async fn write_epoch(
         &self,
-        file_id: u64,
+        file_id: FileId,
         fenced_at: Option<Epoch>,
     ) -> Result<Epoch, DataError> {
         Ok(self.inner.ownership.acquire(file_id, fenced_at).await?)
@@ -332,7 +332,7 @@ impl FileData {
 
     /// Whether size and mtime loaded at `epoch` are still this site's to
     /// trust (it owns the file at that epoch).
-    fn state_is_current(&self, file_id: u64, epoch: Epoch) -> bool {
+    fn state_is_current(&self, file_id: FileId, epoch: Epoch) -> bool {
         self.inner.ownership.owned_epoch(file_id) == Some(epoch)
     }
 
@@ -348,7 +348,7 @@ impl FileData {
 
     /// Forgets what this process knew about a file whose ownership moved
     /// (its size and mtime; the unstable writes stay to be committed).
-    fn ownership_lost(&self, file_id: u64) {
+    fn ownership_lost(&self, file_id: FileId) {
         self.inner.ownership.invalidate(file_id);
         if let Some(state) = self.files().get_mut(&file_id) {
             state.lost = true;
@@ -370,7 +370,7 @@ impl FileData {
         self.inner.verifier.current()
     }
 
-    fn files(&self) -> MutexGuard<'_, HashMap<u64, FileState>> {
+    fn files(&self) -> MutexGuard<'_, HashMap<FileId, FileState>> {
         match self.inner.files.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -378,7 +378,7 @@ impl FileData {
     }
 
     /// The pieces of `[offset, end)`, one per block it touches.
-    fn pieces(&self, file_id: u64, offset: u64, end: u64) -> Vec<Piece> {
+    fn pieces(&self, file_id: FileId, offset: u64, end: u64) -> Vec<Piece> {
         let bs = self.inner.block_size;
         let mut out = Vec::new();
         let mut pos = offset;
@@ -397,7 +397,7 @@ impl FileData {
         out
     }
 
-    fn check_range(&self, file_id: u64, offset: u64, len: u64) -> Result<u64, DataError> {
+    fn check_range(&self, file_id: FileId, offset: u64, len: u64) -> Result<u64, DataError> {
         offset
             .checked_add(len)
             .filter(|end| end.div_ceil(self.inner.block_size) < ATTR_INDEX)
@@ -416,7 +416,7 @@ impl FileData {
     /// sent again.
     pub async fn write(
         &self,
-        file_id: u64,
+        file_id: FileId,
         offset: u64,
         data: Bytes,
         stable: bool,
@@ -432,7 +432,7 @@ impl FileData {
             {
                 Err(err) if err.is_fenced() && attempts < FENCED_ATTEMPTS => {
                     tracing::debug!(
-                        file_id,
+                        %file_id,
                         %epoch,
                         "write fenced: ownership moved; taking the file back"
                     );
@@ -448,7 +448,7 @@ impl FileData {
     /// [`FileData::write`] at ownership `epoch`.
     async fn write_at(
         &self,
-        file_id: u64,
+        file_id: FileId,
         offset: u64,
         end: u64,
         data: Bytes,
@@ -494,7 +494,7 @@ impl FileData {
         })
     }
 
-    fn remember_unstable(&self, file_id: u64, acks: &[WriteAck]) {
+    fn remember_unstable(&self, file_id: FileId, acks: &[WriteAck]) {
         let mut files = self.files();
         let state = files.entry(file_id).or_insert_with(FileState::absent);
         for ack in acks {
@@ -539,7 +539,7 @@ impl FileData {
     /// (`batch.rs`), so a stale refusal means another process wrote a newer
     /// record: the clock moves past it and the current state is written
     /// again.
-    async fn write_record(&self, file_id: u64, durability: Durability) -> Result<(), DataError> {
+    async fn write_record(&self, file_id: FileId, durability: Durability) -> Result<(), DataError> {
         let block = attr_block(file_id);
         for _ in 0..STALE_ATTEMPTS {
             let Some((size, mtime, version, epoch)) = ({
@@ -575,7 +575,7 @@ impl FileData {
                     return Ok(());
                 }
                 Err(err) if is_stale(&err) => {
-                    tracing::debug!(file_id, version, "attribute record overtaken");
+                    tracing::debug!(%file_id, version, "attribute record overtaken");
                     self.observe_block(block).await;
                 }
                 Err(err) => return Err(err.into()),
@@ -589,7 +589,7 @@ impl FileData {
 
     /// Loads the file's state (its attribute record) unless known for
     /// ownership `epoch`.
-    async fn ensure(&self, file_id: u64, epoch: Epoch) -> Result<(), DataError> {
+    async fn ensure(&self, file_id: FileId, epoch: Epoch) -> Result<(), DataError> {
         if self
             .files()
             .get(&file_id)
@@ -613,7 +613,7 @@ impl FileData {
     }
 
     /// The attribute record's (size, mtime) at its newest version.
-    async fn read_record(&self, file_id: u64) -> Result<Option<(u64, SystemTime)>, DataError> {
+    async fn read_record(&self, file_id: FileId) -> Result<Option<(u64, SystemTime)>, DataError> {
         let Some(read) = self
             .read_piece(attr_block(file_id), 0, ATTR_LEN as u32)
             .await?
@@ -639,7 +639,10 @@ impl FileData {
     /// the owner that is one in-site round trip, and it is how an owner
     /// whose file was taken over learns it (the fence refuses the read)
     /// instead of answering with the size it remembers.
-    pub async fn attributes(&self, file_id: u64) -> Result<Option<(u64, SystemTime)>, DataError> {
+    pub async fn attributes(
+        &self,
+        file_id: FileId,
+    ) -> Result<Option<(u64, SystemTime)>, DataError> {
         let remembered = |data: &Self| {
             data.files()
                 .get(&file_id)
@@ -676,7 +679,7 @@ impl FileData {
     /// Flushes the cores holding `file_id`'s unstable writes and returns
     /// the verifier: a new one if any of them restarted (or could not be
     /// flushed) since it took a write, so the client resends.
-    pub async fn commit(&self, file_id: u64) -> Result<[u8; 8], DataError> {
+    pub async fn commit(&self, file_id: FileId) -> Result<[u8; 8], DataError> {
         let pending: Vec<(String, u64)> = match self.files().get(&file_id) {
             Some(state) => state.unstable.iter().cloned().collect(),
             None => Vec::new(),
@@ -699,12 +702,12 @@ impl FileData {
                         .iter()
                         .any(|(n, incarnation)| n == node && now != Some(*incarnation))
                     {
-                        tracing::warn!(file_id, node, "core restarted before COMMIT; new verifier");
+                        tracing::warn!(%file_id, node, "core restarted before COMMIT; new verifier");
                         lost = true;
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(file_id, node, %err, "flush failed at COMMIT; new verifier");
+                    tracing::warn!(%file_id, node, %err, "flush failed at COMMIT; new verifier");
                     lost = true;
                 }
             }
@@ -727,7 +730,7 @@ impl FileData {
     /// whether they reach the end of the file.
     pub async fn read(
         &self,
-        file_id: u64,
+        file_id: FileId,
         offset: u64,
         count: u32,
         file_size: u64,

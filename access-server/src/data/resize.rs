@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use geonfs_block_manager::BlockClient;
-use geonfs_proto::domain::{BlockId, Durability, Epoch};
+use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
 use std::time::SystemTime;
 
 use super::{DataError, FileData, FileState, ATTR_INDEX, DELETE_CONCURRENCY};
@@ -25,7 +25,7 @@ impl FileData {
     /// is a write: the site owns the file first.
     pub async fn set_size(
         &self,
-        file_id: u64,
+        file_id: FileId,
         old_size: u64,
         new_size: u64,
     ) -> Result<(), DataError> {
@@ -47,7 +47,7 @@ impl FileData {
 
     async fn set_size_at(
         &self,
-        file_id: u64,
+        file_id: FileId,
         old_size: u64,
         new_size: u64,
         epoch: Epoch,
@@ -115,7 +115,7 @@ impl FileData {
     async fn delete_blocks(
         &self,
         client: &BlockClient,
-        file_id: u64,
+        file_id: FileId,
         indexes: impl Iterator<Item = u64>,
         up_to: u64,
         epoch: Option<Epoch>,
@@ -132,7 +132,7 @@ impl FileData {
     /// Deletes blocks `indexes` from the other sites, best effort.
     async fn delete_elsewhere(
         &self,
-        file_id: u64,
+        file_id: FileId,
         indexes: impl Iterator<Item = u64> + Clone,
         up_to: u64,
     ) {
@@ -143,7 +143,7 @@ impl FileData {
                     .delete_blocks(client, file_id, indexes, up_to, None)
                     .await
                 {
-                    tracing::warn!(file_id, site = %client.site_name(), %err,
+                    tracing::warn!(%file_id, site = %client.site_name(), %err,
                         "blocks not deleted at another site (they stay as older copies)");
                 }
             }
@@ -155,7 +155,7 @@ impl FileData {
     /// recorded size if larger) and its attribute record (REMOVE of the
     /// last link) — on this site, and on the others best effort — after
     /// fencing the owner and dropping the owner record.
-    pub async fn remove(&self, file_id: u64, size: u64) -> Result<(), DataError> {
+    pub async fn remove(&self, file_id: FileId, size: u64) -> Result<(), DataError> {
         let recorded = self.attributes(file_id).await?.map_or(0, |(s, _)| s);
         let up_to = {
             let mut files = self.files();

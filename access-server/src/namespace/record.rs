@@ -2,6 +2,7 @@
 //! fields of newer versions are skipped) and the public types decoded from
 //! them.
 
+use geonfs_proto::domain::FileId;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -111,6 +112,11 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// The inode number as the id of a file's data (its blocks).
+    pub fn file_id(&self) -> FileId {
+        FileId(self.id)
+    }
+
     /// Whether this is a directory.
     pub fn is_dir(&self) -> bool {
         self.kind == FileKind::Directory

@@ -82,9 +82,9 @@ impl NfsProgram {
             let before = self.current(created.inode.clone()).await?;
             if before.size != size || !created.created {
                 self.data
-                    .set_size(before.id, before.size, size)
+                    .set_size(before.file_id(), before.size, size)
                     .await
-                    .map_err(|err| super::io::data_status(before.id, &err))?;
+                    .map_err(|err| super::io::data_status(before.file_id(), &err))?;
             }
         }
         let (obj, obj_attributes, dir_wcc) = self.made(dir.id, &created.inode).await;

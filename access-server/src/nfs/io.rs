@@ -12,6 +12,7 @@
 //! the write verifier, which changes when a core that held them restarted,
 //! so the client resends (RFC 1813).
 
+use geonfs_proto::domain::FileId;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -30,8 +31,8 @@ use crate::data::DataError;
 use crate::namespace::{FileKind, Inode, Timestamp};
 
 /// The NFS status of a file-data failure (logged here, once).
-pub(crate) fn data_status(file_id: u64, err: &DataError) -> nfsstat3 {
-    tracing::warn!(file_id, %err, "file data operation failed");
+pub(crate) fn data_status(file_id: FileId, err: &DataError) -> nfsstat3 {
+    tracing::warn!(%file_id, %err, "file data operation failed");
     match err.block_error() {
         Some(BlockError::Invalid(_)) => return nfsstat3::NFS3ERR_INVAL,
         // No complete copy to build a partial write on could be reached
@@ -79,7 +80,7 @@ impl NfsProgram {
         if inode.kind != FileKind::Regular {
             return Ok(inode);
         }
-        match self.data.attributes(inode.id).await {
+        match self.data.attributes(inode.file_id()).await {
             Ok(Some((size, mtime))) => {
                 inode.size = size;
                 let mtime = timestamp(mtime);
@@ -89,7 +90,7 @@ impl NfsProgram {
                 }
             }
             Ok(None) => {}
-            Err(err) => return Err(data_status(inode.id, &err)),
+            Err(err) => return Err(data_status(inode.file_id(), &err)),
         }
         Ok(inode)
     }
@@ -135,9 +136,9 @@ impl NfsProgram {
         let count = args.count.min(MAX_IO);
         let (data, eof) = self
             .data
-            .read(inode.id, args.offset, count, inode.size)
+            .read(inode.file_id(), args.offset, count, inode.size)
             .await
-            .map_err(|err| data_status(inode.id, &err))?;
+            .map_err(|err| data_status(inode.file_id(), &err))?;
         ok(&READ3resok {
             file_attributes: post_op(Some(&inode), self.fsid()),
             count: u32::try_from(data.len()).unwrap_or(u32::MAX),
@@ -161,7 +162,7 @@ impl NfsProgram {
         let written = self
             .data
             .write(
-                inode.id,
+                inode.file_id(),
                 args.offset,
                 Bytes::copy_from_slice(&given[..count]),
                 stable,
@@ -169,7 +170,7 @@ impl NfsProgram {
             .await
             .map_err(|err| {
                 self.forget_owned(inode.id);
-                data_status(inode.id, &err)
+                data_status(inode.file_id(), &err)
             })?;
         self.remember_owned(&inode);
         let mut after = inode;
@@ -193,9 +194,9 @@ impl NfsProgram {
         let inode = self.regular_file(who, &args.file, WRITE, true).await?;
         let verifier = self
             .data
-            .commit(inode.id)
+            .commit(inode.file_id())
             .await
-            .map_err(|err| data_status(inode.id, &err))?;
+            .map_err(|err| data_status(inode.file_id(), &err))?;
         ok(&COMMIT3resok {
             file_wcc: wcc(Some(&inode), self.fsid()),
             verf: writeverf3(verifier),
@@ -214,7 +215,7 @@ impl NfsProgram {
             Ok(current) => current,
             Err(_) => inode,
         };
-        if let Err(err) = self.data.remove(inode.id, inode.size).await {
+        if let Err(err) = self.data.remove(inode.file_id(), inode.size).await {
             tracing::warn!(file_id = inode.id, %err, "blocks of a removed file not released");
         }
     }

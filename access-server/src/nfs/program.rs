@@ -8,6 +8,7 @@
 //! truncates or extends through it, and REMOVE or RENAME over a file
 //! releases the file's blocks.
 
+use geonfs_proto::domain::FileId;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -144,7 +145,7 @@ impl NfsProgram {
     /// a write here fails with STALE instead of landing.
     pub(crate) fn owned_inode(&self, fh: &nfs_fh3) -> Option<Inode> {
         let handle = self.handles.decode(fh.data.as_ref()).ok()?;
-        self.data.ownership().owned_epoch(handle.id)?;
+        self.data.ownership().owned_epoch(FileId(handle.id))?;
         self.owned_map()
             .get(&handle.id)
             .filter(|inode| inode.generation == handle.generation)
@@ -153,7 +154,7 @@ impl NfsProgram {
 
     /// Keeps `inode` for [`NfsProgram::owned_inode`] if this site owns it.
     pub(crate) fn remember_owned(&self, inode: &Inode) {
-        if self.data.ownership().owned_epoch(inode.id).is_some() {
+        if self.data.ownership().owned_epoch(inode.file_id()).is_some() {
             self.owned_map().insert(inode.id, inode.clone());
         }
     }
@@ -282,9 +283,9 @@ impl NfsProgram {
         };
         if let Some(size) = attrs.size.filter(|&size| size != inode.size) {
             self.data
-                .set_size(inode.id, inode.size, size)
+                .set_size(inode.file_id(), inode.size, size)
                 .await
-                .map_err(|err| super::io::data_status(inode.id, &err))?;
+                .map_err(|err| super::io::data_status(inode.file_id(), &err))?;
         }
         let updated = self
             .ns

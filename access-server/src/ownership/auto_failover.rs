@@ -23,6 +23,7 @@
 //! only cut off, not dead, loses its files to the others after this long;
 //! without it, an operator decides and the files stay unwritable until then.
 
+use geonfs_proto::domain::FileId;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -88,7 +89,7 @@ impl AutoFailover {
                 });
                 match self
                     .ownership
-                    .look_at_leases(site, 0, &mut watch.leases)
+                    .look_at_leases(site, FileId(0), &mut watch.leases)
                     .await
                 {
                     Ok(holders) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
-use geonfs_proto::domain::{BlockId, Epoch};
+use geonfs_proto::domain::{BlockId, Epoch, FileId};
 use tokio::sync::watch;
 
 use super::handover::{dirty_blocks, holders, pause};
@@ -93,7 +93,7 @@ impl Ownership {
     /// restarted), and its catch-up started.
     pub(super) async fn dirty_map(
         &self,
-        file_id: u64,
+        file_id: FileId,
         view: &View,
     ) -> Result<Arc<DirtyMap>, OwnershipError> {
         let epoch = view.record.epoch;
@@ -117,7 +117,7 @@ impl Ownership {
 
     /// Installs `map` (unless one for a newer epoch is there) and starts
     /// its catch-up in the background; returns the installed map.
-    pub(super) fn install_dirty(&self, file_id: u64, map: Arc<DirtyMap>) -> Arc<DirtyMap> {
+    pub(super) fn install_dirty(&self, file_id: FileId, map: Arc<DirtyMap>) -> Arc<DirtyMap> {
         {
             let mut dirty = lock(&self.inner.dirty);
             if let Some(existing) = dirty.get(&file_id).filter(|m| m.epoch >= map.epoch) {
@@ -138,7 +138,7 @@ impl Ownership {
     /// Copies every dirty block of `map` onto this site (retrying failed
     /// copies with a growing pause), then clears the record's sources.
     /// Stops when this site no longer owns the file at the map's epoch.
-    async fn run_catch_up(&self, file_id: u64, map: Arc<DirtyMap>) {
+    async fn run_catch_up(&self, file_id: FileId, map: Arc<DirtyMap>) {
         let started = Instant::now();
         let mut round = 0;
         loop {
@@ -152,7 +152,7 @@ impl Ownership {
                 match self.clear_sources(file_id, map.epoch).await {
                     Ok(()) => break,
                     Err(err) => {
-                        tracing::warn!(file_id, %err, "catch-up done but the owner record could not be updated; retrying");
+                        tracing::warn!(%file_id, %err, "catch-up done but the owner record could not be updated; retrying");
                         round += 1;
                         pause(round).await;
                         continue;
@@ -171,7 +171,7 @@ impl Ownership {
                                 0
                             }
                             Err(err) => {
-                                tracing::warn!(file_id, index, from = %newer.site, %err,
+                                tracing::warn!(%file_id, index, from = %newer.site, %err,
                                     "catch-up copy failed; will retry");
                                 1
                             }
@@ -191,13 +191,13 @@ impl Ownership {
         let seconds = started.elapsed().as_secs_f64();
         self.inner.metrics.catch_up_seconds.observe(seconds);
         tracing::info!(
-            file_id,
+            %file_id,
             seconds,
             "catch-up after handover complete; reads are local"
         );
     }
 
-    fn still_owns(&self, file_id: u64, epoch: Epoch) -> bool {
+    fn still_owns(&self, file_id: FileId, epoch: Epoch) -> bool {
         self.owned_epoch(file_id) == Some(epoch)
     }
 
@@ -233,7 +233,7 @@ impl Ownership {
     /// Before a partial write into block `index` of a file this site owns:
     /// when the block's newest version is on another site, copies it onto
     /// the block's local pair first, so the write lands on current data.
-    pub async fn prepare_write(&self, file_id: u64, index: u64) -> Result<(), OwnershipError> {
+    pub async fn prepare_write(&self, file_id: FileId, index: u64) -> Result<(), OwnershipError> {
         let Some(map) = lock(&self.inner.dirty).get(&file_id).cloned() else {
             return Ok(());
         };
@@ -255,7 +255,7 @@ impl Ownership {
 
     /// Drops the sources of the record once this site owns the file at
     /// `epoch` and every dirty block is here.
-    async fn clear_sources(&self, file_id: u64, epoch: Epoch) -> Result<(), OwnershipError> {
+    async fn clear_sources(&self, file_id: FileId, epoch: Epoch) -> Result<(), OwnershipError> {
         let Some(view) = self.load(file_id).await? else {
             return Ok(());
         };
@@ -274,7 +274,7 @@ impl Ownership {
     /// calling `progress` as blocks are copied.
     pub async fn wait_caught_up(
         &self,
-        file_id: u64,
+        file_id: FileId,
         mut progress: impl FnMut(CatchUpProgress),
     ) -> Result<(), OwnershipError> {
         let Some(view) = self.load(file_id).await? else {
@@ -316,7 +316,7 @@ impl Ownership {
     /// `progress` as blocks are copied; returns the bytes copied.
     pub async fn precopy(
         &self,
-        file_id: u64,
+        file_id: FileId,
         mut progress: impl FnMut(CatchUpProgress),
     ) -> Result<u64, OwnershipError> {
         let Some(view) = self.load(file_id).await? else {

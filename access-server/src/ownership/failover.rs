@@ -27,7 +27,7 @@ use futures::stream::{self, StreamExt};
 use super::handover::{Step, Takeover};
 use super::lease::{HolderState, LeaseWatch};
 use super::record::{self, Claim};
-use geonfs_proto::domain::Epoch;
+use geonfs_proto::domain::{Epoch, FileId};
 
 use super::{Ownership, OwnershipError, View};
 
@@ -40,7 +40,7 @@ const IN_PARALLEL: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailedFile {
     /// The file's id.
-    pub file_id: u64,
+    pub file_id: FileId,
     /// Why not.
     pub why: String,
 }
@@ -73,12 +73,12 @@ pub struct FailoverReport {
 
 impl Ownership {
     /// The files whose owner record names `site` as the owner.
-    pub async fn files_owned_by(&self, site: &str) -> Result<Vec<u64>, OwnershipError> {
-        let records = self.scan_all(0, &record::owner_prefix()).await?;
+    pub async fn files_owned_by(&self, site: &str) -> Result<Vec<FileId>, OwnershipError> {
+        let records = self.scan_all(FileId(0), &record::owner_prefix()).await?;
         let mut files = Vec::new();
         for kv in records {
             let file_id = record::file_of_key(&kv.key).ok_or_else(|| OwnershipError::Corrupt {
-                file_id: 0,
+                file_id: FileId(0),
                 detail: format!("owner record key {:?}", kv.key),
             })?;
             let owner = record::decode(&kv.value)
@@ -95,7 +95,7 @@ impl Ownership {
     /// one is renewed (the site is alive).
     async fn wait_silent(&self, site: &str, watch: &mut LeaseWatch) -> Result<(), OwnershipError> {
         loop {
-            let holders = self.look_at_leases(site, 0, watch).await?;
+            let holders = self.look_at_leases(site, FileId(0), watch).await?;
             if let Some(alive) = holders.iter().find(|h| h.state == HolderState::Renewed) {
                 return Err(OwnershipError::SiteAlive {
                     site: site.to_string(),
@@ -119,13 +119,13 @@ impl Ownership {
     ) -> Result<FailoverReport, OwnershipError> {
         if lost == self.site() {
             return Err(OwnershipError::Blocked {
-                file_id: 0,
+                file_id: FileId(0),
                 reason: format!("site {lost} cannot take its own files over"),
             });
         }
         if !self.inner.clients.contains_key(lost) {
             return Err(OwnershipError::UnknownSite {
-                file_id: 0,
+                file_id: FileId(0),
                 site: lost.to_string(),
             });
         }
@@ -146,7 +146,7 @@ impl Ownership {
         };
         progress(state);
         for chunk in files.chunks(CHUNK) {
-            let mut claimed: Vec<(u64, View, Claim)> = Vec::new();
+            let mut claimed: Vec<(FileId, View, Claim)> = Vec::new();
             for &file_id in chunk {
                 match self.claim_from(file_id, lost).await {
                     Ok(Some((view, claim))) => claimed.push((file_id, view, claim)),
@@ -166,7 +166,7 @@ impl Ownership {
                     }
                 }
             }
-            let revoked: Vec<(u64, Epoch)> =
+            let revoked: Vec<(FileId, Epoch)> =
                 claimed.iter().map(|(f, _, c)| (*f, c.epoch)).collect();
             // Recorded even for a site said to be fenced: if it comes back,
             // its access servers install it before they write again.
@@ -214,7 +214,7 @@ impl Ownership {
     /// another site or was removed meanwhile.
     async fn claim_from(
         &self,
-        file_id: u64,
+        file_id: FileId,
         lost: &str,
     ) -> Result<Option<(View, Claim)>, OwnershipError> {
         let Some(view) = self.load(file_id).await? else {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geonfs_proto::domain::{unix_time_ms, Epoch};
+use geonfs_proto::domain::{unix_time_ms, Epoch, FileId};
 
 use bytes::Bytes;
 use geonfs_block_manager::{FenceOrder, FileListing};
@@ -63,7 +63,7 @@ impl Ownership {
     /// (the cache was stale, or this site's cores were fenced above it).
     pub async fn acquire(
         &self,
-        file_id: u64,
+        file_id: FileId,
         fenced_at: Option<Epoch>,
     ) -> Result<Epoch, OwnershipError> {
         if fenced_at.is_none() {
@@ -109,7 +109,7 @@ impl Ownership {
     /// One decision of [`Ownership::acquire`] on the stored `view`.
     async fn step(
         &self,
-        file_id: u64,
+        file_id: FileId,
         view: View,
         fenced_at: Option<Epoch>,
     ) -> Result<Step, OwnershipError> {
@@ -158,7 +158,7 @@ impl Ownership {
     /// takeover waits until the lost site's access servers acknowledged it
     /// or their leases ran out, so a site that is only cut off has stopped
     /// writing the file before anyone else writes it.
-    pub async fn take_over_lost(&self, file_id: u64) -> Result<Epoch, OwnershipError> {
+    pub async fn take_over_lost(&self, file_id: FileId) -> Result<Epoch, OwnershipError> {
         let deadline = Instant::now() + WAIT_FOR_CLAIM;
         let mut attempt = 0;
         loop {
@@ -196,7 +196,7 @@ impl Ownership {
     /// or the outcome is unknown (the caller reads it again).
     pub(super) async fn put_claim(
         &self,
-        file_id: u64,
+        file_id: FileId,
         view: &View,
     ) -> Result<Option<(View, Claim)>, OwnershipError> {
         let claim = Claim {
@@ -218,7 +218,7 @@ impl Ownership {
             }
             Put::Conflict => Ok(None),
             Put::Unknown(err) => {
-                tracing::debug!(file_id, %err, "claim outcome unknown; re-reading");
+                tracing::debug!(%file_id, %err, "claim outcome unknown; re-reading");
                 Ok(None)
             }
         }
@@ -240,7 +240,7 @@ impl Ownership {
 
     /// The first owner of a file without a record: this site, the first
     /// epoch.
-    async fn first_owner(&self, file_id: u64) -> Result<Step, OwnershipError> {
+    async fn first_owner(&self, file_id: FileId) -> Result<Step, OwnershipError> {
         let record = OwnerRecord::owned(&self.inner.site, Epoch::FIRST);
         match self.put(file_id, 0, &record).await? {
             Put::Applied(version) => {
@@ -262,7 +262,7 @@ impl Ownership {
     /// recorded: fence, list, complete.
     pub(super) async fn finish(
         &self,
-        file_id: u64,
+        file_id: FileId,
         view: View,
         claim: Claim,
         takeover: Takeover,
@@ -322,7 +322,7 @@ impl Ownership {
         metrics
             .handover_seconds
             .observe(started.elapsed().as_secs_f64());
-        tracing::info!(file_id, from = %record.site, to = %self.inner.site, epoch = %claim.epoch,
+        tracing::info!(%file_id, from = %record.site, to = %self.inner.site, epoch = %claim.epoch,
             ms = started.elapsed().as_millis() as u64, "file ownership handed over");
         Ok(Step::Owned(claim.epoch))
     }
@@ -336,7 +336,7 @@ impl Ownership {
     /// when every core of the old owner is.
     async fn fence_sites(
         &self,
-        file_id: u64,
+        file_id: FileId,
         record: &OwnerRecord,
         order: FenceOrder,
         owner_lost: bool,
@@ -363,7 +363,7 @@ impl Ownership {
                 tokio::spawn(async move {
                     let report = client.fence_with(file_id, order).await;
                     if !report.all() {
-                        tracing::info!(file_id, owner = %site, failed = %describe(&report.failed),
+                        tracing::info!(%file_id, owner = %site, failed = %describe(&report.failed),
                             "taken over from an owner declared lost: its cores are not all fenced");
                     }
                 });
@@ -410,7 +410,7 @@ impl Ownership {
     /// copies were adopted).
     async fn dirty_after_fence(
         &self,
-        file_id: u64,
+        file_id: FileId,
         record: &OwnerRecord,
         owner_lost: bool,
     ) -> Result<BTreeMap<u64, NewerCopy>, OwnershipError> {
@@ -441,7 +441,7 @@ impl Ownership {
     /// caller starts over).
     async fn complete(
         &self,
-        file_id: u64,
+        file_id: FileId,
         meta_version: u64,
         owned: &OwnerRecord,
     ) -> Result<Option<u64>, OwnershipError> {
@@ -449,7 +449,7 @@ impl Ownership {
             Put::Applied(version) => Ok(Some(version)),
             Put::Conflict => Ok(None),
             Put::Unknown(err) => {
-                tracing::debug!(file_id, %err, "handover outcome unknown; re-reading");
+                tracing::debug!(%file_id, %err, "handover outcome unknown; re-reading");
                 match self.load(file_id).await? {
                     Some(now) if now.record == *owned => Ok(Some(now.meta_version)),
                     _ => Ok(None),
@@ -461,7 +461,7 @@ impl Ownership {
     /// Resolves a claim older than the claim timeout found in `view`: the
     /// record goes back to the old owner at the claim's epoch (which
     /// passes any fence the claimant set). Nothing if it changed meanwhile.
-    async fn resolve(&self, file_id: u64, view: &View) -> Result<(), OwnershipError> {
+    async fn resolve(&self, file_id: FileId, view: &View) -> Result<(), OwnershipError> {
         let Some(claim) = &view.record.claim else {
             return Ok(());
         };
@@ -472,7 +472,7 @@ impl Ownership {
             claim: None,
             lost_below: view.record.lost_below,
         };
-        tracing::warn!(file_id, claimant = %claim.by, owner = %back.site,
+        tracing::warn!(%file_id, claimant = %claim.by, owner = %back.site,
             "handover claim timed out; the file stays with its owner");
         if let Put::Applied(version) = self.put(file_id, view.meta_version, &back).await? {
             self.inner.metrics.resolved_claims.inc();
@@ -489,7 +489,7 @@ impl Ownership {
 
     /// Resolves the file's claim if it is stale (readers use this so a
     /// dead claimant cannot keep a fenced file unreadable).
-    pub(super) async fn resolve_stale_claim(&self, file_id: u64) -> Result<(), OwnershipError> {
+    pub(super) async fn resolve_stale_claim(&self, file_id: FileId) -> Result<(), OwnershipError> {
         if let Some(view) = self.load(file_id).await? {
             if view.record.claim.as_ref().is_some_and(|c| self.is_stale(c)) {
                 self.resolve(file_id, &view).await?;
@@ -503,7 +503,7 @@ impl Ownership {
     /// one core that did not answer.
     pub(super) async fn list_sites(
         &self,
-        file_id: u64,
+        file_id: FileId,
         wanted: impl Fn(&str) -> bool,
         required: &BTreeSet<&str>,
     ) -> Result<Vec<(&String, FileListing)>, OwnershipError> {
@@ -534,7 +534,7 @@ impl Ownership {
     /// Writes `record` if the stored one is at `expected` (0 = absent).
     async fn put(
         &self,
-        file_id: u64,
+        file_id: FileId,
         expected: u64,
         record: &OwnerRecord,
     ) -> Result<Put, OwnershipError> {
@@ -552,7 +552,7 @@ impl Ownership {
     /// caller retries after re-reading).
     pub(super) async fn put_record(
         &self,
-        file_id: u64,
+        file_id: FileId,
         expected: u64,
         record: OwnerRecord,
     ) -> Result<(), OwnershipError> {
@@ -581,14 +581,14 @@ impl Ownership {
     /// Deletes the owner record (the file was removed), after fencing the
     /// owner's cores at the highest epoch so that an owner still writing
     /// the file learns it is gone (best effort: logged).
-    pub async fn forget(&self, file_id: u64) -> Result<(), OwnershipError> {
+    pub async fn forget(&self, file_id: FileId) -> Result<(), OwnershipError> {
         if let Some(view) = self.load(file_id).await? {
             let report = self
                 .client(file_id, &view.record.site)?
                 .fence(file_id, Epoch::LAST)
                 .await;
             if !report.all() {
-                tracing::warn!(file_id, owner = %view.record.site, failed = %describe(&report.failed),
+                tracing::warn!(%file_id, owner = %view.record.site, failed = %describe(&report.failed),
                     "removed file not fenced on every core of its owner site");
             }
         }

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use geonfs_block_manager::SendGate;
 use geonfs_meta_kvs::{MetaClient, MetaError};
-use geonfs_proto::domain::Epoch;
+use geonfs_proto::domain::{Epoch, FileId};
 use geonfs_proto::meta::KeyValue;
 use prost::Message;
 
@@ -252,17 +252,17 @@ impl LeaseKeeper {
         let site = ownership.site().to_string();
         let meta = &ownership.inner.meta;
         let not_renewed = |err: OwnershipError| OwnershipError::LeaseNotRenewed(err.to_string());
-        let revocations = read_revocations(meta, &site, 0)
+        let revocations = read_revocations(meta, &site, FileId(0))
             .await
             .map_err(not_renewed)?
             .0;
         let installed = *super::lock(&ownership.inner.installed_generation);
         if revocations.generation > installed {
             // A revocation at epoch 0 revokes nothing.
-            let fences: Vec<(u64, Epoch)> = revocations
+            let fences: Vec<(FileId, Epoch)> = revocations
                 .fences
                 .iter()
-                .filter_map(|f| Some((f.file_id, Epoch::from_wire(f.epoch)?)))
+                .filter_map(|f| Some((FileId(f.file_id), Epoch::from_wire(f.epoch)?)))
                 .collect();
             self.gate.install_fences(fences.iter().copied()).await;
             for (file_id, _) in &fences {
@@ -314,7 +314,7 @@ impl LeaseKeeper {
 async fn read_revocations(
     meta: &MetaClient,
     site: &str,
-    file_id: u64,
+    file_id: FileId,
 ) -> Result<(Revocations, u64), OwnershipError> {
     let found = meta
         .get(revoke_key(site))
@@ -334,9 +334,9 @@ async fn read_revocations(
 /// What [`Ownership::revoke`] does to the site's record.
 enum Change<'a> {
     /// Raise each file's fence to its epoch: `(file id, epoch)`.
-    Raise(&'a [(u64, Epoch)]),
+    Raise(&'a [(FileId, Epoch)]),
     /// Drop `file`'s fence (the file was removed).
-    Drop { file_id: u64 },
+    Drop { file_id: FileId },
 }
 
 /// One lease holder of a site, as a claimant sees it
@@ -378,7 +378,7 @@ impl Ownership {
     pub(super) async fn revoke_and_wait(
         &self,
         site: &str,
-        file_id: u64,
+        file_id: FileId,
         epoch: Epoch,
     ) -> Result<(), OwnershipError> {
         let mut watch = LeaseWatch::default();
@@ -394,7 +394,7 @@ impl Ownership {
     pub(super) async fn revoke_many_and_wait(
         &self,
         site: &str,
-        files: &[(u64, Epoch)],
+        files: &[(FileId, Epoch)],
         watch: Option<&mut LeaseWatch>,
     ) -> Result<(), OwnershipError> {
         let Some(&(first, _)) = files.first() else {
@@ -405,7 +405,7 @@ impl Ownership {
         tracing::info!(
             site,
             files = files.len(),
-            first,
+            %first,
             generation,
             "revoking files at the old owner's access servers"
         );
@@ -422,9 +422,9 @@ impl Ownership {
     }
 
     /// Drops `file_id`'s fence from `site`'s record (the file is gone).
-    pub(super) async fn drop_revocation(&self, site: &str, file_id: u64) {
+    pub(super) async fn drop_revocation(&self, site: &str, file_id: FileId) {
         if let Err(err) = self.revoke(site, file_id, Change::Drop { file_id }).await {
-            tracing::debug!(file_id, site, %err, "revocation of a removed file not dropped");
+            tracing::debug!(%file_id, site, %err, "revocation of a removed file not dropped");
         }
     }
 
@@ -434,7 +434,7 @@ impl Ownership {
     async fn revoke(
         &self,
         site: &str,
-        file_id: u64,
+        file_id: FileId,
         change: Change<'_>,
     ) -> Result<u64, OwnershipError> {
         let meta = &self.inner.meta;
@@ -444,7 +444,7 @@ impl Ownership {
             match change {
                 Change::Raise(files) => {
                     for &(file, epoch) in files {
-                        match record.fences.iter_mut().find(|f| f.file_id == file) {
+                        match record.fences.iter_mut().find(|f| f.file_id == file.0) {
                             Some(fence) if fence.epoch >= epoch.get() => {}
                             Some(fence) => {
                                 fence.epoch = epoch.get();
@@ -452,7 +452,7 @@ impl Ownership {
                             }
                             None => {
                                 record.fences.push(RevokedFile {
-                                    file_id: file,
+                                    file_id: file.0,
                                     epoch: epoch.get(),
                                 });
                                 changed = true;
@@ -461,7 +461,7 @@ impl Ownership {
                     }
                 }
                 Change::Drop { file_id } => {
-                    if let Some(at) = record.fences.iter().position(|f| f.file_id == file_id) {
+                    if let Some(at) = record.fences.iter().position(|f| f.file_id == file_id.0) {
                         record.fences.swap_remove(at);
                         changed = true;
                     }
@@ -495,7 +495,7 @@ impl Ownership {
     async fn wait_revoked(
         &self,
         site: &str,
-        file_id: u64,
+        file_id: FileId,
         generation: u64,
         watch: &mut LeaseWatch,
     ) -> Result<(), OwnershipError> {
@@ -532,7 +532,7 @@ impl Ownership {
     pub(super) async fn look_at_leases(
         &self,
         site: &str,
-        file_id: u64,
+        file_id: FileId,
         watch: &mut LeaseWatch,
     ) -> Result<Vec<Holder>, OwnershipError> {
         let expiry = self.inner.lease.expiry_wait();
@@ -571,7 +571,7 @@ impl Ownership {
     /// Every entry under `prefix` (paged; errors name `file_id`).
     pub(super) async fn scan_all(
         &self,
-        file_id: u64,
+        file_id: FileId,
         prefix: &Bytes,
     ) -> Result<Vec<KeyValue>, OwnershipError> {
         let end = prefix_end(prefix);

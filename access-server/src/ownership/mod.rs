@@ -119,7 +119,7 @@ use std::time::{Duration, Instant};
 
 use geonfs_block_manager::{BlockClient, BlockError, BlockRead};
 use geonfs_meta_kvs::{MetaClient, MetaError};
-use geonfs_proto::domain::{BlockId, Epoch};
+use geonfs_proto::domain::{BlockId, Epoch, FileId};
 use geonfs_rpc::Network;
 use geonfs_site_config::ClusterConfig;
 
@@ -164,7 +164,7 @@ pub enum OwnershipError {
     #[error("owner record of file {file_id}: {source}")]
     Meta {
         /// The file.
-        file_id: u64,
+        file_id: FileId,
         /// The error.
         source: MetaError,
     },
@@ -172,7 +172,7 @@ pub enum OwnershipError {
     #[error("owner record of file {file_id} is corrupt: {detail}")]
     Corrupt {
         /// The file.
-        file_id: u64,
+        file_id: FileId,
         /// What is wrong.
         detail: String,
     },
@@ -181,7 +181,7 @@ pub enum OwnershipError {
     #[error("file {file_id}: handover blocked: {reason}")]
     Blocked {
         /// The file.
-        file_id: u64,
+        file_id: FileId,
         /// Why.
         reason: String,
     },
@@ -189,7 +189,7 @@ pub enum OwnershipError {
     #[error("file {file_id} was removed")]
     Removed {
         /// The file.
-        file_id: u64,
+        file_id: FileId,
     },
     /// A site asked to be failed over is alive: one of its access servers
     /// renewed its lease.
@@ -210,7 +210,7 @@ pub enum OwnershipError {
     #[error("file {file_id}: owner record names unknown site {site:?}")]
     UnknownSite {
         /// The file.
-        file_id: u64,
+        file_id: FileId,
         /// The site named.
         site: String,
     },
@@ -239,11 +239,11 @@ struct Inner {
     /// A block client per site (by name), all calling from this node.
     clients: BTreeMap<String, BlockClient>,
     /// Cached records by file.
-    views: Mutex<HashMap<u64, View>>,
+    views: Mutex<HashMap<FileId, View>>,
     /// Dirty maps of files this site owns and is catching up.
-    dirty: Mutex<HashMap<u64, Arc<catchup::DirtyMap>>>,
+    dirty: Mutex<HashMap<FileId, Arc<catchup::DirtyMap>>>,
     /// One handover at a time per file in this process.
-    handovers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    handovers: Mutex<HashMap<FileId, Arc<tokio::sync::Mutex<()>>>>,
     claim_timeout: Duration,
     /// Claim token → when this process first saw the claim.
     claims_seen: Mutex<HashMap<u64, Instant>>,
@@ -330,7 +330,7 @@ impl Ownership {
     }
 
     /// The block client of `site`.
-    fn client(&self, file_id: u64, site: &str) -> Result<&BlockClient, OwnershipError> {
+    fn client(&self, file_id: FileId, site: &str) -> Result<&BlockClient, OwnershipError> {
         self.inner
             .clients
             .get(site)
@@ -356,16 +356,16 @@ impl Ownership {
     }
 
     /// The cached view of `file_id`, if any.
-    fn cached(&self, file_id: u64) -> Option<View> {
+    fn cached(&self, file_id: FileId) -> Option<View> {
         lock(&self.inner.views).get(&file_id).cloned()
     }
 
     /// Forgets the cached record (after a fence refused a request).
-    pub fn invalidate(&self, file_id: u64) {
+    pub fn invalidate(&self, file_id: FileId) {
         lock(&self.inner.views).remove(&file_id);
     }
 
-    fn remember(&self, file_id: u64, view: &View) {
+    fn remember(&self, file_id: FileId, view: &View) {
         let mut views = lock(&self.inner.views);
         match views.get(&file_id) {
             Some(old) if old.meta_version > view.meta_version => {}
@@ -378,7 +378,7 @@ impl Ownership {
     /// Reads the record from meta-kvs (linearizable) and caches it.
     /// `None`: the file has no owner record (never written since it was
     /// created, or created before ownership existed).
-    pub async fn load(&self, file_id: u64) -> Result<Option<View>, OwnershipError> {
+    pub async fn load(&self, file_id: FileId) -> Result<Option<View>, OwnershipError> {
         let found = self
             .inner
             .meta
@@ -400,7 +400,7 @@ impl Ownership {
     }
 
     /// The cached view, else the stored one.
-    pub async fn view(&self, file_id: u64) -> Result<Option<View>, OwnershipError> {
+    pub async fn view(&self, file_id: FileId) -> Result<Option<View>, OwnershipError> {
         match self.cached(file_id) {
             Some(view) => Ok(Some(view)),
             None => self.load(file_id).await,
@@ -409,7 +409,7 @@ impl Ownership {
 
     /// The epoch this site owns `file_id` at, as cached (no claim on it);
     /// `None` if the cache does not say this site owns it.
-    pub fn owned_epoch(&self, file_id: u64) -> Option<Epoch> {
+    pub fn owned_epoch(&self, file_id: FileId) -> Option<Epoch> {
         self.cached(file_id)
             .filter(|v| v.record.site == self.inner.site && v.record.claim.is_none())
             .map(|v| v.record.epoch)
@@ -459,7 +459,7 @@ impl Ownership {
                         return Err(OwnershipError::Block(err));
                     }
                     tracing::debug!(
-                        file_id,
+                        %file_id,
                         "owner record changed after a failed read; retrying"
                     );
                 }

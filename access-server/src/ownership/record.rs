@@ -7,7 +7,7 @@
 //! ```
 
 use bytes::{BufMut, Bytes, BytesMut};
-use geonfs_proto::domain::Epoch;
+use geonfs_proto::domain::{Epoch, FileId};
 use prost::Message;
 
 /// The prefix of owner-record keys (inside the namespace's `fs/` space).
@@ -19,17 +19,17 @@ pub fn owner_prefix() -> Bytes {
 }
 
 /// The file id of an owner record's key (`None`: not such a key).
-pub fn file_of_key(key: &[u8]) -> Option<u64> {
+pub fn file_of_key(key: &[u8]) -> Option<FileId> {
     key.strip_prefix(OWNER)
         .and_then(|id| <[u8; 8]>::try_from(id).ok())
-        .map(u64::from_be_bytes)
+        .map(|id| FileId(u64::from_be_bytes(id)))
 }
 
 /// The meta-kvs key of `file_id`'s owner record.
-pub fn owner_key(file_id: u64) -> Bytes {
+pub fn owner_key(file_id: FileId) -> Bytes {
     let mut key = BytesMut::with_capacity(OWNER.len() + 8);
     key.put_slice(OWNER);
-    key.put_u64(file_id);
+    key.put_u64(file_id.0);
     key.freeze()
 }
 
@@ -195,9 +195,9 @@ mod tests {
         }
         assert!(decode(&claim_at_zero.encode_to_vec()).is_err());
         assert!(decode(b"\xff\xff").is_err());
-        assert_eq!(&owner_key(1)[..], b"fs/o/\0\0\0\0\0\0\0\x01");
-        assert_eq!(file_of_key(&owner_key(77)), Some(77));
+        assert_eq!(&owner_key(FileId(1))[..], b"fs/o/\0\0\0\0\0\0\0\x01");
+        assert_eq!(file_of_key(&owner_key(FileId(77))), Some(FileId(77)));
         assert_eq!(file_of_key(b"fs/o/short"), None);
-        assert!(owner_key(5).starts_with(&owner_prefix()));
+        assert!(owner_key(FileId(5)).starts_with(&owner_prefix()));
     }
 }

@@ -50,7 +50,7 @@ use geonfs_bench::report::{
 };
 use geonfs_block_manager::BlockClient;
 use geonfs_core_server::{BlockStore, CoreMetrics};
-use geonfs_proto::domain::{BlockId, BlockRange, BlockWrite, Durability, WriteBase};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockWrite, Durability, FileId, WriteBase};
 use geonfs_rpc::WanParams;
 use geonfs_testkit::cluster::TestCluster;
 use geonfs_testkit::rng::Rng;
@@ -63,7 +63,7 @@ const SMALL: usize = 4096;
 /// Large (sequential) writes.
 const LARGE: usize = 1024 * 1024;
 /// The file id every benchmark block belongs to.
-const FILE_ID: u64 = 1;
+const FILE_ID: FileId = FileId(1);
 
 /// Command-line options.
 #[derive(Parser, Debug, Clone)]

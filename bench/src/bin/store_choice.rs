@@ -37,7 +37,9 @@ use geonfs_bench::report::{
     init_tracing, json_num, median, percentile_ms, ratio, write_json, Table,
 };
 use geonfs_core_server::{BlockStore, CoreMetrics, CHUNK_SIZE as CHUNK};
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
+use geonfs_proto::domain::{
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, WriteBase,
+};
 use geonfs_testkit::rng::Rng;
 use serde_json::{json, Value};
 
@@ -174,7 +176,10 @@ enum Target {
 }
 
 fn block_id(index: u64) -> BlockId {
-    BlockId { file_id: 1, index }
+    BlockId {
+        file_id: FileId(1),
+        index,
+    }
 }
 
 impl Target {

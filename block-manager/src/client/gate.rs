@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use geonfs_proto::domain::Epoch;
+use geonfs_proto::domain::{Epoch, FileId};
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
 use crate::BlockError;
@@ -52,7 +52,7 @@ struct GateInner {
     /// never renewed yet.
     valid_until: Mutex<Option<Instant>>,
     /// File id → the lowest epoch this process may still send for it.
-    fences: Mutex<HashMap<u64, Epoch>>,
+    fences: Mutex<HashMap<FileId, Epoch>>,
     /// Read-held by each admitted request until it is answered; taken for
     /// writing by [`SendGate::install_fences`] to wait for them.
     in_flight: Arc<RwLock<()>>,
@@ -100,7 +100,7 @@ impl SendGate {
 
     /// Raises the local fence of each `(file id, epoch)`, then waits until
     /// every request admitted under the old fences has been answered.
-    pub async fn install_fences(&self, fences: impl IntoIterator<Item = (u64, Epoch)>) {
+    pub async fn install_fences(&self, fences: impl IntoIterator<Item = (FileId, Epoch)>) {
         {
             let mut map = lock(&self.inner.fences);
             for (file_id, epoch) in fences {
@@ -120,7 +120,7 @@ impl SendGate {
     }
 
     /// The local fence of `file_id`, if any.
-    pub fn fence_of(&self, file_id: u64) -> Option<Epoch> {
+    pub fn fence_of(&self, file_id: FileId) -> Option<Epoch> {
         lock(&self.inner.fences).get(&file_id).copied()
     }
 
@@ -129,7 +129,7 @@ impl SendGate {
     /// request is answered, or why it may not be sent.
     pub async fn admit(
         &self,
-        file_id: u64,
+        file_id: FileId,
         epoch: Option<Epoch>,
     ) -> Result<Option<GatePass>, BlockError> {
         let Some(epoch) = epoch else {
@@ -145,14 +145,14 @@ impl SendGate {
     /// Whether a read for `file_id` at ownership `epoch` may be sent (a
     /// read leaves nothing behind, so none is waited for by
     /// [`SendGate::install_fences`]).
-    pub fn check(&self, file_id: u64, epoch: Option<Epoch>) -> Result<(), BlockError> {
+    pub fn check(&self, file_id: FileId, epoch: Option<Epoch>) -> Result<(), BlockError> {
         match epoch {
             Some(epoch) => self.check_epoch(file_id, epoch),
             None => Ok(()),
         }
     }
 
-    fn check_epoch(&self, file_id: u64, epoch: Epoch) -> Result<(), BlockError> {
+    fn check_epoch(&self, file_id: FileId, epoch: Epoch) -> Result<(), BlockError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BlockError::LeaseExpired {
                 file_id,
@@ -206,30 +206,36 @@ mod tests {
     #[tokio::test]
     async fn requests_pass_only_under_a_valid_lease_and_above_the_fences() {
         let gate = SendGate::new();
-        assert!(gate.admit(7, None).await.is_ok_and(|pass| pass.is_none()));
+        assert!(gate
+            .admit(FileId(7), None)
+            .await
+            .is_ok_and(|pass| pass.is_none()));
         assert!(matches!(
-            gate.admit(7, Epoch::new(3)).await,
-            Err(BlockError::LeaseExpired { file_id: 7, .. })
+            gate.admit(FileId(7), Epoch::new(3)).await,
+            Err(BlockError::LeaseExpired {
+                file_id: FileId(7),
+                ..
+            })
         ));
         gate.renewed(Instant::now() + Duration::from_secs(60));
         assert!(gate.lease_is_valid());
         assert!(gate
-            .admit(7, Epoch::new(3))
+            .admit(FileId(7), Epoch::new(3))
             .await
             .is_ok_and(|pass| pass.is_some()));
-        gate.install_fences([(7, epoch(4))]).await;
+        gate.install_fences([(FileId(7), epoch(4))]).await;
         assert!(gate
-            .admit(7, Epoch::new(3))
+            .admit(FileId(7), Epoch::new(3))
             .await
             .is_err_and(|e| e.is_fenced()));
-        assert!(gate.admit(7, Epoch::new(4)).await.is_ok());
+        assert!(gate.admit(FileId(7), Epoch::new(4)).await.is_ok());
         assert!(
-            gate.admit(8, Epoch::new(3)).await.is_ok(),
+            gate.admit(FileId(8), Epoch::new(3)).await.is_ok(),
             "other files are not fenced"
         );
         // A fence never goes down; an older renewal never shortens the lease.
-        gate.install_fences([(7, epoch(2))]).await;
-        assert_eq!(gate.fence_of(7), Epoch::new(4));
+        gate.install_fences([(FileId(7), epoch(2))]).await;
+        assert_eq!(gate.fence_of(FileId(7)), Epoch::new(4));
         let until = gate.valid_until();
         gate.renewed(Instant::now());
         assert_eq!(gate.valid_until(), until);
@@ -237,12 +243,12 @@ mod tests {
         expired.renewed(Instant::now());
         assert!(!expired.lease_is_valid());
         assert!(matches!(
-            expired.admit(1, Epoch::new(1)).await,
+            expired.admit(FileId(1), Epoch::new(1)).await,
             Err(BlockError::LeaseExpired { .. })
         ));
         gate.close().await;
         assert!(matches!(
-            gate.admit(8, Epoch::new(3)).await,
+            gate.admit(FileId(8), Epoch::new(3)).await,
             Err(BlockError::LeaseExpired { .. })
         ));
     }
@@ -251,11 +257,11 @@ mod tests {
     async fn installing_fences_waits_for_the_requests_in_flight() {
         let gate = SendGate::new();
         gate.renewed(Instant::now() + Duration::from_secs(60));
-        let pass = gate.admit(1, Epoch::new(1)).await.ok().flatten();
+        let pass = gate.admit(FileId(1), Epoch::new(1)).await.ok().flatten();
         assert!(pass.is_some());
         let installing = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.install_fences([(1, epoch(2))]).await }
+            async move { gate.install_fences([(FileId(1), epoch(2))]).await }
         });
         // Poll: the install cannot finish while the pass is held.
         for _ in 0..50 {
@@ -268,7 +274,7 @@ mod tests {
             .expect("the install finishes once the request was answered")
             .expect("install task");
         assert!(gate
-            .admit(1, Epoch::new(1))
+            .admit(FileId(1), Epoch::new(1))
             .await
             .is_err_and(|e| e.is_fenced()));
     }

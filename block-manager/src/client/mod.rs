@@ -69,7 +69,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_client::CoreDataClient;
-use geonfs_proto::domain::{BlockId, Durability, Epoch};
+use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
 use geonfs_rpc::{Network, RpcChannel};
 use geonfs_site_config::{ClusterConfig, Node, SiteId};
 use std::collections::HashMap;
@@ -199,7 +199,7 @@ fn classify(node: &str, status: tonic::Status) -> CopyError {
 
 /// [`classify`] for a request about a block of `file_id`: a refusal by the
 /// file's fence is fatal, as [`BlockError::Fenced`].
-fn classify_file(node: &str, file_id: u64, status: tonic::Status) -> CopyError {
+fn classify_file(node: &str, file_id: FileId, status: tonic::Status) -> CopyError {
     if status.code() == Code::PermissionDenied {
         return CopyError::Fatal(BlockError::from_status(node, file_id, status));
     }
@@ -275,7 +275,11 @@ impl BlockClient {
     }
 
     /// Whether a read for `file_id` at `epoch` may be sent (`gate.rs`).
-    pub(crate) fn check_gate(&self, file_id: u64, epoch: Option<Epoch>) -> Result<(), BlockError> {
+    pub(crate) fn check_gate(
+        &self,
+        file_id: FileId,
+        epoch: Option<Epoch>,
+    ) -> Result<(), BlockError> {
         match &self.inner.gate {
             Some(gate) => gate.check(file_id, epoch),
             None => Ok(()),
@@ -286,7 +290,7 @@ impl BlockClient {
     /// (see `gate.rs`): the pass to hold until it is answered.
     pub(crate) async fn admit(
         &self,
-        file_id: u64,
+        file_id: FileId,
         epoch: Option<Epoch>,
     ) -> Result<Option<GatePass>, BlockError> {
         match &self.inner.gate {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use geonfs_proto::core as wire;
-use geonfs_proto::domain::{BlockId, Epoch};
+use geonfs_proto::domain::{BlockId, Epoch, FileId};
 use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
 use geonfs_proto::replication::{ReplicaPut, ReplicaPutReply};
 use geonfs_rpc::RpcChannel;
@@ -99,7 +99,7 @@ impl BlockClient {
     /// the fence to them inside the site), so a core cut off from this
     /// client but not from its site is fenced too (the core server's
     /// `fence` module has why every core that may hold the file is).
-    pub async fn fence(&self, file_id: u64, epoch: Epoch) -> FenceReport {
+    pub async fn fence(&self, file_id: FileId, epoch: Epoch) -> FenceReport {
         let order = FenceOrder {
             epoch,
             lost_below: None,
@@ -112,14 +112,14 @@ impl BlockClient {
     /// owner on the cores (`order.lost_below`, and whether the caller is
     /// that takeover and adopts their copies; the core server's `fence`
     /// module has why).
-    pub async fn fence_with(&self, file_id: u64, order: FenceOrder) -> FenceReport {
+    pub async fn fence_with(&self, file_id: FileId, order: FenceOrder) -> FenceReport {
         let epoch = order.epoch;
         let cores = self.inner.placement.cores(self.inner.site);
         let calls = cores.iter().map(|node| async move {
             let result = async {
                 let mut client = self.client(node).map_err(|err| err.to_string())?;
                 let request = wire::FenceRequest {
-                    file_id,
+                    file_id: file_id.0,
                     epoch: epoch.get(),
                     relay_to: Vec::new(),
                     lost_below: Epoch::to_wire(order.lost_below),
@@ -149,7 +149,7 @@ impl BlockClient {
                     report.fenced.push(node.name.clone());
                 }
                 Err(err) => {
-                    tracing::warn!(node = %node.name, file_id, %epoch, %err, "fence failed");
+                    tracing::warn!(node = %node.name, %file_id, %epoch, %err, "fence failed");
                     report.failed.push((node.name.clone(), err));
                 }
             }
@@ -160,7 +160,7 @@ impl BlockClient {
 
     /// Asks the first fenced core of `report` to fence the cores that
     /// failed; those it reached move to the fenced ones.
-    async fn relay_fence(&self, file_id: u64, order: FenceOrder, report: &mut FenceReport) {
+    async fn relay_fence(&self, file_id: FileId, order: FenceOrder, report: &mut FenceReport) {
         let epoch = order.epoch;
         if report.failed.is_empty() {
             return;
@@ -173,7 +173,7 @@ impl BlockClient {
             return;
         };
         let request = wire::FenceRequest {
-            file_id,
+            file_id: file_id.0,
             epoch: epoch.get(),
             relay_to: report.failed.iter().map(|(name, _)| name.clone()).collect(),
             lost_below: Epoch::to_wire(order.lost_below),
@@ -183,20 +183,20 @@ impl BlockClient {
             Ok(mut client) => match client.fence(request).await {
                 Ok(reply) => reply.into_inner().relayed,
                 Err(status) => {
-                    tracing::warn!(node = %relay.name, file_id, %epoch,
+                    tracing::warn!(node = %relay.name, %file_id, %epoch,
                         "fence relay failed: {}", status.message());
                     return;
                 }
             },
             Err(err) => {
-                tracing::warn!(node = %relay.name, file_id, %epoch, %err, "fence relay failed");
+                tracing::warn!(node = %relay.name, %file_id, %epoch, %err, "fence relay failed");
                 return;
             }
         };
         for name in relayed {
             if let Some(at) = report.failed.iter().position(|(n, _)| *n == name) {
                 report.failed.remove(at);
-                tracing::info!(node = %name, via = %relay.name, file_id, %epoch,
+                tracing::info!(node = %name, via = %relay.name, %file_id, %epoch,
                     "fence raised through a peer of the core's site");
                 report.fenced.push(name);
             }
@@ -207,7 +207,7 @@ impl BlockClient {
     /// in parallel, each paging through its List from the file's first
     /// block and stopping at the next file), with the newest version of
     /// each index among the cores that answered.
-    pub async fn list_file(&self, file_id: u64) -> FileListing {
+    pub async fn list_file(&self, file_id: FileId) -> FileListing {
         let cores = self.inner.placement.cores(self.inner.site);
         let calls = cores.iter().map(|node| async move {
             let result = self.list_file_on(node, file_id).await;
@@ -243,7 +243,7 @@ impl BlockClient {
     async fn list_file_on(
         &self,
         node: &Node,
-        file_id: u64,
+        file_id: FileId,
     ) -> Result<Vec<(u64, u64)>, (String, bool)> {
         let mut blocks = self.list_file_part(node, file_id, false).await?;
         blocks.extend(self.list_file_part(node, file_id, true).await?);
@@ -255,12 +255,12 @@ impl BlockClient {
     async fn list_file_part(
         &self,
         node: &Node,
-        file_id: u64,
+        file_id: FileId,
         deleted: bool,
     ) -> Result<Vec<(u64, u64)>, (String, bool)> {
         let mut client = self.client(node).map_err(|err| (err.to_string(), false))?;
         // Strictly after the previous file's last possible block.
-        let mut start_after = file_id.checked_sub(1).map(|previous| wire::BlockId {
+        let mut start_after = file_id.0.checked_sub(1).map(|previous| wire::BlockId {
             file_id: previous,
             index: u64::MAX,
         });
@@ -283,7 +283,7 @@ impl BlockClient {
                 let Some(block) = info.block else {
                     return Err((format!("{} listed a block without an id", node.name), false));
                 };
-                if block.file_id != file_id {
+                if block.file_id != file_id.0 {
                     return Ok(blocks);
                 }
                 blocks.push((block.index, info.version));

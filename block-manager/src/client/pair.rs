@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use geonfs_proto::core as wire;
-use geonfs_proto::domain::{BlockId, Durability, Epoch};
+use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
 use geonfs_site_config::Node;
 use tonic::Code;
 
@@ -163,7 +163,7 @@ impl BlockClient {
         node: &'a Node,
         request: wire::WriteRequest,
     ) -> (&'a Node, Result<wire::WriteReply, CopyError>) {
-        let file_id = request.block.map_or(0, |b| b.file_id);
+        let file_id = FileId(request.block.map_or(0, |b| b.file_id));
         let result = async {
             // Held until the core answered (`gate.rs`).
             let _pass = self

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, FileId};
 use geonfs_site_config::{ClusterConfig, SiteId};
 use proptest::prelude::*;
 
@@ -41,7 +41,7 @@ fn config(sites: &[&[u64]], n: usize) -> ClusterConfig {
 
 fn block(i: u64) -> BlockId {
     BlockId {
-        file_id: i / 7 + 1,
+        file_id: FileId(i / 7 + 1),
         index: i % 7,
     }
 }
@@ -238,7 +238,7 @@ proptest! {
             .map(|i| format!("a-core-{}", i + 1))
             .collect();
         let live = |n: &str| live_names.iter().any(|l| l == n) || n.starts_with("b-");
-        let id = BlockId { file_id, index };
+        let id = BlockId { file_id: FileId(file_id), index };
         match p.local_pair(id, A, &live) {
             Ok([x, y]) => {
                 prop_assert!(live_names.len() >= 2);

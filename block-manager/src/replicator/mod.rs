@@ -57,7 +57,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::StreamExt;
-use geonfs_proto::domain::{unix_time_ms, BlockId, Epoch};
+use geonfs_proto::domain::{unix_time_ms, BlockId, Epoch, FileId};
 use geonfs_rpc::{Network, RpcChannel};
 use geonfs_site_config::ClusterConfig;
 use tokio::sync::Notify;
@@ -175,7 +175,11 @@ pub trait ReplicaStore: Send + Sync + 'static {
     /// `lost_below` (a put of this core's was refused as superseded) and
     /// sets aside this core's copies of the file that takeover never saw
     /// (older, never copied out).
-    fn set_aside(&self, file_id: u64, lost_below: Epoch) -> BoxFuture<'_, Result<(), BlockError>>;
+    fn set_aside(
+        &self,
+        file_id: FileId,
+        lost_below: Epoch,
+    ) -> BoxFuture<'_, Result<(), BlockError>>;
     /// Up to `limit` held blocks after `after` (in block order) with their
     /// versions, and whether more follow.
     fn list_blocks(

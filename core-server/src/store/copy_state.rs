@@ -188,10 +188,12 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use geonfs_proto::domain::FileId;
+
     use super::*;
 
     const B: BlockId = BlockId {
-        file_id: 1,
+        file_id: FileId(1),
         index: 2,
     };
 

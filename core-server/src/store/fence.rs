@@ -81,7 +81,7 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::{PoisonError, RwLockReadGuard};
 
-use geonfs_proto::domain::Epoch;
+use geonfs_proto::domain::{Epoch, FileId};
 use rocksdb::{ReadOptions, WriteOptions, DB};
 
 use super::{BlockStore, Inner};
@@ -91,7 +91,7 @@ use crate::CoreError;
 const FENCE_TAG: u8 = b'f';
 
 /// The fences of the files (in file order, for paging).
-pub(super) type FenceMap = BTreeMap<u64, FileFence>;
+pub(super) type FenceMap = BTreeMap<FileId, FileFence>;
 
 /// One file's fence on this core.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -175,10 +175,10 @@ impl FenceRaise {
 }
 
 /// `f | file_id BE`.
-fn fence_key(file_id: u64) -> [u8; 9] {
+fn fence_key(file_id: FileId) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = FENCE_TAG;
-    key[1..9].copy_from_slice(&file_id.to_be_bytes());
+    key[1..9].copy_from_slice(&file_id.0.to_be_bytes());
     key
 }
 
@@ -193,7 +193,7 @@ pub(super) fn load_fences(db: &DB) -> Result<FenceMap, CoreError> {
         let file_id = key
             .strip_prefix(&[FENCE_TAG])
             .and_then(|id| <[u8; 8]>::try_from(id).ok())
-            .map(u64::from_be_bytes);
+            .map(|id| FileId(u64::from_be_bytes(id)));
         match (file_id, FileFence::decode(value)) {
             (Some(file_id), Some(fence)) => {
                 fences.insert(file_id, fence);
@@ -222,7 +222,7 @@ impl Inner {
     fn check_fence(
         &self,
         fences: &FenceMap,
-        file_id: u64,
+        file_id: FileId,
         offered: Epoch,
     ) -> Result<(), CoreError> {
         if !self.fences_synced.load(Ordering::Acquire) {
@@ -234,7 +234,7 @@ impl Inner {
         if offered < fence {
             self.metrics.fenced_requests.inc();
             tracing::debug!(
-                file_id,
+                %file_id,
                 %offered,
                 %fence,
                 "request refused by the file's fence"
@@ -254,7 +254,7 @@ impl Inner {
     /// fence waits for it).
     pub(super) fn admit(
         &self,
-        file_id: u64,
+        file_id: FileId,
         offered: Option<Epoch>,
     ) -> Result<Option<RwLockReadGuard<'_, FenceMap>>, CoreError> {
         let Some(offered) = offered else {
@@ -267,7 +267,11 @@ impl Inner {
 
     /// Refuses a read of `file_id` by a caller at epoch `offered` older
     /// than the file's fence (no guard is kept).
-    pub(super) fn check_read(&self, file_id: u64, offered: Option<Epoch>) -> Result<(), CoreError> {
+    pub(super) fn check_read(
+        &self,
+        file_id: FileId,
+        offered: Option<Epoch>,
+    ) -> Result<(), CoreError> {
         let Some(offered) = offered else {
             return Ok(());
         };
@@ -276,7 +280,7 @@ impl Inner {
     }
 
     /// The file's fence (all `None` if none).
-    pub(super) fn file_fence(&self, file_id: u64) -> FileFence {
+    pub(super) fn file_fence(&self, file_id: FileId) -> FileFence {
         self.fences_read()
             .get(&file_id)
             .copied()
@@ -288,7 +292,7 @@ impl Inner {
     /// returns the fence after.
     fn raise_fence_blocking(
         &self,
-        file_id: u64,
+        file_id: FileId,
         raise: FenceRaise,
     ) -> Result<FileFence, CoreError> {
         let mut fences = self.fences.write().unwrap_or_else(PoisonError::into_inner);
@@ -309,7 +313,7 @@ impl Inner {
         self.store_fence(file_id, next)?;
         fences.insert(file_id, next);
         tracing::info!(
-            file_id,
+            %file_id,
             from = ?current.epoch,
             to = ?next.epoch,
             ?lost_below,
@@ -320,7 +324,7 @@ impl Inner {
     }
 
     /// Writes the file's fence record, synced.
-    pub(super) fn store_fence(&self, file_id: u64, fence: FileFence) -> Result<(), CoreError> {
+    pub(super) fn store_fence(&self, file_id: FileId, fence: FileFence) -> Result<(), CoreError> {
         let db = self.db()?;
         let mut options = WriteOptions::default();
         options.set_sync(true);
@@ -330,7 +334,7 @@ impl Inner {
 
     /// Records that the file's copies older than `lost_below` were set
     /// aside: the rest is adopted.
-    pub(super) fn settle_fence(&self, file_id: u64, lost_below: Epoch) -> Result<(), CoreError> {
+    pub(super) fn settle_fence(&self, file_id: FileId, lost_below: Epoch) -> Result<(), CoreError> {
         let mut fences = self.fences.write().unwrap_or_else(PoisonError::into_inner);
         let Some(current) = fences.get(&file_id).copied() else {
             return Ok(());
@@ -348,7 +352,7 @@ impl Inner {
     }
 
     /// The files whose set-aside a crash cut short.
-    pub(super) fn unsettled_files(&self) -> Vec<(u64, Epoch)> {
+    pub(super) fn unsettled_files(&self) -> Vec<(FileId, Epoch)> {
         self.fences_read()
             .iter()
             .filter(|(_, f)| f.set_aside_pending())
@@ -364,7 +368,7 @@ impl BlockStore {
     /// flight or can land later; later requests with an older epoch
     /// are refused with [`CoreError::Fenced`]. An epoch not above the
     /// current fence changes nothing.
-    pub async fn fence(&self, file_id: u64, epoch: Epoch) -> Result<Option<Epoch>, CoreError> {
+    pub async fn fence(&self, file_id: FileId, epoch: Epoch) -> Result<Option<Epoch>, CoreError> {
         let raise = FenceRaise {
             epoch: Some(epoch),
             ..FenceRaise::default()
@@ -378,7 +382,7 @@ impl BlockStore {
     /// quarantine before this returns (see the module documentation).
     pub async fn raise_fence(
         &self,
-        file_id: u64,
+        file_id: FileId,
         raise: FenceRaise,
     ) -> Result<FileFence, CoreError> {
         // A published fence already waited for everything admitted under
@@ -401,22 +405,26 @@ impl BlockStore {
     }
 
     /// The ownership fence of `file_id` on this store, if it has one.
-    pub fn fence_of(&self, file_id: u64) -> Option<Epoch> {
+    pub fn fence_of(&self, file_id: FileId) -> Option<Epoch> {
         self.inner.file_fence(file_id).epoch
     }
 
     /// The whole fence of `file_id` on this store (all `None` if none).
-    pub fn file_fence(&self, file_id: u64) -> FileFence {
+    pub fn file_fence(&self, file_id: FileId) -> FileFence {
         self.inner.file_fence(file_id)
     }
 
     /// Up to `limit` fences of the files after `after` (from the first
     /// file when `None`), in file order, and whether more follow.
-    pub fn list_fences(&self, after: Option<u64>, limit: usize) -> (Vec<(u64, FileFence)>, bool) {
+    pub fn list_fences(
+        &self,
+        after: Option<FileId>,
+        limit: usize,
+    ) -> (Vec<(FileId, FileFence)>, bool) {
         let fences = self.inner.fences_read();
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut page = fences.range((start, Bound::Unbounded));
-        let fences: Vec<(u64, FileFence)> =
+        let fences: Vec<(FileId, FileFence)> =
             page.by_ref().take(limit).map(|(&f, &e)| (f, e)).collect();
         let more = page.next().is_some();
         (fences, more)

@@ -557,6 +557,7 @@ impl Inner {
     fn lock_for(&self, block: BlockId) -> Arc<tokio::sync::Mutex<()>> {
         let hash = block
             .file_id
+            .0
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .rotate_left(29)
             ^ block.index.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);

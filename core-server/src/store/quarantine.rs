@@ -15,7 +15,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, Epoch};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, Epoch, FileId};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
 use super::{delete_chunks, BlockStore, Inner};
@@ -46,7 +46,7 @@ pub struct QuarantinedCopy {
 fn record_key(block: BlockId, version: u64) -> [u8; 25] {
     let mut key = [0u8; 25];
     key[0] = QUARANTINE_TAG;
-    key[1..9].copy_from_slice(&block.file_id.to_be_bytes());
+    key[1..9].copy_from_slice(&block.file_id.0.to_be_bytes());
     key[9..17].copy_from_slice(&block.index.to_be_bytes());
     key[17..25].copy_from_slice(&version.to_be_bytes());
     key
@@ -63,7 +63,7 @@ fn decode_record(key: &[u8], value: &[u8]) -> Option<(QuarantinedCopy, Option<By
     }
     let copy = QuarantinedCopy {
         block: BlockId {
-            file_id: word(key, 1)?,
+            file_id: FileId(word(key, 1)?),
             index: word(key, 9)?,
         },
         version: word(key, 17)?,
@@ -168,10 +168,10 @@ impl Inner {
     }
 
     /// The blocks of `file_id` with a pending replication job.
-    fn jobs_of_file(&self, db: &DB, file_id: u64) -> Result<Vec<BlockId>, CoreError> {
+    fn jobs_of_file(&self, db: &DB, file_id: FileId) -> Result<Vec<BlockId>, CoreError> {
         let lower = super::queue::job_key(BlockId { file_id, index: 0 });
         let upper = super::queue::job_key(BlockId {
-            file_id: file_id.saturating_add(1),
+            file_id: FileId(file_id.0.saturating_add(1)),
             index: 0,
         });
         let mut read_options = ReadOptions::default();
@@ -229,7 +229,7 @@ impl BlockStore {
     /// [`crate::store::fence`]). Returns how many were set aside.
     pub(super) async fn set_aside_old_copies(
         &self,
-        file_id: u64,
+        file_id: FileId,
         lost_below: Epoch,
     ) -> Result<usize, CoreError> {
         let inner = self.inner.clone();
@@ -254,7 +254,7 @@ impl BlockStore {
         tokio::task::spawn_blocking(move || inner.settle_fence(file_id, lost_below)).await??;
         if set_aside > 0 {
             tracing::warn!(
-                file_id,
+                %file_id,
                 %lost_below,
                 set_aside,
                 "copies set aside into the quarantine"

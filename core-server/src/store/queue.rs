@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use geonfs_block_manager::replicator::{BlockPage, HeldBlock, LocalCopy};
 use geonfs_block_manager::{BlockError, ReplicaStore, ReplicationJob};
-use geonfs_proto::domain::{unix_time_ms, BlockId, BlockRange, BlockRead, Epoch};
+use geonfs_proto::domain::{unix_time_ms, BlockId, BlockRange, BlockRead, Epoch, FileId};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
 use super::fence::FenceRaise;
@@ -115,7 +115,7 @@ fn put_sealed_chunks(
 pub(super) fn job_key(block: BlockId) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[0] = QUEUE_TAG;
-    key[1..9].copy_from_slice(&block.file_id.to_be_bytes());
+    key[1..9].copy_from_slice(&block.file_id.0.to_be_bytes());
     key[9..17].copy_from_slice(&block.index.to_be_bytes());
     key
 }
@@ -126,7 +126,7 @@ pub(super) fn block_of_job_key(key: &[u8]) -> Option<BlockId> {
         return None;
     }
     Some(BlockId {
-        file_id: u64::from_be_bytes(key[1..9].try_into().ok()?),
+        file_id: FileId(u64::from_be_bytes(key[1..9].try_into().ok()?)),
         index: u64::from_be_bytes(key[9..17].try_into().ok()?),
     })
 }
@@ -718,7 +718,11 @@ impl ReplicaStore for BlockStore {
         })
     }
 
-    fn set_aside(&self, file_id: u64, lost_below: Epoch) -> BoxFuture<'_, Result<(), BlockError>> {
+    fn set_aside(
+        &self,
+        file_id: FileId,
+        lost_below: Epoch,
+    ) -> BoxFuture<'_, Result<(), BlockError>> {
         Box::pin(async move {
             self.raise_fence(file_id, FenceRaise::learned(lost_below))
                 .await

@@ -32,7 +32,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use geonfs_block_manager::ReplicatorOptions;
 use geonfs_core_server::ReplicaOffer;
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, FileId};
 
 pub use client::{Addresses, ClientStats, FileClient, OP_DEADLINE};
 pub use nemesis::Fault;
@@ -389,14 +389,14 @@ async fn describe_copies(cluster: &TestCluster, client: &FileClient) -> anyhow::
 }
 
 /// The file id in an access server's handle (generation, then the id, BE).
-fn file_id(client: &FileClient) -> anyhow::Result<u64> {
+fn file_id(client: &FileClient) -> anyhow::Result<FileId> {
     let bytes = client.handle().data.as_ref();
-    Ok(u64::from_be_bytes(
+    Ok(FileId(u64::from_be_bytes(
         bytes
             .get(8..16)
             .context("a handle holds the file id at bytes 8..16")?
             .try_into()?,
-    ))
+    )))
 }
 
 /// The newest version of each block on the running cores of `site`.

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Context;
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, FileId};
 
 use super::client::Addresses;
 use crate::cluster::TestCluster;
@@ -178,7 +178,7 @@ fn damage_chunk(
 ) -> anyhow::Result<Option<BlockId>> {
     let db = rocksdb::DB::open_default(data_dir.join("blocks")).context("open the block store")?;
     let block_of = |key: &[u8]| -> Option<BlockId> {
-        let file_id = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+        let file_id = FileId(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?));
         let index = u64::from_be_bytes(key.get(9..17)?.try_into().ok()?);
         Some(BlockId { file_id, index })
     };

@@ -12,7 +12,7 @@ use anyhow::{ensure, Context};
 use bytes::Bytes;
 use geonfs_block_manager::{BlockClient, BlockError, BlockUpdate};
 use geonfs_proto::core::{Durability as WireDurability, FenceRequest, ReadRequest, WriteRequest};
-use geonfs_proto::domain::{BlockId, Durability, Epoch};
+use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
 use geonfs_testkit::cluster::TestCluster;
 
 use crate::support::blocks::{block_client, core_client, holders, id, pattern};
@@ -127,7 +127,7 @@ async fn a_fence_refuses_older_epochs_only() -> anyhow::Result<()> {
     let old = Bytes::from(vec![1; 4096]);
     client.write_as(update(block, old.clone(), 1, 4)).await?;
 
-    let report = client.fence(11, epoch(5)).await;
+    let report = client.fence(FileId(11), epoch(5)).await;
     ensure!(report.all() && report.all_but_one(), "{report:?}");
     ensure!(report.total == 3 && report.fenced.len() == 3, "{report:?}");
     ensure!(
@@ -180,7 +180,7 @@ async fn a_fence_refuses_older_epochs_only() -> anyhow::Result<()> {
     ensure!(client.delete_as(other, 1, Epoch::new(1)).await? == 2);
 
     // A lower fence leaves it at 5 everywhere.
-    let report = client.fence(11, epoch(3)).await;
+    let report = client.fence(FileId(11), epoch(3)).await;
     ensure!(
         report.all() && report.highest == Epoch::new(5),
         "{report:?}"
@@ -250,7 +250,7 @@ async fn one_fenced_core_fails_reads_and_writes() -> anyhow::Result<()> {
     client.write_as(update(block, data.clone(), 1, 1)).await?;
     match client.read_as(block, 0, 4096, Epoch::new(1)).await {
         Err(BlockError::Fenced { node, file_id, .. }) => {
-            ensure!(node == third && file_id == 13, "{node} {file_id}");
+            ensure!(node == third && file_id == FileId(13), "{node} {file_id}");
         }
         other => anyhow::bail!("a read past a fenced core: {other:?}"),
     }
@@ -281,7 +281,7 @@ async fn fences_survive_a_core_restart() -> anyhow::Result<()> {
     init_logging();
     let mut cluster = start().await?;
     let client = block_client(&cluster);
-    let report = client.fence(21, epoch(5)).await;
+    let report = client.fence(FileId(21), epoch(5)).await;
     ensure!(report.all(), "{report:?}");
     let block = id(21, 0);
     for core in cluster.core_names() {
@@ -321,7 +321,7 @@ async fn a_core_down_during_a_fence_catches_up_before_it_takes_an_epoch() -> any
     let block = id(31, 0);
     let missed = cluster.core_names().first().cloned().context("a core")?;
     cluster.kill_node(&missed).await?;
-    let report = client.fence(31, epoch(5)).await;
+    let report = client.fence(FileId(31), epoch(5)).await;
     ensure!(
         report.all_but_one() && !report.all() && report.failed[0].0 == missed,
         "{report:?}"
@@ -361,13 +361,13 @@ async fn a_core_cut_off_from_the_new_owner_is_fenced_through_its_site() -> anyho
     let client = block_client(&cluster);
     let cut = cluster.core_names().last().cloned().context("a core")?;
     cluster.cut_nodes("a-access-1", &cut)?;
-    let report = client.fence(32, epoch(5)).await;
+    let report = client.fence(FileId(32), epoch(5)).await;
     ensure!(report.all() && report.failed.is_empty(), "{report:?}");
     let store = cluster.node(&cut)?.core().context("a core")?.store();
     ensure!(
-        store.fence_of(32) == Epoch::new(5),
+        store.fence_of(FileId(32)) == Epoch::new(5),
         "fence on {cut}: {:?}",
-        store.fence_of(32)
+        store.fence_of(FileId(32))
     );
     cluster.heal_all();
     let refused = write_on(&cluster, &cut, id(32, 0), 1, pattern(1, 100), 4)
@@ -413,7 +413,7 @@ async fn no_old_epoch_write_lands_after_the_fence() -> anyhow::Result<()> {
         drop(started);
         // Fence once some writes are through, while the others run.
         started_rx.wait_for(|acked| *acked >= 5).await?;
-        let report = client.fence(file_id, epoch(2)).await;
+        let report = client.fence(FileId(file_id), epoch(2)).await;
         ensure!(report.all(), "{report:?}");
         let mut at_fence = BTreeMap::new();
         for core in cluster.core_names() {
@@ -523,7 +523,7 @@ async fn list_file_lists_exactly_the_files_blocks() -> anyhow::Result<()> {
     write_on(&cluster, &pair[1], id(40, 5), 4, data(), 0).await?;
     write_on(&cluster, &third, id(40, 7), 2, data(), 0).await?;
 
-    let listing = client.list_file(40).await;
+    let listing = client.list_file(FileId(40)).await;
     let expected: BTreeMap<u64, u64> = [(0, 3), (1, 1), (5, 4), (7, 2), (attr, 1)].into();
     ensure!(listing.versions == expected, "{listing:?}");
     ensure!(
@@ -532,11 +532,11 @@ async fn list_file_lists_exactly_the_files_blocks() -> anyhow::Result<()> {
     );
     ensure!(listing.failed.is_empty(), "{listing:?}");
 
-    let first = client.list_file(0).await;
+    let first = client.list_file(FileId(0)).await;
     ensure!(first.versions == BTreeMap::from([(2, 1)]), "{first:?}");
-    let last = client.list_file(41).await;
+    let last = client.list_file(FileId(41)).await;
     ensure!(last.versions == BTreeMap::from([(0, 1)]), "{last:?}");
-    ensure!(client.list_file(42).await.versions.is_empty());
+    ensure!(client.list_file(FileId(42)).await.versions.is_empty());
     cluster.shutdown().await
 }
 

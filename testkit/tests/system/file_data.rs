@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use geonfs_access_server::data::{attr_block, FileData};
-use geonfs_proto::domain::Durability;
+use geonfs_proto::domain::{Durability, FileId};
 use geonfs_testkit::cluster::TestCluster;
 
 use crate::support::blocks::{block_client, holders, id, inventory, pattern, site_a_file_data};
@@ -68,22 +68,37 @@ async fn file_data_write_across_a_block_boundary_reads_back() {
     let data = file_data(&cluster);
     let bytes = pattern(7, 10_000);
     let offset = BS - 5_000;
-    let written = data.write(1, offset, bytes.clone(), true).await.unwrap();
+    let written = data
+        .write(FileId(1), offset, bytes.clone(), true)
+        .await
+        .unwrap();
     assert!(written.durable);
     assert_eq!(written.size, offset + 10_000);
     assert_eq!(written.verifier, data.verifier());
 
-    let (read, eof) = data.read(1, offset, 10_000, written.size).await.unwrap();
+    let (read, eof) = data
+        .read(FileId(1), offset, 10_000, written.size)
+        .await
+        .unwrap();
     assert_eq!(read, bytes);
     assert!(eof);
-    let (read, eof) = data.read(1, BS - 100, 200, written.size).await.unwrap();
+    let (read, eof) = data
+        .read(FileId(1), BS - 100, 200, written.size)
+        .await
+        .unwrap();
     assert_eq!(&read[..], &bytes[4_900..5_100]);
     assert!(!eof);
     // Clamped to the size.
-    let (read, eof) = data.read(1, offset, 1 << 20, written.size).await.unwrap();
+    let (read, eof) = data
+        .read(FileId(1), offset, 1 << 20, written.size)
+        .await
+        .unwrap();
     assert_eq!(read, bytes);
     assert!(eof);
-    let (read, eof) = data.read(1, written.size, 10, written.size).await.unwrap();
+    let (read, eof) = data
+        .read(FileId(1), written.size, 10, written.size)
+        .await
+        .unwrap();
     assert!(read.is_empty() && eof);
 
     // Both blocks and the record are durable on two cores each.
@@ -92,7 +107,7 @@ async fn file_data_write_across_a_block_boundary_reads_back() {
         assert_eq!(held.len(), 2, "block {index}: {held:?}");
         assert!(held.values().all(|i| i.durable), "{held:?}");
     }
-    let record = holders(&cluster, attr_block(1)).await;
+    let record = holders(&cluster, attr_block(FileId(1))).await;
     assert_eq!(record.len(), 2, "{record:?}");
     assert!(record.values().all(|i| i.durable), "{record:?}");
     cluster.shutdown().await.unwrap();
@@ -120,12 +135,15 @@ async fn file_data_unaligned_writes_match_a_model() {
             model.resize(end, 0);
         }
         model[offset as usize..end].copy_from_slice(&bytes);
-        let written = data.write(2, offset, bytes, n % 2 == 0).await.unwrap();
+        let written = data
+            .write(FileId(2), offset, bytes, n % 2 == 0)
+            .await
+            .unwrap();
         size = written.size;
         assert_eq!(size, model.len() as u64);
     }
-    data.commit(2).await.unwrap();
-    let (read, eof) = data.read(2, 0, u32::MAX, size).await.unwrap();
+    data.commit(FileId(2)).await.unwrap();
+    let (read, eof) = data.read(FileId(2), 0, u32::MAX, size).await.unwrap();
     assert!(eof);
     assert_eq!(read.len(), model.len());
     assert!(read[..] == model[..], "file content differs from the model");
@@ -136,7 +154,7 @@ async fn file_data_unaligned_writes_match_a_model() {
         (2 * BS + 12_340, 20),
         (BS * 3 - 10, 30),
     ] {
-        let (read, _) = data.read(2, offset, len, size).await.unwrap();
+        let (read, _) = data.read(FileId(2), offset, len, size).await.unwrap();
         assert_eq!(
             &read[..],
             &model[offset as usize..offset as usize + len as usize]
@@ -152,9 +170,15 @@ async fn file_data_sparse_ranges_read_as_zeros() {
     let data = file_data(&cluster);
     let offset = 3 * BS + 17;
     let bytes = pattern(9, 100);
-    let written = data.write(3, offset, bytes.clone(), true).await.unwrap();
+    let written = data
+        .write(FileId(3), offset, bytes.clone(), true)
+        .await
+        .unwrap();
     assert_eq!(written.size, offset + 100);
-    let (read, eof) = data.read(3, 0, u32::MAX, written.size).await.unwrap();
+    let (read, eof) = data
+        .read(FileId(3), 0, u32::MAX, written.size)
+        .await
+        .unwrap();
     assert!(eof);
     assert_eq!(read.len() as u64, written.size);
     assert!(read[..offset as usize].iter().all(|&b| b == 0));
@@ -169,30 +193,38 @@ async fn file_data_attributes_survive_a_new_instance() {
     init_logging();
     let cluster = start().await;
     let data = file_data(&cluster);
-    assert_eq!(data.attributes(4).await.unwrap(), None);
-    data.write(4, 0, pattern(1, 5_000), true).await.unwrap();
-    let last = data.write(4, 2 * BS, pattern(2, 300), false).await.unwrap();
+    assert_eq!(data.attributes(FileId(4)).await.unwrap(), None);
+    data.write(FileId(4), 0, pattern(1, 5_000), true)
+        .await
+        .unwrap();
+    let last = data
+        .write(FileId(4), 2 * BS, pattern(2, 300), false)
+        .await
+        .unwrap();
     assert_eq!(last.size, 2 * BS + 300);
     assert_eq!(
-        data.attributes(4).await.unwrap(),
+        data.attributes(FileId(4)).await.unwrap(),
         Some((last.size, last.mtime))
     );
-    data.commit(4).await.unwrap();
+    data.commit(FileId(4)).await.unwrap();
     drop(data);
 
     let fresh = file_data(&cluster);
     assert_eq!(
-        fresh.attributes(4).await.unwrap(),
+        fresh.attributes(FileId(4)).await.unwrap(),
         Some((last.size, last.mtime)),
         "the attribute record read back from the cores"
     );
     // A write into the middle after reloading keeps the size.
-    let mid = fresh.write(4, 10, pattern(3, 10), true).await.unwrap();
+    let mid = fresh
+        .write(FileId(4), 10, pattern(3, 10), true)
+        .await
+        .unwrap();
     assert_eq!(mid.size, last.size);
     assert!(mid.mtime >= last.mtime);
     let again = file_data(&cluster);
     assert_eq!(
-        again.attributes(4).await.unwrap(),
+        again.attributes(FileId(4)).await.unwrap(),
         Some((mid.size, mid.mtime))
     );
     cluster.shutdown().await.unwrap();
@@ -216,7 +248,7 @@ async fn file_data_concurrent_writers_never_shrink_the_size() {
                     let offset = (round * WRITERS + w) * CHUNK;
                     let stable = (w + round) % 3 == 0;
                     let written = data
-                        .write(5, offset, pattern(w as u8, CHUNK as usize), stable)
+                        .write(FileId(5), offset, pattern(w as u8, CHUNK as usize), stable)
                         .await
                         .unwrap();
                     assert!(written.size >= offset + CHUNK);
@@ -231,12 +263,18 @@ async fn file_data_concurrent_writers_never_shrink_the_size() {
         assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
     }
     let expected = WRITERS * ROUNDS * CHUNK;
-    data.commit(5).await.unwrap();
-    assert_eq!(data.attributes(5).await.unwrap().unwrap().0, expected);
+    data.commit(FileId(5)).await.unwrap();
+    assert_eq!(
+        data.attributes(FileId(5)).await.unwrap().unwrap().0,
+        expected
+    );
     // What the cores hold is the largest size, not the last to arrive.
     let fresh = file_data(&cluster);
-    assert_eq!(fresh.attributes(5).await.unwrap().unwrap().0, expected);
-    let (read, _) = fresh.read(5, 0, u32::MAX, expected).await.unwrap();
+    assert_eq!(
+        fresh.attributes(FileId(5)).await.unwrap().unwrap().0,
+        expected
+    );
+    let (read, _) = fresh.read(FileId(5), 0, u32::MAX, expected).await.unwrap();
     for (n, chunk) in read.chunks(CHUNK as usize).enumerate() {
         let w = n as u64 % WRITERS;
         assert_eq!(chunk, &pattern(w as u8, CHUNK as usize)[..], "chunk {n}");
@@ -249,22 +287,25 @@ async fn file_data_commit_keeps_the_verifier_without_a_restart() {
     init_logging();
     let cluster = start().await;
     let data = file_data(&cluster);
-    let written = data.write(6, 100, pattern(4, 8_000), false).await.unwrap();
+    let written = data
+        .write(FileId(6), 100, pattern(4, 8_000), false)
+        .await
+        .unwrap();
     assert!(!written.durable);
     let held = holders(&cluster, id(6, 0)).await;
     assert!(held.values().all(|i| !i.durable), "{held:?}");
-    let verifier = data.commit(6).await.unwrap();
+    let verifier = data.commit(FileId(6)).await.unwrap();
     assert_eq!(verifier, written.verifier);
     let held = holders(&cluster, id(6, 0)).await;
     assert_eq!(held.len(), 2);
     assert!(held.values().all(|i| i.durable), "{held:?}");
-    assert!(holders(&cluster, attr_block(6))
+    assert!(holders(&cluster, attr_block(FileId(6)))
         .await
         .values()
         .all(|i| i.durable));
     // A commit with nothing pending returns it too.
-    assert_eq!(data.commit(6).await.unwrap(), verifier);
-    assert_eq!(data.commit(999).await.unwrap(), verifier);
+    assert_eq!(data.commit(FileId(6)).await.unwrap(), verifier);
+    assert_eq!(data.commit(FileId(999)).await.unwrap(), verifier);
     cluster.shutdown().await.unwrap();
 }
 
@@ -273,7 +314,10 @@ async fn file_data_commit_after_a_core_restart_returns_a_new_verifier() {
     init_logging();
     let mut cluster = start().await;
     let data = file_data(&cluster);
-    let written = data.write(7, 0, pattern(5, 4_096), false).await.unwrap();
+    let written = data
+        .write(FileId(7), 0, pattern(5, 4_096), false)
+        .await
+        .unwrap();
     let held = holders(&cluster, id(7, 0)).await;
     assert_eq!(held.len(), 2, "{held:?}");
     let victim = held.keys().next().unwrap().clone();
@@ -293,7 +337,7 @@ async fn file_data_commit_after_a_core_restart_returns_a_new_verifier() {
     )
     .await;
 
-    let verifier = data.commit(7).await.unwrap();
+    let verifier = data.commit(FileId(7)).await.unwrap();
     assert_ne!(
         verifier, written.verifier,
         "a core that held the write restarted"
@@ -301,10 +345,13 @@ async fn file_data_commit_after_a_core_restart_returns_a_new_verifier() {
     assert_eq!(data.verifier(), verifier);
 
     // The client resends under the new verifier; the next commit keeps it.
-    let resent = data.write(7, 0, pattern(5, 4_096), false).await.unwrap();
+    let resent = data
+        .write(FileId(7), 0, pattern(5, 4_096), false)
+        .await
+        .unwrap();
     assert_eq!(resent.verifier, verifier);
-    assert_eq!(data.commit(7).await.unwrap(), verifier);
-    let (read, _) = data.read(7, 0, 4_096, resent.size).await.unwrap();
+    assert_eq!(data.commit(FileId(7)).await.unwrap(), verifier);
+    let (read, _) = data.read(FileId(7), 0, 4_096, resent.size).await.unwrap();
     assert_eq!(read, pattern(5, 4_096));
     cluster.shutdown().await.unwrap();
 }
@@ -315,22 +362,22 @@ async fn file_data_truncate_then_extend_reads_zeros() {
     let cluster = start().await;
     let data = file_data(&cluster);
     let full = 3 * BS;
-    data.write(8, 0, Bytes::from(vec![0xAB; full as usize]), true)
+    data.write(FileId(8), 0, Bytes::from(vec![0xAB; full as usize]), true)
         .await
         .unwrap();
     let cut = BS + 100;
-    data.set_size(8, full, cut).await.unwrap();
-    assert_eq!(data.attributes(8).await.unwrap().unwrap().0, cut);
+    data.set_size(FileId(8), full, cut).await.unwrap();
+    assert_eq!(data.attributes(FileId(8)).await.unwrap().unwrap().0, cut);
     assert_eq!(
         block_indexes(&cluster, 8).await,
         vec![0, 1, u64::MAX],
         "block 2 is deleted"
     );
 
-    data.set_size(8, cut, full).await.unwrap();
+    data.set_size(FileId(8), cut, full).await.unwrap();
     let fresh = file_data(&cluster);
-    assert_eq!(fresh.attributes(8).await.unwrap().unwrap().0, full);
-    let (read, eof) = fresh.read(8, 0, u32::MAX, full).await.unwrap();
+    assert_eq!(fresh.attributes(FileId(8)).await.unwrap().unwrap().0, full);
+    let (read, eof) = fresh.read(FileId(8), 0, u32::MAX, full).await.unwrap();
     assert!(eof);
     assert_eq!(read.len() as u64, full);
     assert!(read[..cut as usize].iter().all(|&b| b == 0xAB));
@@ -347,15 +394,20 @@ async fn file_data_remove_deletes_every_block() {
     let cluster = start().await;
     let data = file_data(&cluster);
     let written = data
-        .write(9, BS / 2, pattern(6, 2 * BS as usize), false)
+        .write(FileId(9), BS / 2, pattern(6, 2 * BS as usize), false)
         .await
         .unwrap();
-    data.write(10, 0, pattern(6, 10), true).await.unwrap();
+    data.write(FileId(10), 0, pattern(6, 10), true)
+        .await
+        .unwrap();
     assert!(!blocks_of(&cluster, 9).await.is_empty());
-    data.remove(9, written.size).await.unwrap();
+    data.remove(FileId(9), written.size).await.unwrap();
     assert_eq!(blocks_of(&cluster, 9).await, vec![]);
-    assert_eq!(data.attributes(9).await.unwrap(), None);
-    assert_eq!(file_data(&cluster).attributes(9).await.unwrap(), None);
+    assert_eq!(data.attributes(FileId(9)).await.unwrap(), None);
+    assert_eq!(
+        file_data(&cluster).attributes(FileId(9)).await.unwrap(),
+        None
+    );
     // Another file is untouched.
     assert_eq!(blocks_of(&cluster, 10).await.len(), 4);
     cluster.shutdown().await.unwrap();
@@ -413,24 +465,24 @@ async fn file_data_concurrent_writes_into_one_block_are_batched() {
         if n == 0 {
             // Loads the file's state: the others then queue in the order
             // they are issued (which the overlaps check).
-            data.write(9, offset, bytes, true).await.unwrap();
+            data.write(FileId(9), offset, bytes, true).await.unwrap();
         } else {
-            writes.push(data.write(9, offset, bytes, n % 8 == 0));
+            writes.push(data.write(FileId(9), offset, bytes, n % 8 == 0));
         }
     }
     for result in futures::future::join_all(writes).await {
         result.unwrap();
     }
-    data.commit(9).await.unwrap();
+    data.commit(FileId(9)).await.unwrap();
     let sent = client.metrics().writes.get();
     assert!(
         sent <= WRITES / 2,
         "{sent} block writes (data and record) for {WRITES} concurrent writes"
     );
     let fresh = file_data(&cluster);
-    let size = fresh.attributes(9).await.unwrap().unwrap().0;
+    let size = fresh.attributes(FileId(9)).await.unwrap().unwrap().0;
     assert_eq!(size, (WRITES - 1) * LEN + LEN / 2);
-    let (read, _) = fresh.read(9, 0, BS as u32, size).await.unwrap();
+    let (read, _) = fresh.read(FileId(9), 0, BS as u32, size).await.unwrap();
     assert!(
         read[..] == model[..size as usize],
         "content differs from the model"

@@ -9,7 +9,7 @@ use std::time::Duration;
 use geonfs_access_server::ownership::record::{self, Claim};
 use geonfs_access_server::ownership::CatchUpProgress;
 use geonfs_block_manager::BlockUpdate;
-use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_proto::domain::{BlockId, Durability, FileId};
 use geonfs_rpc::WanParams;
 use geonfs_testkit::cluster::TestCluster;
 use geonfs_testkit::rng::Rng;
@@ -87,7 +87,14 @@ async fn a_write_at_a_is_read_at_b_at_once_with_replication_stalled_and_50ms_rtt
     let b_cores = site_client(&cluster, "b", "127.2.0.50");
     for index in 0..model.len().div_ceil(block as usize) as u64 {
         let found = b_cores
-            .read(BlockId { file_id: id, index }, 0, 0)
+            .read(
+                BlockId {
+                    file_id: FileId(id),
+                    index,
+                },
+                0,
+                0,
+            )
             .await
             .unwrap();
         assert!(
@@ -209,7 +216,7 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
     let stale = a_cores
         .write_as(BlockUpdate {
             block: BlockId {
-                file_id: id,
+                file_id: FileId(id),
                 index: 0,
             },
             offset: 0,
@@ -243,13 +250,13 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
     let meta = cluster.meta_client("c-meta-1").unwrap();
     let txn = geonfs_proto::meta::TxnRequest {
         conditions: vec![geonfs_proto::meta::Condition {
-            key: record::owner_key(id),
+            key: record::owner_key(FileId(id)),
             test: Some(geonfs_proto::meta::condition::Test::VersionEquals(version)),
         }],
         operations: vec![geonfs_proto::meta::Operation {
             op: Some(geonfs_proto::meta::operation::Op::Put(
                 geonfs_proto::meta::KeyValue {
-                    key: record::owner_key(id),
+                    key: record::owner_key(FileId(id)),
                     value: record::encode(&claimed),
                     version: 0,
                 },
@@ -258,7 +265,7 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
     };
     assert!(meta.txn(txn).await.unwrap().succeeded);
     let b_cores = site_client(&cluster, "b", "127.2.0.50");
-    assert!(b_cores.fence(id, dead_claim.epoch).await.all());
+    assert!(b_cores.fence(FileId(id), dead_claim.epoch).await.all());
     let late = rng.bytes(70_000);
     write(sites.at("b"), &fh, 100_000, &late, stable_how::FILE_SYNC).await;
     apply(&mut model, 100_000, &late);
@@ -299,7 +306,7 @@ async fn relocate_moves_ownership_and_brings_the_data_to_the_new_site() {
     )
     .await
     .unwrap();
-    assert_eq!((done.file_id, done.from.as_str()), (id, "a"));
+    assert_eq!((done.file_id, done.from.as_str()), (FileId(id), "a"));
     let precopy_end = phases
         .iter()
         .rev()
@@ -323,7 +330,14 @@ async fn relocate_moves_ownership_and_brings_the_data_to_the_new_site() {
         let start = index * block;
         let end = (start + block).min(model.len() as u64);
         let read = b_cores
-            .read(BlockId { file_id: id, index }, 0, (end - start) as u32)
+            .read(
+                BlockId {
+                    file_id: FileId(id),
+                    index,
+                },
+                0,
+                (end - start) as u32,
+            )
             .await
             .unwrap()
             .expect("block at b");
@@ -405,7 +419,14 @@ async fn a_lost_owner_site_is_replaced_with_relocate_owner_lost() {
         async move {
             for index in 0..blocks {
                 if b_cores
-                    .read(BlockId { file_id: id, index }, 0, 0)
+                    .read(
+                        BlockId {
+                            file_id: FileId(id),
+                            index,
+                        },
+                        0,
+                        0,
+                    )
                     .await
                     .ok()
                     .flatten()

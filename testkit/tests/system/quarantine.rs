@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use geonfs::quarantine_cli;
 use geonfs_access_server::data::ATTR_INDEX;
 use geonfs_proto::core::QuarantinedCopy;
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, FileId};
 use geonfs_testkit::cluster::TestCluster;
 use geonfs_testkit::replication::{core_registries, wait_drained};
 use geonfs_testkit::rng::Rng;
@@ -198,7 +198,7 @@ async fn assert_quarantine_holds_late_writes_only(
         let store = cluster.node(&core).unwrap().core().unwrap().store();
         for index in [0, 1, 2, 3, ATTR_INDEX] {
             let block = BlockId {
-                file_id: file,
+                file_id: FileId(file),
                 index,
             };
             if let Some(info) = store.block_info(block).await.unwrap() {

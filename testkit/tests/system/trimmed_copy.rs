@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use geonfs_block_manager::ReplicatorOptions;
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, FileId};
 use geonfs_testkit::cluster::TestCluster;
 use geonfs_testkit::rng::Rng;
 use nfs3_client::nfs3_types::nfs3::*;
@@ -105,7 +105,7 @@ async fn primary_lost_after_a_write_into_a_trimmed_block(loss: Loss) {
     write(sites.at("a"), &fh, 0, &image, stable_how::FILE_SYNC).await;
     apply(&mut model, 0, &image);
     let block = BlockId {
-        file_id: file_id(&fh),
+        file_id: FileId(file_id(&fh)),
         index: 1,
     };
     eventually(SETTLE, "shipped to b and c, the secondary trimmed", || {

@@ -3,14 +3,16 @@
 //! (see `copy_state.rs`).
 
 use bytes::Bytes;
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
+use geonfs_proto::domain::{
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, WriteBase,
+};
 
 use crate::store::queue::{PutOutcome, ReplicaOffer};
 use crate::store::{BlockStore, DeleteOutcome, Marker, WriteOutcome};
 use crate::{CoreError, CoreMetrics};
 
 const B: BlockId = BlockId {
-    file_id: 3,
+    file_id: FileId(3),
     index: 1,
 };
 
@@ -186,7 +188,7 @@ async fn a_delete_leaves_a_tombstone_nothing_older_comes_back_over() {
     assert_eq!(store.delete(B, 8).await.unwrap(), DeleteOutcome::Absent);
     assert_eq!(marker(&store).await, Some(Marker::Deleted(8)));
     let other = BlockId {
-        file_id: 3,
+        file_id: FileId(3),
         index: 9,
     };
     assert_eq!(store.delete(other, 6).await.unwrap(), DeleteOutcome::Absent);

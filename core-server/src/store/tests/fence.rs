@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geonfs_proto::domain::{
-    BlockId, BlockRange, BlockRead, BlockWrite, Durability, Epoch, WriteBase,
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, Epoch, FileId, WriteBase,
 };
 
 use crate::store::fence::FileFence;
@@ -15,7 +15,10 @@ use crate::{CoreError, CoreMetrics};
 const MIB: u64 = 1024 * 1024;
 
 fn block(file_id: u64, index: u64) -> BlockId {
-    BlockId { file_id, index }
+    BlockId {
+        file_id: FileId(file_id),
+        index,
+    }
 }
 
 fn write_as(b: BlockId, version: u64, owner_epoch: u64) -> BlockWrite {
@@ -63,11 +66,17 @@ async fn older_epochs_are_refused_and_fences_survive_a_reopen() {
     let store = open(dir.path());
     let b = block(7, 0);
     store.write(write_as(b, 1, 3)).await.unwrap();
-    assert_eq!(store.fence_of(7), None);
-    assert_eq!(store.fence(7, epoch(5)).await.unwrap(), Epoch::new(5));
-    assert_eq!(store.fence_of(7), Epoch::new(5));
+    assert_eq!(store.fence_of(FileId(7)), None);
+    assert_eq!(
+        store.fence(FileId(7), epoch(5)).await.unwrap(),
+        Epoch::new(5)
+    );
+    assert_eq!(store.fence_of(FileId(7)), Epoch::new(5));
     // A lower epoch leaves the fence where it is.
-    assert_eq!(store.fence(7, epoch(3)).await.unwrap(), Epoch::new(5));
+    assert_eq!(
+        store.fence(FileId(7), epoch(3)).await.unwrap(),
+        Epoch::new(5)
+    );
 
     assert_fenced(store.write(write_as(b, 2, 4)).await, 4, 5);
     assert_fenced(store.read(read_as(b, 4)).await, 4, 5);
@@ -98,11 +107,11 @@ async fn older_epochs_are_refused_and_fences_survive_a_reopen() {
             .version,
         1
     );
-    assert_eq!(store.fence_of(8), None);
+    assert_eq!(store.fence_of(FileId(8)), None);
 
     store.close(false).await.unwrap();
     let store = open(dir.path());
-    assert_eq!(store.fence_of(7), Epoch::new(5));
+    assert_eq!(store.fence_of(FileId(7)), Epoch::new(5));
     assert_fenced(store.write(write_as(b, 5, 4)).await, 4, 5);
     assert_eq!(
         store.delete_as(b, 9, Epoch::new(5)).await.unwrap(),
@@ -151,7 +160,7 @@ async fn no_write_admitted_under_an_older_fence_lands_after_it() {
         while next_version.load(Ordering::SeqCst) < 20 {
             tokio::task::yield_now().await;
         }
-        store.fence(file_id, epoch(2)).await.unwrap();
+        store.fence(FileId(file_id), epoch(2)).await.unwrap();
         let at_fence = store
             .read(read_as(b, 0))
             .await
@@ -191,12 +200,15 @@ async fn fences_are_listed_a_page_at_a_time_in_file_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     for file_id in [9, 3, 7, 1] {
-        store.fence(file_id, epoch(file_id * 10)).await.unwrap();
+        store
+            .fence(FileId(file_id), epoch(file_id * 10))
+            .await
+            .unwrap();
     }
-    let epochs = |(fences, more): (Vec<(u64, FileFence)>, bool)| {
+    let epochs = |(fences, more): (Vec<(FileId, FileFence)>, bool)| {
         let epochs: Vec<(u64, u64)> = fences
             .into_iter()
-            .map(|(f, e)| (f, Epoch::to_wire(e.epoch)))
+            .map(|(f, e)| (f.0, Epoch::to_wire(e.epoch)))
             .collect();
         (epochs, more)
     };
@@ -205,10 +217,10 @@ async fn fences_are_listed_a_page_at_a_time_in_file_order() {
         (vec![(1, 10), (3, 30), (7, 70)], true)
     );
     assert_eq!(
-        epochs(store.list_fences(Some(7), 3)),
+        epochs(store.list_fences(Some(FileId(7)), 3)),
         (vec![(9, 90)], false)
     );
-    assert_eq!(store.list_fences(Some(9), 3), (vec![], false));
+    assert_eq!(store.list_fences(Some(FileId(9)), 3), (vec![], false));
 }
 
 #[tokio::test]
@@ -230,7 +242,10 @@ async fn a_store_waiting_for_its_peers_fences_refuses_every_epoch() {
     }
     // Unchecked requests (replication, tools) and fences pass.
     store.write(write_as(b, 1, 0)).await.unwrap();
-    assert_eq!(store.fence(40, epoch(2)).await.unwrap(), Epoch::new(2));
+    assert_eq!(
+        store.fence(FileId(40), epoch(2)).await.unwrap(),
+        Epoch::new(2)
+    );
     store.mark_fences_synced();
     store.write(write_as(b, 2, 3)).await.unwrap();
     let status: tonic::Status = CoreError::FencesUnsynced.into();

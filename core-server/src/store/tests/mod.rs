@@ -7,7 +7,9 @@ mod queue;
 
 use std::path::Path;
 
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
+use geonfs_proto::domain::{
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, WriteBase,
+};
 use proptest::prelude::*;
 
 use crate::codec::chunk_key;
@@ -17,7 +19,10 @@ use crate::{CoreError, CoreMetrics};
 const MIB: u64 = 1024 * 1024;
 
 fn block(file_id: u64, index: u64) -> BlockId {
-    BlockId { file_id, index }
+    BlockId {
+        file_id: FileId(file_id),
+        index,
+    }
 }
 
 fn write(block: BlockId, offset: u64, data: Vec<u8>, version: u64, d: Durability) -> BlockWrite {

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use geonfs_proto::domain::{
-    BlockId, BlockRange, BlockRead, BlockWrite, Durability, Epoch, WriteBase,
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, Epoch, FileId, WriteBase,
 };
 
 use crate::store::fence::{FenceRaise, FileFence};
@@ -19,7 +19,7 @@ fn epoch(n: u64) -> Epoch {
 
 fn block(index: u64) -> BlockId {
     BlockId {
-        file_id: FILE,
+        file_id: FileId(FILE),
         index,
     }
 }
@@ -92,7 +92,10 @@ async fn learning_of_a_lost_owner_sets_aside_only_the_copies_never_copied_out() 
     write(&store, 0, 100, 5, 0xa0, true).await;
     write(&store, 1, 101, 5, 0xa1, false).await;
     write(&store, 2, 102, 6, 0xa2, true).await;
-    let fence = store.raise_fence(FILE, lost_at(6, false)).await.unwrap();
+    let fence = store
+        .raise_fence(FileId(FILE), lost_at(6, false))
+        .await
+        .unwrap();
     assert_eq!(
         fence,
         FileFence {
@@ -127,7 +130,10 @@ async fn learning_of_a_lost_owner_sets_aside_only_the_copies_never_copied_out() 
     assert_eq!(store.metrics().quarantined_blocks.get(), 1);
     assert_eq!(store.metrics().quarantined_bytes.get(), 5000);
     // Idempotent: a second learning changes nothing.
-    store.raise_fence(FILE, lost_at(6, false)).await.unwrap();
+    store
+        .raise_fence(FileId(FILE), lost_at(6, false))
+        .await
+        .unwrap();
     assert_eq!(store.list_quarantine(None, 10).await.unwrap().0.len(), 1);
     // The quarantine survives a restart; an operator drops the copy.
     drop(store);
@@ -149,12 +155,15 @@ async fn the_takeover_adopts_what_it_sees() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     write(&store, 0, 100, 5, 0xa0, true).await;
-    store.raise_fence(FILE, lost_at(6, true)).await.unwrap();
+    store
+        .raise_fence(FileId(FILE), lost_at(6, true))
+        .await
+        .unwrap();
     assert_eq!(version_of(&store, 0).await, Some(100));
     assert!(store.list_quarantine(None, 10).await.unwrap().0.is_empty());
     // Shipped with the adopted epoch, so the other surviving sites take it.
     assert_eq!(
-        store.file_fence(FILE).shipped_epoch(Epoch::new(5)),
+        store.file_fence(FileId(FILE)).shipped_epoch(Epoch::new(5)),
         Epoch::new(6)
     );
 }
@@ -164,7 +173,10 @@ async fn replicas_from_before_the_takeover_are_refused_unless_already_held() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     write(&store, 0, 100, 5, 0xa0, false).await;
-    store.raise_fence(FILE, lost_at(6, true)).await.unwrap();
+    store
+        .raise_fence(FileId(FILE), lost_at(6, true))
+        .await
+        .unwrap();
     // The lost owner's later write of block 0, and of a block never seen.
     assert_eq!(
         store.put_replica(offer(0, 150, 5, 0)).await.unwrap(),
@@ -231,9 +243,9 @@ async fn a_set_aside_cut_short_by_a_crash_is_finished_at_the_next_start() {
     store.raw_db().unwrap().put(key, value).unwrap();
     drop(store);
     let store = open(dir.path());
-    assert!(store.file_fence(FILE).set_aside_pending());
+    assert!(store.file_fence(FileId(FILE)).set_aside_pending());
     store.resume_set_asides().await.unwrap();
     assert_eq!(version_of(&store, 0).await, None);
-    assert!(!store.file_fence(FILE).set_aside_pending());
+    assert!(!store.file_fence(FileId(FILE)).set_aside_pending());
     assert_eq!(store.list_quarantine(None, 10).await.unwrap().0.len(), 1);
 }

@@ -1,7 +1,9 @@
 //! Tests of the block store's replication queue and replica puts.
 
 use bytes::Bytes;
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, BlockWrite, Durability, WriteBase};
+use geonfs_proto::domain::{
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, WriteBase,
+};
 
 use crate::codec::chunk_key;
 use crate::store::queue::{JobSpec, PutOutcome, ReplicaOffer};
@@ -9,7 +11,10 @@ use crate::store::{BlockStore, DeleteOutcome};
 use crate::CoreMetrics;
 
 fn block(file_id: u64, index: u64) -> BlockId {
-    BlockId { file_id, index }
+    BlockId {
+        file_id: FileId(file_id),
+        index,
+    }
 }
 
 fn write(block: BlockId, offset: u64, data: Vec<u8>, version: u64) -> BlockWrite {

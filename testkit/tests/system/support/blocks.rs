@@ -12,7 +12,7 @@ use geonfs_block_manager::{BlockClient, ReplicatorMetrics, ReplicatorOptions};
 use geonfs_meta_kvs::MetaClient;
 use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_proto::core::{BlockInfo, ListRequest, ReadRequest};
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, FileId};
 use geonfs_testkit::cluster::TestCluster;
 
 /// A 3 sites × 3 cores cluster with n = 3 and these replicator options.
@@ -125,7 +125,10 @@ pub(crate) async fn holders(cluster: &TestCluster, block: BlockId) -> BTreeMap<S
 
 /// Block `index` of file `file_id`.
 pub(crate) fn id(file_id: u64, index: u64) -> BlockId {
-    BlockId { file_id, index }
+    BlockId {
+        file_id: FileId(file_id),
+        index,
+    }
 }
 
 /// Reads `len` bytes of `core`'s copy of `block`: (version, data).
@@ -212,7 +215,7 @@ pub(crate) fn cut_from_other_sites(cluster: &TestCluster, core: &str) {
 pub(crate) fn damage_first_chunk(data_dir: &Path, block: BlockId) {
     let db = rocksdb::DB::open_default(data_dir.join("blocks")).unwrap();
     let mut prefix = vec![b'c'];
-    prefix.extend_from_slice(&block.file_id.to_be_bytes());
+    prefix.extend_from_slice(&block.file_id.0.to_be_bytes());
     prefix.extend_from_slice(&block.index.to_be_bytes());
     let (key, mut value) = db
         .prefix_iterator(&prefix)

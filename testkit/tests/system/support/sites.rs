@@ -1,6 +1,7 @@
 //! One NFS client per site of a cluster, and what tests of ownership do
 //! with them: write, read, verify at every site, read owner records.
 
+use geonfs_proto::domain::FileId;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -174,7 +175,10 @@ pub(crate) async fn owner_record(
     file_id: u64,
 ) -> Option<(OwnerRecord, u64)> {
     let meta = cluster.meta_client("c-meta-1").unwrap();
-    let kv = meta.get(record::owner_key(file_id)).await.unwrap()?;
+    let kv = meta
+        .get(record::owner_key(FileId(file_id)))
+        .await
+        .unwrap()?;
     Some((record::decode(&kv.value).unwrap(), kv.version))
 }
 
