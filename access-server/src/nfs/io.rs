@@ -56,7 +56,8 @@ pub(crate) fn data_status(file_id: FileId, err: &DataError) -> nfsstat3 {
         }
         DataError::Ownership(
             crate::ownership::OwnershipError::Blocked { .. }
-            | crate::ownership::OwnershipError::Meta { .. },
+            | crate::ownership::OwnershipError::Meta { .. }
+            | crate::ownership::OwnershipError::MetaRecords { .. },
         ) => nfsstat3::NFS3ERR_JUKEBOX,
         _ => nfsstat3::NFS3ERR_IO,
     }

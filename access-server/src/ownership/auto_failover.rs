@@ -23,7 +23,6 @@
 //! only cut off, not dead, loses its files to the others after this long;
 //! without it, an operator decides and the files stay unwritable until then.
 
-use geonfs_proto::domain::FileId;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -87,11 +86,7 @@ impl AutoFailover {
                     last_renewed: started,
                     failed_over: false,
                 });
-                match self
-                    .ownership
-                    .look_at_leases(site, FileId(0), &mut watch.leases)
-                    .await
-                {
+                match self.ownership.look_at_leases(site, &mut watch.leases).await {
                     Ok(holders) => {
                         if holders.iter().any(|h| h.state == HolderState::Renewed) {
                             watch.last_renewed = Instant::now();

@@ -74,13 +74,16 @@ pub struct FailoverReport {
 impl Ownership {
     /// The files whose owner record names `site` as the owner.
     pub async fn files_owned_by(&self, site: &str) -> Result<Vec<FileId>, OwnershipError> {
-        let records = self.scan_all(FileId(0), &record::owner_prefix()).await?;
+        let records = self
+            .scan_all("the owner records", &record::owner_prefix())
+            .await?;
         let mut files = Vec::new();
         for kv in records {
-            let file_id = record::file_of_key(&kv.key).ok_or_else(|| OwnershipError::Corrupt {
-                file_id: FileId(0),
-                detail: format!("owner record key {:?}", kv.key),
-            })?;
+            let file_id =
+                record::file_of_key(&kv.key).ok_or_else(|| OwnershipError::CorruptRecords {
+                    what: "the owner records".into(),
+                    detail: format!("owner record key {:?}", kv.key),
+                })?;
             let owner = record::decode(&kv.value)
                 .map_err(|detail| OwnershipError::Corrupt { file_id, detail })?;
             if owner.site == site {
@@ -95,7 +98,7 @@ impl Ownership {
     /// one is renewed (the site is alive).
     async fn wait_silent(&self, site: &str, watch: &mut LeaseWatch) -> Result<(), OwnershipError> {
         loop {
-            let holders = self.look_at_leases(site, FileId(0), watch).await?;
+            let holders = self.look_at_leases(site, watch).await?;
             if let Some(alive) = holders.iter().find(|h| h.state == HolderState::Renewed) {
                 return Err(OwnershipError::SiteAlive {
                     site: site.to_string(),
@@ -118,16 +121,14 @@ impl Ownership {
         mut progress: impl FnMut(FailoverProgress),
     ) -> Result<FailoverReport, OwnershipError> {
         if lost == self.site() {
-            return Err(OwnershipError::Blocked {
-                file_id: FileId(0),
-                reason: format!("site {lost} cannot take its own files over"),
-            });
+            return Err(OwnershipError::FailoverRefused(format!(
+                "site {lost} cannot take its own files over"
+            )));
         }
         if !self.inner.clients.contains_key(lost) {
-            return Err(OwnershipError::UnknownSite {
-                file_id: FileId(0),
-                site: lost.to_string(),
-            });
+            return Err(OwnershipError::FailoverRefused(format!(
+                "the configuration has no site {lost:?}"
+            )));
         }
         let mut watch = LeaseWatch::default();
         let started = Instant::now();

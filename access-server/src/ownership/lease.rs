@@ -252,10 +252,7 @@ impl LeaseKeeper {
         let site = ownership.site().to_string();
         let meta = &ownership.inner.meta;
         let not_renewed = |err: OwnershipError| OwnershipError::LeaseNotRenewed(err.to_string());
-        let revocations = read_revocations(meta, &site, FileId(0))
-            .await
-            .map_err(not_renewed)?
-            .0;
+        let revocations = read_revocations(meta, &site).await.map_err(not_renewed)?.0;
         let installed = *super::lock(&ownership.inner.installed_generation);
         if revocations.generation > installed {
             // A revocation at epoch 0 revokes nothing.
@@ -309,24 +306,26 @@ impl LeaseKeeper {
     }
 }
 
-/// The site's revocation record and its meta-kvs version (0: none), read
-/// for `file_id` (named in errors; 0 for a lease renewal).
+/// The site's revocation record and its meta-kvs version (0: none).
 async fn read_revocations(
     meta: &MetaClient,
     site: &str,
-    file_id: FileId,
 ) -> Result<(Revocations, u64), OwnershipError> {
+    let what = || format!("the revocations of site {site}");
     let found = meta
         .get(revoke_key(site))
         .await
-        .map_err(|source| OwnershipError::Meta { file_id, source })?;
+        .map_err(|source| OwnershipError::MetaRecords {
+            what: what(),
+            source,
+        })?;
     match found {
         None => Ok((Revocations::default(), 0)),
         Some(kv) => Revocations::decode(&kv.value[..])
             .map(|r| (r, kv.version))
-            .map_err(|err| OwnershipError::Corrupt {
-                file_id,
-                detail: format!("revocation record of site {site}: {err}"),
+            .map_err(|err| OwnershipError::CorruptRecords {
+                what: what(),
+                detail: err.to_string(),
             }),
     }
 }
@@ -439,7 +438,7 @@ impl Ownership {
     ) -> Result<u64, OwnershipError> {
         let meta = &self.inner.meta;
         for attempt in 0..POST_ATTEMPTS {
-            let (mut record, version) = read_revocations(meta, site, file_id).await?;
+            let (mut record, version) = read_revocations(meta, site).await?;
             let mut changed = false;
             match change {
                 Change::Raise(files) => {
@@ -503,7 +502,7 @@ impl Ownership {
         let deadline = Instant::now() + timing.longest_revocation();
         loop {
             let waiting: Vec<String> = self
-                .look_at_leases(site, file_id, watch)
+                .look_at_leases(site, watch)
                 .await?
                 .into_iter()
                 .filter(|h| h.state != HolderState::Gone && h.acked < generation)
@@ -528,23 +527,24 @@ impl Ownership {
 
     /// The lease holders of `site` as `watch` sees them now: one scan of
     /// their records, each compared with its first sighting at its
-    /// version (remembered in `watch`; errors name `file_id`).
+    /// version (remembered in `watch`).
     pub(super) async fn look_at_leases(
         &self,
         site: &str,
-        file_id: FileId,
         watch: &mut LeaseWatch,
     ) -> Result<Vec<Holder>, OwnershipError> {
         let expiry = self.inner.lease.expiry_wait();
-        let records = self.scan_all(file_id, &lease_prefix(site)).await?;
+        let what = format!("the ownership leases of site {site}");
+        let records = self.scan_all(&what, &lease_prefix(site)).await?;
         let now = Instant::now();
         let mut holders = Vec::with_capacity(records.len());
         for kv in records {
-            let record =
-                LeaseRecord::decode(&kv.value[..]).map_err(|err| OwnershipError::Corrupt {
-                    file_id,
+            let record = LeaseRecord::decode(&kv.value[..]).map_err(|err| {
+                OwnershipError::CorruptRecords {
+                    what: what.clone(),
                     detail: format!("lease record {:?}: {err}", kv.key),
-                })?;
+                }
+            })?;
             let first = watch
                 .seen
                 .entry(kv.key.clone())
@@ -568,10 +568,11 @@ impl Ownership {
         Ok(holders)
     }
 
-    /// Every entry under `prefix` (paged; errors name `file_id`).
+    /// Every entry under `prefix` (paged; errors name the records as
+    /// `what`).
     pub(super) async fn scan_all(
         &self,
-        file_id: FileId,
+        what: &str,
         prefix: &Bytes,
     ) -> Result<Vec<KeyValue>, OwnershipError> {
         let end = prefix_end(prefix);
@@ -583,7 +584,10 @@ impl Ownership {
                 .meta
                 .scan(start.clone(), end.clone(), 256)
                 .await
-                .map_err(|source| OwnershipError::Meta { file_id, source })?;
+                .map_err(|source| OwnershipError::MetaRecords {
+                    what: what.to_string(),
+                    source,
+                })?;
             let last = page.last().map(|kv| kv.key.clone());
             all.extend(page);
             match (more, last) {

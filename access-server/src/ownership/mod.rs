@@ -168,6 +168,27 @@ pub enum OwnershipError {
         /// The error.
         source: MetaError,
     },
+    /// meta-kvs failed while reading records that concern no single file
+    /// (every owner record, a site's leases or revocations).
+    #[error("{what}: {source}")]
+    MetaRecords {
+        /// The records read.
+        what: String,
+        /// The error.
+        source: MetaError,
+    },
+    /// Records that concern no single file cannot be decoded.
+    #[error("{what}: corrupt: {detail}")]
+    CorruptRecords {
+        /// The records read.
+        what: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A failover asked of the wrong site (its own, or one the
+    /// configuration does not have).
+    #[error("failover refused: {0}")]
+    FailoverRefused(String),
     /// The stored owner record cannot be decoded.
     #[error("owner record of file {file_id} is corrupt: {detail}")]
     Corrupt {
