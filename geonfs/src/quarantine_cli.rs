@@ -335,47 +335,54 @@ fn load(path: &Path) -> anyhow::Result<(ClusterConfig, Network)> {
     Ok((config, network))
 }
 
+/// Prints `quarantine list`: one line per quarantined copy, then the
+/// total; fails when a core could not be listed.
+fn print_listing(cores: &[CoreQuarantine]) -> anyhow::Result<()> {
+    println!(
+        "{:<8} {:<16} {:<24} {:>18} {:>6} {:>10}  set aside",
+        "site", "core", "block (file/index)", "version", "epoch", "bytes"
+    );
+    let (mut total, mut failed) = (0, 0);
+    for core in cores {
+        match &core.copies {
+            Ok(copies) => {
+                for copy in copies {
+                    total += 1;
+                    println!(
+                        "{:<8} {:<16} {:<24} {:>18} {:>6} {:>10}  {}",
+                        core.site,
+                        core.core,
+                        block_name(copy.block.as_ref()),
+                        copy.version,
+                        copy.epoch,
+                        copy.length,
+                        age(copy.set_aside_ms)
+                    );
+                }
+            }
+            Err(err) => {
+                failed += 1;
+                println!("{:<8} {:<16} not listed: {err}", core.site, core.core);
+            }
+        }
+    }
+    println!(
+        "{total} quarantined copy(ies) on {} core(s)",
+        cores.len() - failed
+    );
+    if failed > 0 {
+        bail!("{failed} core(s) could not be listed");
+    }
+    Ok(())
+}
+
 /// Runs one `quarantine` subcommand, printing its result.
 pub async fn run(command: QuarantineCommand) -> anyhow::Result<()> {
     match command {
         QuarantineCommand::List { site, config } => {
             let (config, network) = load(&config)?;
             let cores = list(&config, &network, site.as_deref()).await?;
-            println!(
-                "{:<8} {:<16} {:<24} {:>18} {:>6} {:>10}  set aside",
-                "site", "core", "block (file/index)", "version", "epoch", "bytes"
-            );
-            let (mut total, mut failed) = (0, 0);
-            for core in &cores {
-                match &core.copies {
-                    Ok(copies) => {
-                        for copy in copies {
-                            total += 1;
-                            println!(
-                                "{:<8} {:<16} {:<24} {:>18} {:>6} {:>10}  {}",
-                                core.site,
-                                core.core,
-                                block_name(copy.block.as_ref()),
-                                copy.version,
-                                copy.epoch,
-                                copy.length,
-                                age(copy.set_aside_ms)
-                            );
-                        }
-                    }
-                    Err(err) => {
-                        failed += 1;
-                        println!("{:<8} {:<16} not listed: {err}", core.site, core.core);
-                    }
-                }
-            }
-            println!(
-                "{total} quarantined copy(ies) on {} core(s)",
-                cores.len() - failed
-            );
-            if failed > 0 {
-                bail!("{failed} core(s) could not be listed");
-            }
+            print_listing(&cores)?;
         }
         QuarantineCommand::Get {
             core,

@@ -237,25 +237,9 @@ fn lease_against_rtt(
     }
 }
 
-/// `[cluster]` except `meta_voters` (which needs the nodes).
-fn cluster_settings(
-    ctx: &mut Ctx<'_>,
-    rc: &RawCluster,
-    present: bool,
-    base_dir: Option<&Path>,
-) -> ClusterSettings {
-    let name = if present {
-        ctx.require("cluster.name", &rc.name, "the cluster needs a name")
-    } else {
-        ctx.get("cluster.name", &rc.name)
-    };
-    let name = name.cloned().unwrap_or_default();
-    if matches!(rc.name, Some(Lenient::Ok(_))) && name.trim().is_empty() {
-        ctx.push("cluster.name", "must not be empty");
-    }
-
-    let replication_factor = ctx
-        .get("cluster.replication_factor", &rc.replication_factor)
+/// `cluster.replication_factor`: at least 1 (default 3).
+fn replication_factor(ctx: &mut Ctx<'_>, rc: &RawCluster) -> usize {
+    ctx.get("cluster.replication_factor", &rc.replication_factor)
         .and_then(|&n| {
             if n < 1 {
                 ctx.push(
@@ -267,9 +251,12 @@ fn cluster_settings(
                 usize::try_from(n).ok()
             }
         })
-        .unwrap_or(DEFAULT_REPLICATION);
+        .unwrap_or(DEFAULT_REPLICATION)
+}
 
-    let block_size = match ctx.get("cluster.block_size", &rc.block_size) {
+/// `cluster.block_size`: a power of two within the protocol's limits.
+fn block_size(ctx: &mut Ctx<'_>, rc: &RawCluster) -> u64 {
+    match ctx.get("cluster.block_size", &rc.block_size) {
         None => DEFAULT_BLOCK_SIZE,
         Some(v) => match ctx.size("cluster.block_size", v) {
             None => DEFAULT_BLOCK_SIZE,
@@ -293,9 +280,12 @@ fn cluster_settings(
                 b
             }
         },
-    };
+    }
+}
 
-    let secret = secret(ctx, rc, present, base_dir);
+/// `cluster.ownership_lease` and `cluster.auto_failover_after` (at least
+/// the lease; `None`: no automatic failover).
+fn leases(ctx: &mut Ctx<'_>, rc: &RawCluster) -> (Duration, Option<Duration>) {
     let mut ownership_lease = DEFAULT_OWNERSHIP_LEASE;
     if let Some(text) = ctx.get("cluster.ownership_lease", &rc.ownership_lease) {
         match parse_duration(text) {
@@ -333,6 +323,30 @@ fn cluster_settings(
             Err(m) => ctx.push("cluster.auto_failover_after", m),
         }
     }
+    (ownership_lease, auto_failover_after)
+}
+
+/// `[cluster]` except `meta_voters` (which needs the nodes).
+fn cluster_settings(
+    ctx: &mut Ctx<'_>,
+    rc: &RawCluster,
+    present: bool,
+    base_dir: Option<&Path>,
+) -> ClusterSettings {
+    let name = if present {
+        ctx.require("cluster.name", &rc.name, "the cluster needs a name")
+    } else {
+        ctx.get("cluster.name", &rc.name)
+    };
+    let name = name.cloned().unwrap_or_default();
+    if matches!(rc.name, Some(Lenient::Ok(_))) && name.trim().is_empty() {
+        ctx.push("cluster.name", "must not be empty");
+    }
+
+    let replication_factor = replication_factor(ctx, rc);
+    let block_size = block_size(ctx, rc);
+    let secret = secret(ctx, rc, present, base_dir);
+    let (ownership_lease, auto_failover_after) = leases(ctx, rc);
     ClusterSettings {
         name,
         replication_factor,
