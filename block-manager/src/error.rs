@@ -1,6 +1,6 @@
 //! [`BlockError`]: why a block operation of the [`crate::BlockClient`] failed.
 
-use geonfs_proto::domain::{BlockId, FileId};
+use geonfs_proto::domain::{BlockId, FileId, Version};
 
 /// Why a block write, read or flush failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +80,7 @@ pub enum BlockError {
         /// The block.
         block: BlockId,
         /// The newest version seen.
-        version: u64,
+        version: Version,
         /// How many copies of it were tried.
         copies: usize,
         /// The cores that hold them.
@@ -100,7 +100,7 @@ pub enum BlockError {
         /// The block.
         block: BlockId,
         /// The version the write applies on.
-        version: u64,
+        version: Version,
         /// Why.
         reason: String,
     },

@@ -1,7 +1,7 @@
 //! The on-disk encoding of the block store: keys, block metadata and chunk
 //! values (see the [`crate::store`] documentation for the layout and why).
 
-use geonfs_proto::domain::{BlockId, Epoch, FileId};
+use geonfs_proto::domain::{BlockId, Epoch, FileId, Version};
 
 /// Size of a data chunk: the unit of read-modify-write and of checksums.
 pub const CHUNK_SIZE: u64 = 64 * 1024;
@@ -89,15 +89,15 @@ pub fn block_of_marker_key(key: &[u8]) -> Option<BlockId> {
 pub enum Marker {
     /// The copy at this version was trimmed: the block lives at other
     /// sites at this version or newer.
-    Trimmed(u64),
+    Trimmed(Version),
     /// The block was deleted up to this version: it reads as zeros, and
     /// nothing older may be written over it.
-    Deleted(u64),
+    Deleted(Version),
 }
 
 impl Marker {
     /// The marker's version.
-    pub fn version(self) -> u64 {
+    pub fn version(self) -> Version {
         match self {
             Marker::Trimmed(v) | Marker::Deleted(v) => v,
         }
@@ -106,7 +106,7 @@ impl Marker {
     /// `version BE | kind` (1 trimmed, 2 deleted).
     pub fn encode(self) -> [u8; 9] {
         let mut out = [0u8; 9];
-        out[..8].copy_from_slice(&self.version().to_be_bytes());
+        out[..8].copy_from_slice(&self.version().0.to_be_bytes());
         out[8] = match self {
             Marker::Trimmed(_) => 1,
             Marker::Deleted(_) => 2,
@@ -121,8 +121,8 @@ impl Marker {
         }
         let version = u64::from_be_bytes(value[..8].try_into().ok()?);
         match value[8] {
-            1 => Some(Marker::Trimmed(version)),
-            2 => Some(Marker::Deleted(version)),
+            1 => Some(Marker::Trimmed(Version(version))),
+            2 => Some(Marker::Deleted(Version(version))),
             _ => None,
         }
     }
@@ -152,7 +152,7 @@ pub fn block_of_meta_key(key: &[u8]) -> Option<BlockId> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockMeta {
     /// The version of the last write.
-    pub version: u64,
+    pub version: Version,
     /// Highest byte ever written + 1.
     pub length: u64,
     /// Sum of the stored chunk lengths (what the block counts against the
@@ -168,7 +168,7 @@ impl BlockMeta {
     /// `version BE | length BE | stored BE | epoch BE`.
     pub fn encode(&self) -> [u8; META_LEN] {
         let mut out = [0u8; META_LEN];
-        out[0..8].copy_from_slice(&self.version.to_be_bytes());
+        out[0..8].copy_from_slice(&self.version.0.to_be_bytes());
         out[8..16].copy_from_slice(&self.length.to_be_bytes());
         out[16..24].copy_from_slice(&self.stored.to_be_bytes());
         out[24..32].copy_from_slice(&Epoch::to_wire(self.epoch).to_be_bytes());
@@ -186,7 +186,7 @@ impl BlockMeta {
             None => None,
         };
         Some(BlockMeta {
-            version: u64::from_be_bytes(value[0..8].try_into().ok()?),
+            version: Version(u64::from_be_bytes(value[0..8].try_into().ok()?)),
             length: u64::from_be_bytes(value[8..16].try_into().ok()?),
             stored: u64::from_be_bytes(value[16..24].try_into().ok()?),
             epoch,
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn meta_and_chunks_round_trip() {
         let meta = BlockMeta {
-            version: 3,
+            version: Version(3),
             length: 4096,
             stored: 65536,
             epoch: Epoch::new(9),

@@ -1,7 +1,7 @@
 //! The error type of the core server (store and service) and its one mapping
 //! to `tonic::Status`.
 
-use geonfs_proto::domain::{BlockId, Epoch, FileId};
+use geonfs_proto::domain::{BlockId, Epoch, FileId, Version};
 
 /// Why a core-server operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -13,9 +13,9 @@ pub enum CoreError {
         /// The block.
         block: BlockId,
         /// The version stored.
-        stored: u64,
+        stored: Version,
         /// The version the caller offered.
-        offered: u64,
+        offered: Version,
     },
     /// A partial write names a base version this copy is not complete at
     /// (it was trimmed, missed writes, or never held the block): applying
@@ -32,9 +32,9 @@ pub enum CoreError {
         /// The block.
         block: BlockId,
         /// The version the write applies on.
-        base: u64,
+        base: Version,
         /// The version of the copy's data, if any.
-        held: Option<u64>,
+        held: Option<Version>,
         /// The copy's marker (trimmed or deleted), if any.
         marker: Option<crate::codec::Marker>,
     },
@@ -170,8 +170,8 @@ mod tests {
         };
         let status: tonic::Status = CoreError::StaleVersion {
             block,
-            stored: 5,
-            offered: 3,
+            stored: Version(5),
+            offered: Version(3),
         }
         .into();
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
@@ -180,9 +180,9 @@ mod tests {
             .contains("stale version: stored 5, offered 3"));
         let status: tonic::Status = CoreError::BaseMismatch {
             block,
-            base: 4,
+            base: Version(4),
             held: None,
-            marker: Some(crate::codec::Marker::Trimmed(4)),
+            marker: Some(crate::codec::Marker::Trimmed(Version(4))),
         }
         .into();
         assert_eq!(status.code(), tonic::Code::Aborted);

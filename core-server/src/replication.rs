@@ -8,7 +8,7 @@
 use std::pin::Pin;
 
 use futures::stream::{Stream, StreamExt};
-use geonfs_proto::domain::Epoch;
+use geonfs_proto::domain::{Epoch, Version};
 use geonfs_proto::replication as wire;
 use geonfs_proto::replication::block_replication_server::BlockReplication;
 use tonic::{Request, Response, Status, Streaming};
@@ -59,7 +59,7 @@ impl BlockReplicationService {
             .store
             .put_replica(ReplicaOffer {
                 block,
-                version: request.version,
+                version: Version(request.version),
                 data: request.data,
                 repair: request.repair,
                 job,
@@ -67,12 +67,12 @@ impl BlockReplicationService {
                 lost_below: Epoch::from_wire(request.lost_below),
             })
             .await?;
-        tracing::debug!(%block, version = request.version,
+        tracing::debug!(%block, version = %request.version,
             origin = %request.origin_site, ?outcome, "replica put");
         let (applied, skipped_stale, stored_version) = match outcome {
             PutOutcome::Applied | PutOutcome::Repaired => (true, false, request.version),
             PutOutcome::AlreadyHeld => (false, false, request.version),
-            PutOutcome::SkippedStale { stored } => (false, true, stored),
+            PutOutcome::SkippedStale { stored } => (false, true, stored.0),
             PutOutcome::Superseded { .. } => (false, false, 0),
         };
         let lost_below = match outcome {

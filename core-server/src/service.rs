@@ -5,7 +5,9 @@
 
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_server::CoreData;
-use geonfs_proto::domain::{BlockRange, BlockRead, BlockWrite, Epoch, FileId, MAX_SCAN_LIMIT};
+use geonfs_proto::domain::{
+    BlockRange, BlockRead, BlockWrite, Epoch, FileId, Version, MAX_SCAN_LIMIT,
+};
 use tonic::{Request, Response, Status};
 
 use crate::site_fences::SitePeers;
@@ -61,7 +63,7 @@ impl CoreDataService {
 fn quarantined_to_wire(copy: QuarantinedCopy) -> wire::QuarantinedCopy {
     wire::QuarantinedCopy {
         block: Some(copy.block.into()),
-        version: copy.version,
+        version: copy.version.0,
         epoch: Epoch::to_wire(copy.epoch),
         set_aside_ms: copy.set_aside_ms,
         length: copy.length,
@@ -77,7 +79,7 @@ fn block_of(block: Option<wire::BlockId>) -> Result<geonfs_proto::domain::BlockI
 fn info_to_wire(info: BlockInfo) -> wire::BlockInfo {
     wire::BlockInfo {
         block: Some(info.block.into()),
-        version: info.version,
+        version: info.version.0,
         length: info.length,
         durable: info.durable,
     }
@@ -100,7 +102,7 @@ impl CoreData for CoreDataService {
         let outcome = self.store.write_with_job(write, job).await?;
         Ok(Response::new(wire::WriteReply {
             incarnation: self.store.incarnation(),
-            version: outcome.version,
+            version: outcome.version.0,
             durable: outcome.durable,
         }))
     }
@@ -119,7 +121,7 @@ impl CoreData for CoreDataService {
             Some(found) => wire::ReadReply {
                 incarnation: self.store.incarnation(),
                 found: true,
-                version: found.version,
+                version: found.version.0,
                 copy_epoch: Epoch::to_wire(
                     self.store
                         .file_fence(block.file_id)
@@ -132,11 +134,11 @@ impl CoreData for CoreDataService {
                 incarnation: self.store.incarnation(),
                 found: false,
                 trimmed_version: match copy.marker {
-                    Some(Marker::Trimmed(version)) => version,
+                    Some(Marker::Trimmed(version)) => version.0,
                     _ => 0,
                 },
                 deleted_version: match copy.marker {
-                    Some(Marker::Deleted(version)) => version,
+                    Some(Marker::Deleted(version)) => version.0,
                     _ => 0,
                 },
                 ..Default::default()
@@ -145,7 +147,7 @@ impl CoreData for CoreDataService {
         // The replicator's probes also learn whether this copy still has
         // geo replication to do (a secondary deciding about takeover).
         if with_job && reply.found {
-            reply.pending_job_version = self.store.job(block).await?.map_or(0, |job| job.version);
+            reply.pending_job_version = self.store.job(block).await?.map_or(0, |job| job.version.0);
         }
         Ok(Response::new(reply))
     }
@@ -173,12 +175,14 @@ impl CoreData for CoreDataService {
             .into();
         // A trim is replication's (no epoch, unchecked).
         let outcome = if request.trim {
-            self.store.trim(block, request.up_to_version).await?
+            self.store
+                .trim(block, Version(request.up_to_version))
+                .await?
         } else {
             self.store
                 .delete_as(
                     block,
-                    request.up_to_version,
+                    Version(request.up_to_version),
                     Epoch::from_wire(request.owner_epoch),
                 )
                 .await?
@@ -311,7 +315,7 @@ impl CoreData for CoreDataService {
         };
         let after = request
             .after_block
-            .map(|block| (block.into(), request.after_version));
+            .map(|block| (block.into(), Version(request.after_version)));
         let (copies, more) = self.store.list_quarantine(after, limit as usize).await?;
         Ok(Response::new(wire::ListQuarantineReply {
             copies: copies.into_iter().map(quarantined_to_wire).collect(),
@@ -325,7 +329,11 @@ impl CoreData for CoreDataService {
     ) -> Result<Response<wire::ReadQuarantineReply>, Status> {
         let request = request.into_inner();
         let block = block_of(request.block)?;
-        let Some((copy, data)) = self.store.read_quarantined(block, request.version).await? else {
+        let Some((copy, data)) = self
+            .store
+            .read_quarantined(block, Version(request.version))
+            .await?
+        else {
             return Err(Status::not_found(format!(
                 "no quarantined copy of block {block} at version {}",
                 request.version
@@ -343,7 +351,10 @@ impl CoreData for CoreDataService {
     ) -> Result<Response<wire::DropQuarantineReply>, Status> {
         let request = request.into_inner();
         let block = block_of(request.block)?;
-        let dropped = self.store.drop_quarantined(block, request.version).await?;
+        let dropped = self
+            .store
+            .drop_quarantined(block, Version(request.version))
+            .await?;
         Ok(Response::new(wire::DropQuarantineReply { dropped }))
     }
 }

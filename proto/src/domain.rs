@@ -28,16 +28,54 @@ pub fn unix_time_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// `Debug` and `Display` as the bare number (logs, errors and tools show
+/// ids, versions and epochs that way).
+macro_rules! shown_as_number {
+    ($($ty:ty),*) => {$(
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    )*};
+}
+
+shown_as_number!(FileId, Version, Epoch);
+
 /// A file's id: its inode number in meta-kvs (the `fileid` NFS shows) and
 /// the first half of each of its blocks' ids. Directories have inode
 /// numbers too, but no blocks: only regular files get a `FileId`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileId(pub u64);
 
-/// The bare number.
-impl std::fmt::Display for FileId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
+/// A block's version: where a write of it stands in the order of the
+/// block's writes (the writer's hybrid clock: a later write gets a higher
+/// version). Written versions start at 1; [`Version::ZERO`] is the version
+/// of a block that exists nowhere yet (a partial write's base, a trim or
+/// delete of nothing). On the wire and on disk: the number.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Version(pub u64);
+
+impl Version {
+    /// No version: the block exists nowhere yet.
+    pub const ZERO: Version = Version(0);
+    /// The highest version (a delete of every version).
+    pub const MAX: Version = Version(u64::MAX);
+
+    /// The version after this one (the highest stays the highest).
+    pub fn next(self) -> Version {
+        Version(self.0.saturating_add(1))
+    }
+
+    /// The version before this one (zero stays zero).
+    pub fn prev(self) -> Version {
+        Version(self.0.saturating_sub(1))
     }
 }
 
@@ -119,20 +157,6 @@ impl Epoch {
     }
 }
 
-/// The bare number, as logs and errors show it.
-impl std::fmt::Debug for Epoch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// The bare number.
-impl std::fmt::Display for Epoch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
 /// A range inside one block; `offset + len` never exceeds [`MAX_BLOCK_SIZE`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockRange {
@@ -180,8 +204,8 @@ pub enum WriteBase {
     /// past it read as zeros.
     Replace,
     /// A partial write, applied only on a complete copy at exactly this
-    /// version (0: the block exists nowhere yet).
-    On(u64),
+    /// version ([`Version::ZERO`]: the block exists nowhere yet).
+    On(Version),
     /// A partial write applied on whatever the store holds. Only for
     /// in-process callers that are the block's sole writer (benchmarks of
     /// the store, tests of other rules); never built from a request.
@@ -198,7 +222,7 @@ pub struct BlockWrite {
     /// The bytes, `range.len` of them.
     pub data: Bytes,
     /// The version this write creates.
-    pub version: u64,
+    pub version: Version,
     /// When it must be durable.
     pub durability: Durability,
     /// The caller's ownership epoch of the block's file; `None`: not
@@ -244,7 +268,7 @@ impl TryFrom<wire_core::WriteRequest> for BlockWrite {
                     reason: "a replacing write names no base version".into(),
                 })
             }
-            (false, Some(base)) if base < req.version => WriteBase::On(base),
+            (false, Some(base)) if base < req.version => WriteBase::On(Version(base)),
             (false, Some(base)) => {
                 return Err(WireError::Invalid {
                     field: "base_version",
@@ -260,7 +284,7 @@ impl TryFrom<wire_core::WriteRequest> for BlockWrite {
             block,
             range,
             data: req.data,
-            version: req.version,
+            version: Version(req.version),
             durability,
             owner_epoch: Epoch::from_wire(req.owner_epoch),
             base,
@@ -400,7 +424,7 @@ mod tests {
     fn a_write_names_its_base_or_replaces_the_block() {
         assert_eq!(
             BlockWrite::try_from(write_req(4096, 10)).unwrap().base,
-            WriteBase::On(0)
+            WriteBase::On(Version::ZERO)
         );
         let mut req = write_req(0, 10);
         req.base_version = None;

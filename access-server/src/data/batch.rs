@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use geonfs_block_manager::{BlockUpdate, WriteAck};
-use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
+use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId, Version};
 use tokio::sync::oneshot;
 
 use super::{DataError, FileData};
@@ -93,7 +93,7 @@ impl<K: Eq + Hash + Copy, T> Queues<K, T> {
 pub(crate) struct QueuedWrite {
     pub(crate) offset: u64,
     pub(crate) data: Bytes,
-    pub(crate) version: u64,
+    pub(crate) version: Version,
     pub(crate) durability: Durability,
     /// The ownership epoch the write was issued under.
     pub(crate) epoch: Epoch,
@@ -112,7 +112,7 @@ pub(crate) struct QueuedRecord {
 pub(crate) struct Merged {
     pub(crate) offset: u64,
     pub(crate) data: Bytes,
-    pub(crate) version: u64,
+    pub(crate) version: Version,
     pub(crate) durability: Durability,
     /// The newest ownership epoch of its writes.
     pub(crate) epoch: Option<Epoch>,
@@ -174,7 +174,7 @@ fn merge_group(mut group: Vec<QueuedWrite>) -> Merged {
         .max()
         .unwrap_or(start);
     let mut buffer = BytesMut::zeroed((end - start) as usize);
-    let mut version = 0;
+    let mut version = Version::ZERO;
     let mut epoch = None;
     let mut durability = Durability::Held;
     let mut replies = Vec::with_capacity(group.len());
@@ -294,7 +294,7 @@ mod tests {
         QueuedWrite {
             offset,
             data: Bytes::from(vec![fill; len]),
-            version,
+            version: Version(version),
             durability: Durability::Held,
             epoch: Epoch::FIRST,
             reply: oneshot::channel().0,
@@ -313,10 +313,10 @@ mod tests {
         let merged = merge(batch);
         assert_eq!(merged.len(), 2);
         // Version order: the lone far write (9) first, then the group (12).
-        assert_eq!((merged[0].offset, merged[0].version), (20_000, 9));
+        assert_eq!((merged[0].offset, merged[0].version), (20_000, Version(9)));
         assert_eq!(&merged[0].data[..], &[4; 10]);
         let group = &merged[1];
-        assert_eq!((group.offset, group.version), (0, 12));
+        assert_eq!((group.offset, group.version), (0, Version(12)));
         assert_eq!(group.durability, Durability::Durable);
         assert_eq!(group.replies.len(), 3);
         assert_eq!(group.data.len(), 8192);
@@ -332,7 +332,7 @@ mod tests {
         let merged = merge(vec![queued(0, 7, 10, 21), queued(0, 6, 10, 20)]);
         assert_eq!(merged.len(), 1);
         assert_eq!(&merged[0].data[..], &[7; 10]);
-        assert_eq!(merged[0].version, 21);
+        assert_eq!(merged[0].version, Version(21));
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //! that moved from one to the other must not take one's COMMIT for the
 //! other's writes).
 
+use geonfs_proto::domain::Version;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -58,14 +59,14 @@ fn tick(last_version: &AtomicU64, now: u64) -> u64 {
 
 /// A version newer than every version this process handed out or
 /// [`observe`]d before.
-pub fn next_version() -> u64 {
-    tick(&LAST_VERSION, now_micros())
+pub fn next_version() -> Version {
+    Version(tick(&LAST_VERSION, now_micros()))
 }
 
 /// Moves the clock past `version` (seen on a core), so the next version
 /// is newer than it.
-pub fn observe(version: u64) {
-    LAST_VERSION.fetch_max(version, Ordering::SeqCst);
+pub fn observe(version: Version) {
+    LAST_VERSION.fetch_max(version.0, Ordering::SeqCst);
 }
 
 /// The version clock of one access server: the process's clock, or, while
@@ -89,17 +90,17 @@ impl VersionClock {
 
     /// A version newer than every version this clock handed out or
     /// observed before.
-    pub fn next_version(&self) -> u64 {
+    pub fn next_version(&self) -> Version {
         match self.skew.load(Ordering::Relaxed) {
             0 => next_version(),
-            skew => tick(&self.last, now_micros().saturating_add_signed(skew)),
+            skew => Version(tick(&self.last, now_micros().saturating_add_signed(skew))),
         }
     }
 
     /// Moves the clock past `version` (seen on a core).
-    pub fn observe(&self, version: u64) {
+    pub fn observe(&self, version: Version) {
         observe(version);
-        self.last.fetch_max(version, Ordering::SeqCst);
+        self.last.fetch_max(version.0, Ordering::SeqCst);
     }
 }
 
@@ -155,8 +156,9 @@ mod tests {
         let a = next_version();
         let b = next_version();
         assert!(b > a);
-        observe(b + 1_000_000_000);
-        assert!(next_version() > b + 1_000_000_000);
+        let far = Version(b.0 + 1_000_000_000);
+        observe(far);
+        assert!(next_version() > far);
     }
 
     #[test]
@@ -166,12 +168,13 @@ mod tests {
         let plain = clock.next_version();
         skew.store(3_600_000_000, Ordering::SeqCst);
         let ahead = clock.next_version();
-        assert!(ahead > plain + 3_000_000_000);
+        assert!(ahead.0 > plain.0 + 3_000_000_000);
         skew.store(-3_600_000_000, Ordering::SeqCst);
         let behind = clock.next_version();
         assert!(behind > ahead, "a skewed clock never goes back");
-        clock.observe(behind + 5);
-        assert!(clock.next_version() > behind + 5);
+        let seen = Version(behind.0 + 5);
+        clock.observe(seen);
+        assert!(clock.next_version() > seen);
     }
 
     #[test]

@@ -513,7 +513,7 @@ impl FileData {
             match self.client().write_as(update.clone()).await {
                 Ok(ack) => return Ok(ack),
                 Err(err) if is_stale(&err) => {
-                    tracing::debug!(%block, update.version, "block write overtaken; retrying");
+                    tracing::debug!(%block, version = %update.version, "block write overtaken; retrying");
                     self.observe_block(block).await;
                     update.version = self.inner.clock.next_version();
                 }
@@ -575,7 +575,7 @@ impl FileData {
                     return Ok(());
                 }
                 Err(err) if is_stale(&err) => {
-                    tracing::debug!(%file_id, version, "attribute record overtaken");
+                    tracing::debug!(%file_id, %version, "attribute record overtaken");
                     self.observe_block(block).await;
                 }
                 Err(err) => return Err(err.into()),

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use geonfs_block_manager::BlockClient;
-use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
+use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId, Version};
 use std::time::SystemTime;
 
 use super::{DataError, FileData, FileState, ATTR_INDEX, DELETE_CONCURRENCY};
@@ -117,7 +117,7 @@ impl FileData {
         client: &BlockClient,
         file_id: FileId,
         indexes: impl Iterator<Item = u64>,
-        up_to: u64,
+        up_to: Version,
         epoch: Option<Epoch>,
     ) -> Result<(), DataError> {
         let mut deletes = stream::iter(indexes)
@@ -134,7 +134,7 @@ impl FileData {
         &self,
         file_id: FileId,
         indexes: impl Iterator<Item = u64> + Clone,
-        up_to: u64,
+        up_to: Version,
     ) {
         let deletes = self.inner.ownership.remote_clients().map(|client| {
             let indexes = indexes.clone();

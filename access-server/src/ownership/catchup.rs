@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
-use geonfs_proto::domain::{BlockId, Epoch, FileId};
+use geonfs_proto::domain::{BlockId, Epoch, FileId, Version};
 use tokio::sync::watch;
 
 use super::handover::{dirty_blocks, holders, pause};
@@ -36,7 +36,7 @@ pub struct CatchUpProgress {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct NewerCopy {
     /// The newest version.
-    pub version: u64,
+    pub version: Version,
     /// A site whose cores hold it.
     pub site: String,
 }
@@ -207,7 +207,7 @@ impl Ownership {
     async fn copy_block(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         site: &str,
         copies: usize,
         epoch: Epoch,

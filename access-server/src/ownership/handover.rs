@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geonfs_proto::domain::{unix_time_ms, Epoch, FileId};
+use geonfs_proto::domain::{unix_time_ms, Epoch, FileId, Version};
 
 use bytes::Bytes;
 use geonfs_block_manager::{FenceOrder, FileListing};
@@ -651,8 +651,8 @@ pub(super) fn dirty_blocks(
     me: &str,
     listings: &[(&String, FileListing)],
 ) -> BTreeMap<u64, NewerCopy> {
-    let mut newest: BTreeMap<u64, (u64, &str)> = BTreeMap::new();
-    let mut own: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut newest: BTreeMap<u64, (Version, &str)> = BTreeMap::new();
+    let mut own: BTreeMap<u64, Version> = BTreeMap::new();
     for (site, listing) in listings {
         for (&index, &version) in &listing.versions {
             if site.as_str() == me {

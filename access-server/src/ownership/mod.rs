@@ -119,7 +119,7 @@ use std::time::{Duration, Instant};
 
 use geonfs_block_manager::{BlockClient, BlockError, BlockRead};
 use geonfs_meta_kvs::{MetaClient, MetaError};
-use geonfs_proto::domain::{BlockId, Epoch, FileId};
+use geonfs_proto::domain::{BlockId, Epoch, FileId, Version};
 use geonfs_rpc::Network;
 use geonfs_site_config::ClusterConfig;
 
@@ -642,7 +642,7 @@ impl Ownership {
                 Ok::<_, OwnershipError>((site, found))
             });
         let (local_result, probed) = futures::join!(local_read, futures::future::join_all(probes));
-        let mut best: Option<(&str, u64)> = None;
+        let mut best: Option<(&str, Version)> = None;
         for result in probed {
             let (site, found) = result?;
             if let Some(found) = found {

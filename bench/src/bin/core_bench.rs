@@ -50,7 +50,9 @@ use geonfs_bench::report::{
 };
 use geonfs_block_manager::BlockClient;
 use geonfs_core_server::{BlockStore, CoreMetrics};
-use geonfs_proto::domain::{BlockId, BlockRange, BlockWrite, Durability, FileId, WriteBase};
+use geonfs_proto::domain::{
+    BlockId, BlockRange, BlockWrite, Durability, FileId, Version, WriteBase,
+};
 use geonfs_rpc::WanParams;
 use geonfs_testkit::cluster::TestCluster;
 use geonfs_testkit::rng::Rng;
@@ -131,7 +133,7 @@ impl Target {
                     block,
                     range,
                     data,
-                    version,
+                    version: Version(version),
                     durability,
                     owner_epoch: None,
                     base: WriteBase::Unchecked,
@@ -143,7 +145,7 @@ impl Target {
                     .map_err(|e| e.to_string())
             }
             Target::Client(client) => client
-                .write(block, offset, data, version, durability)
+                .write(block, offset, data, Version(version), durability)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),

@@ -38,7 +38,7 @@ use geonfs_bench::report::{
 };
 use geonfs_core_server::{BlockStore, CoreMetrics, CHUNK_SIZE as CHUNK};
 use geonfs_proto::domain::{
-    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, WriteBase,
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, Version, WriteBase,
 };
 use geonfs_testkit::rng::Rng;
 use serde_json::{json, Value};
@@ -193,7 +193,7 @@ impl Target {
                         block,
                         range,
                         data,
-                        version,
+                        version: Version(version),
                         durability,
                         owner_epoch: None,
                         base: WriteBase::Unchecked,

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use geonfs_proto::domain::{BlockId, Epoch};
+use geonfs_proto::domain::{BlockId, Epoch, Version};
 use geonfs_site_config::Node;
 
 use super::{classify, BlockClient, CopyError};
@@ -49,7 +49,7 @@ struct KnownWrite {
     /// The ownership epoch it was written under.
     epoch: Option<Epoch>,
     /// The version it created.
-    version: u64,
+    version: Version,
 }
 
 /// Block → this client's last acknowledged write of it.
@@ -71,7 +71,7 @@ struct SeedErrors {
     /// Each failure.
     texts: Vec<String>,
     /// A source that holds a newer version now (the write was overtaken).
-    newer: Option<(String, u64)>,
+    newer: Option<(String, Version)>,
 }
 
 /// What the cores of the site hold of a block.
@@ -80,16 +80,16 @@ struct SiteState<'a> {
     /// or the block deleted there (empty; with cores of this site silent,
     /// another site's tombstone too); data holders newest first.
     holders: Vec<Holder<'a>>,
-    /// The newest version a core trimmed (0: none); with cores of this
+    /// The newest version a core trimmed (zero: none); with cores of this
     /// site silent, also the newest version another site holds.
-    trimmed: u64,
+    trimmed: Version,
 }
 
 /// A complete copy of a block on one core.
 #[derive(Clone, Copy)]
 struct Holder<'a> {
     node: &'a Node,
-    version: u64,
+    version: Version,
     /// Deleted at `version`: empty, nothing to read.
     deleted: bool,
 }
@@ -97,16 +97,16 @@ struct Holder<'a> {
 impl SiteState<'_> {
     /// The newest version a core holds, deleted or trimmed, other than
     /// `version` (a write's own copies).
-    fn newest_but(&self, version: u64) -> u64 {
+    fn newest_but(&self, version: Version) -> Version {
         self.holders
             .iter()
             .map(|c| c.version)
             .filter(|&v| v != version)
-            .fold(self.trimmed, u64::max)
+            .fold(self.trimmed, Version::max)
     }
 
     /// Whether core `name` holds a complete copy at `version`.
-    fn holds(&self, name: &str, version: u64) -> bool {
+    fn holds(&self, name: &str, version: Version) -> bool {
         self.holders
             .iter()
             .any(|c| c.node.name == name && c.version == version)
@@ -116,7 +116,7 @@ impl SiteState<'_> {
 impl BlockClient {
     /// Records that this client's write of `block` at `version`, under
     /// ownership `epoch`, is on two cores.
-    pub(super) fn remember_version(&self, block: BlockId, epoch: Option<Epoch>, version: u64) {
+    pub(super) fn remember_version(&self, block: BlockId, epoch: Option<Epoch>, version: Version) {
         let mut map = self.inner.versions.map();
         if map.len() >= KNOWN_VERSIONS {
             map.clear();
@@ -134,7 +134,7 @@ impl BlockClient {
         &self,
         block: BlockId,
         epoch: Option<Epoch>,
-        newest: u64,
+        newest: Version,
     ) -> bool {
         let known = self.inner.versions.map().get(&block).copied();
         epoch.is_some() && known.is_some_and(|k| k.epoch == epoch && k.version <= newest)
@@ -151,9 +151,9 @@ impl BlockClient {
     pub(super) async fn base_of(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         epoch: Option<Epoch>,
-    ) -> Result<u64, BlockError> {
+    ) -> Result<Version, BlockError> {
         let known = self.inner.versions.map().get(&block).copied();
         if let Some(known) = known.filter(|k| k.epoch == epoch && k.version < version) {
             return Ok(known.version);
@@ -172,12 +172,12 @@ impl BlockClient {
     pub(super) async fn complete_copies(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         epoch: Option<Epoch>,
-        base: u64,
+        base: Version,
         nodes: &[&str],
         acked: bool,
-    ) -> Result<u64, BlockError> {
+    ) -> Result<Version, BlockError> {
         let state = self.site_state(block).await?;
         let newest = state.newest_but(version);
         self.check_not_newer(block, newest, version)?;
@@ -204,8 +204,12 @@ impl BlockClient {
                 .filter(|c| c.version == version)
                 .copied()
                 .collect();
-            local.extend(others.filter(|c| c.version == base && base > 0).copied());
-            if local.is_empty() && base == 0 {
+            local.extend(
+                others
+                    .filter(|c| c.version == base && base > Version::ZERO)
+                    .copied(),
+            );
+            if local.is_empty() && base == Version::ZERO {
                 // Nothing to seed from: the block is new (the core's copy
                 // went meanwhile); the next attempt finds it absent.
                 continue;
@@ -218,7 +222,12 @@ impl BlockClient {
     /// A write at `version` cannot go on a block already at `newest` or
     /// newer: the stale refusal makes the caller retry with a newer
     /// version.
-    fn check_not_newer(&self, block: BlockId, newest: u64, version: u64) -> Result<(), BlockError> {
+    fn check_not_newer(
+        &self,
+        block: BlockId,
+        newest: Version,
+        version: Version,
+    ) -> Result<(), BlockError> {
         if newest < version {
             return Ok(());
         }
@@ -228,7 +237,7 @@ impl BlockClient {
     /// The stale refusal of a write overtaken by `newer` on `node` (a
     /// concurrent write or put got there first): the caller retries with
     /// a newer version, as for a core's own stale refusal.
-    fn overtaken(&self, block: BlockId, node: &str, newer: u64) -> BlockError {
+    fn overtaken(&self, block: BlockId, node: &str, newer: Version) -> BlockError {
         BlockError::core(
             node,
             tonic::Status::failed_precondition(format!(
@@ -292,7 +301,7 @@ impl BlockClient {
         &self,
         name: &str,
         block: BlockId,
-        base: u64,
+        base: Version,
         local: &[Holder<'_>],
         epoch: Option<Epoch>,
     ) -> Result<(), BlockError> {
@@ -308,7 +317,7 @@ impl BlockClient {
             .ok_or_else(|| BlockError::UnknownNode(name.to_string()))?;
         let mut errors = SeedErrors::default();
         let mut copy = self.read_first(block, local, epoch, &mut errors).await;
-        if copy.is_none() && base > 0 {
+        if copy.is_none() && base > Version::ZERO {
             let remote: Vec<Holder<'_>> = self
                 .remote_holders(block, base, epoch)
                 .await?
@@ -354,10 +363,10 @@ impl BlockClient {
         };
         if reply.skipped_stale {
             // Written meanwhile: the caller retries with a newer version.
-            return Err(self.overtaken(block, name, reply.stored_version));
+            return Err(self.overtaken(block, name, Version(reply.stored_version)));
         }
         self.inner.metrics.seeds.inc();
-        tracing::info!(node = %name, %block, version,
+        tracing::info!(node = %name, %block, %version,
             "copy seeded before a partial write");
         Ok(())
     }
@@ -371,7 +380,7 @@ impl BlockClient {
         sources: &[Holder<'_>],
         epoch: Option<Epoch>,
         errors: &mut SeedErrors,
-    ) -> Option<(u64, Bytes)> {
+    ) -> Option<(Version, Bytes)> {
         for &Holder {
             node: source,
             version,
@@ -382,7 +391,7 @@ impl BlockClient {
                 return Some((version, Bytes::new()));
             }
             match self.read_whole(source, block, epoch).await {
-                Ok(reply) if reply.found && reply.version == version => {
+                Ok(reply) if reply.found && Version(reply.version) == version => {
                     let used = reply
                         .data
                         .iter()
@@ -390,8 +399,8 @@ impl BlockClient {
                         .map_or(0, |last| last + 1);
                     return Some((version, reply.data.slice(..used)));
                 }
-                Ok(reply) if reply.found && reply.version > version => {
-                    errors.newer = Some((source.name.clone(), reply.version));
+                Ok(reply) if reply.found && Version(reply.version) > version => {
+                    errors.newer = Some((source.name.clone(), Version(reply.version)));
                 }
                 Ok(reply) => errors.texts.push(format!(
                     "{} holds version {} now",

@@ -69,7 +69,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_client::CoreDataClient;
-use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
+use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId, Version};
 use geonfs_rpc::{Network, RpcChannel};
 use geonfs_site_config::{ClusterConfig, Node, SiteId};
 use std::collections::HashMap;
@@ -107,7 +107,7 @@ pub struct WriteAck {
     /// The block written.
     pub block: BlockId,
     /// The version the write created.
-    pub version: u64,
+    pub version: Version,
     /// Whether both copies are on stable storage (DURABLE writes); false
     /// for HELD writes until a [`BlockClient::flush`] of both nodes.
     pub durable: bool,
@@ -156,7 +156,7 @@ pub struct BlockRead {
     /// The core that served it.
     pub node: String,
     /// The block's version there (the newest in the site).
-    pub version: u64,
+    pub version: Version,
     /// The bytes; never-written parts read as zeros.
     pub data: Bytes,
     /// The block was deleted at `version` (a truncate or remove left a
@@ -420,7 +420,7 @@ impl BlockClient {
         block: BlockId,
         offset: u64,
         data: Bytes,
-        version: u64,
+        version: Version,
         durability: Durability,
     ) -> Result<WriteAck, BlockError> {
         let update = BlockUpdate {
@@ -470,7 +470,7 @@ impl BlockClient {
     ) -> Result<WriteAck, BlockError> {
         let (block, version, owner_epoch) = (update.block, update.version, update.owner_epoch);
         self.check_range(update.offset, update.data.len() as u64)?;
-        if version == 0 {
+        if version == Version::ZERO {
             return Err(BlockError::Invalid("versions start at 1".into()));
         }
         let started = Instant::now();
@@ -511,7 +511,7 @@ impl BlockClient {
                 Err(PairError::Mismatch { nodes, acked }) if attempt < BASE_ATTEMPTS => {
                     attempt += 1;
                     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-                    let old = base.unwrap_or(0);
+                    let old = base.unwrap_or(Version::ZERO);
                     base = Some(
                         self.complete_copies(block, version, epoch, old, &names, acked)
                             .await?,
@@ -521,7 +521,7 @@ impl BlockClient {
                     return Err(BlockError::Unseeded {
                         node: nodes.first().map_or_else(String::new, |n| n.name.clone()),
                         block,
-                        version: base.unwrap_or(0),
+                        version: base.unwrap_or(Version::ZERO),
                         reason: format!("still refused after {BASE_ATTEMPTS} attempts"),
                     });
                 }
@@ -600,7 +600,11 @@ impl BlockClient {
     /// site's newest copy), so the caller must retry. Copies in other sites
     /// are not touched here. Not checked against ownership fences
     /// ([`BlockClient::delete_as`] without an epoch).
-    pub async fn delete(&self, block: BlockId, up_to_version: u64) -> Result<usize, BlockError> {
+    pub async fn delete(
+        &self,
+        block: BlockId,
+        up_to_version: Version,
+    ) -> Result<usize, BlockError> {
         self.delete_as(block, up_to_version, None).await
     }
 
@@ -610,7 +614,7 @@ impl BlockClient {
     pub async fn delete_as(
         &self,
         block: BlockId,
-        up_to_version: u64,
+        up_to_version: Version,
         owner_epoch: Option<Epoch>,
     ) -> Result<usize, BlockError> {
         let _pass = self.admit(block.file_id, owner_epoch).await?;
@@ -621,7 +625,7 @@ impl BlockClient {
             match client
                 .delete(wire::DeleteRequest {
                     block: Some(block.into()),
-                    up_to_version,
+                    up_to_version: up_to_version.0,
                     owner_epoch: Epoch::to_wire(owner_epoch),
                     trim: false,
                 })

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use geonfs_proto::core as wire;
-use geonfs_proto::domain::{BlockId, Epoch, FileId};
+use geonfs_proto::domain::{BlockId, Epoch, FileId, Version};
 use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
 use geonfs_proto::replication::{ReplicaPut, ReplicaPutReply};
 use geonfs_rpc::RpcChannel;
@@ -72,7 +72,7 @@ impl FenceReport {
 pub struct FileListing {
     /// Block index → the newest version among the site's cores that
     /// answered (the attribute record block, index `u64::MAX`, included).
-    pub versions: BTreeMap<u64, u64>,
+    pub versions: BTreeMap<u64, Version>,
     /// The cores that answered.
     pub answered: Vec<String>,
     /// The cores that could not be listed, with the error.
@@ -244,7 +244,7 @@ impl BlockClient {
         &self,
         node: &Node,
         file_id: FileId,
-    ) -> Result<Vec<(u64, u64)>, (String, bool)> {
+    ) -> Result<Vec<(u64, Version)>, (String, bool)> {
         let mut blocks = self.list_file_part(node, file_id, false).await?;
         blocks.extend(self.list_file_part(node, file_id, true).await?);
         Ok(blocks)
@@ -257,7 +257,7 @@ impl BlockClient {
         node: &Node,
         file_id: FileId,
         deleted: bool,
-    ) -> Result<Vec<(u64, u64)>, (String, bool)> {
+    ) -> Result<Vec<(u64, Version)>, (String, bool)> {
         let mut client = self.client(node).map_err(|err| (err.to_string(), false))?;
         // Strictly after the previous file's last possible block.
         let mut start_after = file_id.0.checked_sub(1).map(|previous| wire::BlockId {
@@ -286,7 +286,7 @@ impl BlockClient {
                 if block.file_id != file_id.0 {
                     return Ok(blocks);
                 }
-                blocks.push((block.index, info.version));
+                blocks.push((block.index, Version(info.version)));
                 last = Some(block);
             }
             match last {
@@ -311,12 +311,12 @@ impl BlockClient {
     pub async fn put_whole(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         data: Bytes,
         copies: usize,
         epoch: Option<Epoch>,
     ) -> Result<usize, BlockError> {
-        if version == 0 {
+        if version == Version::ZERO {
             return Err(BlockError::Invalid("versions start at 1".into()));
         }
         self.check_range(0, data.len() as u64)?;
@@ -380,7 +380,7 @@ impl BlockClient {
         &self,
         node: &'n Node,
         block: BlockId,
-        version: u64,
+        version: Version,
         data: Bytes,
         epoch: Option<Epoch>,
     ) -> (&'n Node, Result<(), CopyError>) {
@@ -400,14 +400,14 @@ impl BlockClient {
         &self,
         node: &Node,
         block: BlockId,
-        version: u64,
+        version: Version,
         data: Bytes,
         epoch: Option<Epoch>,
     ) -> Result<ReplicaPutReply, Result<tonic::Status, BlockError>> {
         let mut client = self.replica_client(node).map_err(Err)?;
         let request = ReplicaPut {
             block: Some(block.into()),
-            version,
+            version: version.0,
             data,
             origin_site: self.inner.site_name.clone(),
             repair: false,

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use geonfs_proto::core as wire;
-use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
+use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId, Version};
 use geonfs_site_config::Node;
 use tonic::Code;
 
@@ -24,7 +24,7 @@ pub struct BlockUpdate {
     /// The bytes.
     pub data: Bytes,
     /// The version the write creates (versions start at 1).
-    pub version: u64,
+    pub version: Version,
     /// When the cores must have it on stable storage.
     pub durability: Durability,
     /// The writer's ownership epoch of the block's file; `None`: not
@@ -55,7 +55,7 @@ impl BlockClient {
     pub(super) async fn write_pair(
         &self,
         update: BlockUpdate,
-        base: Option<u64>,
+        base: Option<Version>,
     ) -> Result<WriteAck, PairError<'_>> {
         let BlockUpdate {
             block,
@@ -81,7 +81,7 @@ impl BlockClient {
             block: Some(block.into()),
             offset,
             data,
-            version,
+            version: version.0,
             durability: match durability {
                 Durability::Durable => wire::Durability::Durable,
                 Durability::Held => wire::Durability::Held,
@@ -90,7 +90,7 @@ impl BlockClient {
             primary: false,
             peer: String::new(),
             owner_epoch: Epoch::to_wire(owner_epoch),
-            base_version: base,
+            base_version: base.map(|base| base.0),
             replace: base.is_none(),
         };
         // The first of the pair ships the geo copies; each member names

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use geonfs_proto::core as wire;
-use geonfs_proto::domain::{BlockId, Epoch};
+use geonfs_proto::domain::{BlockId, Epoch, Version};
 use geonfs_proto::replication::ReplicaPut;
 use geonfs_site_config::Node;
 use tonic::Code;
@@ -17,15 +17,15 @@ use crate::BlockError;
 /// What [`BlockClient::probe`] learnt.
 pub(super) struct Probe<'a> {
     /// Holders and their versions, newest first.
-    pub(super) found: Vec<(&'a Node, u64)>,
+    pub(super) found: Vec<(&'a Node, Version)>,
     /// Cores that did not answer.
     pub(super) unreachable: Vec<String>,
-    /// The newest version a core reported trimming (0: none): the block
+    /// The newest version a core reported trimming (zero: none): the block
     /// exists at that version or newer at other sites.
-    pub(super) trimmed: u64,
+    pub(super) trimmed: Version,
     /// Cores where the block was deleted (a tombstone), with the delete's
     /// version, newest first: complete there, empty.
-    pub(super) deleted: Vec<(&'a Node, u64)>,
+    pub(super) deleted: Vec<(&'a Node, Version)>,
     /// The bytes the first core served, when asked for them
     /// ([`BlockClient::probe_reading_first`]) and it holds the block.
     pub(super) first: Option<BlockRead>,
@@ -35,11 +35,12 @@ pub(super) struct Probe<'a> {
 }
 
 impl Probe<'_> {
-    /// The newest version a marker (trimmed or deleted) reported, 0: none.
-    fn newest_marker(&self) -> u64 {
+    /// The newest version a marker (trimmed or deleted) reported, zero:
+    /// none.
+    fn newest_marker(&self) -> Version {
         self.deleted
             .first()
-            .map_or(0, |&(_, v)| v)
+            .map_or(Version::ZERO, |&(_, v)| v)
             .max(self.trimmed)
     }
 }
@@ -128,7 +129,7 @@ impl BlockClient {
             return Err(err);
         }
         let suspects = &order[believed..];
-        let newest_here = probe.found.first().map_or(0, |&(_, v)| v);
+        let newest_here = probe.found.first().map_or(Version::ZERO, |&(_, v)| v);
         let known = self.newest_is_known(block, owner_epoch, newest_here);
         let mut silent = probe.unreachable.clone();
         silent.extend(suspects.iter().map(|n| n.name.clone()));
@@ -148,7 +149,7 @@ impl BlockClient {
             silent = probe.unreachable.clone();
             silent.extend(more.unreachable);
         }
-        let newest_here = probe.found.first().map_or(0, |&(_, v)| v);
+        let newest_here = probe.found.first().map_or(Version::ZERO, |&(_, v)| v);
         if !silent.is_empty() && !self.newest_is_known(block, owner_epoch, newest_here) {
             // A silent core may hold the site's only copy of the newest
             // version: the other sites tell.
@@ -168,7 +169,7 @@ impl BlockClient {
         owner_epoch: Option<Epoch>,
         mut probe: Probe<'_>,
     ) -> Result<Option<BlockRead>, BlockError> {
-        let newest_here = probe.found.first().map_or(0, |&(_, v)| v);
+        let newest_here = probe.found.first().map_or(Version::ZERO, |&(_, v)| v);
         if let Some(first) = probe.first.take() {
             // The best-ranked core (which keeps the site's copy after the
             // trim) holds the newest version found: served in one trip.
@@ -249,7 +250,7 @@ impl BlockClient {
         block: BlockId,
         range: (u64, u32),
         owner_epoch: Option<Epoch>,
-        version: u64,
+        version: Version,
         corrupt: Vec<String>,
     ) -> Result<BlockRead, BlockError> {
         let remote = self.remote_holders(block, version, owner_epoch).await?;
@@ -292,7 +293,7 @@ impl BlockClient {
         block: BlockId,
         (offset, len): (u64, u32),
         owner_epoch: Option<Epoch>,
-        newest: u64,
+        newest: Version,
         holders: &[&Node],
         mut corrupt: Vec<String>,
     ) -> Served {
@@ -317,14 +318,14 @@ impl BlockClient {
                     let reply = reply.into_inner();
                     // A newer version may have landed since the probe; an
                     // older one (the copy was deleted or lost) is not served.
-                    if reply.found && reply.version >= newest {
+                    if reply.found && Version(reply.version) >= newest {
                         self.inner.metrics.reads.inc();
                         if !corrupt.is_empty() {
                             self.spawn_repair(block, (*node).clone(), corrupt);
                         }
                         return Served::Data(BlockRead {
                             node: node.name.clone(),
-                            version: reply.version,
+                            version: Version(reply.version),
                             data: reply.data,
                             deleted: false,
                         });
@@ -368,9 +369,9 @@ impl BlockClient {
     pub(super) async fn remote_holders(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         owner_epoch: Option<Epoch>,
-    ) -> Result<Vec<(&Node, u64)>, BlockError> {
+    ) -> Result<Vec<(&Node, Version)>, BlockError> {
         let (probe, _) = self.remote_probe(block, owner_epoch).await?;
         Ok(probe
             .found
@@ -456,7 +457,7 @@ impl BlockClient {
                 ),
             });
         }
-        let newest_remote = remote.found.first().map_or(0, |&(_, v)| v);
+        let newest_remote = remote.found.first().map_or(Version::ZERO, |&(_, v)| v);
         probe.trimmed = probe.trimmed.max(newest_remote).max(remote.trimmed);
         probe.deleted.extend(remote.deleted);
         probe
@@ -519,7 +520,7 @@ impl BlockClient {
             match result {
                 Ok(reply) if reply.applied => {
                     self.inner.metrics.repairs.inc();
-                    tracing::warn!(node = %name, from = %good.name, %block, version = read.version, "corrupt copy repaired");
+                    tracing::warn!(node = %name, from = %good.name, %block, version = %read.version, "corrupt copy repaired");
                 }
                 Ok(_) => {}
                 Err(err) => errors.push(format!("repair on {name}: {err}")),
@@ -588,7 +589,7 @@ impl BlockClient {
         let mut probe = Probe {
             found: Vec::new(),
             unreachable: Vec::new(),
-            trimmed: 0,
+            trimmed: Version::ZERO,
             deleted: Vec::new(),
             first: None,
             fenced: None,
@@ -598,16 +599,16 @@ impl BlockClient {
             match result {
                 Ok((reply, with_data)) => {
                     self.inner.liveness.alive(&node.name);
-                    probe.trimmed = probe.trimmed.max(reply.trimmed_version);
+                    probe.trimmed = probe.trimmed.max(Version(reply.trimmed_version));
                     if reply.deleted_version > 0 {
-                        probe.deleted.push((node, reply.deleted_version));
+                        probe.deleted.push((node, Version(reply.deleted_version)));
                     }
                     if reply.found {
-                        found.push((rank, node, reply.version));
+                        found.push((rank, node, Version(reply.version)));
                         if with_data {
                             probe.first = Some(BlockRead {
                                 node: node.name.clone(),
-                                version: reply.version,
+                                version: Version(reply.version),
                                 data: reply.data,
                                 deleted: false,
                             });

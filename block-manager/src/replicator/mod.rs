@@ -57,7 +57,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::StreamExt;
-use geonfs_proto::domain::{unix_time_ms, BlockId, Epoch, FileId};
+use geonfs_proto::domain::{unix_time_ms, BlockId, Epoch, FileId, Version};
 use geonfs_rpc::{Network, RpcChannel};
 use geonfs_site_config::ClusterConfig;
 use tokio::sync::Notify;
@@ -78,7 +78,7 @@ pub struct ReplicationJob {
     /// The block.
     pub block: BlockId,
     /// The version to ship (or newer).
-    pub version: u64,
+    pub version: Version,
     /// Remote target core names, one per other site.
     pub targets: Vec<String>,
     /// Whether this core ships (the primary of the pair).
@@ -100,7 +100,7 @@ pub struct ReplicationJob {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalCopy {
     /// The copy's version.
-    pub version: u64,
+    pub version: Version,
     /// The block's whole content.
     pub data: Bytes,
     /// The ownership epoch it is shipped with (`ReplicaPut.owner_epoch`).
@@ -115,7 +115,7 @@ pub struct HeldBlock {
     /// The block.
     pub block: BlockId,
     /// The version of this core's copy.
-    pub version: u64,
+    pub version: Version,
 }
 
 /// A page of the blocks a core holds, in block order.
@@ -135,13 +135,13 @@ pub trait ReplicaStore: Send + Sync + 'static {
     /// The block's whole copy; `None` if absent.
     fn read_block(&self, block: BlockId) -> BoxFuture<'_, Result<Option<LocalCopy>, BlockError>>;
     /// Removes the block's job if its version is at most `version`.
-    fn job_done(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<(), BlockError>>;
+    fn job_done(&self, block: BlockId, version: Version) -> BoxFuture<'_, Result<(), BlockError>>;
     /// Records a failed attempt of the job at `version` (ignored if the job
     /// was replaced meanwhile).
     fn reschedule(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         attempts: u32,
         next_attempt_ms: u64,
     ) -> BoxFuture<'_, Result<(), BlockError>>;
@@ -152,22 +152,26 @@ pub trait ReplicaStore: Send + Sync + 'static {
     fn retarget(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         primary: bool,
         peer: String,
     ) -> BoxFuture<'_, Result<bool, BlockError>>;
     /// Deletes this core's copy (and job) if its version is at most
     /// `version`; true if it was deleted.
-    fn trim_local(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<bool, BlockError>>;
+    fn trim_local(
+        &self,
+        block: BlockId,
+        version: Version,
+    ) -> BoxFuture<'_, Result<bool, BlockError>>;
     /// The version of the block's pending job, if any.
-    fn job_version(&self, block: BlockId) -> BoxFuture<'_, Result<Option<u64>, BlockError>>;
+    fn job_version(&self, block: BlockId) -> BoxFuture<'_, Result<Option<Version>, BlockError>>;
     /// Replaces this core's copy of `block` with `data` at `version` when
     /// that is newer, or the same version and this copy fails its
     /// checksum (never newer by older); true if the copy changed.
     fn repair_local(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         data: Bytes,
         epoch: Option<Epoch>,
     ) -> BoxFuture<'_, Result<bool, BlockError>>;
@@ -492,7 +496,7 @@ impl Worker {
             Ok(attempt) => attempt,
             Err(_) => {
                 tracing::warn!(node = %self.name, %block,
-                    version, primary = job.primary, ?limit, "replication attempt timed out");
+                    %version, primary = job.primary, ?limit, "replication attempt timed out");
                 Attempt::Failed(format!("the attempt took more than {limit:?}"))
             }
         };
@@ -503,13 +507,13 @@ impl Worker {
                 let attempts = job.attempts.saturating_add(1);
                 let backoff = self.options.backoff(attempts);
                 tracing::debug!(node = %self.name, %block,
-                    version, attempts, ?backoff, %reason, "replication attempt failed");
+                    %version, attempts, ?backoff, %reason, "replication attempt failed");
                 Some((attempts, backoff))
             }
         };
         if let Some((attempts, delay)) = next {
             tracing::trace!(node = %self.name, %block,
-                version, attempts, ?delay, "rescheduling");
+                %version, attempts, ?delay, "rescheduling");
             let at =
                 unix_time_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
             if let Err(err) = self.store.reschedule(block, version, attempts, at).await {
@@ -554,7 +558,7 @@ impl Worker {
         let version = copy.version;
         if version < job.version {
             tracing::warn!(node = %self.name, %block,
-                job = job.version, stored = version, "replication job newer than its block; dropping it");
+                job = %job.version, stored = %version, "replication job newer than its block; dropping it");
             return self.done(block, job.version).await;
         }
         job.version = version;
@@ -620,7 +624,7 @@ impl Worker {
         }
     }
 
-    async fn done(&self, block: BlockId, version: u64) -> Attempt {
+    async fn done(&self, block: BlockId, version: Version) -> Attempt {
         match self.store.job_done(block, version).await {
             Ok(()) => Attempt::Done,
             Err(err) => Attempt::Failed(err.to_string()),

@@ -6,7 +6,7 @@
 
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_client::CoreDataClient;
-use geonfs_proto::domain::{BlockId, Epoch};
+use geonfs_proto::domain::{BlockId, Epoch, Version};
 use geonfs_proto::replication::{ReplicaJob, ReplicaPut, ReplicaPutReply};
 use geonfs_site_config::{Node, SiteId};
 use tonic::Code;
@@ -30,7 +30,10 @@ fn unreachable(status: &tonic::Status) -> bool {
 pub(super) enum Probed {
     /// The core holds the block at `version`; `pending_job` is the version
     /// of its replication job (0: none).
-    Holds { version: u64, pending_job: u64 },
+    Holds {
+        version: Version,
+        pending_job: Version,
+    },
     /// The core answered that it does not hold the block.
     Absent,
     /// The core did not answer.
@@ -39,7 +42,7 @@ pub(super) enum Probed {
 
 impl Probed {
     /// Whether the core holds `version` or a newer one.
-    pub(super) fn holds_at_least(self, version: u64) -> bool {
+    pub(super) fn holds_at_least(self, version: Version) -> bool {
         matches!(self, Probed::Holds { version: v, .. } if v >= version)
     }
 }
@@ -114,7 +117,7 @@ impl Worker {
                 target,
                 ReplicaPut {
                     block: Some(block.into()),
-                    version: copy.version,
+                    version: copy.version.0,
                     data: copy.data.clone(),
                     origin_site: self.site.clone(),
                     repair,
@@ -149,13 +152,13 @@ impl Worker {
         &self,
         peer: &str,
         block: BlockId,
-        version: u64,
+        version: Version,
     ) -> Result<(), CallError> {
         let mut client = CoreDataClient::new(self.channel(peer).map_err(|err| (err, true))?);
         let reply = client
             .delete(wire::DeleteRequest {
                 block: Some(block.into()),
-                up_to_version: version,
+                up_to_version: version.0,
                 owner_epoch: 0,
                 trim: true,
             })
@@ -198,13 +201,13 @@ impl Worker {
                 })
                 .await;
             match reply.map(tonic::Response::into_inner) {
-                Ok(copy) if copy.found && copy.version >= job.version => {
+                Ok(copy) if copy.found && Version(copy.version) >= job.version => {
                     let used = copy.data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
                     let changed = self
                         .store
                         .repair_local(
                             block,
-                            copy.version,
+                            Version(copy.version),
                             copy.data.slice(..used),
                             Epoch::from_wire(copy.copy_epoch),
                         )
@@ -212,7 +215,7 @@ impl Worker {
                         .map_err(|err| err.to_string())?;
                     if changed {
                         self.metrics.repairs.with_label_values(&["own_copy"]).inc();
-                        tracing::warn!(node = %self.name, from = %source, %block, version = copy.version,
+                        tracing::warn!(node = %self.name, from = %source, %block, version = %copy.version,
                             "damaged copy repaired before shipping");
                     }
                     return Ok(());
@@ -247,8 +250,8 @@ impl Worker {
                 let reply = reply.into_inner();
                 if reply.found {
                     Probed::Holds {
-                        version: reply.version,
-                        pending_job: reply.pending_job_version,
+                        version: Version(reply.version),
+                        pending_job: Version(reply.pending_job_version),
                     }
                 } else {
                     Probed::Absent
@@ -277,7 +280,7 @@ impl Worker {
         };
         match primary {
             Probed::Holds { pending_job, .. } if primary.holds_at_least(job.version) => {
-                if pending_job != 0 {
+                if pending_job != Version::ZERO {
                     return Ok(Some(Attempt::Watch));
                 }
                 // The primary finished: the remote copies are durable and
@@ -291,7 +294,7 @@ impl Worker {
                     self.metrics.trims.inc();
                 }
                 tracing::info!(node = %self.name, %block,
-                    version = job.version, "primary finished replication; extra copy removed");
+                    version = %job.version, "primary finished replication; extra copy removed");
                 Ok(Some(Attempt::Done))
             }
             _ => {
@@ -308,7 +311,7 @@ impl Worker {
                 }
                 self.metrics.takeovers.inc();
                 tracing::warn!(node = %self.name, primary = %job.peer, ?primary,
-                    %block, version = job.version,
+                    %block, version = %job.version,
                     "primary lost or behind; taking over geo replication");
                 Ok(None)
             }
@@ -361,7 +364,7 @@ impl Worker {
                         .with_label_values(&["local_copy"])
                         .inc();
                     tracing::warn!(node = %self.name, lost = %job.peer, restored_on = %candidate.name,
-                        %block, version = job.version,
+                        %block, version = %job.version,
                         "second in-site copy restored");
                     return Ok(());
                 }

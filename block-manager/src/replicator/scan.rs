@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::StreamExt;
-use geonfs_proto::domain::BlockId;
+use geonfs_proto::domain::{BlockId, Version};
 use geonfs_site_config::SiteId;
 
 use super::repair::Probed;
@@ -79,7 +79,7 @@ impl Worker {
         }
     }
 
-    async fn check_block(&self, block: BlockId, version: u64) -> Result<(), String> {
+    async fn check_block(&self, block: BlockId, version: Version) -> Result<(), String> {
         if self
             .store
             .job_version(block)
@@ -110,7 +110,7 @@ impl Worker {
     /// one holding the same version (a duplicate). Only copies with no
     /// pending job count: they are geo-replicated, so durable. True if this
     /// copy was deleted.
-    async fn duplicate_in_site(&self, block: BlockId, version: u64) -> Result<bool, String> {
+    async fn duplicate_in_site(&self, block: BlockId, version: Version) -> Result<bool, String> {
         let mut ranked_before = true;
         for node in self.ranked(block, self.home) {
             if node.name == self.name {
@@ -119,7 +119,7 @@ impl Worker {
             }
             let Probed::Holds {
                 version: theirs,
-                pending_job: 0,
+                pending_job: Version::ZERO,
             } = self.probe(&node.name, block).await
             else {
                 continue;
@@ -132,7 +132,7 @@ impl Worker {
                     .map_err(|err| err.to_string())?;
                 if deleted {
                     self.metrics.trims.inc();
-                    tracing::info!(node = %self.name, kept_on = %node.name, %block, version, theirs, "extra in-site copy removed");
+                    tracing::info!(node = %self.name, kept_on = %node.name, %block, %version, %theirs, "extra in-site copy removed");
                 }
                 return Ok(deleted);
             }
@@ -145,7 +145,7 @@ impl Worker {
     async fn ensure_site_copy(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         site: SiteId,
     ) -> Result<bool, String> {
         let mut answered = Vec::new();
@@ -185,7 +185,7 @@ impl Worker {
             .repairs
             .with_label_values(&["remote_copy"])
             .inc();
-        tracing::warn!(node = %self.name, restored_on = %target, %block, version, "lost remote copy restored");
+        tracing::warn!(node = %self.name, restored_on = %target, %block, %version, "lost remote copy restored");
         Ok(true)
     }
 }

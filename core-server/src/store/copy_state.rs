@@ -52,7 +52,7 @@
 //! written on the block (a whole write, a seed, a replica) removes the
 //! marker in the same batch.
 
-use geonfs_proto::domain::{BlockId, WriteBase};
+use geonfs_proto::domain::{BlockId, Version, WriteBase};
 use rocksdb::{ReadOptions, DB};
 
 use super::{BlockStore, Inner};
@@ -84,9 +84,9 @@ pub(super) enum Check {
 /// marker.
 pub(super) fn check_write(
     block: BlockId,
-    held: Option<u64>,
+    held: Option<Version>,
     marker: Option<Marker>,
-    version: u64,
+    version: Version,
     base: WriteBase,
 ) -> Result<Check, CoreError> {
     if held == Some(version) {
@@ -96,7 +96,9 @@ pub(super) fn check_write(
     if held.is_none() && marker == Some(Marker::Trimmed(version)) {
         return Ok(Check::Shipped);
     }
-    let newest = held.unwrap_or(0).max(marker.map_or(0, Marker::version));
+    let newest = held
+        .unwrap_or(Version::ZERO)
+        .max(marker.map_or(Version::ZERO, Marker::version));
     if version <= newest {
         return Err(CoreError::StaleVersion {
             block,
@@ -109,7 +111,7 @@ pub(super) fn check_write(
     };
     let complete = match (held, marker) {
         (Some(held), _) => Some(held),
-        (None, None) => Some(0),
+        (None, None) => Some(Version::ZERO),
         (None, Some(Marker::Deleted(deleted))) => Some(deleted),
         (None, Some(Marker::Trimmed(_))) => None,
     };
@@ -133,7 +135,7 @@ impl BlockStore {
         &self,
         start_after: Option<BlockId>,
         limit: usize,
-    ) -> Result<(Vec<(BlockId, u64)>, bool), CoreError> {
+    ) -> Result<(Vec<(BlockId, Version)>, bool), CoreError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.list_deleted_blocking(start_after, limit)).await?
     }
@@ -144,7 +146,7 @@ impl Inner {
         &self,
         start_after: Option<BlockId>,
         limit: usize,
-    ) -> Result<(Vec<(BlockId, u64)>, bool), CoreError> {
+    ) -> Result<(Vec<(BlockId, Version)>, bool), CoreError> {
         let db = self.db()?;
         let mut read_options = ReadOptions::default();
         read_options.set_iterate_upper_bound(marker_upper());
@@ -203,34 +205,88 @@ mod tests {
 
     #[test]
     fn a_partial_write_applies_only_on_a_complete_copy_at_its_base() {
-        let trimmed = Some(Marker::Trimmed(5));
-        let deleted = Some(Marker::Deleted(5));
-        assert!(check_write(B, Some(5), None, 7, WriteBase::On(5)).is_ok());
-        assert!(check_write(B, None, None, 7, WriteBase::On(0)).is_ok());
-        assert!(check_write(B, None, deleted, 7, WriteBase::On(5)).is_ok());
+        let trimmed = Some(Marker::Trimmed(Version(5)));
+        let deleted = Some(Marker::Deleted(Version(5)));
+        assert!(check_write(
+            B,
+            Some(Version(5)),
+            None,
+            Version(7),
+            WriteBase::On(Version(5))
+        )
+        .is_ok());
+        assert!(check_write(B, None, None, Version(7), WriteBase::On(Version::ZERO)).is_ok());
+        assert!(check_write(B, None, deleted, Version(7), WriteBase::On(Version(5))).is_ok());
         // Behind (missed version 6), absent while the block exists, trimmed.
-        assert!(mismatch(check_write(B, Some(5), None, 7, WriteBase::On(6))));
-        assert!(mismatch(check_write(B, None, None, 7, WriteBase::On(6))));
-        assert!(mismatch(check_write(B, None, trimmed, 7, WriteBase::On(5))));
-        assert!(mismatch(check_write(B, None, trimmed, 7, WriteBase::On(0))));
-        assert!(mismatch(check_write(B, None, deleted, 7, WriteBase::On(0))));
+        assert!(mismatch(check_write(
+            B,
+            Some(Version(5)),
+            None,
+            Version(7),
+            WriteBase::On(Version(6))
+        )));
+        assert!(mismatch(check_write(
+            B,
+            None,
+            None,
+            Version(7),
+            WriteBase::On(Version(6))
+        )));
+        assert!(mismatch(check_write(
+            B,
+            None,
+            trimmed,
+            Version(7),
+            WriteBase::On(Version(5))
+        )));
+        assert!(mismatch(check_write(
+            B,
+            None,
+            trimmed,
+            Version(7),
+            WriteBase::On(Version::ZERO)
+        )));
+        assert!(mismatch(check_write(
+            B,
+            None,
+            deleted,
+            Version(7),
+            WriteBase::On(Version::ZERO)
+        )));
         // Whole writes need no base; a held version is an idempotent retry.
-        assert!(check_write(B, None, trimmed, 7, WriteBase::Replace).is_ok());
-        assert!(check_write(B, Some(7), None, 7, WriteBase::On(3)).is_ok());
+        assert!(check_write(B, None, trimmed, Version(7), WriteBase::Replace).is_ok());
+        assert!(check_write(
+            B,
+            Some(Version(7)),
+            None,
+            Version(7),
+            WriteBase::On(Version(3))
+        )
+        .is_ok());
     }
 
     #[test]
     fn nothing_at_or_below_a_held_version_or_a_marker_is_written() {
         let cases = [
-            (Some(5), None),
-            (None, Some(Marker::Trimmed(5))),
-            (None, Some(Marker::Deleted(5))),
+            (Some(Version(5)), None),
+            (None, Some(Marker::Trimmed(Version(5)))),
+            (None, Some(Marker::Deleted(Version(5)))),
         ];
         for (held, marker) in cases {
-            for base in [WriteBase::Replace, WriteBase::On(0), WriteBase::Unchecked] {
-                let result = check_write(B, held, marker, 4, base);
+            for base in [
+                WriteBase::Replace,
+                WriteBase::On(Version::ZERO),
+                WriteBase::Unchecked,
+            ] {
+                let result = check_write(B, held, marker, Version(4), base);
                 assert!(
-                    matches!(result, Err(CoreError::StaleVersion { stored: 5, .. })),
+                    matches!(
+                        result,
+                        Err(CoreError::StaleVersion {
+                            stored: Version(5),
+                            ..
+                        })
+                    ),
                     "{held:?} {marker:?} {base:?}: {result:?}"
                 );
             }
@@ -238,18 +294,31 @@ mod tests {
         // A write at a marker's version itself: shipped (a retry after
         // the trim: nothing to do), or deleted (stale).
         assert_eq!(
-            check_write(B, None, Some(Marker::Trimmed(5)), 5, WriteBase::On(4)).unwrap(),
+            check_write(
+                B,
+                None,
+                Some(Marker::Trimmed(Version(5))),
+                Version(5),
+                WriteBase::On(Version(4))
+            )
+            .unwrap(),
             Check::Shipped
         );
         assert!(matches!(
-            check_write(B, None, Some(Marker::Deleted(5)), 5, WriteBase::Replace),
+            check_write(
+                B,
+                None,
+                Some(Marker::Deleted(Version(5))),
+                Version(5),
+                WriteBase::Replace
+            ),
             Err(CoreError::StaleVersion { .. })
         ));
     }
 
     #[test]
     fn markers_encode_and_decode() {
-        for marker in [Marker::Trimmed(7), Marker::Deleted(u64::MAX)] {
+        for marker in [Marker::Trimmed(Version(7)), Marker::Deleted(Version::MAX)] {
             assert_eq!(Marker::decode(&marker.encode()), Some(marker));
         }
         assert_eq!(Marker::decode(&[0; 8]), None);

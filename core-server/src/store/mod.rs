@@ -111,7 +111,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use geonfs_proto::domain::{BlockId, BlockRead, BlockWrite, Durability, Epoch};
+use geonfs_proto::domain::{BlockId, BlockRead, BlockWrite, Durability, Epoch, Version};
 use rocksdb::{DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
 pub use crate::codec::CHUNK_SIZE;
@@ -149,7 +149,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteOutcome {
     /// The block's version after the write.
-    pub version: u64,
+    pub version: Version,
     /// Whether the write is on stable storage.
     pub durable: bool,
 }
@@ -158,7 +158,7 @@ pub struct WriteOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadOutcome {
     /// The block's version.
-    pub version: u64,
+    pub version: Version,
     /// The block's length (highest byte written + 1).
     pub length: u64,
     /// The ownership epoch the copy was written under (see [`fence`]).
@@ -187,7 +187,7 @@ pub enum DeleteOutcome {
     /// The stored version is newer than `up_to_version`; nothing was changed.
     Newer {
         /// The stored version.
-        stored: u64,
+        stored: Version,
     },
 }
 
@@ -197,7 +197,7 @@ pub struct BlockInfo {
     /// The block.
     pub block: BlockId,
     /// The version of its last write.
-    pub version: u64,
+    pub version: Version,
     /// Highest byte written + 1.
     pub length: u64,
     /// Bytes it takes in the store.
@@ -436,7 +436,7 @@ impl BlockStore {
     pub async fn delete(
         &self,
         block: BlockId,
-        up_to_version: u64,
+        up_to_version: Version,
     ) -> Result<DeleteOutcome, CoreError> {
         self.delete_as(block, up_to_version, None).await
     }
@@ -447,7 +447,7 @@ impl BlockStore {
     pub async fn delete_as(
         &self,
         block: BlockId,
-        up_to_version: u64,
+        up_to_version: Version,
         owner_epoch: Option<Epoch>,
     ) -> Result<DeleteOutcome, CoreError> {
         self.remove(block, up_to_version, owner_epoch, false).await
@@ -459,7 +459,7 @@ impl BlockStore {
     pub async fn trim(
         &self,
         block: BlockId,
-        up_to_version: u64,
+        up_to_version: Version,
     ) -> Result<DeleteOutcome, CoreError> {
         self.remove(block, up_to_version, None, true).await
     }
@@ -467,7 +467,7 @@ impl BlockStore {
     async fn remove(
         &self,
         block: BlockId,
-        up_to_version: u64,
+        up_to_version: Version,
         owner_epoch: Option<Epoch>,
         trim: bool,
     ) -> Result<DeleteOutcome, CoreError> {
@@ -680,15 +680,15 @@ impl Inner {
     fn delete_blocking(
         &self,
         block: BlockId,
-        up_to_version: u64,
+        up_to_version: Version,
         trim: bool,
     ) -> Result<DeleteOutcome, CoreError> {
         let db = self.db()?;
         let meta = self.meta(&db, block)?;
         let marker = self.marker(&db, block)?;
         let newest = meta
-            .map_or(0, |m| m.version)
-            .max(marker.map_or(0, Marker::version));
+            .map_or(Version::ZERO, |m| m.version)
+            .max(marker.map_or(Version::ZERO, Marker::version));
         if newest > up_to_version {
             return Ok(DeleteOutcome::Newer { stored: newest });
         }

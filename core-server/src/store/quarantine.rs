@@ -15,7 +15,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, Epoch, FileId};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, Epoch, FileId, Version};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
 use super::{delete_chunks, BlockStore, Inner};
@@ -34,7 +34,7 @@ pub struct QuarantinedCopy {
     /// The block.
     pub block: BlockId,
     /// The copy's version.
-    pub version: u64,
+    pub version: Version,
     /// The ownership epoch the copy was written under.
     pub epoch: Option<Epoch>,
     /// When it was set aside (ms since the Unix epoch).
@@ -43,12 +43,12 @@ pub struct QuarantinedCopy {
     pub length: u64,
 }
 
-fn record_key(block: BlockId, version: u64) -> [u8; 25] {
+fn record_key(block: BlockId, version: Version) -> [u8; 25] {
     let mut key = [0u8; 25];
     key[0] = QUARANTINE_TAG;
     key[1..9].copy_from_slice(&block.file_id.0.to_be_bytes());
     key[9..17].copy_from_slice(&block.index.to_be_bytes());
-    key[17..25].copy_from_slice(&version.to_be_bytes());
+    key[17..25].copy_from_slice(&version.0.to_be_bytes());
     key
 }
 
@@ -66,7 +66,7 @@ fn decode_record(key: &[u8], value: &[u8]) -> Option<(QuarantinedCopy, Option<By
             file_id: FileId(word(key, 1)?),
             index: word(key, 9)?,
         },
-        version: word(key, 17)?,
+        version: Version(word(key, 17)?),
         epoch: Epoch::from_wire(word(value, 0)?),
         set_aside_ms: word(value, 8)?,
         length: word(value, 16)?,
@@ -143,7 +143,7 @@ impl Inner {
         };
         delete_chunks(db, block, &mut batch)?;
         batch.delete(meta_key(block));
-        self.unqueue(db, &mut batch, block, u64::MAX)?;
+        self.unqueue(db, &mut batch, block, Version::MAX)?;
         let mut options = WriteOptions::default();
         options.set_sync(true);
         db.write_opt(batch, &options)?;
@@ -159,7 +159,7 @@ impl Inner {
         }
         tracing::warn!(
             %block,
-            version = meta.version,
+            version = %meta.version,
             epoch = ?meta.epoch,
             %lost_below,
             "copy set aside: written under an owner declared lost, never copied out"
@@ -189,7 +189,7 @@ impl Inner {
 
     fn list_quarantine_blocking(
         &self,
-        after: Option<(BlockId, u64)>,
+        after: Option<(BlockId, Version)>,
         limit: usize,
     ) -> Result<(Vec<QuarantinedCopy>, bool), CoreError> {
         let db = self.db()?;
@@ -276,7 +276,7 @@ impl BlockStore {
     /// block order, and whether more follow.
     pub async fn list_quarantine(
         &self,
-        after: Option<(BlockId, u64)>,
+        after: Option<(BlockId, Version)>,
         limit: usize,
     ) -> Result<(Vec<QuarantinedCopy>, bool), CoreError> {
         let inner = self.inner.clone();
@@ -287,7 +287,7 @@ impl BlockStore {
     pub async fn read_quarantined(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
     ) -> Result<Option<(QuarantinedCopy, Bytes)>, CoreError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
@@ -308,7 +308,11 @@ impl BlockStore {
     }
 
     /// Deletes a quarantined copy (durably); false if there was none.
-    pub async fn drop_quarantined(&self, block: BlockId, version: u64) -> Result<bool, CoreError> {
+    pub async fn drop_quarantined(
+        &self,
+        block: BlockId,
+        version: Version,
+    ) -> Result<bool, CoreError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let db = inner.db()?;
@@ -326,7 +330,7 @@ impl BlockStore {
                 .sub(i64::try_from(value.len().saturating_sub(HEADER_LEN)).unwrap_or(i64::MAX));
             tracing::info!(
                 %block,
-                version,
+                %version,
                 "quarantined copy dropped"
             );
             Ok(true)

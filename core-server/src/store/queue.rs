@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use geonfs_block_manager::replicator::{BlockPage, HeldBlock, LocalCopy};
 use geonfs_block_manager::{BlockError, ReplicaStore, ReplicationJob};
-use geonfs_proto::domain::{unix_time_ms, BlockId, BlockRange, BlockRead, Epoch, FileId};
+use geonfs_proto::domain::{unix_time_ms, BlockId, BlockRange, BlockRead, Epoch, FileId, Version};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
 use super::fence::FenceRaise;
@@ -54,7 +54,7 @@ pub enum PutOutcome {
     /// The block holds a newer version; nothing changed (docs/ARCHITECTURE.md#invariant-8).
     SkippedStale {
         /// The stored version.
-        stored: u64,
+        stored: Version,
     },
     /// A repair put: the block held that version but a chunk failed its
     /// checksum, so the copy was replaced by the offered one.
@@ -74,7 +74,7 @@ pub struct ReplicaOffer {
     /// The block.
     pub block: BlockId,
     /// The replica's version.
-    pub version: u64,
+    pub version: Version,
     /// The block's whole content.
     pub data: Bytes,
     /// Check a copy of the same version and replace it if it is corrupt.
@@ -139,7 +139,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 fn encode_job(job: &ReplicationJob) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&job.version.to_be_bytes());
+    out.extend_from_slice(&job.version.0.to_be_bytes());
     out.push(u8::from(job.primary));
     out.extend_from_slice(&job.first_enqueued_ms.to_be_bytes());
     out.extend_from_slice(&job.attempts.to_be_bytes());
@@ -193,7 +193,7 @@ fn decode_job(block: BlockId, value: &[u8]) -> Result<ReplicationJob, CoreError>
         let targets = (0..count).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
         Some(ReplicationJob {
             block,
-            version,
+            version: Version(version),
             targets,
             primary,
             peer,
@@ -224,7 +224,7 @@ impl Inner {
         db: &DB,
         batch: &mut WriteBatch,
         block: BlockId,
-        version: u64,
+        version: Version,
         spec: &JobSpec,
     ) -> Result<(), CoreError> {
         if spec.targets.is_empty() {
@@ -259,7 +259,7 @@ impl Inner {
         db: &DB,
         batch: &mut WriteBatch,
         block: BlockId,
-        up_to_version: u64,
+        up_to_version: Version,
     ) -> Result<(), CoreError> {
         match self.job(db, block) {
             Ok(Some(job)) if job.version > up_to_version => {}
@@ -301,7 +301,7 @@ impl Inner {
     fn update_job(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         update: Option<(u32, u64)>,
     ) -> Result<(), CoreError> {
         let db = self.db()?;
@@ -381,7 +381,7 @@ impl Inner {
         // secondary's job would wait forever for a trim of its version.
         match &offer.job {
             Some(spec) => self.enqueue(&db, &mut batch, block, version, spec)?,
-            None => self.unqueue(&db, &mut batch, block, version.saturating_sub(1))?,
+            None => self.unqueue(&db, &mut batch, block, version.prev())?,
         }
         let grow = stored.saturating_sub(old_meta.stored);
         self.reserve(grow)?;
@@ -404,7 +404,7 @@ impl Inner {
             self.metrics.repairs.inc();
             tracing::warn!(
                 %block,
-                version,
+                %version,
                 "corrupt copy replaced by a good replica"
             );
             return Ok(PutOutcome::Repaired);
@@ -436,7 +436,7 @@ impl Inner {
         if let Some(lost_below) = superseded_by {
             tracing::info!(
                 block = %offer.block,
-                version = offer.version,
+                version = %offer.version,
                 %epoch,
                 %lost_below,
                 "replica from before a takeover from a lost owner refused"
@@ -468,7 +468,7 @@ impl Inner {
     fn retarget_job(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         primary: bool,
         peer: &str,
     ) -> Result<bool, CoreError> {
@@ -508,7 +508,7 @@ impl BlockStore {
 
     /// Removes the block's job if its version is at most `version`
     /// (durably).
-    pub async fn job_done(&self, block: BlockId, version: u64) -> Result<(), CoreError> {
+    pub async fn job_done(&self, block: BlockId, version: Version) -> Result<(), CoreError> {
         self.update_job(block, version, None).await
     }
 
@@ -517,7 +517,7 @@ impl BlockStore {
     pub async fn reschedule_job(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         attempts: u32,
         next_attempt_ms: u64,
     ) -> Result<(), CoreError> {
@@ -528,7 +528,7 @@ impl BlockStore {
     async fn update_job(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         update: Option<(u32, u64)>,
     ) -> Result<(), CoreError> {
         let guard = self.inner.lock_for(block).lock_owned().await;
@@ -567,7 +567,7 @@ impl BlockStore {
     pub async fn retarget_job(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         primary: bool,
         peer: String,
     ) -> Result<bool, CoreError> {
@@ -644,7 +644,7 @@ impl ReplicaStore for BlockStore {
         })
     }
 
-    fn job_done(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<(), BlockError>> {
+    fn job_done(&self, block: BlockId, version: Version) -> BoxFuture<'_, Result<(), BlockError>> {
         Box::pin(async move {
             BlockStore::job_done(self, block, version)
                 .await
@@ -655,7 +655,7 @@ impl ReplicaStore for BlockStore {
     fn reschedule(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         attempts: u32,
         next_attempt_ms: u64,
     ) -> BoxFuture<'_, Result<(), BlockError>> {
@@ -673,7 +673,7 @@ impl ReplicaStore for BlockStore {
     fn retarget(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         primary: bool,
         peer: String,
     ) -> BoxFuture<'_, Result<bool, BlockError>> {
@@ -684,7 +684,11 @@ impl ReplicaStore for BlockStore {
         })
     }
 
-    fn trim_local(&self, block: BlockId, version: u64) -> BoxFuture<'_, Result<bool, BlockError>> {
+    fn trim_local(
+        &self,
+        block: BlockId,
+        version: Version,
+    ) -> BoxFuture<'_, Result<bool, BlockError>> {
         Box::pin(async move {
             let outcome = self.trim(block, version).await.map_err(store_error)?;
             Ok(outcome == super::DeleteOutcome::Deleted)
@@ -694,7 +698,7 @@ impl ReplicaStore for BlockStore {
     fn repair_local(
         &self,
         block: BlockId,
-        version: u64,
+        version: Version,
         data: Bytes,
         epoch: Option<Epoch>,
     ) -> BoxFuture<'_, Result<bool, BlockError>> {
@@ -731,7 +735,7 @@ impl ReplicaStore for BlockStore {
         })
     }
 
-    fn job_version(&self, block: BlockId) -> BoxFuture<'_, Result<Option<u64>, BlockError>> {
+    fn job_version(&self, block: BlockId) -> BoxFuture<'_, Result<Option<Version>, BlockError>> {
         Box::pin(async move {
             let job = self.job(block).await.map_err(store_error)?;
             Ok(job.map(|job| job.version))

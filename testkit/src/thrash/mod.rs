@@ -32,7 +32,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use geonfs_block_manager::ReplicatorOptions;
 use geonfs_core_server::ReplicaOffer;
-use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, FileId};
+use geonfs_proto::domain::{BlockId, BlockRange, BlockRead, FileId, Version};
 
 pub use client::{Addresses, ClientStats, FileClient, OP_DEADLINE};
 pub use nemesis::Fault;
@@ -403,7 +403,7 @@ fn file_id(client: &FileClient) -> anyhow::Result<FileId> {
 async fn site_versions(
     cluster: &TestCluster,
     site: &str,
-) -> anyhow::Result<BTreeMap<BlockId, u64>> {
+) -> anyhow::Result<BTreeMap<BlockId, Version>> {
     let mut versions = BTreeMap::new();
     for core in cluster.core_names() {
         if !core.starts_with(&format!("{site}-")) {
@@ -474,7 +474,7 @@ async fn drain_problem(
                 file_id,
                 index: index as u64,
             };
-            let held: Vec<(String, Option<u64>)> = per_site
+            let held: Vec<(String, Option<Version>)> = per_site
                 .iter()
                 .map(|(site, versions)| (site.clone(), versions.get(&block).copied()))
                 .collect();
@@ -518,7 +518,7 @@ async fn inject_sparse_copies(
     let head = &client.model[start..(start + 4096).min(client.model.len())];
     for site in sites {
         let versions = site_versions(cluster, site).await?;
-        let newest = versions.get(&block).copied().unwrap_or(0);
+        let newest = versions.get(&block).copied().unwrap_or(Version::ZERO);
         for core in cluster.core_names() {
             if !core.starts_with(&format!("{site}-")) {
                 continue;
@@ -528,7 +528,7 @@ async fn inject_sparse_copies(
                 store
                     .put_replica(ReplicaOffer {
                         block,
-                        version: newest + 1,
+                        version: newest.next(),
                         data: Bytes::copy_from_slice(head),
                         repair: false,
                         job: None,

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use geonfs_block_manager::BlockError;
 use geonfs_proto::core::ReadRequest;
-use geonfs_proto::domain::Durability;
+use geonfs_proto::domain::{Durability, Version};
 use geonfs_testkit::cluster::TestCluster;
 
 use crate::support::blocks::{block_client, core_client, holders, id, inventory};
@@ -48,7 +48,7 @@ async fn an_acked_write_is_on_exactly_the_local_pair() {
             block,
             4096,
             Bytes::from(vec![5; 8192]),
-            1,
+            Version(1),
             Durability::Durable,
         )
         .await
@@ -72,7 +72,7 @@ async fn an_acked_write_is_on_exactly_the_local_pair() {
     }
 
     let read = client.read(block, 4000, 200).await.unwrap().unwrap();
-    assert_eq!(read.version, 1);
+    assert_eq!(read.version, Version(1));
     assert!(pair.contains(&read.node));
     assert_eq!(&read.data[..96], &[0; 96][..]);
     assert_eq!(&read.data[96..], &[5; 104][..]);
@@ -93,7 +93,7 @@ async fn writes_spread_over_the_sites_cores() {
                     id(7, i),
                     0,
                     Bytes::from(vec![i as u8; 1000]),
-                    1,
+                    Version(1),
                     Durability::Durable,
                 )
                 .await
@@ -143,7 +143,7 @@ async fn a_dead_pair_member_is_replaced() {
             old,
             0,
             Bytes::from(vec![1; 200_000]),
-            1,
+            Version(1),
             Durability::Durable,
         )
         .await
@@ -151,7 +151,13 @@ async fn a_dead_pair_member_is_replaced() {
 
     cluster.kill_node(&dead).await.unwrap();
     let ack = client
-        .write(block, 0, Bytes::from(vec![9; 5000]), 1, Durability::Durable)
+        .write(
+            block,
+            0,
+            Bytes::from(vec![9; 5000]),
+            Version(1),
+            Durability::Durable,
+        )
         .await
         .unwrap();
     let nodes = ack.nodes();
@@ -177,7 +183,7 @@ async fn a_dead_pair_member_is_replaced() {
             old,
             4096,
             Bytes::from(vec![2; 4096]),
-            2,
+            Version(2),
             Durability::Durable,
         )
         .await
@@ -201,7 +207,7 @@ async fn a_dead_pair_member_is_replaced() {
         assert!(copy.data[8192..].iter().all(|&b| b == 1), "{node}");
     }
     let read = client.read(old, 0, 200_000).await.unwrap().unwrap();
-    assert_eq!(read.version, 2);
+    assert_eq!(read.version, Version(2));
     assert!(read.data[8192..].iter().all(|&b| b == 1));
     assert!(
         client.metrics().seeds.get() >= 1,
@@ -223,7 +229,7 @@ async fn one_live_core_refuses_writes() {
                 id(4, i),
                 0,
                 Bytes::from(vec![1; 100]),
-                1,
+                Version(1),
                 Durability::Durable,
             )
             .await
@@ -247,7 +253,13 @@ async fn a_core_restart_changes_the_flushed_incarnation() {
     let client = block_client(&cluster);
     let block = id(5, 0);
     let ack = client
-        .write(block, 0, Bytes::from(vec![3; 4096]), 1, Durability::Held)
+        .write(
+            block,
+            0,
+            Bytes::from(vec![3; 4096]),
+            Version(1),
+            Durability::Held,
+        )
         .await
         .unwrap();
     assert!(!ack.durable);
@@ -287,14 +299,26 @@ async fn a_read_serves_the_newest_copy_when_the_first_ranked_core_is_behind() {
     let first = {
         let client = block_client(&cluster);
         client
-            .write(block, 0, Bytes::from(vec![1; 4096]), 1, Durability::Durable)
+            .write(
+                block,
+                0,
+                Bytes::from(vec![1; 4096]),
+                Version(1),
+                Durability::Durable,
+            )
             .await
             .unwrap();
         client.local_pair(block).unwrap()[0].name.clone()
     };
     cluster.kill_node(&first).await.unwrap();
     let ack = block_client(&cluster)
-        .write(block, 0, Bytes::from(vec![2; 4096]), 2, Durability::Durable)
+        .write(
+            block,
+            0,
+            Bytes::from(vec![2; 4096]),
+            Version(2),
+            Durability::Durable,
+        )
         .await
         .unwrap();
     assert!(!ack.nodes().contains(&first.as_str()), "{ack:?}");
@@ -305,7 +329,7 @@ async fn a_read_serves_the_newest_copy_when_the_first_ranked_core_is_behind() {
     let client = block_client(&cluster);
     assert_eq!(client.local_pair(block).unwrap()[0].name, first);
     let read = client.read(block, 0, 4096).await.unwrap().unwrap();
-    assert_eq!(read.version, 2, "served by {}", read.node);
+    assert_eq!(read.version, Version(2), "served by {}", read.node);
     assert_ne!(read.node, first);
     assert!(read.data.iter().all(|&b| b == 2));
     cluster.shutdown().await.unwrap();

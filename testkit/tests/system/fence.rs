@@ -12,7 +12,7 @@ use anyhow::{ensure, Context};
 use bytes::Bytes;
 use geonfs_block_manager::{BlockClient, BlockError, BlockUpdate};
 use geonfs_proto::core::{Durability as WireDurability, FenceRequest, ReadRequest, WriteRequest};
-use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
+use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId, Version};
 use geonfs_testkit::cluster::TestCluster;
 
 use crate::support::blocks::{block_client, core_client, holders, id, pattern};
@@ -95,7 +95,7 @@ fn update(block: BlockId, data: Bytes, version: u64, epoch: u64) -> BlockUpdate 
         block,
         offset: 0,
         data,
-        version,
+        version: Version(version),
         durability: Durability::Durable,
         owner_epoch: Epoch::new(epoch),
     }
@@ -146,20 +146,20 @@ async fn a_fence_refuses_older_epochs_only() -> anyhow::Result<()> {
     )?;
     expect_fenced(
         "delete at 4",
-        client.delete_as(block, 10, Epoch::new(4)).await,
+        client.delete_as(block, Version(10), Epoch::new(4)).await,
     )?;
     // The refused write changed nothing.
     let read = client
         .read_as(block, 0, 4096, Epoch::new(5))
         .await?
         .context("absent")?;
-    ensure!(read.version == 1 && read.data == old, "{read:?}");
+    ensure!(read.version == Version(1) && read.data == old, "{read:?}");
 
     // The fence's epoch, newer ones and unchecked (0) calls pass.
     client.write_as(update(block, new.clone(), 2, 5)).await?;
     client.write_as(update(block, new.clone(), 3, 6)).await?;
     client
-        .write(block, 0, new.clone(), 4, Durability::Durable)
+        .write(block, 0, new.clone(), Version(4), Durability::Durable)
         .await?;
     for epoch in [0, 5, 6] {
         let read = client
@@ -167,7 +167,7 @@ async fn a_fence_refuses_older_epochs_only() -> anyhow::Result<()> {
             .await?
             .context("absent")?;
         ensure!(
-            read.version == 4 && read.data == new,
+            read.version == Version(4) && read.data == new,
             "epoch {epoch}: {read:?}"
         );
     }
@@ -177,7 +177,7 @@ async fn a_fence_refuses_older_epochs_only() -> anyhow::Result<()> {
     let other = id(12, 0);
     client.write_as(update(other, new.clone(), 1, 1)).await?;
     ensure!(client.read_as(other, 0, 10, Epoch::new(1)).await?.is_some());
-    ensure!(client.delete_as(other, 1, Epoch::new(1)).await? == 2);
+    ensure!(client.delete_as(other, Version(1), Epoch::new(1)).await? == 2);
 
     // A lower fence leaves it at 5 everywhere.
     let report = client.fence(FileId(11), epoch(3)).await;
@@ -192,7 +192,7 @@ async fn a_fence_refuses_older_epochs_only() -> anyhow::Result<()> {
         "write at 4 after a lower fence",
         client.write_as(update(block, new.clone(), 5, 4)).await,
     )?;
-    ensure!(client.delete_as(block, 4, Epoch::new(5)).await? == 2);
+    ensure!(client.delete_as(block, Version(4), Epoch::new(5)).await? == 2);
 
     let refusals: u64 = cluster
         .core_names()
@@ -510,7 +510,7 @@ async fn list_file_lists_exactly_the_files_blocks() -> anyhow::Result<()> {
         (id(0, 2), 1),
     ] {
         client
-            .write(block, 0, data(), version, Durability::Durable)
+            .write(block, 0, data(), Version(version), Durability::Durable)
             .await?;
     }
     // One core holds a newer copy of index 5; index 7 lives on one core.
@@ -524,7 +524,9 @@ async fn list_file_lists_exactly_the_files_blocks() -> anyhow::Result<()> {
     write_on(&cluster, &third, id(40, 7), 2, data(), 0).await?;
 
     let listing = client.list_file(FileId(40)).await;
-    let expected: BTreeMap<u64, u64> = [(0, 3), (1, 1), (5, 4), (7, 2), (attr, 1)].into();
+    let expected: BTreeMap<u64, Version> = [(0, 3), (1, 1), (5, 4), (7, 2), (attr, 1)]
+        .map(|(index, version)| (index, Version(version)))
+        .into();
     ensure!(listing.versions == expected, "{listing:?}");
     ensure!(
         listing.total == 3 && listing.answered.len() == 3,
@@ -533,9 +535,15 @@ async fn list_file_lists_exactly_the_files_blocks() -> anyhow::Result<()> {
     ensure!(listing.failed.is_empty(), "{listing:?}");
 
     let first = client.list_file(FileId(0)).await;
-    ensure!(first.versions == BTreeMap::from([(2, 1)]), "{first:?}");
+    ensure!(
+        first.versions == BTreeMap::from([(2, Version(1))]),
+        "{first:?}"
+    );
     let last = client.list_file(FileId(41)).await;
-    ensure!(last.versions == BTreeMap::from([(0, 1)]), "{last:?}");
+    ensure!(
+        last.versions == BTreeMap::from([(0, Version(1))]),
+        "{last:?}"
+    );
     ensure!(client.list_file(FileId(42)).await.versions.is_empty());
     cluster.shutdown().await
 }
@@ -571,7 +579,7 @@ async fn put_whole_replaces_older_copies_and_keeps_newer_ones() -> anyhow::Resul
     let mut data = pattern(5, 1000).to_vec();
     data.extend_from_slice(&[0; 5000]);
     let placed = client
-        .put_whole(block, 5, Bytes::from(data), 2, None)
+        .put_whole(block, Version(5), Bytes::from(data), 2, None)
         .await?;
     ensure!(placed == 2, "{placed} copies");
     let held = holders(&cluster, block).await;
@@ -586,7 +594,10 @@ async fn put_whole_replaces_older_copies_and_keeps_newer_ones() -> anyhow::Resul
         "{replaced:?}"
     );
     let copy = client.read(block, 0, 200_000).await?.context("absent")?;
-    ensure!(copy.version == 9, "the newest copy is served: {copy:?}");
+    ensure!(
+        copy.version == Version(9),
+        "the newest copy is served: {copy:?}"
+    );
     let mut reader = core_client(&cluster, &cores[0]);
     let whole = reader
         .read(ReadRequest {
@@ -611,13 +622,13 @@ async fn put_whole_replaces_older_copies_and_keeps_newer_ones() -> anyhow::Resul
     let fresh = id(51, 0);
     ensure!(
         client
-            .put_whole(fresh, 3, pattern(1, 5000), 2, None)
+            .put_whole(fresh, Version(3), pattern(1, 5000), 2, None)
             .await?
             == 2
     );
     ensure!(
         client
-            .put_whole(fresh, 3, pattern(1, 5000), 2, None)
+            .put_whole(fresh, Version(3), pattern(1, 5000), 2, None)
             .await?
             == 2
     );
@@ -634,14 +645,19 @@ async fn put_whole_replaces_older_copies_and_keeps_newer_ones() -> anyhow::Resul
     let third = id(52, 0);
     let cores = order(third);
     cluster.kill_node(&cores[0]).await?;
-    ensure!(client.put_whole(third, 2, pattern(2, 300), 2, None).await? == 2);
+    ensure!(
+        client
+            .put_whole(third, Version(2), pattern(2, 300), 2, None)
+            .await?
+            == 2
+    );
     let held = holders(&cluster, third).await;
     ensure!(
         held.keys().cloned().collect::<BTreeSet<_>>() == cores[1..].iter().cloned().collect(),
         "{held:?}"
     );
     let err = client
-        .put_whole(id(53, 0), 2, pattern(2, 300), 3, None)
+        .put_whole(id(53, 0), Version(2), pattern(2, 300), 3, None)
         .await
         .expect_err("three copies with a core down");
     ensure!(

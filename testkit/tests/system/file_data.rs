@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use geonfs_access_server::data::{attr_block, FileData};
-use geonfs_proto::domain::{Durability, FileId};
+use geonfs_proto::domain::{Durability, FileId, Version};
 use geonfs_testkit::cluster::TestCluster;
 
 use crate::support::blocks::{block_client, holders, id, inventory, pattern, site_a_file_data};
@@ -420,21 +420,21 @@ async fn file_data_block_delete_respects_up_to_version() {
     let client = block_client(&cluster);
     let block = id(11, 0);
     client
-        .write(block, 0, pattern(1, 100), 5, Durability::Durable)
+        .write(block, 0, pattern(1, 100), Version(5), Durability::Durable)
         .await
         .unwrap();
     assert_eq!(
-        client.delete(block, 4).await.unwrap(),
+        client.delete(block, Version(4)).await.unwrap(),
         0,
         "a newer copy is kept"
     );
     assert_eq!(holders(&cluster, block).await.len(), 2);
-    assert_eq!(client.delete(block, 5).await.unwrap(), 2);
+    assert_eq!(client.delete(block, Version(5)).await.unwrap(), 2);
     assert!(holders(&cluster, block).await.is_empty());
-    assert_eq!(client.delete(block, 5).await.unwrap(), 0);
+    assert_eq!(client.delete(block, Version(5)).await.unwrap(), 0);
     // The delete left tombstones: the block reads as zeros at version 5.
     let read = client.read(block, 0, 10).await.unwrap().unwrap();
-    assert!(read.deleted && read.version == 5, "{read:?}");
+    assert!(read.deleted && read.version == Version(5), "{read:?}");
     assert_eq!(&read.data[..], &[0; 10]);
     cluster.shutdown().await.unwrap();
 }

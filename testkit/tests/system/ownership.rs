@@ -9,7 +9,7 @@ use std::time::Duration;
 use geonfs_access_server::ownership::record::{self, Claim};
 use geonfs_access_server::ownership::CatchUpProgress;
 use geonfs_block_manager::BlockUpdate;
-use geonfs_proto::domain::{BlockId, Durability, FileId};
+use geonfs_proto::domain::{BlockId, Durability, FileId, Version};
 use geonfs_rpc::WanParams;
 use geonfs_testkit::cluster::TestCluster;
 use geonfs_testkit::rng::Rng;
@@ -221,7 +221,7 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
             },
             offset: 0,
             data: bytes::Bytes::from_static(b"stale owner"),
-            version: u64::MAX / 2,
+            version: Version(u64::MAX / 2),
             durability: Durability::Durable,
             owner_epoch: Some(before.epoch),
         })

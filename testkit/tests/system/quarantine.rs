@@ -203,7 +203,7 @@ async fn assert_quarantine_holds_late_writes_only(
             };
             if let Some(info) = store.block_info(block).await.unwrap() {
                 assert!(
-                    !late_versions.contains(&(index, info.version)),
+                    !late_versions.contains(&(index, info.version.0)),
                     "{core} holds a's late version of block {index}"
                 );
             }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use geonfs_block_manager::ReplicatorOptions;
-use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_proto::domain::{BlockId, Durability, Version};
 use geonfs_testkit::cluster::TestCluster;
 
 use crate::support::blocks::{
@@ -50,7 +50,7 @@ async fn a_corrupt_local_copy_is_served_around_repaired_and_counted() {
     let [first, second] = client.local_pair(block).unwrap().map(|n| n.name.clone());
     let data = pattern(7, 300_000);
     client
-        .write(block, 0, data.clone(), 1, Durability::Durable)
+        .write(block, 0, data.clone(), Version(1), Durability::Durable)
         .await
         .unwrap();
     corrupt_on_disk(&mut cluster, &first, block).await;
@@ -104,7 +104,7 @@ async fn a_primary_repairs_its_damaged_copy_and_ships_it() {
     cut_from_other_sites(&cluster, &primary);
     let data = pattern(7, 200_000);
     client
-        .write(block, 0, data.clone(), 1, Durability::Durable)
+        .write(block, 0, data.clone(), Version(1), Durability::Durable)
         .await
         .unwrap();
     corrupt_on_disk(&mut cluster, &primary, block).await;
@@ -129,7 +129,7 @@ async fn a_corrupt_only_copy_of_the_site_is_served_from_another_site() {
     let block = id(41, 0);
     let data = pattern(9, 200_000);
     client
-        .write(block, 0, data.clone(), 1, Durability::Durable)
+        .write(block, 0, data.clone(), Version(1), Durability::Durable)
         .await
         .unwrap();
     eventually(SETTLE, "one copy per site", || async {
@@ -171,7 +171,7 @@ async fn a_lost_remote_copy_is_restored_and_the_extra_one_removed() {
     for (i, block) in blocks.iter().enumerate() {
         let data = pattern(i as u8, 50_000 + i * 7);
         client
-            .write(*block, 0, data.clone(), 1, Durability::Durable)
+            .write(*block, 0, data.clone(), Version(1), Durability::Durable)
             .await
             .unwrap();
         written.insert(*block, data);

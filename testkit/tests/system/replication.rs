@@ -10,7 +10,7 @@ use bytes::Bytes;
 use geonfs_block_manager::ReplicatorOptions;
 use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_proto::core::ListRequest;
-use geonfs_proto::domain::{BlockId, Durability};
+use geonfs_proto::domain::{BlockId, Durability, Version};
 use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
 use geonfs_proto::replication::ReplicaPut;
 use geonfs_testkit::cluster::TestCluster;
@@ -83,7 +83,7 @@ async fn every_block_ends_with_one_copy_per_site() {
         primaries.insert(*block, primary);
         let data = Bytes::from(vec![i as u8 + 1; 70_000 + i * 1000]);
         client
-            .write(*block, 4096, data, 1, Durability::Durable)
+            .write(*block, 4096, data, Version(1), Durability::Durable)
             .await
             .unwrap();
     }
@@ -127,7 +127,7 @@ async fn writes_ack_without_the_wan_and_drain_after_heal() {
                 *block,
                 0,
                 Bytes::from(vec![7; 50_000]),
-                1,
+                Version(1),
                 Durability::Durable,
             )
             .await
@@ -180,7 +180,7 @@ async fn a_newer_version_wins_over_an_older_one() {
             block,
             0,
             Bytes::from(vec![1; 100_000]),
-            1,
+            Version(1),
             Durability::Durable,
         )
         .await
@@ -193,7 +193,13 @@ async fn a_newer_version_wins_over_an_older_one() {
     cluster.cut_sites("a", "b").unwrap();
     cluster.cut_sites("a", "c").unwrap();
     client
-        .write(block, 0, Bytes::from(vec![2; 4096]), 2, Durability::Durable)
+        .write(
+            block,
+            0,
+            Bytes::from(vec![2; 4096]),
+            Version(2),
+            Durability::Durable,
+        )
         .await
         .unwrap();
     let held = holders(&cluster, block).await;
@@ -261,7 +267,7 @@ async fn the_secondary_ships_when_the_primary_is_gone() {
             block,
             0,
             Bytes::from(vec![5; 30_000]),
-            1,
+            Version(1),
             Durability::Durable,
         )
         .await
@@ -327,7 +333,7 @@ async fn kill_a_local_copy_after_ack_before_geo() {
         );
         let data = pattern(i as u8 + 1, 40_000 + i * 1000);
         client
-            .write(*block, 0, data.clone(), 1, Durability::Durable)
+            .write(*block, 0, data.clone(), Version(1), Durability::Durable)
             .await
             .expect("acknowledged with the other sites cut off");
         written.insert(*block, data);
@@ -498,7 +504,13 @@ async fn restart_a_core_mid_replication() {
     // copies may see v1 then v2, never v2 then v1.
     for (i, block) in blocks.iter().enumerate() {
         client
-            .write(*block, 0, pattern(i as u8, MIB), 1, Durability::Durable)
+            .write(
+                *block,
+                0,
+                pattern(i as u8, MIB),
+                Version(1),
+                Durability::Durable,
+            )
             .await
             .unwrap();
     }
@@ -508,7 +520,7 @@ async fn restart_a_core_mid_replication() {
                 *block,
                 0,
                 pattern(i as u8 + 100, 64 * 1024),
-                2,
+                Version(2),
                 Durability::Durable,
             )
             .await
@@ -584,7 +596,7 @@ async fn restarted_site_never_brings_back_old_data() {
     let primary = client.local_pair(block).unwrap()[0].name.clone();
     let v1 = pattern(1, 200_000);
     client
-        .write(block, 0, v1.clone(), 1, Durability::Durable)
+        .write(block, 0, v1.clone(), Version(1), Durability::Durable)
         .await
         .unwrap();
     eventually(SETTLE, "v1 on every site", || {
@@ -598,7 +610,7 @@ async fn restarted_site_never_brings_back_old_data() {
     cluster.stop_node(&on_b).await.unwrap();
     let patch = pattern(2, 8192);
     client
-        .write(block, 0, patch.clone(), 2, Durability::Durable)
+        .write(block, 0, patch.clone(), Version(2), Durability::Durable)
         .await
         .unwrap();
     let mut v2 = v1.to_vec();

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use geonfs_proto::domain::{
-    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, WriteBase,
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, Version, WriteBase,
 };
 
 use crate::store::queue::{PutOutcome, ReplicaOffer};
@@ -21,7 +21,7 @@ fn write(offset: u64, data: &[u8], version: u64, base: WriteBase) -> BlockWrite 
         block: B,
         range: BlockRange::new(offset, data.len() as u64).unwrap(),
         data: Bytes::copy_from_slice(data),
-        version,
+        version: Version(version),
         durability: Durability::Durable,
         owner_epoch: None,
         base,
@@ -31,7 +31,7 @@ fn write(offset: u64, data: &[u8], version: u64, base: WriteBase) -> BlockWrite 
 fn replica(data: &[u8], version: u64) -> ReplicaOffer {
     ReplicaOffer {
         block: B,
-        version,
+        version: Version(version),
         data: Bytes::copy_from_slice(data),
         repair: false,
         job: None,
@@ -51,7 +51,7 @@ async fn whole(store: &BlockStore, len: u64) -> Option<(u64, Vec<u8>)> {
         owner_epoch: None,
     };
     let found = store.read(read).await.unwrap()?;
-    Some((found.version, found.data.to_vec()))
+    Some((found.version.0, found.data.to_vec()))
 }
 
 async fn marker(store: &BlockStore) -> Option<Marker> {
@@ -71,7 +71,7 @@ async fn trimmed_at_5(dir: &std::path::Path) -> BlockStore {
         .write(write(0, &[5; 10], 5, WriteBase::Replace))
         .await
         .unwrap();
-    store.trim(B, 5).await.unwrap();
+    store.trim(B, Version(5)).await.unwrap();
     store
 }
 
@@ -88,11 +88,14 @@ async fn a_trimmed_copy_takes_no_partial_write_until_it_is_seeded() {
         .write(write(0, &full, 1, WriteBase::Replace))
         .await
         .unwrap();
-    assert_eq!(store.trim(B, 1).await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(
+        store.trim(B, Version(1)).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
     assert_eq!(whole(&store, 10).await, None);
     assert_eq!(
         marker(&store).await,
-        Some(Marker::Trimmed(1)),
+        Some(Marker::Trimmed(Version(1))),
         "the trim leaves a marker"
     );
     assert_eq!(store.stats().used, 0);
@@ -101,12 +104,12 @@ async fn a_trimmed_copy_takes_no_partial_write_until_it_is_seeded() {
     // the base it named or "absent"; nothing changes.
     assert!(is_mismatch(
         store
-            .write(write(4096, &[9; 4096], 2, WriteBase::On(1)))
+            .write(write(4096, &[9; 4096], 2, WriteBase::On(Version(1))))
             .await
     ));
     assert!(is_mismatch(
         store
-            .write(write(4096, &[9; 4096], 2, WriteBase::On(0)))
+            .write(write(4096, &[9; 4096], 2, WriteBase::On(Version::ZERO)))
             .await
     ));
     assert_eq!(whole(&store, 10).await, None);
@@ -114,7 +117,10 @@ async fn a_trimmed_copy_takes_no_partial_write_until_it_is_seeded() {
     // version itself (it shipped) is answered and changes nothing.
     assert!(matches!(
         store.write(write(0, &[1; 10], 1, WriteBase::Replace)).await,
-        Ok(WriteOutcome { version: 1, .. })
+        Ok(WriteOutcome {
+            version: Version(1),
+            ..
+        })
     ));
     assert_eq!(whole(&store, 10).await, None);
 
@@ -125,7 +131,7 @@ async fn a_trimmed_copy_takes_no_partial_write_until_it_is_seeded() {
     );
     assert_eq!(marker(&store).await, None, "the seed removes the marker");
     store
-        .write(write(4096, &[9; 4096], 2, WriteBase::On(1)))
+        .write(write(4096, &[9; 4096], 2, WriteBase::On(Version(1))))
         .await
         .unwrap();
     let mut expected = full.clone();
@@ -138,23 +144,25 @@ async fn a_lagging_copy_refuses_a_write_on_a_newer_base_and_retries_are_idempote
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store
-        .write(write(100, &[1; 50], 1, WriteBase::On(0)))
+        .write(write(100, &[1; 50], 1, WriteBase::On(Version::ZERO)))
         .await
         .unwrap();
     // The copy missed version 2 (its core was down): version 3 on 2 is refused.
     assert!(is_mismatch(
-        store.write(write(0, &[3; 10], 3, WriteBase::On(2))).await
+        store
+            .write(write(0, &[3; 10], 3, WriteBase::On(Version(2))))
+            .await
     ));
     let (version, data) = whole(&store, 200).await.unwrap();
     assert_eq!(version, 1);
     assert_eq!(&data[100..150], &[1; 50]);
     // On its real base it applies; sent again (same version), it is a retry.
     store
-        .write(write(0, &[3; 10], 3, WriteBase::On(1)))
+        .write(write(0, &[3; 10], 3, WriteBase::On(Version(1))))
         .await
         .unwrap();
     store
-        .write(write(0, &[3; 10], 3, WriteBase::On(2)))
+        .write(write(0, &[3; 10], 3, WriteBase::On(Version(2))))
         .await
         .unwrap();
     assert_eq!(whole(&store, 10).await, Some((3, vec![3; 10])));
@@ -166,10 +174,10 @@ async fn a_replica_older_than_a_trim_marker_is_stale_and_the_marker_survives_a_r
     let store = trimmed_at_5(dir.path()).await;
     store.close(false).await.unwrap();
     let store = open(dir.path());
-    assert_eq!(marker(&store).await, Some(Marker::Trimmed(5)));
+    assert_eq!(marker(&store).await, Some(Marker::Trimmed(Version(5))));
     assert_eq!(
         store.put_replica(replica(&[4; 10], 4)).await.unwrap(),
-        PutOutcome::SkippedStale { stored: 5 }
+        PutOutcome::SkippedStale { stored: Version(5) }
     );
     assert_eq!(whole(&store, 10).await, None);
 }
@@ -180,37 +188,48 @@ async fn a_delete_leaves_a_tombstone_nothing_older_comes_back_over() {
     let store = trimmed_at_5(dir.path()).await;
     // A truncate below the marker's version changes nothing.
     assert_eq!(
-        store.delete(B, 4).await.unwrap(),
-        DeleteOutcome::Newer { stored: 5 }
+        store.delete(B, Version(4)).await.unwrap(),
+        DeleteOutcome::Newer { stored: Version(5) }
     );
-    assert_eq!(marker(&store).await, Some(Marker::Trimmed(5)));
+    assert_eq!(marker(&store).await, Some(Marker::Trimmed(Version(5))));
     // A truncate at 8 leaves a tombstone at 8, data or not.
-    assert_eq!(store.delete(B, 8).await.unwrap(), DeleteOutcome::Absent);
-    assert_eq!(marker(&store).await, Some(Marker::Deleted(8)));
+    assert_eq!(
+        store.delete(B, Version(8)).await.unwrap(),
+        DeleteOutcome::Absent
+    );
+    assert_eq!(marker(&store).await, Some(Marker::Deleted(Version(8))));
     let other = BlockId {
         file_id: FileId(3),
         index: 9,
     };
-    assert_eq!(store.delete(other, 6).await.unwrap(), DeleteOutcome::Absent);
+    assert_eq!(
+        store.delete(other, Version(6)).await.unwrap(),
+        DeleteOutcome::Absent
+    );
     assert_eq!(
         store.list_deleted(None, 10).await.unwrap(),
-        (vec![(B, 8), (other, 6)], false)
+        (vec![(B, Version(8)), (other, Version(6))], false)
     );
     // Older copies and writes stay out; the tombstone is the empty block
     // at 8, which a partial write builds on.
     assert_eq!(
         store.put_replica(replica(&[4; 10], 6)).await.unwrap(),
-        PutOutcome::SkippedStale { stored: 8 }
+        PutOutcome::SkippedStale { stored: Version(8) }
     );
     assert!(matches!(
         store.write(write(0, &[1; 10], 7, WriteBase::Replace)).await,
-        Err(CoreError::StaleVersion { stored: 8, .. })
+        Err(CoreError::StaleVersion {
+            stored: Version(8),
+            ..
+        })
     ));
     assert!(is_mismatch(
-        store.write(write(20, &[6; 10], 9, WriteBase::On(0))).await
+        store
+            .write(write(20, &[6; 10], 9, WriteBase::On(Version::ZERO)))
+            .await
     ));
     store
-        .write(write(20, &[6; 10], 9, WriteBase::On(8)))
+        .write(write(20, &[6; 10], 9, WriteBase::On(Version(8))))
         .await
         .unwrap();
     let mut expected = vec![0u8; 30];
@@ -219,7 +238,7 @@ async fn a_delete_leaves_a_tombstone_nothing_older_comes_back_over() {
     assert_eq!(marker(&store).await, None, "data replaces the tombstone");
     assert_eq!(
         store.list_deleted(None, 10).await.unwrap().0,
-        vec![(other, 6)]
+        vec![(other, Version(6))]
     );
 }
 
@@ -228,7 +247,7 @@ async fn a_replacing_write_drops_the_old_content() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store
-        .write(write(0, &[1; 200_000], 1, WriteBase::On(0)))
+        .write(write(0, &[1; 200_000], 1, WriteBase::On(Version::ZERO)))
         .await
         .unwrap();
     assert_eq!(store.stats().used, 200_000);

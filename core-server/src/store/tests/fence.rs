@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geonfs_proto::domain::{
-    BlockId, BlockRange, BlockRead, BlockWrite, Durability, Epoch, FileId, WriteBase,
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, Epoch, FileId, Version, WriteBase,
 };
 
 use crate::store::fence::FileFence;
@@ -26,7 +26,7 @@ fn write_as(b: BlockId, version: u64, owner_epoch: u64) -> BlockWrite {
         block: b,
         range: BlockRange::new(0, 100).unwrap(),
         data: vec![version as u8; 100].into(),
-        version,
+        version: Version(version),
         durability: Durability::Durable,
         owner_epoch: Epoch::new(owner_epoch),
         base: WriteBase::Unchecked,
@@ -80,7 +80,7 @@ async fn older_epochs_are_refused_and_fences_survive_a_reopen() {
 
     assert_fenced(store.write(write_as(b, 2, 4)).await, 4, 5);
     assert_fenced(store.read(read_as(b, 4)).await, 4, 5);
-    assert_fenced(store.delete_as(b, 9, Epoch::new(4)).await, 4, 5);
+    assert_fenced(store.delete_as(b, Version(9), Epoch::new(4)).await, 4, 5);
     assert_eq!(store.metrics().fenced_requests.get(), 3);
     let err = store.write(write_as(b, 2, 4)).await.unwrap_err();
     assert!(
@@ -90,13 +90,16 @@ async fn older_epochs_are_refused_and_fences_survive_a_reopen() {
     );
     // Nothing changed.
     let found = store.read(read_as(b, 0)).await.unwrap().unwrap();
-    assert_eq!(found.version, 1);
+    assert_eq!(found.version, Version(1));
 
     // Equal, newer and unchecked epochs pass; other files are not fenced.
     store.write(write_as(b, 2, 5)).await.unwrap();
     store.write(write_as(b, 3, 6)).await.unwrap();
     store.write(write_as(b, 4, 0)).await.unwrap();
-    assert_eq!(store.read(read_as(b, 5)).await.unwrap().unwrap().version, 4);
+    assert_eq!(
+        store.read(read_as(b, 5)).await.unwrap().unwrap().version,
+        Version(4)
+    );
     store.write(write_as(block(8, 0), 1, 1)).await.unwrap();
     assert_eq!(
         store
@@ -105,7 +108,7 @@ async fn older_epochs_are_refused_and_fences_survive_a_reopen() {
             .unwrap()
             .unwrap()
             .version,
-        1
+        Version(1)
     );
     assert_eq!(store.fence_of(FileId(8)), None);
 
@@ -114,7 +117,7 @@ async fn older_epochs_are_refused_and_fences_survive_a_reopen() {
     assert_eq!(store.fence_of(FileId(7)), Epoch::new(5));
     assert_fenced(store.write(write_as(b, 5, 4)).await, 4, 5);
     assert_eq!(
-        store.delete_as(b, 9, Epoch::new(5)).await.unwrap(),
+        store.delete_as(b, Version(9), Epoch::new(5)).await.unwrap(),
         DeleteOutcome::Deleted
     );
     // Fence records are not blocks.
@@ -165,7 +168,7 @@ async fn no_write_admitted_under_an_older_fence_lands_after_it() {
             .read(read_as(b, 0))
             .await
             .unwrap()
-            .map_or(0, |f| f.version);
+            .map_or(Version::ZERO, |f| f.version);
         let (mut acked, mut refused) = (Vec::new(), 0);
         for writer in writers {
             let (a, r) = writer.await.unwrap();
@@ -176,10 +179,10 @@ async fn no_write_admitted_under_an_older_fence_lands_after_it() {
             .read(read_as(b, 0))
             .await
             .unwrap()
-            .map_or(0, |f| f.version);
+            .map_or(Version::ZERO, |f| f.version);
         assert_eq!(after, at_fence, "an epoch-1 write landed after the fence");
         assert!(
-            acked.iter().all(|&v| v <= at_fence),
+            acked.iter().all(|&v| v <= Version(at_fence.0)),
             "acked {acked:?} vs {at_fence}"
         );
         if !acked.is_empty() && refused > 0 {
@@ -233,7 +236,10 @@ async fn a_store_waiting_for_its_peers_fences_refuses_every_epoch() {
     for result in [
         store.write(write_as(b, 1, 3)).await.map(|_| ()),
         store.read(read_as(b, 3)).await.map(|_| ()),
-        store.delete_as(b, 1, Epoch::new(3)).await.map(|_| ()),
+        store
+            .delete_as(b, Version(1), Epoch::new(3))
+            .await
+            .map(|_| ()),
     ] {
         assert!(
             matches!(result, Err(CoreError::FencesUnsynced)),

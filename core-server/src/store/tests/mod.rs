@@ -8,7 +8,7 @@ mod queue;
 use std::path::Path;
 
 use geonfs_proto::domain::{
-    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, WriteBase,
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, Version, WriteBase,
 };
 use proptest::prelude::*;
 
@@ -30,7 +30,7 @@ fn write(block: BlockId, offset: u64, data: Vec<u8>, version: u64, d: Durability
         block,
         range: BlockRange::new(offset, data.len() as u64).unwrap(),
         data: data.into(),
-        version,
+        version: Version(version),
         durability: d,
         owner_epoch: None,
         base: WriteBase::Unchecked,
@@ -108,13 +108,13 @@ proptest! {
                             length = length.max(offset + len);
                         }
                         let out = store.write(write(b, offset, data, version, Durability::Held)).await.unwrap();
-                        assert_eq!(out.version, version);
+                        assert_eq!(out.version, Version(version));
                     }
                     Op::Read { offset, len } => {
                         match store.read(read(b, offset, len)).await.unwrap() {
                             None => assert_eq!(version, 0, "a written block must be found"),
                             Some(found) => {
-                                assert_eq!(found.version, version);
+                                assert_eq!(found.version, Version(version));
                                 assert_eq!(found.length, length);
                                 assert_eq!(&found.data[..], &model[offset as usize..(offset + len) as usize]);
                             }
@@ -207,8 +207,8 @@ async fn older_versions_are_refused_equal_ones_accepted() {
         matches!(
             err,
             CoreError::StaleVersion {
-                stored: 5,
-                offered: 3,
+                stored: Version(5),
+                offered: Version(3),
                 ..
             }
         ),
@@ -220,14 +220,14 @@ async fn older_versions_are_refused_equal_ones_accepted() {
         .write(write(b, 0, vec![5; 100], 5, Durability::Durable))
         .await
         .unwrap();
-    assert_eq!(out.version, 5);
+    assert_eq!(out.version, Version(5));
     let out = store
         .write(write(b, 50, vec![6; 10], 6, Durability::Durable))
         .await
         .unwrap();
-    assert_eq!(out.version, 6);
+    assert_eq!(out.version, Version(6));
     let found = store.read(read(b, 0, 100)).await.unwrap().unwrap();
-    assert_eq!(found.version, 6);
+    assert_eq!(found.version, Version(6));
     assert_eq!(&found.data[50..60], &[6; 10]);
 }
 
@@ -242,21 +242,30 @@ async fn delete_respects_up_to_version() {
         .unwrap();
     assert_eq!(store.stats().blocks, 1);
     assert_eq!(
-        store.delete(b, 3).await.unwrap(),
-        DeleteOutcome::Newer { stored: 4 }
+        store.delete(b, Version(3)).await.unwrap(),
+        DeleteOutcome::Newer { stored: Version(4) }
     );
     assert!(store.read(read(b, 0, 1)).await.unwrap().is_some());
-    assert_eq!(store.delete(b, 4).await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(
+        store.delete(b, Version(4)).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
     assert!(store.read(read(b, 0, 1)).await.unwrap().is_none());
     assert_eq!(store.stats().used, 0);
     assert_eq!(store.stats().blocks, 0);
-    assert_eq!(store.delete(b, 4).await.unwrap(), DeleteOutcome::Absent);
+    assert_eq!(
+        store.delete(b, Version(4)).await.unwrap(),
+        DeleteOutcome::Absent
+    );
     // The delete left a tombstone: nothing older than it is written.
     assert!(matches!(
         store
             .write(write(b, 0, vec![2; 10], 1, Durability::Durable))
             .await,
-        Err(CoreError::StaleVersion { stored: 4, .. })
+        Err(CoreError::StaleVersion {
+            stored: Version(4),
+            ..
+        })
     ));
     // No chunk survives the delete: a newer write starts from zeros.
     store
@@ -379,7 +388,7 @@ async fn reopen_keeps_data_versions_and_usage() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(found.version, i + 1);
+        assert_eq!(found.version, Version(i + 1));
         assert_eq!(found.length, i * 1000 + 70_000);
         assert_eq!(&found.data[..], &pattern(70_000, i as u8)[..]);
     }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use geonfs_proto::domain::{
-    BlockId, BlockRange, BlockRead, BlockWrite, Durability, Epoch, FileId, WriteBase,
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, Epoch, FileId, Version, WriteBase,
 };
 
 use crate::store::fence::{FenceRaise, FileFence};
@@ -43,7 +43,7 @@ async fn write(store: &BlockStore, index: u64, version: u64, epoch: u64, fill: u
         block: block(index),
         range: BlockRange::new(0, 5000).unwrap(),
         data: vec![fill; 5000].into(),
-        version,
+        version: Version(version),
         durability: Durability::Durable,
         owner_epoch: Epoch::new(epoch),
         base: WriteBase::Replace,
@@ -60,7 +60,7 @@ async fn version_of(store: &BlockStore, index: u64) -> Option<u64> {
         range: BlockRange::new(0, 0).unwrap(),
         owner_epoch: None,
     };
-    store.read(read).await.unwrap().map(|found| found.version)
+    store.read(read).await.unwrap().map(|found| found.version.0)
 }
 
 fn lost_at(epoch: u64, adopt: bool) -> FenceRaise {
@@ -74,7 +74,7 @@ fn lost_at(epoch: u64, adopt: bool) -> FenceRaise {
 fn offer(index: u64, version: u64, epoch: u64, lost_below: u64) -> ReplicaOffer {
     ReplicaOffer {
         block: block(index),
-        version,
+        version: Version(version),
         data: Bytes::from(vec![9u8; 3000]),
         repair: false,
         job: None,
@@ -118,10 +118,10 @@ async fn learning_of_a_lost_owner_sets_aside_only_the_copies_never_copied_out() 
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (listed[0].block, listed[0].version, listed[0].epoch),
-        (block(0), 100, Epoch::new(5))
+        (block(0), Version(100), Epoch::new(5))
     );
     let (copy, data) = store
-        .read_quarantined(block(0), 100)
+        .read_quarantined(block(0), Version(100))
         .await
         .unwrap()
         .unwrap();
@@ -139,10 +139,16 @@ async fn learning_of_a_lost_owner_sets_aside_only_the_copies_never_copied_out() 
     drop(store);
     let store = open(dir.path());
     assert_eq!(store.metrics().quarantined_blocks.get(), 1);
-    assert!(store.drop_quarantined(block(0), 100).await.unwrap());
-    assert!(!store.drop_quarantined(block(0), 100).await.unwrap());
     assert!(store
-        .read_quarantined(block(0), 100)
+        .drop_quarantined(block(0), Version(100))
+        .await
+        .unwrap());
+    assert!(!store
+        .drop_quarantined(block(0), Version(100))
+        .await
+        .unwrap());
+    assert!(store
+        .read_quarantined(block(0), Version(100))
         .await
         .unwrap()
         .is_none());
@@ -222,7 +228,7 @@ async fn a_replica_teaches_the_lost_owners_core_and_replaces_its_late_write() {
     assert_eq!(version_of(&store, 0).await, Some(120));
     let (listed, _) = store.list_quarantine(None, 10).await.unwrap();
     assert_eq!(
-        listed.iter().map(|c| c.version).collect::<Vec<_>>(),
+        listed.iter().map(|c| c.version.0).collect::<Vec<_>>(),
         vec![500]
     );
 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use geonfs_proto::domain::{
-    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, WriteBase,
+    BlockId, BlockRange, BlockRead, BlockWrite, Durability, FileId, Version, WriteBase,
 };
 
 use crate::codec::chunk_key;
@@ -22,7 +22,7 @@ fn write(block: BlockId, offset: u64, data: Vec<u8>, version: u64) -> BlockWrite
         block,
         range: BlockRange::new(offset, data.len() as u64).unwrap(),
         data: data.into(),
-        version,
+        version: Version(version),
         durability: Durability::Durable,
         owner_epoch: None,
         base: WriteBase::Unchecked,
@@ -55,14 +55,14 @@ async fn a_write_queues_its_job_and_a_newer_write_replaces_it() {
     let jobs = store.pending_jobs(10).await.unwrap();
     assert_eq!(jobs.len(), 1);
     let first = jobs[0].clone();
-    assert_eq!(first.version, 2);
+    assert_eq!(first.version, Version(2));
     assert_eq!(first.length, 100);
     assert!(first.primary);
     assert_eq!(first.peer, "a-core-2");
     assert_eq!(first.targets, vec!["b-core-1", "c-core-2"]);
 
-    store.reschedule_job(b, 2, 3, 42).await.unwrap();
-    store.reschedule_job(b, 1, 9, 99).await.unwrap(); // not the job: ignored
+    store.reschedule_job(b, Version(2), 3, 42).await.unwrap();
+    store.reschedule_job(b, Version(1), 9, 99).await.unwrap(); // not the job: ignored
     let job = store.job(b).await.unwrap().unwrap();
     assert_eq!((job.attempts, job.next_attempt_ms), (3, 42));
 
@@ -71,16 +71,16 @@ async fn a_write_queues_its_job_and_a_newer_write_replaces_it() {
         .await
         .unwrap();
     let job = store.job(b).await.unwrap().unwrap();
-    assert_eq!(job.version, 3);
+    assert_eq!(job.version, Version(3));
     assert_eq!(job.attempts, 0);
     assert_eq!(job.first_enqueued_ms, first.first_enqueued_ms);
 
-    store.job_done(b, 2).await.unwrap();
+    store.job_done(b, Version(2)).await.unwrap();
     assert!(
         store.job(b).await.unwrap().is_some(),
         "v3 is not covered by v2"
     );
-    store.job_done(b, 3).await.unwrap();
+    store.job_done(b, Version(3)).await.unwrap();
     assert!(store.job(b).await.unwrap().is_none());
 
     // The job survives a restart, like the write.
@@ -92,7 +92,7 @@ async fn a_write_queues_its_job_and_a_newer_write_replaces_it() {
     let store = open(dir.path());
     let jobs = store.pending_jobs(10).await.unwrap();
     assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].version, 4);
+    assert_eq!(jobs[0].version, Version(4));
     assert!(!jobs[0].primary);
     // The block list is unaffected by the queue's keys.
     assert_eq!(store.list(None, 10).await.unwrap().0.len(), 1);
@@ -109,11 +109,14 @@ async fn a_trim_removes_the_job_unless_it_is_newer() {
         .await
         .unwrap();
     assert_eq!(
-        store.delete(b, 4).await.unwrap(),
-        DeleteOutcome::Newer { stored: 5 }
+        store.delete(b, Version(4)).await.unwrap(),
+        DeleteOutcome::Newer { stored: Version(5) }
     );
     assert!(store.job(b).await.unwrap().is_some());
-    assert_eq!(store.delete(b, 5).await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(
+        store.delete(b, Version(5)).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
     assert!(store.job(b).await.unwrap().is_none());
     assert!(store.pending_jobs(10).await.unwrap().is_empty());
 }
@@ -121,7 +124,7 @@ async fn a_trim_removes_the_job_unless_it_is_newer() {
 fn offer(block: BlockId, version: u64, data: Bytes) -> ReplicaOffer {
     ReplicaOffer {
         block,
-        version,
+        version: Version(version),
         data,
         repair: false,
         job: None,
@@ -150,7 +153,7 @@ async fn a_replica_replaces_older_data_and_never_newer() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(found.version, 2);
+    assert_eq!(found.version, Version(2));
     assert_eq!(found.length, 100_000);
     assert!(found.data[..100_000].iter().all(|&x| x == 4));
     assert!(
@@ -167,9 +170,12 @@ async fn a_replica_replaces_older_data_and_never_newer() {
             .put_replica(offer(b, 1, Bytes::from(vec![1; 10])))
             .await
             .unwrap(),
-        PutOutcome::SkippedStale { stored: 2 }
+        PutOutcome::SkippedStale { stored: Version(2) }
     );
-    assert_eq!(store.block_info(b).await.unwrap().unwrap().version, 2);
+    assert_eq!(
+        store.block_info(b).await.unwrap().unwrap().version,
+        Version(2)
+    );
     // An absent block is created; all-zero chunks stay sparse.
     let c = block(3, 1);
     let mut sparse = vec![0u8; 200_000];
@@ -182,7 +188,7 @@ async fn a_replica_replaces_older_data_and_never_newer() {
         PutOutcome::Applied
     );
     let info = store.block_info(c).await.unwrap().unwrap();
-    assert_eq!((info.version, info.length), (7, 200_000));
+    assert_eq!((info.version, info.length), (Version(7), 200_000));
     assert!(info.stored < 200_000);
     assert_eq!(store.stats().blocks, 2);
 }
@@ -231,7 +237,7 @@ async fn a_repair_put_replaces_only_a_corrupt_copy_of_the_same_version() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((found.version, &found.data[..]), (3, &good[..]));
+    assert_eq!((found.version, &found.data[..]), (Version(3), &good[..]));
     // An older repair offer never replaces newer data.
     assert_eq!(
         store
@@ -241,7 +247,7 @@ async fn a_repair_put_replaces_only_a_corrupt_copy_of_the_same_version() {
             })
             .await
             .unwrap(),
-        PutOutcome::SkippedStale { stored: 3 }
+        PutOutcome::SkippedStale { stored: Version(3) }
     );
 }
 
@@ -281,7 +287,7 @@ async fn a_newer_replica_replaces_the_job_of_the_copy_it_replaces() {
     let job = store.job(b).await.unwrap().unwrap();
     assert_eq!(
         (job.version, job.primary, job.peer.as_str()),
-        (12, true, "a9")
+        (Version(12), true, "a9")
     );
     // An older put changes neither the copy nor the job.
     assert!(matches!(
@@ -289,9 +295,11 @@ async fn a_newer_replica_replaces_the_job_of_the_copy_it_replaces() {
             .put_replica(offer(b, 10, Bytes::from(vec![5u8; 10])))
             .await
             .unwrap(),
-        PutOutcome::SkippedStale { stored: 12 }
+        PutOutcome::SkippedStale {
+            stored: Version(12)
+        }
     ));
-    assert_eq!(store.job(b).await.unwrap().unwrap().version, 12);
+    assert_eq!(store.job(b).await.unwrap().unwrap().version, Version(12));
 }
 
 #[tokio::test]
@@ -315,10 +323,13 @@ async fn a_put_with_a_job_records_it_and_retargeting_changes_the_role() {
     let recorded = store.job(b).await.unwrap().unwrap();
     assert_eq!(
         (recorded.version, recorded.primary, recorded.peer.as_str()),
-        (4, false, "a1")
+        (Version(4), false, "a1")
     );
     assert_eq!(recorded.targets, job.targets);
-    assert!(store.retarget_job(b, 4, true, "a3".into()).await.unwrap());
+    assert!(store
+        .retarget_job(b, Version(4), true, "a3".into())
+        .await
+        .unwrap());
     let recorded = store.job(b).await.unwrap().unwrap();
     assert_eq!((recorded.primary, recorded.peer.as_str()), (true, "a3"));
     // The same put again keeps the existing (retargeted) job.
@@ -328,5 +339,8 @@ async fn a_put_with_a_job_records_it_and_retargeting_changes_the_role() {
     );
     assert_eq!(store.job(b).await.unwrap().unwrap().peer, "a3");
     // A retarget of another version changes nothing.
-    assert!(!store.retarget_job(b, 3, false, "x".into()).await.unwrap());
+    assert!(!store
+        .retarget_job(b, Version(3), false, "x".into())
+        .await
+        .unwrap());
 }
