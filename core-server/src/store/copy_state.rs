@@ -194,6 +194,11 @@ mod tests {
 
     use super::*;
 
+    /// Version `n`.
+    fn v(n: u64) -> Version {
+        Version(n)
+    }
+
     const B: BlockId = BlockId {
         file_id: FileId(1),
         index: 2,
@@ -205,72 +210,58 @@ mod tests {
 
     #[test]
     fn a_partial_write_applies_only_on_a_complete_copy_at_its_base() {
-        let trimmed = Some(Marker::Trimmed(Version(5)));
-        let deleted = Some(Marker::Deleted(Version(5)));
-        assert!(check_write(
-            B,
-            Some(Version(5)),
-            None,
-            Version(7),
-            WriteBase::On(Version(5))
-        )
-        .is_ok());
-        assert!(check_write(B, None, None, Version(7), WriteBase::On(Version::ZERO)).is_ok());
-        assert!(check_write(B, None, deleted, Version(7), WriteBase::On(Version(5))).is_ok());
+        let trimmed = Some(Marker::Trimmed(v(5)));
+        let deleted = Some(Marker::Deleted(v(5)));
+        assert!(check_write(B, Some(v(5)), None, v(7), WriteBase::On(v(5))).is_ok());
+        assert!(check_write(B, None, None, v(7), WriteBase::On(Version::ZERO)).is_ok());
+        assert!(check_write(B, None, deleted, v(7), WriteBase::On(v(5))).is_ok());
         // Behind (missed version 6), absent while the block exists, trimmed.
         assert!(mismatch(check_write(
             B,
-            Some(Version(5)),
+            Some(v(5)),
             None,
-            Version(7),
-            WriteBase::On(Version(6))
+            v(7),
+            WriteBase::On(v(6))
         )));
         assert!(mismatch(check_write(
             B,
             None,
             None,
-            Version(7),
-            WriteBase::On(Version(6))
-        )));
-        assert!(mismatch(check_write(
-            B,
-            None,
-            trimmed,
-            Version(7),
-            WriteBase::On(Version(5))
+            v(7),
+            WriteBase::On(v(6))
         )));
         assert!(mismatch(check_write(
             B,
             None,
             trimmed,
-            Version(7),
+            v(7),
+            WriteBase::On(v(5))
+        )));
+        assert!(mismatch(check_write(
+            B,
+            None,
+            trimmed,
+            v(7),
             WriteBase::On(Version::ZERO)
         )));
         assert!(mismatch(check_write(
             B,
             None,
             deleted,
-            Version(7),
+            v(7),
             WriteBase::On(Version::ZERO)
         )));
         // Whole writes need no base; a held version is an idempotent retry.
-        assert!(check_write(B, None, trimmed, Version(7), WriteBase::Replace).is_ok());
-        assert!(check_write(
-            B,
-            Some(Version(7)),
-            None,
-            Version(7),
-            WriteBase::On(Version(3))
-        )
-        .is_ok());
+        assert!(check_write(B, None, trimmed, v(7), WriteBase::Replace).is_ok());
+        assert!(check_write(B, Some(v(7)), None, v(7), WriteBase::On(v(3))).is_ok());
     }
 
     #[test]
     fn nothing_at_or_below_a_held_version_or_a_marker_is_written() {
         let cases = [
-            (Some(Version(5)), None),
-            (None, Some(Marker::Trimmed(Version(5)))),
-            (None, Some(Marker::Deleted(Version(5)))),
+            (Some(v(5)), None),
+            (None, Some(Marker::Trimmed(v(5)))),
+            (None, Some(Marker::Deleted(v(5)))),
         ];
         for (held, marker) in cases {
             for base in [
@@ -278,7 +269,7 @@ mod tests {
                 WriteBase::On(Version::ZERO),
                 WriteBase::Unchecked,
             ] {
-                let result = check_write(B, held, marker, Version(4), base);
+                let result = check_write(B, held, marker, v(4), base);
                 assert!(
                     matches!(
                         result,
@@ -297,9 +288,9 @@ mod tests {
             check_write(
                 B,
                 None,
-                Some(Marker::Trimmed(Version(5))),
-                Version(5),
-                WriteBase::On(Version(4))
+                Some(Marker::Trimmed(v(5))),
+                v(5),
+                WriteBase::On(v(4))
             )
             .unwrap(),
             Check::Shipped
@@ -308,8 +299,8 @@ mod tests {
             check_write(
                 B,
                 None,
-                Some(Marker::Deleted(Version(5))),
-                Version(5),
+                Some(Marker::Deleted(v(5))),
+                v(5),
                 WriteBase::Replace
             ),
             Err(CoreError::StaleVersion { .. })
@@ -318,7 +309,7 @@ mod tests {
 
     #[test]
     fn markers_encode_and_decode() {
-        for marker in [Marker::Trimmed(Version(7)), Marker::Deleted(Version::MAX)] {
+        for marker in [Marker::Trimmed(v(7)), Marker::Deleted(Version::MAX)] {
             assert_eq!(Marker::decode(&marker.encode()), Some(marker));
         }
         assert_eq!(Marker::decode(&[0; 8]), None);
