@@ -139,15 +139,9 @@ impl Namespace {
             let mut child = new_inode(id, dir_id, object, now);
             child.change_token = token;
             let mut new_dir = dir.clone();
-            let seq = new_dir.next_seq.max(1);
-            new_dir.next_seq = seq + 1;
-            new_dir.entries += 1;
-            if object.kind == FileKind::Directory {
-                new_dir.nlink += 1;
-            }
-            new_dir.mtime = now;
-            new_dir.ctime = now;
-            new_dir.change_token = token;
+            let seq = new_dir.take_seq();
+            new_dir.entry_added(object.kind == FileKind::Directory);
+            new_dir.contents_changed(now, token);
             let entry = NameEntry {
                 id,
                 kind: object.kind,

@@ -260,13 +260,8 @@ impl Namespace {
             let now = Timestamp::now();
             let token = new_token();
             let mut new_dir = dir.clone();
-            new_dir.entries = new_dir.entries.saturating_sub(1);
-            if child.is_dir() {
-                new_dir.nlink = new_dir.nlink.saturating_sub(1);
-            }
-            new_dir.mtime = now;
-            new_dir.ctime = now;
-            new_dir.change_token = token;
+            new_dir.entry_removed(child.is_dir());
+            new_dir.contents_changed(now, token);
             let mut txn = Txn::default();
             txn.version(name_key(dir_id, name), entry.version)
                 .version(inode_key(dir_id), dir.version)

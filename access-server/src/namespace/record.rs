@@ -121,6 +121,37 @@ impl Inode {
     pub fn is_dir(&self) -> bool {
         self.kind == FileKind::Directory
     }
+
+    /// Takes this directory's next cookie sequence number (from 1).
+    pub(crate) fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq.max(1);
+        self.next_seq = seq + 1;
+        seq
+    }
+
+    /// One entry more in this directory (a subdirectory also links back
+    /// to it with `..`).
+    pub(crate) fn entry_added(&mut self, is_dir: bool) {
+        self.entries += 1;
+        if is_dir {
+            self.nlink += 1;
+        }
+    }
+
+    /// One entry fewer in this directory.
+    pub(crate) fn entry_removed(&mut self, was_dir: bool) {
+        self.entries = self.entries.saturating_sub(1);
+        if was_dir {
+            self.nlink = self.nlink.saturating_sub(1);
+        }
+    }
+
+    /// This directory's contents changed at `now`, by the change `token`.
+    pub(crate) fn contents_changed(&mut self, now: Timestamp, token: u64) {
+        self.mtime = now;
+        self.ctime = now;
+        self.change_token = token;
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

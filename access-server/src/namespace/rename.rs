@@ -249,32 +249,18 @@ impl Rename<'_> {
         let moved_dir = plan.moved.is_dir();
         let mut from = plan.from.clone();
         let mut to_other = (!self.same_dir()).then(|| plan.to.clone());
-        from.entries = from.entries.saturating_sub(1);
-        if moved_dir {
-            from.nlink = from.nlink.saturating_sub(1);
-        }
+        from.entry_removed(moved_dir);
         let seq = {
             let to = to_other.as_mut().unwrap_or(&mut from);
-            let seq = to.next_seq.max(1);
-            to.next_seq = seq + 1;
-            to.entries += 1;
-            if moved_dir {
-                to.nlink += 1;
-            }
+            let seq = to.take_seq();
+            to.entry_added(moved_dir);
             if let Some((_, old)) = &plan.replaced {
-                to.entries = to.entries.saturating_sub(1);
-                if old.is_dir() {
-                    to.nlink = to.nlink.saturating_sub(1);
-                }
+                to.entry_removed(old.is_dir());
             }
-            to.mtime = now;
-            to.ctime = now;
-            to.change_token = token;
+            to.contents_changed(now, token);
             seq
         };
-        from.mtime = now;
-        from.ctime = now;
-        from.change_token = token;
+        from.contents_changed(now, token);
         (from, to_other, seq)
     }
 }
