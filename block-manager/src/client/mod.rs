@@ -500,10 +500,11 @@ impl BlockClient {
         replace: bool,
     ) -> Result<WriteAck, BlockError> {
         let (block, version, epoch) = (update.block, update.version, update.owner_epoch);
-        let mut base = None;
-        if !replace {
-            base = Some(self.base_of(block, version, epoch).await?);
-        }
+        let mut base = if replace {
+            None
+        } else {
+            Some(self.base_of(block, version, epoch).await?)
+        };
         let mut attempt = 1;
         loop {
             match self.write_pair(update.clone(), base).await {

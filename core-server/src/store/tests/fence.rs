@@ -182,7 +182,7 @@ async fn no_write_admitted_under_an_older_fence_lands_after_it() {
             .map_or(Version::ZERO, |f| f.version);
         assert_eq!(after, at_fence, "an epoch-1 write landed after the fence");
         assert!(
-            acked.iter().all(|&v| v <= Version(at_fence.0)),
+            acked.iter().all(|&v| v <= at_fence),
             "acked {acked:?} vs {at_fence}"
         );
         if !acked.is_empty() && refused > 0 {
