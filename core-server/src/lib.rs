@@ -24,6 +24,7 @@ pub use error::CoreError;
 pub use geonfs_block_manager::ReplicatorOptions;
 pub use metrics::CoreMetrics;
 pub use server::CoreServer;
+pub use store::changes::OfferChanges;
 pub use store::queue::{JobSpec, PutOutcome, ReplicaOffer};
 pub use store::{
     BlockInfo, BlockStore, CopyRead, DeleteOutcome, ReadOutcome, StoreCounters, StoreStats,

@@ -1,5 +1,5 @@
-//! The `geonfs.replication.BlockReplication` gRPC service: whole-block
-//! copies from other cores (geo copies, restored in-site copies, repairs),
+//! The `geonfs.replication.BlockReplication` gRPC service: copies (whole
+//! blocks, or the changes since a base) from other cores (geo copies, restored in-site copies, repairs),
 //! applied with [`BlockStore::put_replica`] (idempotent, never over newer
 //! data). `Put` takes one block; `Replicate` takes a stream of them (the
 //! replication queue keeps one per target) and answers each in order, a
@@ -13,6 +13,7 @@ use geonfs_proto::replication as wire;
 use geonfs_proto::replication::block_replication_server::BlockReplication;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::store::changes::OfferChanges;
 use crate::store::queue::{JobSpec, PutOutcome, ReplicaOffer};
 use crate::store::BlockStore;
 use crate::CoreError;
@@ -50,6 +51,7 @@ impl BlockReplicationService {
                 self.block_size
             )));
         }
+        let changes = self.offered_changes(&request)?;
         let job = request.job.map(|job| JobSpec {
             targets: job.targets,
             primary: job.primary,
@@ -61,6 +63,7 @@ impl BlockReplicationService {
                 block,
                 version: Version(request.version),
                 data: request.data,
+                changes,
                 repair: request.repair,
                 job,
                 epoch: Epoch::from_wire(request.owner_epoch),
@@ -74,6 +77,7 @@ impl BlockReplicationService {
             PutOutcome::AlreadyHeld => (false, false, request.version),
             PutOutcome::SkippedStale { stored } => (false, true, stored.0),
             PutOutcome::Superseded { .. } => (false, false, 0),
+            PutOutcome::BaseMismatch { held } => (false, false, held.unwrap_or(Version::ZERO).0),
         };
         let lost_below = match outcome {
             PutOutcome::Superseded { lost_below } => Some(lost_below),
@@ -88,8 +92,62 @@ impl BlockReplicationService {
             block: Some(block.into()),
             superseded: lost_below.is_some(),
             lost_below: Epoch::to_wire(lost_below),
+            base_mismatch: matches!(outcome, PutOutcome::BaseMismatch { .. }),
             ..Default::default()
         })
+    }
+
+    /// The changes a put carries instead of the whole block, validated:
+    /// a base older than the version, no data beside them, every piece
+    /// within the length and the length within the block.
+    fn offered_changes(
+        &self,
+        request: &wire::ReplicaPut,
+    ) -> Result<Option<OfferChanges>, CoreError> {
+        let Some(base) = request.base_version else {
+            if !request.pieces.is_empty() {
+                return Err(CoreError::InvalidArgument(
+                    "changed pieces without a base version".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let invalid = |why: String| Err(CoreError::InvalidArgument(why));
+        if base >= request.version {
+            return invalid(format!(
+                "base version {base} is not older than version {}",
+                request.version
+            ));
+        }
+        if !request.data.is_empty() || request.repair || request.job.is_some() {
+            return invalid("changes come without data, repair or job".into());
+        }
+        if request.length > self.block_size {
+            return invalid(format!(
+                "length {} is past the block size of {} bytes",
+                request.length, self.block_size
+            ));
+        }
+        for piece in &request.pieces {
+            let end = piece.offset.checked_add(piece.data.len() as u64);
+            if end.is_none_or(|end| end > request.length) {
+                return invalid(format!(
+                    "a piece of {} bytes at {} is past the length {}",
+                    piece.data.len(),
+                    piece.offset,
+                    request.length
+                ));
+            }
+        }
+        Ok(Some(OfferChanges {
+            base: Version(base),
+            length: request.length,
+            pieces: request
+                .pieces
+                .iter()
+                .map(|piece| (piece.offset, piece.data.clone()))
+                .collect(),
+        }))
     }
 }
 

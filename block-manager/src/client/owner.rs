@@ -414,6 +414,7 @@ impl BlockClient {
             job: None,
             owner_epoch: Epoch::to_wire(epoch),
             lost_below: 0,
+            ..Default::default()
         };
         client
             .put(request)

@@ -511,6 +511,7 @@ impl BlockClient {
                         job: None,
                         owner_epoch: read.copy_epoch,
                         lost_below: 0,
+                        ..Default::default()
                     })
                     .await
                     .map(tonic::Response::into_inner)

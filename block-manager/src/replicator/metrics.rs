@@ -15,6 +15,12 @@ pub struct ReplicatorMetrics {
     pub oldest_age_seconds: GaugeVec,
     /// Bytes shipped and applied, by destination site.
     pub bytes_replicated: IntCounterVec,
+    /// Encoded bytes of every put sent (the WAN traffic of replication),
+    /// by destination site.
+    pub wire_bytes: IntCounterVec,
+    /// Puts sent, by destination site and kind (`changes`: the bytes
+    /// written since a base; `whole`: the whole block).
+    pub puts: IntCounterVec,
     /// Extra local copies trimmed.
     pub trims: IntCounter,
     /// Failed puts, by destination site (site `local` for trims and probes).
@@ -54,6 +60,16 @@ impl ReplicatorMetrics {
                 "geonfs_replication_bytes_total",
                 "Bytes shipped to and applied at the destination site",
                 labels,
+            ),
+            wire_bytes: set.counter_vec(
+                "geonfs_replication_wire_bytes_total",
+                "Encoded bytes of the replica puts sent to the destination site",
+                labels,
+            ),
+            puts: set.counter_vec(
+                "geonfs_replication_puts_total",
+                "Replica puts sent, by destination site and kind (changes or whole)",
+                &["site", "kind"],
             ),
             trims: set.counter(
                 "geonfs_replication_trims_total",

@@ -13,8 +13,10 @@
 //!
 //! The worker polls the queue (waking early when a job is enqueued, see
 //! [`ReplicaStore::enqueued`]). For a due job, the **primary** of the block's
-//! local pair reads the whole block at its current version and sends it to
-//! every target on that target's `Replicate` stream (one per target core,
+//! local pair reads what its job changed since the version the targets hold
+//! ([`changes`]; the whole block when that is not known, and for a target
+//! whose copy turns out not to be at that base) at the copy's current
+//! version and sends it to every target on that target's `Replicate` stream (one per target core,
 //! shared by all jobs, see `stream.rs`: the batching), over
 //! [`Network::channel`] (so WAN emulation and faults apply). When every
 //! target holds it durably, the primary tells the **secondary** (the job's peer) to delete its copy up to that version
@@ -64,12 +66,16 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::{BlockError, Placement};
+use ship::Shipment;
 
+pub mod changes;
 mod metrics;
 mod repair;
 mod scan;
+mod ship;
 mod stream;
 
+pub use changes::{ChangedRange, JobChanges};
 pub use metrics::ReplicatorMetrics;
 
 /// One pending replication job, as the queue holds it.
@@ -92,8 +98,20 @@ pub struct ReplicationJob {
     pub attempts: u32,
     /// Not before this time (ms since the Unix epoch).
     pub next_attempt_ms: u64,
-    /// The block's current length in this core's store (backlog bytes).
+    /// The block's current length in this core's store.
     pub length: u64,
+    /// What changed since the version the remote copies hold; `None`: the
+    /// whole block ships.
+    pub changes: Option<JobChanges>,
+}
+
+impl ReplicationJob {
+    /// The bytes this job still has to ship to each target.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.changes
+            .as_ref()
+            .map_or(self.length, |changes| changes.bytes().min(self.length))
+    }
 }
 
 /// A core's whole copy of a block, as the replicator ships it.
@@ -103,6 +121,24 @@ pub struct LocalCopy {
     pub version: Version,
     /// The block's whole content.
     pub data: Bytes,
+    /// The ownership epoch it is shipped with (`ReplicaPut.owner_epoch`).
+    pub epoch: Option<Epoch>,
+    /// The core's `lost_below` for the file (`ReplicaPut.lost_below`).
+    pub lost_below: Option<Epoch>,
+}
+
+/// The changed ranges of a core's copy of a block on top of the job's base,
+/// as the replicator ships them (see [`changes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyChanges {
+    /// The copy's version.
+    pub version: Version,
+    /// The version a remote copy must hold for these changes to apply.
+    pub base: Version,
+    /// The block's length at `version`.
+    pub length: u64,
+    /// The bytes of the changed ranges at `version`, by offset.
+    pub pieces: Vec<(u64, Bytes)>,
     /// The ownership epoch it is shipped with (`ReplicaPut.owner_epoch`).
     pub epoch: Option<Epoch>,
     /// The core's `lost_below` for the file (`ReplicaPut.lost_below`).
@@ -134,6 +170,20 @@ pub trait ReplicaStore: Send + Sync + 'static {
     fn pending_jobs(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ReplicationJob>, BlockError>>;
     /// The block's whole copy; `None` if absent.
     fn read_block(&self, block: BlockId) -> BoxFuture<'_, Result<Option<LocalCopy>, BlockError>>;
+    /// The job's changes with their bytes, read with the copy in one
+    /// snapshot; `None` when the whole block ships (no copy, no job, a job
+    /// without changes or not at the copy's version).
+    fn read_changes(
+        &self,
+        block: BlockId,
+    ) -> BoxFuture<'_, Result<Option<CopyChanges>, BlockError>>;
+    /// Every target holds `version`: removes the block's job if its version
+    /// is at most that, else rebases its changes on it.
+    fn job_shipped(
+        &self,
+        block: BlockId,
+        version: Version,
+    ) -> BoxFuture<'_, Result<(), BlockError>>;
     /// Removes the block's job if its version is at most `version`.
     fn job_done(&self, block: BlockId, version: Version) -> BoxFuture<'_, Result<(), BlockError>>;
     /// Records a failed attempt of the job at `version` (ignored if the job
@@ -368,6 +418,8 @@ pub(crate) enum Shipped {
     /// Refused: the copy is from before a takeover from a lost owner
     /// (`lost_below`) that never saw it.
     Superseded { lost_below: Epoch },
+    /// Changes refused: the site's copy is not at their base.
+    BaseMismatch,
 }
 
 /// What one attempt at a job came to.
@@ -466,7 +518,7 @@ impl Worker {
                 entry.0 += 1;
                 entry.1 = entry
                     .1
-                    .saturating_add(i64::try_from(job.length).unwrap_or(i64::MAX));
+                    .saturating_add(i64::try_from(job.backlog_bytes()).unwrap_or(i64::MAX));
                 let age = now.saturating_sub(job.first_enqueued_ms) as f64 / 1000.0;
                 entry.2 = entry.2.max(age);
             }
@@ -535,27 +587,18 @@ impl Worker {
                 Err(err) => return Attempt::Failed(err),
             }
         }
-        let copy = match self.store.read_block(block).await {
-            Ok(Some(found)) => found,
+        let shipment = match self.shipment(&job).await {
+            Ok(Some(shipment)) => shipment,
             // Trimmed or deleted: nothing left to ship from here.
             Ok(None) => return self.done(block, job.version).await,
-            Err(err) => {
-                if err.is_data_loss() {
-                    // This copy is damaged: repaired from another, the
-                    // next attempt ships it (else it never could).
-                    if let Err(repair) = self.repair_own_copy(&job).await {
-                        tracing::warn!(node = %self.name, %block, %repair, "cannot repair a damaged copy to ship");
-                    }
-                }
-                return Attempt::Failed(err.to_string());
-            }
+            Err(err) => return Attempt::Failed(err),
         };
         // A copy newer than its job (a newer write replaced the job
         // meanwhile, or a seed or catch-up put a newer whole copy here
         // without one) is shipped as it is: the job covers its version or
         // newer, and is done up to what was shipped. (Returning "done"
         // without shipping would leave the old job due forever.)
-        let version = copy.version;
+        let version = shipment.version();
         if version < job.version {
             tracing::warn!(node = %self.name, %block,
                 job = %job.version, stored = %version, "replication job newer than its block; dropping it");
@@ -565,7 +608,7 @@ impl Worker {
         let puts = job
             .targets
             .iter()
-            .map(|target| self.put_to_site(target, block, &copy));
+            .map(|target| self.ship(target, block, &shipment));
         let mut failed = Vec::new();
         let mut superseded = None;
         for result in futures::future::join_all(puts).await {
@@ -574,6 +617,7 @@ impl Worker {
                 Ok(Shipped::Superseded { lost_below }) => {
                     superseded = superseded.max(Some(lost_below));
                 }
+                Ok(Shipped::BaseMismatch) => failed.push(format!("{block}: base mismatch")),
                 Err(err) => failed.push(err),
             }
         }
@@ -582,7 +626,7 @@ impl Worker {
         }
         if !failed.is_empty() {
             if self.is_old(&job) {
-                if let Err(err) = self.ensure_local_copy(&job, &copy).await {
+                if let Err(err) = self.ensure_local_copy(&job).await {
                     tracing::warn!(node = %self.name, %block,
                         %err, "cannot restore the second in-site copy");
                 }
@@ -601,7 +645,34 @@ impl Worker {
                     "peer unreachable for the trim; it trims itself when back");
             }
         }
-        self.done(block, version).await
+        match self.store.job_shipped(block, version).await {
+            Ok(()) => Attempt::Done,
+            Err(err) => Attempt::Failed(err.to_string()),
+        }
+    }
+
+    /// What the job ships from this core's copy: its changes when the
+    /// store has them, else the whole copy; `None` when the copy is gone.
+    /// A damaged copy is repaired from another first (the next attempt
+    /// ships it; else it never could).
+    async fn shipment(&self, job: &ReplicationJob) -> Result<Option<Shipment>, String> {
+        let block = job.block;
+        let read = match self.store.read_changes(block).await {
+            Ok(Some(changes)) => return Ok(Some(Shipment::Changes(changes))),
+            Ok(None) => self.store.read_block(block).await,
+            Err(err) => Err(err),
+        };
+        match read {
+            Ok(copy) => Ok(copy.map(Shipment::Whole)),
+            Err(err) => {
+                if err.is_data_loss() {
+                    if let Err(repair) = self.repair_own_copy(job).await {
+                        tracing::warn!(node = %self.name, %block, %repair, "cannot repair a damaged copy to ship");
+                    }
+                }
+                Err(err.to_string())
+            }
+        }
     }
 
     /// Whether the job has waited at least the takeover timeout.

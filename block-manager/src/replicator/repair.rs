@@ -7,18 +7,19 @@
 use geonfs_proto::core as wire;
 use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_proto::domain::{BlockId, Epoch, Version};
-use geonfs_proto::replication::{ReplicaJob, ReplicaPut, ReplicaPutReply};
+use geonfs_proto::replication::ReplicaJob;
 use geonfs_site_config::{Node, SiteId};
 use tonic::Code;
 
-use super::{Attempt, LocalCopy, ReplicationJob, Shipped, Worker};
+use super::ship::Payload;
+use super::{Attempt, ReplicationJob, Worker};
 
 /// A failed call: the message, and whether the core looked unreachable
 /// (so another core may be tried).
 pub(super) type CallError = (String, bool);
 
 /// Whether a status means the callee could not be reached.
-fn unreachable(status: &tonic::Status) -> bool {
+pub(super) fn unreachable(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
@@ -51,100 +52,6 @@ impl Worker {
     /// The cores of `site` ranked for `block` (every configured core).
     pub(super) fn ranked(&self, block: BlockId, site: SiteId) -> Vec<&Node> {
         self.placement.in_site(block, site, &|_| true)
-    }
-
-    /// Ships the block to `target`, or, when it is unreachable, to the
-    /// next core of its site in rendezvous order; `Ok` once one of them
-    /// holds that version (or a newer one) durably, or refused the copy
-    /// as superseded.
-    pub(super) async fn put_to_site(
-        &self,
-        target: &str,
-        block: BlockId,
-        copy: &LocalCopy,
-    ) -> Result<Shipped, String> {
-        let shipped = |reply: ReplicaPutReply| {
-            if reply.superseded {
-                Shipped::Superseded {
-                    lost_below: Epoch::from_wire(reply.lost_below).unwrap_or(Epoch::FIRST),
-                }
-            } else {
-                Shipped::Held
-            }
-        };
-        let first = self.put(target, block, copy, None, false).await;
-        let Err((err, true)) = first else {
-            return first.map(shipped).map_err(|(err, _)| err);
-        };
-        let Some(site) = self.placement.site_of_core(target) else {
-            return Err(err);
-        };
-        let mut errors = vec![err];
-        for other in self.ranked(block, site) {
-            if other.name == target {
-                continue;
-            }
-            match self.put(&other.name, block, copy, None, false).await {
-                Ok(reply) if reply.superseded => return Ok(shipped(reply)),
-                Ok(_) => {
-                    tracing::info!(node = %self.name, designated = %target, used = %other.name,
-                        %block,
-                        "designated remote core unreachable; copied to another core of its site");
-                    return Ok(Shipped::Held);
-                }
-                Err((err, _)) => errors.push(err),
-            }
-        }
-        Err(errors.join("; "))
-    }
-
-    /// One put of this core's whole copy of the block to `target`.
-    pub(super) async fn put(
-        &self,
-        target: &str,
-        block: BlockId,
-        copy: &LocalCopy,
-        job: Option<ReplicaJob>,
-        repair: bool,
-    ) -> Result<ReplicaPutReply, CallError> {
-        let site = self
-            .nodes
-            .get(target)
-            .map_or("unknown", |(_, s)| s.as_str());
-        let len = copy.data.len() as u64;
-        let result = self
-            .put_streamed(
-                target,
-                ReplicaPut {
-                    block: Some(block.into()),
-                    version: copy.version.0,
-                    data: copy.data.clone(),
-                    origin_site: self.site.clone(),
-                    repair,
-                    job,
-                    owner_epoch: Epoch::to_wire(copy.epoch),
-                    lost_below: Epoch::to_wire(copy.lost_below),
-                },
-            )
-            .await;
-        match result {
-            Ok(reply) => {
-                if reply.applied {
-                    self.metrics
-                        .bytes_replicated
-                        .with_label_values(&[site])
-                        .inc_by(len);
-                }
-                Ok(reply)
-            }
-            Err(status) => {
-                self.metrics.failures.with_label_values(&[site]).inc();
-                Err((
-                    format!("put to {target}: {}: {}", status.code(), status.message()),
-                    unreachable(&status),
-                ))
-            }
-        }
     }
 
     /// Trims `peer`'s copy up to `version` (it keeps a trim marker).
@@ -322,11 +229,7 @@ impl Worker {
     /// the peer does not (unreachable, absent, behind, or no peer), copies
     /// the block to the best other core of the site with a secondary job
     /// naming this core, and makes it the job's peer.
-    pub(super) async fn ensure_local_copy(
-        &self,
-        job: &ReplicationJob,
-        copy: &LocalCopy,
-    ) -> Result<(), String> {
+    pub(super) async fn ensure_local_copy(&self, job: &ReplicationJob) -> Result<(), String> {
         let block = job.block;
         if !job.peer.is_empty()
             && self
@@ -336,6 +239,12 @@ impl Worker {
         {
             return Ok(());
         }
+        let copy = match self.store.read_block(block).await {
+            Ok(Some(copy)) if copy.version == job.version => copy,
+            // Gone or replaced by a newer write: the next attempt looks again.
+            Ok(_) => return Ok(()),
+            Err(err) => return Err(err.to_string()),
+        };
         let spec = ReplicaJob {
             targets: job.targets.clone(),
             primary: false,
@@ -347,7 +256,13 @@ impl Worker {
                 continue;
             }
             let put = self
-                .put(&candidate.name, block, copy, Some(spec.clone()), false)
+                .put(
+                    &candidate.name,
+                    block,
+                    Payload::Whole(&copy),
+                    Some(spec.clone()),
+                    false,
+                )
                 .await;
             match put {
                 Ok(reply) if reply.skipped_stale => {

@@ -31,6 +31,7 @@ use geonfs_proto::domain::{BlockId, Version};
 use geonfs_site_config::SiteId;
 
 use super::repair::Probed;
+use super::ship::Payload;
 use super::Worker;
 
 /// Blocks listed per page of the scan.
@@ -172,7 +173,7 @@ impl Worker {
             return Ok(false);
         }
         let reply = self
-            .put(target, block, &copy, None, false)
+            .put(target, block, Payload::Whole(&copy), None, false)
             .await
             .map_err(|(err, _)| err)?;
         if reply.superseded {

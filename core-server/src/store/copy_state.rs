@@ -109,13 +109,7 @@ pub(super) fn check_write(
     let WriteBase::On(base) = base else {
         return Ok(Check::Apply);
     };
-    let complete = match (held, marker) {
-        (Some(held), _) => Some(held),
-        (None, None) => Some(Version::ZERO),
-        (None, Some(Marker::Deleted(deleted))) => Some(deleted),
-        (None, Some(Marker::Trimmed(_))) => None,
-    };
-    if complete == Some(base) {
+    if complete_at(held, marker) == Some(base) {
         Ok(Check::Apply)
     } else {
         Err(CoreError::BaseMismatch {
@@ -124,6 +118,18 @@ pub(super) fn check_write(
             held,
             marker,
         })
+    }
+}
+
+/// The version a copy is complete at (see the module documentation):
+/// `held` the version of its stored block (`None`: no data), `marker` its
+/// marker; `None` for a trimmed copy.
+pub(super) fn complete_at(held: Option<Version>, marker: Option<Marker>) -> Option<Version> {
+    match (held, marker) {
+        (Some(held), _) => Some(held),
+        (None, None) => Some(Version::ZERO),
+        (None, Some(Marker::Deleted(deleted))) => Some(deleted),
+        (None, Some(Marker::Trimmed(_))) => None,
     }
 }
 

@@ -116,14 +116,15 @@ use rocksdb::{DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions,
 
 pub use crate::codec::CHUNK_SIZE;
 use crate::codec::{
-    block_of_meta_key, chunk_key, marker_key, meta_key, meta_lower, meta_upper, open_chunk,
-    BlockMeta,
+    block_of_meta_key, marker_key, meta_key, meta_lower, meta_upper, open_chunk, BlockMeta,
 };
 use crate::{CoreError, CoreMetrics};
 
+pub mod changes;
 mod chunks;
 pub mod copy_state;
 pub mod fence;
+mod job;
 pub mod quarantine;
 pub mod queue;
 mod space;
@@ -624,31 +625,7 @@ impl Inner {
             });
         };
         let meta = decode_meta(block, &meta)?;
-        let offset = read.range.offset;
-        let len = read.range.len;
-        let end = offset + len;
-        let mut out = vec![0u8; len as usize];
-        if len > 0 {
-            let first = offset / CHUNK_SIZE;
-            let last = (end - 1) / CHUNK_SIZE;
-            let chunks: Vec<u32> = (first..=last).map(chunk_no).collect::<Result<_, _>>()?;
-            let values = snapshot.multi_get(chunks.iter().map(|&chunk| chunk_key(block, chunk)));
-            for (&chunk, value) in chunks.iter().zip(values) {
-                let Some(value) = value? else {
-                    continue;
-                };
-                let chunk_data = self.verify(block, chunk, &value)?;
-                let start = u64::from(chunk) * CHUNK_SIZE;
-                let from = offset.max(start);
-                let to = end.min(start + chunk_data.len() as u64);
-                if from < to {
-                    let src = (from - start) as usize;
-                    let dst = (from - offset) as usize;
-                    let n = (to - from) as usize;
-                    out[dst..dst + n].copy_from_slice(&chunk_data[src..src + n]);
-                }
-            }
-        }
+        let out = self.copy_bytes(&snapshot, block, read.range.offset, read.range.len)?;
         Ok(CopyRead {
             found: Some(ReadOutcome {
                 version: meta.version,

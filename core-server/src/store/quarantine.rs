@@ -169,8 +169,8 @@ impl Inner {
 
     /// The blocks of `file_id` with a pending replication job.
     fn jobs_of_file(&self, db: &DB, file_id: FileId) -> Result<Vec<BlockId>, CoreError> {
-        let lower = super::queue::job_key(BlockId { file_id, index: 0 });
-        let upper = super::queue::job_key(BlockId {
+        let lower = super::job::job_key(BlockId { file_id, index: 0 });
+        let upper = super::job::job_key(BlockId {
             file_id: FileId(file_id.0.saturating_add(1)),
             index: 0,
         });
@@ -180,7 +180,7 @@ impl Inner {
         iter.seek(lower);
         let mut blocks = Vec::new();
         while let Some(key) = iter.key() {
-            blocks.extend(super::queue::block_of_job_key(key).filter(|b| b.file_id == file_id));
+            blocks.extend(super::job::block_of_job_key(key).filter(|b| b.file_id == file_id));
             iter.next();
         }
         iter.status()?;

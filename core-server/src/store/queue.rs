@@ -1,13 +1,12 @@
 //! The block store's durable geo-replication queue and whole-block replica
 //! puts.
 //!
-//! One job per block: key `q | file_id BE | index BE`, value
-//! `version | primary u8 | first_enqueued_ms | attempts u32 |
-//! next_attempt_ms | peer | targets` (integers BE; the peer and each target
-//! as `u16 BE length | UTF-8`, the targets preceded by their `u16 BE`
-//! count). A job is written in the same `WriteBatch` as the write that
-//! creates it; a newer write replaces it (keeping `first_enqueued_ms`, so
-//! the job's age stays the replication lag of the oldest write it covers).
+//! One job per block (encoding in `job.rs`). A job is written in the same
+//! `WriteBatch` as the write that creates it; a newer write replaces it
+//! (keeping `first_enqueued_ms`, so the job's age stays the replication lag
+//! of the oldest write it covers) and adds its range to the job's changes
+//! (`geonfs_block_manager::replicator::changes`, shipped instead of the
+//! whole block by `changes.rs`).
 //! A delete of the block (the trim of a secondary) removes its job. A
 //! replica put restores a trimmed copy (removing its marker) when it is at
 //! the marker's version or newer, is stale below a marker's version, and
@@ -18,20 +17,20 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use geonfs_block_manager::replicator::{BlockPage, HeldBlock, LocalCopy};
+use geonfs_block_manager::replicator::{BlockPage, CopyChanges, HeldBlock, JobChanges, LocalCopy};
 use geonfs_block_manager::{BlockError, ReplicaStore, ReplicationJob};
 use geonfs_proto::domain::{unix_time_ms, BlockId, BlockRange, BlockRead, Epoch, FileId, Version};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
+use super::changes::OfferChanges;
+use super::copy_state::complete_at;
 use super::fence::FenceRaise;
+use super::job::{block_of_job_key, decode_job, encode_job, job_key, QUEUE_TAG};
 use super::{chunk_no, delete_chunks, BlockStore, Inner};
 use crate::codec::{
     chunk_key, marker_key, meta_key, seal_chunk, BlockMeta, Marker, CHUNK_SIZE, CRC_LEN,
 };
 use crate::CoreError;
-
-/// Key prefix of replication jobs.
-const QUEUE_TAG: u8 = b'q';
 
 /// The replication job a write asks for (from the write request).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,6 +41,41 @@ pub struct JobSpec {
     pub primary: bool,
     /// The other in-site holder of the pair.
     pub peer: String,
+}
+
+/// What a write enqueues: the range it wrote on a copy complete at `base`,
+/// or the whole block (a replacing write, a restored copy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Written {
+    /// `len` bytes at `offset` on top of a copy complete at `base`.
+    Range {
+        offset: u64,
+        len: u64,
+        base: Version,
+    },
+    /// The whole block.
+    Whole,
+}
+
+/// What [`Inner::update_job`] does to the block's job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum JobUpdate {
+    /// Remove it if its version is at most the given one.
+    Done,
+    /// Every target holds the given version: remove the job if it is not
+    /// newer, else rebase its changes on that version.
+    Shipped,
+    /// A failed attempt: record it.
+    Retry { attempts: u32, next_attempt_ms: u64 },
+}
+
+/// What a core makes of an offered replica before writing anything.
+enum ReplicaCheck {
+    /// Apply it (`repairing`: this copy holds the version but failed its
+    /// checksum).
+    Apply { repairing: bool },
+    /// Answer this without changing anything.
+    Answer(PutOutcome),
 }
 
 /// What a [`BlockStore::put_replica`] did.
@@ -66,17 +100,28 @@ pub enum PutOutcome {
         /// This core's `lost_below` for the file.
         lost_below: Epoch,
     },
+    /// Offered changes refused: this copy is not complete at their base
+    /// (`held`: the version it is complete at, `None` for a trimmed copy).
+    /// Nothing changed; the sender ships the whole block.
+    BaseMismatch {
+        /// The version this copy is complete at.
+        held: Option<Version>,
+    },
 }
 
-/// A whole-block replica offered to [`BlockStore::put_replica`].
+/// A replica offered to [`BlockStore::put_replica`]: the whole block, or
+/// the changes since a base.
 #[derive(Clone, Debug)]
 pub struct ReplicaOffer {
     /// The block.
     pub block: BlockId,
     /// The replica's version.
     pub version: Version,
-    /// The block's whole content.
+    /// The block's whole content (empty with `changes`).
     pub data: Bytes,
+    /// Instead of the whole block, the bytes written since a version this
+    /// copy must be complete at.
+    pub changes: Option<OfferChanges>,
     /// Check a copy of the same version and replace it if it is corrupt.
     pub repair: bool,
     /// A replication job to record with the copy (kept if one exists).
@@ -111,104 +156,6 @@ fn put_sealed_chunks(
     Ok(stored)
 }
 
-/// `q | file_id BE | index BE`.
-pub(super) fn job_key(block: BlockId) -> [u8; 17] {
-    let mut key = [0u8; 17];
-    key[0] = QUEUE_TAG;
-    key[1..9].copy_from_slice(&block.file_id.0.to_be_bytes());
-    key[9..17].copy_from_slice(&block.index.to_be_bytes());
-    key
-}
-
-/// The block of a job key, `None` if `key` is not one.
-pub(super) fn block_of_job_key(key: &[u8]) -> Option<BlockId> {
-    if key.len() != 17 || key[0] != QUEUE_TAG {
-        return None;
-    }
-    Some(BlockId {
-        file_id: FileId(u64::from_be_bytes(key[1..9].try_into().ok()?)),
-        index: u64::from_be_bytes(key[9..17].try_into().ok()?),
-    })
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
-    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-fn encode_job(job: &ReplicationJob) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&job.version.0.to_be_bytes());
-    out.push(u8::from(job.primary));
-    out.extend_from_slice(&job.first_enqueued_ms.to_be_bytes());
-    out.extend_from_slice(&job.attempts.to_be_bytes());
-    out.extend_from_slice(&job.next_attempt_ms.to_be_bytes());
-    put_str(&mut out, &job.peer);
-    let count = job.targets.len().min(usize::from(u16::MAX));
-    out.extend_from_slice(&(count as u16).to_be_bytes());
-    for target in job.targets.iter().take(count) {
-        put_str(&mut out, target);
-    }
-    out
-}
-
-/// A cursor over an encoded job.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        let len = usize::from(self.u16()?);
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
-}
-
-fn decode_job(block: BlockId, value: &[u8]) -> Result<ReplicationJob, CoreError> {
-    let parse = || {
-        let mut r = Reader(value);
-        let version = r.u64()?;
-        let primary = r.take(1)?[0] != 0;
-        let first_enqueued_ms = r.u64()?;
-        let attempts = r.u32()?;
-        let next_attempt_ms = r.u64()?;
-        let peer = r.string()?;
-        let count = r.u16()?;
-        let targets = (0..count).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
-        Some(ReplicationJob {
-            block,
-            version: Version(version),
-            targets,
-            primary,
-            peer,
-            first_enqueued_ms,
-            attempts,
-            next_attempt_ms,
-            length: 0,
-        })
-    };
-    parse().ok_or_else(|| CoreError::Corrupt {
-        what: format!("replication job of block {block}"),
-        detail: format!("{} bytes do not decode", value.len()),
-    })
-}
-
 impl Inner {
     pub(super) fn job(&self, db: &DB, block: BlockId) -> Result<Option<ReplicationJob>, CoreError> {
         match db.get_pinned(job_key(block))? {
@@ -218,7 +165,8 @@ impl Inner {
     }
 
     /// Adds the job of a write at `version` to `batch` (replacing the
-    /// block's older job, keeping its first enqueue time).
+    /// block's older job, keeping its first enqueue time, adding `written`
+    /// to its changes).
     pub(super) fn enqueue(
         &self,
         db: &DB,
@@ -226,27 +174,41 @@ impl Inner {
         block: BlockId,
         version: Version,
         spec: &JobSpec,
+        written: Written,
     ) -> Result<(), CoreError> {
         if spec.targets.is_empty() {
             return Ok(());
         }
         let now = unix_time_ms();
-        let first = match self.job(db, block) {
-            Ok(Some(old)) => old.first_enqueued_ms.min(now),
-            // An unreadable old job is simply replaced.
-            Ok(None) | Err(CoreError::Corrupt { .. }) => now,
+        let old = match self.job(db, block) {
+            Ok(old) => old,
+            // An unreadable old job is simply replaced (shipping the whole block).
+            Err(CoreError::Corrupt { .. }) => None,
             Err(err) => return Err(err),
         };
+        let mut changes = match (written, &old) {
+            (Written::Whole, _) => None,
+            (Written::Range { base, .. }, None) => Some(JobChanges::new(base)),
+            // The old job's changes go on only if they end where this write
+            // starts; anything else (a copy replaced without its job) ships
+            // the whole block.
+            (Written::Range { base, .. }, Some(old)) if old.version == base => old.changes.clone(),
+            (Written::Range { .. }, Some(_)) => None,
+        };
+        if let (Some(changes), Written::Range { offset, len, .. }) = (&mut changes, written) {
+            changes.add(offset, len, version, now);
+        }
         let job = ReplicationJob {
             block,
             version,
             targets: spec.targets.clone(),
             primary: spec.primary,
             peer: spec.peer.clone(),
-            first_enqueued_ms: first,
+            first_enqueued_ms: old.map_or(now, |old| old.first_enqueued_ms.min(now)),
             attempts: 0,
             next_attempt_ms: now,
             length: 0,
+            changes,
         };
         batch.put(job_key(block), encode_job(&job));
         Ok(())
@@ -296,32 +258,93 @@ impl Inner {
         Ok(jobs)
     }
 
-    /// Rewrites or removes the block's job if it is still the one at
-    /// `version` (or older, for a removal).
+    /// Rewrites or removes the block's job after an attempt at `version`
+    /// (see [`JobUpdate`]; a retry is recorded only on the job at exactly
+    /// that version).
     fn update_job(
         &self,
         block: BlockId,
         version: Version,
-        update: Option<(u32, u64)>,
+        update: JobUpdate,
     ) -> Result<(), CoreError> {
         let db = self.db()?;
         let Some(mut job) = self.job(&db, block)? else {
             return Ok(());
         };
         let mut batch = WriteBatch::default();
+        let mut sync = false;
         match update {
-            None if job.version <= version => batch.delete(job_key(block)),
-            Some((attempts, next)) if job.version == version => {
-                job.attempts = attempts;
-                job.next_attempt_ms = next;
+            JobUpdate::Done | JobUpdate::Shipped if job.version <= version => {
+                batch.delete(job_key(block));
+                sync = true;
+            }
+            JobUpdate::Shipped => {
+                // Newer writes came meanwhile: what they changed ships on
+                // top of what every target now holds. (Not synced: an old
+                // base after a crash only ships the whole block.)
+                let Some(changes) = job.changes.as_mut() else {
+                    return Ok(());
+                };
+                changes.shipped(version);
+                if let Some(oldest) = changes.oldest_ms() {
+                    job.first_enqueued_ms = oldest;
+                }
                 batch.put(job_key(block), encode_job(&job));
             }
-            _ => return Ok(()),
+            JobUpdate::Retry {
+                attempts,
+                next_attempt_ms,
+            } if job.version == version => {
+                job.attempts = attempts;
+                job.next_attempt_ms = next_attempt_ms;
+                batch.put(job_key(block), encode_job(&job));
+            }
+            JobUpdate::Done | JobUpdate::Retry { .. } => return Ok(()),
         }
         let mut options = WriteOptions::default();
-        options.set_sync(update.is_none());
+        options.set_sync(sync);
         db.write_opt(batch, &options)?;
         Ok(())
+    }
+
+    /// What this copy (`old`, `marker`) makes of a replica at `offer`'s
+    /// version before anything is written.
+    fn check_replica(
+        &self,
+        db: &DB,
+        offer: &ReplicaOffer,
+        old: Option<BlockMeta>,
+        marker: Option<Marker>,
+    ) -> Result<ReplicaCheck, CoreError> {
+        let (block, version) = (offer.block, offer.version);
+        // Nothing below a marker; a trimmed copy is restored by a replica
+        // of its version or newer, a deleted block at its version is held.
+        match marker {
+            Some(m) if m.version() > version => {
+                return Ok(ReplicaCheck::Answer(PutOutcome::SkippedStale {
+                    stored: m.version(),
+                }))
+            }
+            Some(Marker::Deleted(deleted)) if deleted == version => {
+                return Ok(ReplicaCheck::Answer(PutOutcome::AlreadyHeld))
+            }
+            _ => {}
+        }
+        if let Some(old) = old {
+            if old.version > version {
+                return Ok(ReplicaCheck::Answer(PutOutcome::SkippedStale {
+                    stored: old.version,
+                }));
+            }
+            if old.version == version {
+                if !offer.repair || self.chunks_intact(db, block)? {
+                    self.record_missing_job(db, offer)?;
+                    return Ok(ReplicaCheck::Answer(PutOutcome::AlreadyHeld));
+                }
+                return Ok(ReplicaCheck::Apply { repairing: true });
+            }
+        }
+        Ok(ReplicaCheck::Apply { repairing: false })
     }
 
     fn put_replica_blocking(&self, offer: &ReplicaOffer) -> Result<PutOutcome, CoreError> {
@@ -331,46 +354,36 @@ impl Inner {
         if let Some(lost_below) = self.superseded(offer, old)? {
             return Ok(PutOutcome::Superseded { lost_below });
         }
-        // Nothing below a marker; a trimmed copy is restored by a replica
-        // of its version or newer, a deleted block at its version is held.
         let marker = self.marker(&db, block)?;
-        match marker {
-            Some(m) if m.version() > version => {
-                return Ok(PutOutcome::SkippedStale {
-                    stored: m.version(),
-                })
-            }
-            Some(Marker::Deleted(deleted)) if deleted == version => {
-                return Ok(PutOutcome::AlreadyHeld)
-            }
-            _ => {}
-        }
-        let mut repairing = false;
-        if let Some(old) = old {
-            if old.version > version {
-                return Ok(PutOutcome::SkippedStale {
-                    stored: old.version,
-                });
-            }
-            if old.version == version {
-                if !offer.repair || self.chunks_intact(&db, block)? {
-                    self.record_missing_job(&db, offer)?;
-                    return Ok(PutOutcome::AlreadyHeld);
-                }
-                repairing = true;
-            }
-        }
+        let repairing = match self.check_replica(&db, offer, old, marker)? {
+            ReplicaCheck::Apply { repairing } => repairing,
+            ReplicaCheck::Answer(outcome) => return Ok(outcome),
+        };
         let old_meta = old.unwrap_or_default();
         let mut batch = WriteBatch::default();
-        // Every old chunk goes: the replica replaces the block atomically.
-        delete_chunks(&db, block, &mut batch)?;
+        let (stored, length) = match &offer.changes {
+            None => {
+                // Every old chunk goes: the replica replaces the block atomically.
+                delete_chunks(&db, block, &mut batch)?;
+                let stored = put_sealed_chunks(block, data, &mut batch)?;
+                (stored, data.len() as u64)
+            }
+            Some(changes) => {
+                match self.put_offered_changes(&db, block, changes, old, marker, &mut batch)? {
+                    Some(added) => (old_meta.stored + added, changes.length),
+                    None => {
+                        let held = complete_at(old.map(|m| m.version), marker);
+                        return Ok(PutOutcome::BaseMismatch { held });
+                    }
+                }
+            }
+        };
         if marker.is_some() {
             batch.delete(marker_key(block));
         }
-        let stored = put_sealed_chunks(block, data, &mut batch)?;
         let meta = BlockMeta {
             version,
-            length: data.len() as u64,
+            length,
             stored,
             epoch: offer.epoch,
         };
@@ -380,7 +393,7 @@ impl Inner {
         // replication): by the offered job, else removed. Left in place, a
         // secondary's job would wait forever for a trim of its version.
         match &offer.job {
-            Some(spec) => self.enqueue(&db, &mut batch, block, version, spec)?,
+            Some(spec) => self.enqueue(&db, &mut batch, block, version, spec, Written::Whole)?,
             None => self.unqueue(&db, &mut batch, block, version.prev())?,
         }
         let grow = stored.saturating_sub(old_meta.stored);
@@ -455,7 +468,14 @@ impl Inner {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
-        self.enqueue(db, &mut batch, offer.block, offer.version, spec)?;
+        self.enqueue(
+            db,
+            &mut batch,
+            offer.block,
+            offer.version,
+            spec,
+            Written::Whole,
+        )?;
         let mut options = WriteOptions::default();
         options.set_sync(true);
         db.write_opt(batch, &options)?;
@@ -509,7 +529,13 @@ impl BlockStore {
     /// Removes the block's job if its version is at most `version`
     /// (durably).
     pub async fn job_done(&self, block: BlockId, version: Version) -> Result<(), CoreError> {
-        self.update_job(block, version, None).await
+        self.update_job(block, version, JobUpdate::Done).await
+    }
+
+    /// Every target holds `version`: removes the block's job if it is not
+    /// newer, else rebases the job's changes on `version`.
+    pub async fn job_shipped(&self, block: BlockId, version: Version) -> Result<(), CoreError> {
+        self.update_job(block, version, JobUpdate::Shipped).await
     }
 
     /// Records a failed attempt of the job at `version` (nothing if the job
@@ -521,15 +547,22 @@ impl BlockStore {
         attempts: u32,
         next_attempt_ms: u64,
     ) -> Result<(), CoreError> {
-        self.update_job(block, version, Some((attempts, next_attempt_ms)))
-            .await
+        self.update_job(
+            block,
+            version,
+            JobUpdate::Retry {
+                attempts,
+                next_attempt_ms,
+            },
+        )
+        .await
     }
 
     async fn update_job(
         &self,
         block: BlockId,
         version: Version,
-        update: Option<(u32, u64)>,
+        update: JobUpdate,
     ) -> Result<(), CoreError> {
         let guard = self.inner.lock_for(block).lock_owned().await;
         let inner = self.inner.clone();
@@ -644,6 +677,29 @@ impl ReplicaStore for BlockStore {
         })
     }
 
+    fn read_changes(
+        &self,
+        block: BlockId,
+    ) -> BoxFuture<'_, Result<Option<CopyChanges>, BlockError>> {
+        Box::pin(async move {
+            BlockStore::read_changes(self, block)
+                .await
+                .map_err(read_error)
+        })
+    }
+
+    fn job_shipped(
+        &self,
+        block: BlockId,
+        version: Version,
+    ) -> BoxFuture<'_, Result<(), BlockError>> {
+        Box::pin(async move {
+            BlockStore::job_shipped(self, block, version)
+                .await
+                .map_err(store_error)
+        })
+    }
+
     fn job_done(&self, block: BlockId, version: Version) -> BoxFuture<'_, Result<(), BlockError>> {
         Box::pin(async move {
             BlockStore::job_done(self, block, version)
@@ -708,6 +764,7 @@ impl ReplicaStore for BlockStore {
                     block,
                     version,
                     data,
+                    changes: None,
                     repair: true,
                     job: None,
                     epoch,

@@ -8,10 +8,11 @@ use std::sync::atomic::Ordering;
 use geonfs_proto::domain::{BlockWrite, Durability, WriteBase};
 use rocksdb::{WriteBatch, WriteOptions};
 
-use super::copy_state::{check_write, Check};
-use super::queue::JobSpec;
-use super::{chunk_no, delete_chunks, Inner, WriteOutcome};
-use crate::codec::{chunk_key, marker_key, meta_key, seal_chunk, BlockMeta, CHUNK_SIZE, CRC_LEN};
+use super::chunks::ChunkPuts;
+use super::copy_state::{check_write, complete_at, Check};
+use super::queue::{JobSpec, Written};
+use super::{delete_chunks, Inner, WriteOutcome};
+use crate::codec::{marker_key, meta_key, BlockMeta};
 use crate::CoreError;
 
 impl Inner {
@@ -57,7 +58,7 @@ impl Inner {
         let offset = write.range.offset;
         let data = &write.data;
         let end = offset + data.len() as u64;
-        let put = self.put_chunks(&db, write, replace, &mut batch)?;
+        let put = self.put_chunks(&db, block, &[(offset, &data[..])], replace, &mut batch)?;
         let added = put.added;
         let new_meta = BlockMeta {
             version: write.version,
@@ -72,7 +73,15 @@ impl Inner {
         };
         batch.put(meta_key(block), new_meta.encode());
         if let Some(job) = job {
-            self.enqueue(&db, &mut batch, block, write.version, job)?;
+            let written = match complete_at(old.map(|m| m.version), marker) {
+                Some(base) if !replace => Written::Range {
+                    offset,
+                    len: data.len() as u64,
+                    base,
+                },
+                _ => Written::Whole,
+            };
+            self.enqueue(&db, &mut batch, block, write.version, job, written)?;
         }
         self.reserve(added)?;
         let durable = write.durability == Durability::Durable;
@@ -90,57 +99,6 @@ impl Inner {
             version: new_meta.version,
             durable,
         })
-    }
-
-    /// Puts the chunks `write` touches into `batch`: each old chunk
-    /// (verified; none for a replacing write) with the new bytes laid over
-    /// it, sealed with its checksum.
-    fn put_chunks(
-        &self,
-        db: &rocksdb::DB,
-        write: &BlockWrite,
-        replace: bool,
-        batch: &mut WriteBatch,
-    ) -> Result<ChunkPuts, CoreError> {
-        let (block, offset, data) = (write.block, write.range.offset, &write.data);
-        let mut put = ChunkPuts::default();
-        if data.is_empty() {
-            return Ok(put);
-        }
-        let end = offset + data.len() as u64;
-        let first = offset / CHUNK_SIZE;
-        let last = (end - 1) / CHUNK_SIZE;
-        let chunks: Vec<u32> = (first..=last).map(chunk_no).collect::<Result<_, _>>()?;
-        // The old contents of the touched chunks (fully covered ones too:
-        // their old length is needed for the used-bytes accounting).
-        let olds = if replace {
-            chunks.iter().map(|_| Ok(None)).collect()
-        } else {
-            db.multi_get(chunks.iter().map(|&chunk| chunk_key(block, chunk)))
-        };
-        for (&chunk, old) in chunks.iter().zip(olds) {
-            let old = old?;
-            let old_data = match &old {
-                Some(value) => self.verify(block, chunk, value)?,
-                None => &[][..],
-            };
-            let start = u64::from(chunk) * CHUNK_SIZE;
-            let lo = (offset.max(start) - start) as usize;
-            let hi = (end.min(start + CHUNK_SIZE) - start) as usize;
-            let new_len = old_data.len().max(hi);
-            let mut value = Vec::with_capacity(CRC_LEN + new_len);
-            value.resize(CRC_LEN, 0);
-            value.extend_from_slice(old_data);
-            value.resize(CRC_LEN + new_len, 0);
-            let src = (start + lo as u64 - offset) as usize;
-            value[CRC_LEN + lo..CRC_LEN + hi].copy_from_slice(&data[src..src + (hi - lo)]);
-            seal_chunk(&mut value);
-            put.added += (new_len - old_data.len()) as u64;
-            put.puts += 1;
-            put.bytes += new_len as u64;
-            batch.put(chunk_key(block, chunk), &value);
-        }
-        Ok(put)
     }
 
     /// The counters and held-block set after `write` landed (`new_block`:
@@ -163,15 +121,4 @@ impl Inner {
             self.enqueued.notify_one();
         }
     }
-}
-
-/// What a write put into its batch.
-#[derive(Clone, Copy, Debug, Default)]
-struct ChunkPuts {
-    /// Bytes the block's stored size grows by.
-    added: u64,
-    /// Chunks put.
-    puts: u64,
-    /// Their bytes.
-    bytes: u64,
 }

@@ -527,6 +527,7 @@ async fn inject_sparse_copies(
             if store.block_info(block).await?.is_none() {
                 store
                     .put_replica(ReplicaOffer {
+                        changes: None,
                         block,
                         version: newest.next(),
                         data: Bytes::copy_from_slice(head),

@@ -24,6 +24,7 @@ mod partition;
 mod quarantine;
 mod repair;
 mod replication;
+mod replication_changes;
 mod rpc;
 mod slow_wan;
 mod support;

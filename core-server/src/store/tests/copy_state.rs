@@ -30,6 +30,7 @@ fn write(offset: u64, data: &[u8], version: u64, base: WriteBase) -> BlockWrite 
 
 fn replica(data: &[u8], version: u64) -> ReplicaOffer {
     ReplicaOffer {
+        changes: None,
         block: B,
         version: Version(version),
         data: Bytes::copy_from_slice(data),

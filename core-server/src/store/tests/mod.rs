@@ -1,5 +1,6 @@
 //! Tests of the block store (each on its own temporary directory).
 
+mod changes;
 mod copy_state;
 mod fence;
 mod quarantine;

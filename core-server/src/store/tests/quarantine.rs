@@ -73,6 +73,7 @@ fn lost_at(epoch: u64, adopt: bool) -> FenceRaise {
 
 fn offer(index: u64, version: u64, epoch: u64, lost_below: u64) -> ReplicaOffer {
     ReplicaOffer {
+        changes: None,
         block: block(index),
         version: Version(version),
         data: Bytes::from(vec![9u8; 3000]),

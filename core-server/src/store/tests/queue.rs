@@ -123,6 +123,7 @@ async fn a_trim_removes_the_job_unless_it_is_newer() {
 
 fn offer(block: BlockId, version: u64, data: Bytes) -> ReplicaOffer {
     ReplicaOffer {
+        changes: None,
         block,
         version: Version(version),
         data,
@@ -201,6 +202,7 @@ async fn a_repair_put_replaces_only_a_corrupt_copy_of_the_same_version() {
     let good = Bytes::from(vec![7u8; 200_000]);
     store.put_replica(offer(b, 3, good.clone())).await.unwrap();
     let repair = |data: Bytes| ReplicaOffer {
+        changes: None,
         repair: true,
         ..offer(b, 3, data)
     };
@@ -242,6 +244,7 @@ async fn a_repair_put_replaces_only_a_corrupt_copy_of_the_same_version() {
     assert_eq!(
         store
             .put_replica(ReplicaOffer {
+                changes: None,
                 repair: true,
                 ..offer(b, 2, good)
             })
@@ -276,6 +279,7 @@ async fn a_newer_replica_replaces_the_job_of_the_copy_it_replaces() {
         .await
         .unwrap();
     let put = ReplicaOffer {
+        changes: None,
         job: Some(JobSpec {
             targets: vec!["c1".into()],
             primary: true,
@@ -313,6 +317,7 @@ async fn a_put_with_a_job_records_it_and_retargeting_changes_the_role() {
         peer: "a1".into(),
     };
     let put = ReplicaOffer {
+        changes: None,
         job: Some(job.clone()),
         ..offer(b, 4, Bytes::from(vec![3u8; 1000]))
     };
