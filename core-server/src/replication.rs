@@ -98,7 +98,7 @@ impl BlockReplicationService {
     }
 
     /// The changes a put carries instead of the whole block, validated:
-    /// a base older than the version, no data beside them, every piece
+    /// a base not newer than the version, no data beside them, every piece
     /// within the length and the length within the block.
     fn offered_changes(
         &self,
@@ -113,9 +113,11 @@ impl BlockReplicationService {
             return Ok(None);
         };
         let invalid = |why: String| Err(CoreError::InvalidArgument(why));
-        if base >= request.version {
+        // Equal: a job re-created by a retry of a write already shipped;
+        // a copy at the version holds it, any other is off the base.
+        if base > request.version {
             return invalid(format!(
-                "base version {base} is not older than version {}",
+                "base version {base} is newer than version {}",
                 request.version
             ));
         }
@@ -195,5 +197,68 @@ impl BlockReplication for BlockReplicationService {
             })
             .buffered(STREAM_CONCURRENCY);
         Ok(Response::new(Box::pin(replies)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> (tempfile::TempDir, BlockReplicationService) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path(), 1 << 30, crate::CoreMetrics::new()).unwrap();
+        (dir, BlockReplicationService::new(store, 1 << 20))
+    }
+
+    fn put(
+        version: u64,
+        base: Option<u64>,
+        length: u64,
+        pieces: &[(u64, usize)],
+    ) -> wire::ReplicaPut {
+        wire::ReplicaPut {
+            version,
+            base_version: base,
+            length,
+            pieces: pieces
+                .iter()
+                .map(|&(offset, len)| wire::ChangedPiece {
+                    offset,
+                    data: vec![1; len].into(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn offered_changes_are_checked_before_anything_is_stored() {
+        let (_dir, service) = service();
+        // A job re-created by a retry ships its own version as the base.
+        for ok in [put(5, Some(4), 100, &[(0, 100)]), put(5, Some(5), 100, &[])] {
+            assert!(service.offered_changes(&ok).unwrap().is_some());
+        }
+        assert!(service
+            .offered_changes(&put(5, None, 0, &[]))
+            .unwrap()
+            .is_none());
+        let mut with_data = put(5, Some(4), 100, &[]);
+        with_data.data = vec![1; 10].into();
+        for bad in [
+            put(5, Some(6), 100, &[]),
+            put(5, None, 100, &[(0, 10)]),
+            put(5, Some(4), 100, &[(95, 10)]),
+            put(5, Some(4), 2 << 20, &[]),
+            put(5, Some(4), 100, &[(u64::MAX - 2, 10)]),
+            with_data,
+        ] {
+            assert!(
+                matches!(
+                    service.offered_changes(&bad),
+                    Err(CoreError::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -193,6 +193,23 @@ impl CoreData for CoreDataService {
         }))
     }
 
+    async fn shipped(
+        &self,
+        request: Request<wire::ShippedRequest>,
+    ) -> Result<Response<wire::ShippedReply>, Status> {
+        let request = request.into_inner();
+        let block = request
+            .block
+            .ok_or_else(|| CoreError::InvalidArgument("missing field `block`".into()))?
+            .into();
+        self.store
+            .job_shipped(block, Version(request.version), Some(request.trim_at_ms))
+            .await?;
+        Ok(Response::new(wire::ShippedReply {
+            incarnation: self.store.incarnation(),
+        }))
+    }
+
     async fn stat(
         &self,
         _request: Request<wire::StatRequest>,

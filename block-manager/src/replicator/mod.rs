@@ -19,8 +19,12 @@
 //! version and sends it to every target on that target's `Replicate` stream (one per target core,
 //! shared by all jobs, see `stream.rs`: the batching), over
 //! [`Network::channel`] (so WAN emulation and faults apply). When every
-//! target holds it durably, the primary tells the **secondary** (the job's peer) to delete its copy up to that version
-//! (the trim) and marks the job done. A failure reschedules the job with an
+//! target holds it durably, the job is kept as **shipped** until the block
+//! has had no new write for [`ReplicatorOptions::trim_delay`]; then the
+//! primary tells the **secondary** (the job's peer) to delete its copy up
+//! to that version (the trim) and marks the job done. (A write onto a
+//! trimmed copy has to seed it with the whole block first; a block being
+//! written keeps both copies instead.) A failure reschedules the job with an
 //! exponential backoff (up to [`ReplicatorOptions::max_backoff`]).
 //!
 //! # Takeover and repair
@@ -103,6 +107,10 @@ pub struct ReplicationJob {
     /// What changed since the version the remote copies hold; `None`: the
     /// whole block ships.
     pub changes: Option<JobChanges>,
+    /// Every target holds `version` already; only the trim of the peer's
+    /// copy is left, due at `next_attempt_ms` (see
+    /// [`ReplicatorOptions::trim_delay`]). Not part of the backlog.
+    pub shipped: bool,
 }
 
 impl ReplicationJob {
@@ -138,11 +146,40 @@ pub struct CopyChanges {
     /// The block's length at `version`.
     pub length: u64,
     /// The bytes of the changed ranges at `version`, by offset.
-    pub pieces: Vec<(u64, Bytes)>,
+    pub pieces: Vec<ChangedPiece>,
     /// The ownership epoch it is shipped with (`ReplicaPut.owner_epoch`).
     pub epoch: Option<Epoch>,
     /// The core's `lost_below` for the file (`ReplicaPut.lost_below`).
     pub lost_below: Option<Epoch>,
+}
+
+/// The bytes of one changed range of a copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangedPiece {
+    /// First byte, from the start of the block.
+    pub offset: u64,
+    /// The newest write in the range ([`changes::ChangedRange::version`]).
+    pub version: Version,
+    /// The range's bytes at the copy's version.
+    pub data: Bytes,
+}
+
+impl CopyChanges {
+    /// The changes on top of `held`, a version between the base and this
+    /// copy's (a target that already got some of them): the pieces written
+    /// after it. `None` when `held` is not in that interval.
+    pub fn since(&self, held: Version) -> Option<CopyChanges> {
+        (self.base < held && held < self.version).then(|| CopyChanges {
+            base: held,
+            pieces: self
+                .pieces
+                .iter()
+                .filter(|piece| piece.version > held)
+                .cloned()
+                .collect(),
+            ..self.clone()
+        })
+    }
 }
 
 /// A block a core holds, at its version.
@@ -177,12 +214,14 @@ pub trait ReplicaStore: Send + Sync + 'static {
         &self,
         block: BlockId,
     ) -> BoxFuture<'_, Result<Option<CopyChanges>, BlockError>>;
-    /// Every target holds `version`: removes the block's job if its version
-    /// is at most that, else rebases its changes on it.
+    /// Every target holds `version`: if the block's job is not newer, it
+    /// is removed (`trim_at_ms` `None`) or kept as shipped, its peer's trim
+    /// due at `trim_at_ms`; a newer job's changes are rebased on `version`.
     fn job_shipped(
         &self,
         block: BlockId,
         version: Version,
+        trim_at_ms: Option<u64>,
     ) -> BoxFuture<'_, Result<(), BlockError>>;
     /// Removes the block's job if its version is at most `version`.
     fn job_done(&self, block: BlockId, version: Version) -> BoxFuture<'_, Result<(), BlockError>>;
@@ -274,6 +313,12 @@ pub struct ReplicatorOptions {
     /// retried): a half-open connection or a lost reply never holds a job.
     /// Long enough for one block over the slowest link.
     pub stream_stall: Duration,
+    /// After every target holds a block's version, the primary trims its
+    /// peer's copy only once the block has had no new write for this long
+    /// (zero: at once). A block being written keeps both in-site copies
+    /// complete meanwhile, so its next partial write never has to re-seed
+    /// a trimmed copy with the whole block.
+    pub trim_delay: Duration,
 }
 
 impl Default for ReplicatorOptions {
@@ -289,6 +334,7 @@ impl Default for ReplicatorOptions {
             coalesce_max: Duration::from_secs(1),
             scan_interval: Some(Duration::from_secs(3600)),
             stream_stall: Duration::from_secs(120),
+            trim_delay: Duration::from_secs(60),
         }
     }
 }
@@ -418,8 +464,9 @@ pub(crate) enum Shipped {
     /// Refused: the copy is from before a takeover from a lost owner
     /// (`lost_below`) that never saw it.
     Superseded { lost_below: Epoch },
-    /// Changes refused: the site's copy is not at their base.
-    BaseMismatch,
+    /// Changes refused: the site's copy is not at their base; it is
+    /// complete at `held` (`None`: at no version, or not said).
+    BaseMismatch { held: Option<Version> },
 }
 
 /// What one attempt at a job came to.
@@ -460,6 +507,9 @@ impl Worker {
     /// secondary waits for the takeover timeout.
     fn due_at(&self, job: &ReplicationJob) -> u64 {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if job.shipped {
+            return job.next_attempt_ms;
+        }
         if !job.primary {
             return job.next_attempt_ms.max(
                 job.first_enqueued_ms
@@ -509,7 +559,7 @@ impl Worker {
             .iter()
             .map(|s| (s.as_str(), (0, 0, 0.0)))
             .collect();
-        for job in jobs.iter().filter(|job| job.primary) {
+        for job in jobs.iter().filter(|job| job.primary && !job.shipped) {
             for target in &job.targets {
                 let Some((_, site)) = self.nodes.get(target) else {
                     continue;
@@ -575,6 +625,15 @@ impl Worker {
     }
 
     async fn attempt(&self, job: &ReplicationJob) -> Attempt {
+        if job.shipped {
+            // Quiet for the trim delay since it shipped: the primary trims
+            // its peer; a secondary only drops its job (two cores must
+            // never trim each other's copy).
+            if !job.primary {
+                return self.done(job.block, job.version).await;
+            }
+            return self.trim_and_finish(job, job.version).await;
+        }
         let mut job = job.clone();
         let block = job.block;
         if !job.primary {
@@ -617,7 +676,7 @@ impl Worker {
                 Ok(Shipped::Superseded { lost_below }) => {
                     superseded = superseded.max(Some(lost_below));
                 }
-                Ok(Shipped::BaseMismatch) => failed.push(format!("{block}: base mismatch")),
+                Ok(Shipped::BaseMismatch { .. }) => failed.push(format!("{block}: base mismatch")),
                 Err(err) => failed.push(err),
             }
         }
@@ -633,6 +692,35 @@ impl Worker {
             }
             return Attempt::Failed(failed.join("; "));
         }
+        if !job.peer.is_empty() && !self.options.trim_delay.is_zero() {
+            return self.shipped_keeping_peer(&job, version).await;
+        }
+        self.trim_and_finish(&job, version).await
+    }
+
+    /// Every target holds `version`: the job waits as shipped for the trim
+    /// delay, and the peer learns that its copy is no longer the only
+    /// fallback (else it would count as never copied out, see
+    /// `core-server/src/store/quarantine.rs`, and keep watching this core).
+    async fn shipped_keeping_peer(&self, job: &ReplicationJob, version: Version) -> Attempt {
+        let block = job.block;
+        let delay = u64::try_from(self.options.trim_delay.as_millis()).unwrap_or(u64::MAX);
+        let trim_at = unix_time_ms().saturating_add(delay);
+        if let Err(err) = self.store.job_shipped(block, version, Some(trim_at)).await {
+            return Attempt::Failed(err.to_string());
+        }
+        if let Err(err) = self.tell_shipped(&job.peer, block, version, trim_at).await {
+            // Its job stays pending: it watches this core, as before a ship.
+            tracing::debug!(node = %self.name, peer = %job.peer, %block, %err,
+                "peer not told of a shipped version");
+        }
+        Attempt::Done
+    }
+
+    /// Every target holds `version`: trims the peer's copy up to it, then
+    /// removes the job (unless a newer write replaced it).
+    async fn trim_and_finish(&self, job: &ReplicationJob, version: Version) -> Attempt {
+        let block = job.block;
         if !job.peer.is_empty() {
             if let Err((err, unreachable)) = self.trim(&job.peer, block, version).await {
                 self.metrics.failures.with_label_values(&["local"]).inc();
@@ -645,7 +733,7 @@ impl Worker {
                     "peer unreachable for the trim; it trims itself when back");
             }
         }
-        match self.store.job_shipped(block, version).await {
+        match self.store.job_shipped(block, version, None).await {
             Ok(()) => Attempt::Done,
             Err(err) => Attempt::Failed(err.to_string()),
         }

@@ -83,6 +83,30 @@ impl Worker {
         Ok(())
     }
 
+    /// Tells `peer` that every remote site holds `version` of `block`, so
+    /// that its job is no longer pending (it keeps its copy until the trim
+    /// at `trim_at_ms`).
+    pub(super) async fn tell_shipped(
+        &self,
+        peer: &str,
+        block: BlockId,
+        version: Version,
+        trim_at_ms: u64,
+    ) -> Result<(), String> {
+        let mut client = CoreDataClient::new(self.channel(peer)?);
+        client
+            .shipped(wire::ShippedRequest {
+                block: Some(block.into()),
+                version: version.0,
+                trim_at_ms,
+            })
+            .await
+            .map_err(|status| {
+                format!("shipped to {peer}: {}: {}", status.code(), status.message())
+            })?;
+        Ok(())
+    }
+
     /// Repairs this core's damaged copy of the job's block from another
     /// copy of the job's version or newer: the job's peer (it keeps its
     /// copy until the trim), else the remote targets (a put may have

@@ -4,7 +4,9 @@
 //! whole-block fallback when a target's copy is not at the changes' base.
 
 use geonfs_proto::domain::{BlockId, Epoch, Version};
-use geonfs_proto::replication::{ChangedPiece, ReplicaJob, ReplicaPut, ReplicaPutReply};
+use geonfs_proto::replication::{
+    ChangedPiece as WirePiece, ReplicaJob, ReplicaPut, ReplicaPutReply,
+};
 use prost::Message;
 
 use super::repair::{unreachable, CallError};
@@ -70,15 +72,15 @@ impl Payload<'_> {
                 put.pieces = changes
                     .pieces
                     .iter()
-                    .map(|(offset, data)| ChangedPiece {
-                        offset: *offset,
-                        data: data.clone(),
+                    .map(|piece| WirePiece {
+                        offset: piece.offset,
+                        data: piece.data.clone(),
                     })
                     .collect();
                 changes
                     .pieces
                     .iter()
-                    .map(|(_, data)| data.len() as u64)
+                    .map(|piece| piece.data.len() as u64)
                     .sum()
             }
         };
@@ -100,7 +102,9 @@ fn shipped(reply: &ReplicaPutReply) -> Shipped {
             lost_below: Epoch::from_wire(reply.lost_below).unwrap_or(Epoch::FIRST),
         }
     } else if reply.base_mismatch {
-        Shipped::BaseMismatch
+        Shipped::BaseMismatch {
+            held: Some(Version(reply.stored_version)).filter(|&held| held != Version::ZERO),
+        }
     } else {
         Shipped::Held
     }
@@ -122,12 +126,23 @@ impl Worker {
             }
             Shipment::Changes(changes) => changes,
         };
-        match self
+        let held = match self
             .put_to_site(target, block, Payload::Changes(changes))
             .await?
         {
-            Shipped::BaseMismatch => {}
+            Shipped::BaseMismatch { held } => held,
             other => return Ok(other),
+        };
+        // A site that already has some of the changes (an earlier attempt
+        // reached it and not another site) gets the rest.
+        if let Some(rest) = held.and_then(|held| changes.since(held)) {
+            match self
+                .put_to_site(target, block, Payload::Changes(&rest))
+                .await?
+            {
+                Shipped::BaseMismatch { .. } => {}
+                other => return Ok(other),
+            }
         }
         // The whole copy, at the changes' version or newer (a newer write
         // may have landed since; its own job ships it again).
@@ -144,7 +159,7 @@ impl Worker {
             .put_to_site(target, block, Payload::Whole(&copy))
             .await?
         {
-            Shipped::BaseMismatch => Err(format!(
+            Shipped::BaseMismatch { .. } => Err(format!(
                 "{target} refused a whole copy of {block} as a base mismatch"
             )),
             other => Ok(other),

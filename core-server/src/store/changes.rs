@@ -4,7 +4,7 @@
 //! at their base, in the same batch as the new version.
 
 use bytes::Bytes;
-use geonfs_block_manager::replicator::CopyChanges;
+use geonfs_block_manager::replicator::{ChangedPiece, CopyChanges};
 use geonfs_proto::domain::{BlockId, Version};
 use rocksdb::WriteBatch;
 
@@ -41,18 +41,16 @@ impl Inner {
         let Some(changes) = job.changes.filter(|_| job.version == meta.version) else {
             return Ok(None);
         };
-        let mut pieces = Vec::new();
-        let mut ranges = changes.ranges.iter().peekable();
-        while let Some(range) = ranges.next() {
-            // Touching ranges ship as one piece.
-            let mut end = range.end();
-            while let Some(next) = ranges.next_if(|next| next.offset == end) {
-                end = next.end();
-            }
-            let end = end.min(meta.length);
+        let mut pieces = Vec::with_capacity(changes.ranges.len());
+        for range in &changes.ranges {
+            let end = range.end().min(meta.length);
             if range.offset < end {
                 let bytes = self.copy_bytes(&snapshot, block, range.offset, end - range.offset)?;
-                pieces.push((range.offset, Bytes::from(bytes)));
+                pieces.push(ChangedPiece {
+                    offset: range.offset,
+                    version: range.version,
+                    data: Bytes::from(bytes),
+                });
             }
         }
         let fence = self.file_fence(block.file_id);

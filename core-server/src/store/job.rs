@@ -5,9 +5,10 @@
 //! (integers BE; the peer and each target as `u16 BE length | UTF-8`, the
 //! targets preceded by their `u16 BE` count), then the job's changes
 //! ([`JobChanges`]): `1 u8 | base u64 | count u16 | count × (offset u32 |
-//! len u32 | version u64 | since_ms u64)`. A value without them (written
-//! before changes existed, or with a range that does not fit) ships the
-//! whole block.
+//! len u32 | version u64 | since_ms u64)`, then `2 u8` if the job is
+//! shipped (only the peer's trim left). A value without changes (written
+//! before they existed, or with a range that does not fit) ships the whole
+//! block.
 
 use geonfs_block_manager::replicator::{ChangedRange, JobChanges};
 use geonfs_block_manager::ReplicationJob;
@@ -20,6 +21,8 @@ pub(super) const QUEUE_TAG: u8 = b'q';
 
 /// Tag of the changes section of a job value.
 const CHANGES_TAG: u8 = 1;
+/// Tag of a shipped job.
+const SHIPPED_TAG: u8 = 2;
 
 /// `q | file_id BE | index BE`.
 pub(super) fn job_key(block: BlockId) -> [u8; 17] {
@@ -81,6 +84,9 @@ pub(super) fn encode_job(job: &ReplicationJob) -> Vec<u8> {
     if let Some(changes) = job.changes.as_ref().and_then(encode_changes) {
         out.extend_from_slice(&changes);
     }
+    if job.shipped {
+        out.push(SHIPPED_TAG);
+    }
     out
 }
 
@@ -109,13 +115,12 @@ impl<'a> Reader<'a> {
         let len = usize::from(self.u16()?);
         String::from_utf8(self.take(len)?.to_vec()).ok()
     }
+    /// The changes section, if the value has one next.
     fn changes(&mut self) -> Option<Option<JobChanges>> {
-        if self.0.is_empty() {
+        if self.0.first() != Some(&CHANGES_TAG) {
             return Some(None);
         }
-        if self.take(1)?[0] != CHANGES_TAG {
-            return None;
-        }
+        self.take(1)?;
         let base = Version(self.u64()?);
         let count = self.u16()?;
         let ranges = (0..count)
@@ -129,7 +134,18 @@ impl<'a> Reader<'a> {
             })
             .collect::<Option<Vec<_>>>()?;
         let sorted = ranges.windows(2).all(|w| w[0].end() <= w[1].offset);
-        (sorted && self.0.is_empty()).then_some(Some(JobChanges { base, ranges }))
+        sorted.then_some(Some(JobChanges { base, ranges }))
+    }
+
+    /// The shipped tag, then nothing: true if there.
+    fn shipped(&mut self) -> Option<bool> {
+        let shipped = match self.0 {
+            [] => false,
+            [SHIPPED_TAG] => true,
+            _ => return None,
+        };
+        self.0 = &[];
+        Some(shipped)
     }
 }
 
@@ -146,6 +162,7 @@ pub(super) fn decode_job(block: BlockId, value: &[u8]) -> Result<ReplicationJob,
         let count = r.u16()?;
         let targets = (0..count).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
         let changes = r.changes()?;
+        let shipped = r.shipped()?;
         Some(ReplicationJob {
             block,
             version: Version(version),
@@ -157,6 +174,7 @@ pub(super) fn decode_job(block: BlockId, value: &[u8]) -> Result<ReplicationJob,
             next_attempt_ms,
             length: 0,
             changes,
+            shipped,
         })
     };
     parse().ok_or_else(|| CoreError::Corrupt {
@@ -170,6 +188,10 @@ mod tests {
     use super::*;
 
     fn job(changes: Option<JobChanges>) -> ReplicationJob {
+        job_shipped(changes, false)
+    }
+
+    fn job_shipped(changes: Option<JobChanges>, shipped: bool) -> ReplicationJob {
         ReplicationJob {
             block: BlockId {
                 file_id: FileId(7),
@@ -184,6 +206,7 @@ mod tests {
             next_attempt_ms: 2000,
             length: 0,
             changes,
+            shipped,
         }
     }
 

@@ -62,9 +62,10 @@ pub(super) enum Written {
 pub(super) enum JobUpdate {
     /// Remove it if its version is at most the given one.
     Done,
-    /// Every target holds the given version: remove the job if it is not
-    /// newer, else rebase its changes on that version.
-    Shipped,
+    /// Every target holds the given version: a job that is not newer is
+    /// removed (`trim_at_ms` `None`) or kept as shipped until then; a
+    /// newer one's changes are rebased on that version.
+    Shipped { trim_at_ms: Option<u64> },
     /// A failed attempt: record it.
     Retry { attempts: u32, next_attempt_ms: u64 },
 }
@@ -186,6 +187,17 @@ impl Inner {
             Err(CoreError::Corrupt { .. }) => None,
             Err(err) => return Err(err),
         };
+        if let Some(mut old) = old.clone().filter(|old| old.version == version) {
+            // A retry of the write that made the job: it holds its range
+            // already (and may have shipped it).
+            if (&old.targets, old.primary, &old.peer) != (&spec.targets, spec.primary, &spec.peer) {
+                old.targets = spec.targets.clone();
+                old.primary = spec.primary;
+                old.peer = spec.peer.clone();
+                batch.put(job_key(block), encode_job(&old));
+            }
+            return Ok(());
+        }
         let mut changes = match (written, &old) {
             (Written::Whole, _) => None,
             (Written::Range { base, .. }, None) => Some(JobChanges::new(base)),
@@ -204,11 +216,15 @@ impl Inner {
             targets: spec.targets.clone(),
             primary: spec.primary,
             peer: spec.peer.clone(),
-            first_enqueued_ms: old.map_or(now, |old| old.first_enqueued_ms.min(now)),
+            // A shipped job's writes are on every site: the lag starts now.
+            first_enqueued_ms: old
+                .filter(|old| !old.shipped)
+                .map_or(now, |old| old.first_enqueued_ms.min(now)),
             attempts: 0,
             next_attempt_ms: now,
             length: 0,
             changes,
+            shipped: false,
         };
         batch.put(job_key(block), encode_job(&job));
         Ok(())
@@ -274,11 +290,22 @@ impl Inner {
         let mut batch = WriteBatch::default();
         let mut sync = false;
         match update {
-            JobUpdate::Done | JobUpdate::Shipped if job.version <= version => {
+            JobUpdate::Shipped {
+                trim_at_ms: Some(trim_at_ms),
+            } if job.version <= version => {
+                // Not synced either: lost in a crash, the job only ships again.
+                job.version = version;
+                job.changes = Some(JobChanges::new(version));
+                job.shipped = true;
+                job.attempts = 0;
+                job.next_attempt_ms = trim_at_ms;
+                batch.put(job_key(block), encode_job(&job));
+            }
+            JobUpdate::Done | JobUpdate::Shipped { .. } if job.version <= version => {
                 batch.delete(job_key(block));
                 sync = true;
             }
-            JobUpdate::Shipped => {
+            JobUpdate::Shipped { .. } => {
                 // Newer writes came meanwhile: what they changed ships on
                 // top of what every target now holds. (Not synced: an old
                 // base after a crash only ships the whole block.)
@@ -532,10 +559,17 @@ impl BlockStore {
         self.update_job(block, version, JobUpdate::Done).await
     }
 
-    /// Every target holds `version`: removes the block's job if it is not
-    /// newer, else rebases the job's changes on `version`.
-    pub async fn job_shipped(&self, block: BlockId, version: Version) -> Result<(), CoreError> {
-        self.update_job(block, version, JobUpdate::Shipped).await
+    /// Every target holds `version`: a job that is not newer is removed
+    /// (`trim_at_ms` `None`) or kept as shipped, its peer's trim due at
+    /// `trim_at_ms`; a newer job's changes are rebased on `version`.
+    pub async fn job_shipped(
+        &self,
+        block: BlockId,
+        version: Version,
+        trim_at_ms: Option<u64>,
+    ) -> Result<(), CoreError> {
+        self.update_job(block, version, JobUpdate::Shipped { trim_at_ms })
+            .await
     }
 
     /// Records a failed attempt of the job at `version` (nothing if the job
@@ -692,9 +726,10 @@ impl ReplicaStore for BlockStore {
         &self,
         block: BlockId,
         version: Version,
+        trim_at_ms: Option<u64>,
     ) -> BoxFuture<'_, Result<(), BlockError>> {
         Box::pin(async move {
-            BlockStore::job_shipped(self, block, version)
+            BlockStore::job_shipped(self, block, version, trim_at_ms)
                 .await
                 .map_err(store_error)
         })

@@ -155,6 +155,13 @@ pub async fn run(options: &ThrashOptions) -> anyhow::Result<ThrashReport> {
         max_backoff: Duration::from_secs(1),
         scan_interval: None,
         stream_stall: Duration::from_secs(5),
+        // Half the seeds trim at once (every later write re-seeds the
+        // trimmed copy), half keep a written block's copies a while.
+        trim_delay: if options.seed.is_multiple_of(2) {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(700)
+        },
         ..ReplicatorOptions::default()
     };
     let mut cluster = TestCluster::builder()

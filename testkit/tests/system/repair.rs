@@ -12,8 +12,8 @@ use geonfs_proto::domain::{BlockId, Durability, Version};
 use geonfs_testkit::cluster::TestCluster;
 
 use crate::support::blocks::{
-    block_client, cut_from_other_sites, holders, id, pattern, per_site, read_copy, repairs,
-    three_sites,
+    block_client, cut_from_other_sites, holders, id, pattern, per_site, prompt_trims, read_copy,
+    repairs, three_sites,
 };
 use crate::support::blocks::{copy_is_good, corrupt_on_disk};
 use crate::support::{eventually, init_logging};
@@ -41,7 +41,7 @@ fn core_repairs(cluster: &TestCluster, core: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_corrupt_local_copy_is_served_around_repaired_and_counted() {
     init_logging();
-    let mut cluster = three_sites(ReplicatorOptions::default()).await;
+    let mut cluster = three_sites(prompt_trims()).await;
     // Keep both in-site copies: the other sites are cut off.
     cluster.cut_sites("a", "b").unwrap();
     cluster.cut_sites("a", "c").unwrap();
@@ -95,7 +95,7 @@ async fn a_primary_repairs_its_damaged_copy_and_ships_it() {
     // No takeover by the secondary during the test: the primary ships.
     let mut cluster = three_sites(ReplicatorOptions {
         takeover_timeout: Duration::from_secs(600),
-        ..ReplicatorOptions::default()
+        ..prompt_trims()
     })
     .await;
     let client = block_client(&cluster);
@@ -124,7 +124,7 @@ async fn a_primary_repairs_its_damaged_copy_and_ships_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_corrupt_only_copy_of_the_site_is_served_from_another_site() {
     init_logging();
-    let mut cluster = three_sites(ReplicatorOptions::default()).await;
+    let mut cluster = three_sites(prompt_trims()).await;
     let client = block_client(&cluster);
     let block = id(41, 0);
     let data = pattern(9, 200_000);
@@ -162,7 +162,7 @@ async fn a_lost_remote_copy_is_restored_and_the_extra_one_removed() {
     init_logging();
     let mut cluster = three_sites(ReplicatorOptions {
         scan_interval: Some(Duration::from_millis(300)),
-        ..ReplicatorOptions::default()
+        ..prompt_trims()
     })
     .await;
     let client = block_client(&cluster);

@@ -16,7 +16,7 @@ use geonfs_proto::replication::ReplicaPut;
 use geonfs_testkit::cluster::TestCluster;
 
 use crate::support::blocks::{
-    block_client, core_client, holders, id, pattern, per_site, read_copy, repairs,
+    block_client, core_client, holders, id, pattern, per_site, prompt_trims, read_copy, repairs,
     replicator_metrics, three_sites,
 };
 use crate::support::{eventually, init_logging};
@@ -74,7 +74,7 @@ fn trims(cluster: &TestCluster) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_block_ends_with_one_copy_per_site() {
     init_logging();
-    let cluster = three_sites(ReplicatorOptions::default()).await;
+    let cluster = three_sites(prompt_trims()).await;
     let client = block_client(&cluster);
     let blocks: Vec<BlockId> = (0..12).map(|i| id(21, i)).collect();
     let mut primaries = BTreeMap::new();
@@ -116,7 +116,7 @@ async fn every_block_ends_with_one_copy_per_site() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_ack_without_the_wan_and_drain_after_heal() {
     init_logging();
-    let cluster = three_sites(ReplicatorOptions::default()).await;
+    let cluster = three_sites(prompt_trims()).await;
     let client = block_client(&cluster);
     cluster.cut_sites("a", "b").unwrap();
     cluster.cut_sites("a", "c").unwrap();
@@ -171,7 +171,7 @@ async fn writes_ack_without_the_wan_and_drain_after_heal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_newer_version_wins_over_an_older_one() {
     init_logging();
-    let cluster = three_sites(ReplicatorOptions::default()).await;
+    let cluster = three_sites(prompt_trims()).await;
     let client = block_client(&cluster);
     let block = id(23, 0);
     let primary = client.local_pair(block).unwrap()[0].name.clone();
@@ -254,7 +254,7 @@ async fn the_secondary_ships_when_the_primary_is_gone() {
     init_logging();
     let mut cluster = three_sites(ReplicatorOptions {
         takeover_timeout: Duration::from_secs(1),
-        ..ReplicatorOptions::default()
+        ..prompt_trims()
     })
     .await;
     let client = block_client(&cluster);
@@ -317,7 +317,7 @@ async fn kill_a_local_copy_after_ack_before_geo() {
     init_logging();
     let mut cluster = three_sites(ReplicatorOptions {
         takeover_timeout: Duration::from_secs(1),
-        ..ReplicatorOptions::default()
+        ..prompt_trims()
     })
     .await;
     let client = block_client(&cluster);
@@ -471,7 +471,7 @@ async fn sample_versions(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_a_core_mid_replication() {
     init_logging();
-    let mut cluster = three_sites(ReplicatorOptions::default()).await;
+    let mut cluster = three_sites(prompt_trims()).await;
     let wan = geonfs_rpc::WanParams {
         rtt: Duration::from_millis(100),
         bandwidth_bytes_per_sec: None,
@@ -588,7 +588,7 @@ async fn restarted_site_never_brings_back_old_data() {
     init_logging();
     let mut cluster = three_sites(ReplicatorOptions {
         scan_interval: Some(Duration::from_millis(300)),
-        ..ReplicatorOptions::default()
+        ..prompt_trims()
     })
     .await;
     let client = block_client(&cluster);

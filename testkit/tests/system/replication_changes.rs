@@ -14,7 +14,8 @@ use geonfs_testkit::cluster::TestCluster;
 use geonfs_testkit::rng::Rng;
 
 use crate::support::blocks::{
-    block_client, core_client, holders, id, pattern, read_copy, replicator_metrics, three_sites,
+    block_client, core_client, holders, id, pattern, prompt_trims, read_copy, replicator_metrics,
+    three_sites,
 };
 use crate::support::{eventually, init_logging};
 
@@ -83,7 +84,7 @@ async fn four_replicated_blocks(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn small_random_writes_ship_about_what_was_written() {
     init_logging();
-    let cluster = three_sites(ReplicatorOptions::default()).await;
+    let cluster = three_sites(prompt_trims()).await;
     let mut model = four_replicated_blocks(&cluster, 51).await;
     let before: Vec<(u64, u64)> = ["b", "c"]
         .iter()
@@ -131,7 +132,7 @@ async fn small_random_writes_ship_about_what_was_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_remote_copy_off_the_base_gets_the_whole_block() {
     init_logging();
-    let cluster = three_sites(ReplicatorOptions::default()).await;
+    let cluster = three_sites(prompt_trims()).await;
     let mut model = four_replicated_blocks(&cluster, 52).await;
     let block = id(52, 1);
     // Site b's copy goes (as a lost copy would): it is complete at no version.
@@ -165,5 +166,88 @@ async fn a_remote_copy_off_the_base_gets_the_whole_block() {
     // b got the whole block; c, still at the base, only the change.
     assert!(puts(&cluster, "b", "whole") > whole_before.0);
     assert_eq!(puts(&cluster, "c", "whole"), whole_before.1);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_block_being_written_keeps_both_local_copies_and_needs_no_seed() {
+    init_logging();
+    let trim_delay = Duration::from_secs(5);
+    let cluster = three_sites(ReplicatorOptions {
+        trim_delay,
+        ..ReplicatorOptions::default()
+    })
+    .await;
+    let client = block_client(&cluster);
+    let block = id(53, 0);
+    let mut data = pattern(7, BLOCK).to_vec();
+    client
+        .write(
+            block,
+            0,
+            Bytes::from(data.clone()),
+            Version(1),
+            Durability::Durable,
+        )
+        .await
+        .unwrap();
+    eventually(SETTLE, "copies at b and c", || async {
+        let held = holders(&cluster, block).await;
+        ['b', 'c'].iter().all(|site| {
+            held.iter()
+                .any(|(core, info)| core.starts_with(*site) && info.version == 1)
+        })
+    })
+    .await;
+    // Shipped, and both copies of site a kept for the trim delay; each
+    // core's job is marked shipped (the secondary's by the primary's note),
+    // so neither copy counts as never copied out.
+    let local = |held: &BTreeMap<String, geonfs_proto::core::BlockInfo>| {
+        held.keys()
+            .filter(|core| core.starts_with('a'))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let pair = local(&holders(&cluster, block).await);
+    assert_eq!(pair.len(), 2);
+    for core in &pair {
+        let store = cluster.node(core).unwrap().core().unwrap().store();
+        eventually(SETTLE, "the job shipped", || async {
+            store
+                .job(block)
+                .await
+                .unwrap()
+                .is_some_and(|job| job.shipped)
+        })
+        .await;
+    }
+
+    // Partial writes right away apply on both complete copies: no seed.
+    let seeds = client.metrics().seeds.get();
+    for version in 2..12u64 {
+        let offset = (version as usize * 12_345) % (BLOCK - 4096);
+        let bytes = pattern(version as u8, 4096);
+        client
+            .write(
+                block,
+                offset as u64,
+                bytes.clone(),
+                Version(version),
+                Durability::Durable,
+            )
+            .await
+            .unwrap();
+        data[offset..offset + 4096].copy_from_slice(&bytes);
+    }
+    assert_eq!(
+        client.metrics().seeds.get(),
+        seeds,
+        "a partial write seeded a copy"
+    );
+
+    // Quiet for the delay: trimmed to one copy per site, every copy right.
+    let model = BTreeMap::from([(block, (11, data))]);
+    settled(&cluster, &model).await;
+    assert_eq!(local(&holders(&cluster, block).await).len(), 1);
     cluster.shutdown().await.unwrap();
 }

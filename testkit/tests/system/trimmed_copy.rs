@@ -15,7 +15,7 @@ use geonfs_testkit::rng::Rng;
 use nfs3_client::nfs3_types::nfs3::*;
 
 use crate::support::blocks::{
-    block_client, cut_from_other_sites, holders, per_site, replicator_metrics,
+    block_client, cut_from_other_sites, holders, per_site, prompt_trims, replicator_metrics,
 };
 use crate::support::blocks::{copy_is_good, corrupt_on_disk};
 use crate::support::nfs::write;
@@ -40,7 +40,7 @@ async fn cluster() -> (TestCluster, Sites) {
     let replication = ReplicatorOptions {
         takeover_timeout: Duration::from_secs(1),
         scan_interval: None,
-        ..ReplicatorOptions::default()
+        ..prompt_trims()
     };
     let cluster = TestCluster::builder()
         .sites(3)

@@ -102,8 +102,8 @@ async fn the_primary_ships_only_the_bytes_written_since_the_base() {
         (v(1), v(0), 300_000)
     );
     assert_eq!(first.pieces.len(), 1);
-    assert_eq!(first.pieces[0].1.len(), 300_000);
-    store.job_shipped(B, v(1)).await.unwrap();
+    assert_eq!(first.pieces[0].data.len(), 300_000);
+    store.job_shipped(B, v(1), None).await.unwrap();
     assert!(store.job(B).await.unwrap().is_none());
 
     // Two small writes, one of them in the same 64 KiB chunk as a third.
@@ -121,24 +121,32 @@ async fn the_primary_ships_only_the_bytes_written_since_the_base() {
         .unwrap();
     let shipped = store.read_changes(B).await.unwrap().unwrap();
     assert_eq!((shipped.version, shipped.base), (v(4), v(1)));
-    let pieces: Vec<(u64, Vec<u8>)> = shipped
+    let pieces: Vec<(u64, u64, Vec<u8>)> = shipped
         .pieces
         .iter()
-        .map(|(offset, data)| (*offset, data.to_vec()))
+        .map(|piece| (piece.offset, piece.version.0, piece.data.to_vec()))
         .collect();
-    // 4096..8192 and 8192..8202 touch: one piece.
-    let mut joined = vec![2u8; 4096];
-    joined.extend([4u8; 10]);
-    assert_eq!(pieces, vec![(4096, joined), (200_000, vec![3; 100])]);
+    assert_eq!(
+        pieces,
+        vec![
+            (4096, 2, vec![2; 4096]),
+            (8192, 4, vec![4; 10]),
+            (200_000, 3, vec![3; 100])
+        ]
+    );
+    // A target that got version 3 already needs only what 4 wrote.
+    let rest = shipped.since(v(3)).unwrap();
+    assert_eq!((rest.base, rest.pieces.len()), (v(3), 1));
+    assert!(shipped.since(v(1)).is_none() && shipped.since(v(4)).is_none());
 
     // A ship of version 3 keeps only what version 4 wrote.
-    store.job_shipped(B, v(3)).await.unwrap();
+    store.job_shipped(B, v(3), None).await.unwrap();
     let rest = store.read_changes(B).await.unwrap().unwrap();
     assert_eq!(rest.base, v(3));
     assert_eq!(
         rest.pieces
             .iter()
-            .map(|(offset, data)| (*offset, data.len()))
+            .map(|piece| (piece.offset, piece.data.len()))
             .collect::<Vec<_>>(),
         vec![(8192, 10)]
     );
@@ -231,4 +239,51 @@ async fn a_new_block_applies_changes_on_nothing() {
     let mut expected = vec![0u8; 70_000];
     expected[65_000..].fill(3);
     assert_eq!(read_all(&store, 70_000).await, (v(2), expected));
+}
+
+#[tokio::test]
+async fn a_shipped_job_waits_for_its_trim_and_a_new_write_restarts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .write_with_job(write(0, &[1; 5000], 1, 0), spec())
+        .await
+        .unwrap();
+    let queued = store.job(B).await.unwrap().unwrap();
+    store.job_shipped(B, v(1), Some(123_456)).await.unwrap();
+    let shipped = store.job(B).await.unwrap().unwrap();
+    assert!(shipped.shipped);
+    assert_eq!((shipped.version, shipped.next_attempt_ms), (v(1), 123_456));
+    assert_eq!(
+        shipped.changes.as_ref().map(|c| (c.base, c.bytes())),
+        Some((v(1), 0))
+    );
+    // A retry of the shipped write ships nothing new.
+    store
+        .write_with_job(write(0, &[1; 5000], 1, 0), spec())
+        .await
+        .unwrap();
+
+    // The next write: a pending job again, its lag counted from now, only
+    // its own bytes on top of the shipped version.
+    store
+        .write_with_job(write(100, &[2; 10], 2, 1), spec())
+        .await
+        .unwrap();
+    let job = store.job(B).await.unwrap().unwrap();
+    assert!(!job.shipped);
+    assert!(job.first_enqueued_ms >= queued.first_enqueued_ms);
+    let changes = store.read_changes(B).await.unwrap().unwrap();
+    assert_eq!((changes.base, changes.version), (v(1), v(2)));
+    assert_eq!(
+        changes
+            .pieces
+            .iter()
+            .map(|piece| (piece.offset, piece.data.len()))
+            .collect::<Vec<_>>(),
+        vec![(100, 10)]
+    );
+    // Shipped without a trim delay: gone.
+    store.job_shipped(B, v(2), None).await.unwrap();
+    assert!(store.job(B).await.unwrap().is_none());
 }

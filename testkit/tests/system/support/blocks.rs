@@ -27,6 +27,16 @@ pub(crate) async fn three_sites(options: ReplicatorOptions) -> TestCluster {
         .unwrap()
 }
 
+/// The default replicator options, but trimming the extra local copy as
+/// soon as the remote copies are durable (no trim delay): for the tests
+/// that watch copies per site.
+pub(crate) fn prompt_trims() -> ReplicatorOptions {
+    ReplicatorOptions {
+        trim_delay: std::time::Duration::ZERO,
+        ..ReplicatorOptions::default()
+    }
+}
+
 /// A block client writing at site a, from a-access-1's address.
 pub(crate) fn block_client(cluster: &TestCluster) -> BlockClient {
     BlockClient::new(
