@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -250,11 +252,16 @@ impl Driver {
         }
     }
 
-    /// Runs until shutdown or a fatal storage error.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<DriverMsg>) {
+    /// Runs until shutdown, a fatal storage error, or `killed` is set
+    /// (checked before every step; then nothing more is persisted).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<DriverMsg>, killed: Arc<AtomicBool>) {
         let mut ticker = tokio::time::interval(self.options.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let killed = || killed.load(Ordering::Acquire);
         loop {
+            if killed() {
+                return;
+            }
             let msg = tokio::select! {
                 _ = ticker.tick() => {
                     self.raw.tick();
@@ -286,6 +293,9 @@ impl Driver {
                     }
                     more += 1;
                 }
+            }
+            if killed() {
+                return;
             }
             if let Err(err) = self.on_ready() {
                 tracing::error!(error = %err, id = self.raw.raft.id, "meta member stops: storage failure");

@@ -139,6 +139,9 @@ pub enum MetaError {
     /// A client call failed (client side).
     #[error("meta call failed: {0}")]
     Rpc(tonic::Status),
+    /// The driver's thread or its runtime could not be started.
+    #[error("cannot start the meta driver thread: {0}")]
+    Thread(std::io::Error),
 }
 
 fn leader_hint(leader: &Option<std::net::SocketAddr>) -> String {
@@ -186,7 +189,9 @@ impl From<MetaError> for tonic::Status {
             MetaError::Timeout(_) => tonic::Status::deadline_exceeded(msg),
             MetaError::ShuttingDown => tonic::Status::unavailable(msg),
             MetaError::Raft(raft::Error::ProposalDropped) => tonic::Status::unavailable(msg),
-            MetaError::Store(_) | MetaError::Raft(_) => tonic::Status::internal(msg),
+            MetaError::Store(_) | MetaError::Raft(_) | MetaError::Thread(_) => {
+                tonic::Status::internal(msg)
+            }
             MetaError::Rpc(status) => status,
         }
     }

@@ -46,11 +46,14 @@ pub struct Transport {
     dir: Directory,
     driver: mpsc::Sender<DriverMsg>,
     metrics: MetaMetrics,
+    /// The shared runtime the per-peer tasks run on (the driver's own
+    /// thread only queues messages for them).
+    runtime: tokio::runtime::Handle,
     peers: HashMap<u64, (mpsc::Sender<Message>, JoinHandle<()>)>,
 }
 
 impl Transport {
-    /// A transport for member `id` at `ip`.
+    /// A transport for member `id` at `ip`, its peer tasks on `runtime`.
     pub fn new(
         id: u64,
         ip: IpAddr,
@@ -58,6 +61,7 @@ impl Transport {
         dir: Directory,
         driver: mpsc::Sender<DriverMsg>,
         metrics: MetaMetrics,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
         Transport {
             id,
@@ -66,6 +70,7 @@ impl Transport {
             dir,
             driver,
             metrics,
+            runtime,
             peers: HashMap::new(),
         }
     }
@@ -89,7 +94,7 @@ impl Transport {
             let (id, ip) = (self.id, self.ip);
             let entry = self.peers.entry(to).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                let task = tokio::spawn(peer_loop(
+                let task = self.runtime.spawn(peer_loop(
                     id,
                     to,
                     ip,
