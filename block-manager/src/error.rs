@@ -69,6 +69,18 @@ pub enum BlockError {
         /// Its reply.
         status: Box<tonic::Status>,
     },
+    /// The copy a read was about to serve went between the probe and the
+    /// read (trimmed or replaced meanwhile), at every holder tried; a new
+    /// probe finds where the block is now.
+    #[error("block {block}: version {version} is no longer on {node}")]
+    CopyGone {
+        /// The last core tried.
+        node: String,
+        /// The block.
+        block: BlockId,
+        /// The version the probe found.
+        version: Version,
+    },
     /// Every up-to-date copy of the block in the site failed its checksum
     /// (each one was counted and needs repair, docs/ARCHITECTURE.md#invariant-7).
     #[error(

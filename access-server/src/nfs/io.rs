@@ -37,12 +37,14 @@ pub(crate) fn data_status(file_id: FileId, err: &DataError) -> nfsstat3 {
         Some(BlockError::Invalid(_)) => return nfsstat3::NFS3ERR_INVAL,
         // No complete copy to build a partial write on could be reached
         // now (the write is not applied), the block's newest version
-        // cannot be established, or this access server's ownership lease
-        // is not valid: the client retries later.
+        // cannot be established, this access server's ownership lease
+        // is not valid, or the block kept moving while read: the client
+        // retries later.
         Some(
             BlockError::Unseeded { .. }
             | BlockError::NewestUnknown { .. }
-            | BlockError::LeaseExpired { .. },
+            | BlockError::LeaseExpired { .. }
+            | BlockError::CopyGone { .. },
         ) => return nfsstat3::NFS3ERR_JUKEBOX,
         _ => {}
     }

@@ -14,6 +14,10 @@ use tonic::Code;
 use super::{classify, classify_file, BlockClient, BlockRead, CopyError};
 use crate::BlockError;
 
+/// How many times a read probes again when the copy it was about to
+/// serve went meanwhile (a trim or a newer write between probe and read).
+const GONE_PROBES: u32 = 3;
+
 /// What [`BlockClient::probe`] learnt.
 pub(super) struct Probe<'a> {
     /// Holders and their versions, newest first.
@@ -107,9 +111,18 @@ impl BlockClient {
     ) -> Result<Option<BlockRead>, BlockError> {
         self.check_range(offset, u64::from(len))?;
         self.check_gate(block.file_id, owner_epoch)?;
-        let probe = self.site_probe(block, (offset, len), owner_epoch).await?;
-        self.serve_probed(block, (offset, len), owner_epoch, probe)
-            .await
+        let mut probes = 0;
+        loop {
+            let probe = self.site_probe(block, (offset, len), owner_epoch).await?;
+            match self
+                .serve_probed(block, (offset, len), owner_epoch, probe)
+                .await
+            {
+                // Trimmed or replaced since the probe: probe again.
+                Err(BlockError::CopyGone { .. }) if probes < GONE_PROBES => probes += 1,
+                other => return other,
+            }
+        }
     }
 
     /// What the site's cores (and, when some are silent and the newest
@@ -330,12 +343,11 @@ impl BlockClient {
                             deleted: false,
                         });
                     }
-                    last_error = Some(BlockError::core(
-                        &node.name,
-                        tonic::Status::aborted(format!(
-                            "version {newest} of block {block} is no longer there"
-                        )),
-                    ));
+                    last_error = Some(BlockError::CopyGone {
+                        node: node.name.clone(),
+                        block,
+                        version: newest,
+                    });
                 }
                 Err(status) if status.code() == Code::DataLoss => {
                     self.inner.metrics.corrupt_copies.inc();
