@@ -783,19 +783,3 @@ impl Driver {
         }
     }
 }
-
-/// Bootstraps a new cluster's store when needed: the initial voters only.
-pub fn bootstrap_if_needed(
-    store: &MetaStore,
-    voters: Vec<u64>,
-    is_voter: bool,
-) -> Result<(), MetaError> {
-    if !store.is_bootstrapped() && is_voter {
-        let cs = ConfState {
-            voters,
-            ..Default::default()
-        };
-        store.bootstrap(&cs)?;
-    }
-    Ok(())
-}

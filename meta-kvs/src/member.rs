@@ -8,6 +8,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use geonfs_proto::meta::meta_admin_server::MetaAdminServer;
@@ -15,12 +17,10 @@ use geonfs_proto::meta::meta_kv_server::MetaKvServer;
 use geonfs_proto::raft::raft_transport_server::RaftTransportServer;
 use geonfs_rpc::Network;
 use geonfs_site_config::ClusterConfig;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
+use raft::eraftpb::ConfState;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{bootstrap_if_needed, Driver, DriverMsg, StatusInfo};
+use crate::driver::{Driver, DriverMsg, StatusInfo};
 use crate::error::MetaError;
 use crate::ids::{raft_id, Directory};
 use crate::metrics::MetaMetrics;
@@ -250,4 +250,20 @@ fn spawn_driver(
         })
         .map_err(MetaError::Thread)?;
     Ok(done)
+}
+
+/// Bootstraps a new cluster's store when needed: the initial voters only.
+fn bootstrap_if_needed(
+    store: &MetaStore,
+    voters: Vec<u64>,
+    is_voter: bool,
+) -> Result<(), MetaError> {
+    if !store.is_bootstrapped() && is_voter {
+        let cs = ConfState {
+            voters,
+            ..Default::default()
+        };
+        store.bootstrap(&cs)?;
+    }
+    Ok(())
 }

@@ -126,7 +126,7 @@ impl Inner {
             value.extend_from_slice(old_data);
             for (offset, data) in pieces {
                 let end = offset + data.len() as u64;
-                if end <= start || *offset >= start + CHUNK_SIZE {
+                if data.is_empty() || end <= start || *offset >= start + CHUNK_SIZE {
                     continue;
                 }
                 let lo = (offset.max(&start) - start) as usize;

@@ -127,6 +127,7 @@ pub mod fence;
 mod job;
 pub mod quarantine;
 pub mod queue;
+mod replica_store;
 mod space;
 mod write;
 

@@ -16,10 +16,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use geonfs_block_manager::replicator::{BlockPage, CopyChanges, HeldBlock, JobChanges, LocalCopy};
-use geonfs_block_manager::{BlockError, ReplicaStore, ReplicationJob};
-use geonfs_proto::domain::{unix_time_ms, BlockId, BlockRange, BlockRead, Epoch, FileId, Version};
+use geonfs_block_manager::replicator::JobChanges;
+use geonfs_block_manager::ReplicationJob;
+use geonfs_proto::domain::{unix_time_ms, BlockId, Epoch, Version};
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 
 use super::changes::OfferChanges;
@@ -187,14 +186,17 @@ impl Inner {
             Err(CoreError::Corrupt { .. }) => None,
             Err(err) => return Err(err),
         };
-        if let Some(mut old) = old.clone().filter(|old| old.version == version) {
+        if let Some(retried) = old.as_ref().filter(|old| old.version == version) {
             // A retry of the write that made the job: it holds its range
             // already (and may have shipped it).
-            if (&old.targets, old.primary, &old.peer) != (&spec.targets, spec.primary, &spec.peer) {
-                old.targets = spec.targets.clone();
-                old.primary = spec.primary;
-                old.peer = spec.peer.clone();
-                batch.put(job_key(block), encode_job(&old));
+            if (&retried.targets, retried.primary, &retried.peer)
+                != (&spec.targets, spec.primary, &spec.peer)
+            {
+                let mut job = retried.clone();
+                job.targets = spec.targets.clone();
+                job.primary = spec.primary;
+                job.peer = spec.peer.clone();
+                batch.put(job_key(block), encode_job(&job));
             }
             return Ok(());
         }
@@ -650,205 +652,5 @@ impl BlockStore {
     /// The notification the store sends whenever a job is enqueued.
     pub fn enqueued(&self) -> Arc<tokio::sync::Notify> {
         self.inner.enqueued.clone()
-    }
-}
-
-fn store_error(err: CoreError) -> BlockError {
-    BlockError::Store(err.to_string())
-}
-
-/// A failed read of this core's own copy: a damaged copy as `DATA_LOSS`
-/// (so the replicator repairs it from another copy), anything else as a
-/// store error.
-fn read_error(err: CoreError) -> BlockError {
-    match err {
-        CoreError::CorruptChunk { .. } => BlockError::core("this core", tonic::Status::from(err)),
-        other => store_error(other),
-    }
-}
-
-impl ReplicaStore for BlockStore {
-    fn pending_jobs(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ReplicationJob>, BlockError>> {
-        Box::pin(async move {
-            BlockStore::pending_jobs(self, limit)
-                .await
-                .map_err(store_error)
-        })
-    }
-
-    fn read_block(&self, block: BlockId) -> BoxFuture<'_, Result<Option<LocalCopy>, BlockError>> {
-        Box::pin(async move {
-            let Some(info) = self.block_info(block).await.map_err(store_error)? else {
-                return Ok(None);
-            };
-            // A newer write may land between the metadata and the read:
-            // the read's own snapshot decides the version, and if that
-            // version's length is past what was read, read again.
-            let mut len = info.length;
-            for _ in 0..8 {
-                let read = BlockRead {
-                    block,
-                    range: BlockRange { offset: 0, len },
-                    owner_epoch: None,
-                };
-                match self.read(read).await.map_err(read_error)? {
-                    None => return Ok(None),
-                    Some(found) if found.length > len => len = found.length,
-                    Some(found) => {
-                        let fence = self.file_fence(block.file_id);
-                        return Ok(Some(LocalCopy {
-                            version: found.version,
-                            data: found.data,
-                            epoch: fence.shipped_epoch(found.epoch),
-                            lost_below: fence.lost_below,
-                        }));
-                    }
-                }
-            }
-            Err(BlockError::Store(format!(
-                "block {block} kept growing while being read for replication"
-            )))
-        })
-    }
-
-    fn read_changes(
-        &self,
-        block: BlockId,
-    ) -> BoxFuture<'_, Result<Option<CopyChanges>, BlockError>> {
-        Box::pin(async move {
-            BlockStore::read_changes(self, block)
-                .await
-                .map_err(read_error)
-        })
-    }
-
-    fn job_shipped(
-        &self,
-        block: BlockId,
-        version: Version,
-        trim_at_ms: Option<u64>,
-    ) -> BoxFuture<'_, Result<(), BlockError>> {
-        Box::pin(async move {
-            BlockStore::job_shipped(self, block, version, trim_at_ms)
-                .await
-                .map_err(store_error)
-        })
-    }
-
-    fn job_done(&self, block: BlockId, version: Version) -> BoxFuture<'_, Result<(), BlockError>> {
-        Box::pin(async move {
-            BlockStore::job_done(self, block, version)
-                .await
-                .map_err(store_error)
-        })
-    }
-
-    fn reschedule(
-        &self,
-        block: BlockId,
-        version: Version,
-        attempts: u32,
-        next_attempt_ms: u64,
-    ) -> BoxFuture<'_, Result<(), BlockError>> {
-        Box::pin(async move {
-            self.reschedule_job(block, version, attempts, next_attempt_ms)
-                .await
-                .map_err(store_error)
-        })
-    }
-
-    fn enqueued(&self) -> Arc<tokio::sync::Notify> {
-        BlockStore::enqueued(self)
-    }
-
-    fn retarget(
-        &self,
-        block: BlockId,
-        version: Version,
-        primary: bool,
-        peer: String,
-    ) -> BoxFuture<'_, Result<bool, BlockError>> {
-        Box::pin(async move {
-            self.retarget_job(block, version, primary, peer)
-                .await
-                .map_err(store_error)
-        })
-    }
-
-    fn trim_local(
-        &self,
-        block: BlockId,
-        version: Version,
-    ) -> BoxFuture<'_, Result<bool, BlockError>> {
-        Box::pin(async move {
-            let outcome = self.trim(block, version).await.map_err(store_error)?;
-            Ok(outcome == super::DeleteOutcome::Deleted)
-        })
-    }
-
-    fn repair_local(
-        &self,
-        block: BlockId,
-        version: Version,
-        data: Bytes,
-        epoch: Option<Epoch>,
-    ) -> BoxFuture<'_, Result<bool, BlockError>> {
-        Box::pin(async move {
-            let outcome = self
-                .put_replica(ReplicaOffer {
-                    block,
-                    version,
-                    data,
-                    changes: None,
-                    repair: true,
-                    job: None,
-                    epoch,
-                    lost_below: None,
-                })
-                .await
-                .map_err(store_error)?;
-            Ok(matches!(
-                outcome,
-                PutOutcome::Applied | PutOutcome::Repaired
-            ))
-        })
-    }
-
-    fn set_aside(
-        &self,
-        file_id: FileId,
-        lost_below: Epoch,
-    ) -> BoxFuture<'_, Result<(), BlockError>> {
-        Box::pin(async move {
-            self.raise_fence(file_id, FenceRaise::learned(lost_below))
-                .await
-                .map(|_| ())
-                .map_err(store_error)
-        })
-    }
-
-    fn job_version(&self, block: BlockId) -> BoxFuture<'_, Result<Option<Version>, BlockError>> {
-        Box::pin(async move {
-            let job = self.job(block).await.map_err(store_error)?;
-            Ok(job.map(|job| job.version))
-        })
-    }
-
-    fn list_blocks(
-        &self,
-        after: Option<BlockId>,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<BlockPage, BlockError>> {
-        Box::pin(async move {
-            let (blocks, more) = self.list(after, limit).await.map_err(store_error)?;
-            let blocks = blocks
-                .into_iter()
-                .map(|b| HeldBlock {
-                    block: b.block,
-                    version: b.version,
-                })
-                .collect();
-            Ok(BlockPage { blocks, more })
-        })
     }
 }
