@@ -6,7 +6,7 @@
 use geonfs_proto::domain::{unix_time_ms, BlockId, Epoch, Version};
 
 use super::ship::Shipment;
-use super::{Attempt, ReplicationJob, Shipped, Worker};
+use super::{millis, Attempt, ReplicationJob, Shipped, Worker};
 
 impl Worker {
     pub(super) async fn attempt(&self, job: &ReplicationJob) -> Attempt {
@@ -89,8 +89,7 @@ impl Worker {
     /// `core-server/src/store/quarantine.rs`, and keep watching this core).
     async fn shipped_keeping_peer(&self, job: &ReplicationJob, version: Version) -> Attempt {
         let block = job.block;
-        let delay = u64::try_from(self.options.trim_delay.as_millis()).unwrap_or(u64::MAX);
-        let trim_at = unix_time_ms().saturating_add(delay);
+        let trim_at = unix_time_ms().saturating_add(millis(self.options.trim_delay));
         if let Err(err) = self.store.job_shipped(block, version, Some(trim_at)).await {
             return Attempt::Failed(err.to_string());
         }
@@ -150,8 +149,8 @@ impl Worker {
 
     /// Whether the job has waited at least the takeover timeout.
     fn is_old(&self, job: &ReplicationJob) -> bool {
-        let takeover = u64::try_from(self.options.takeover_timeout.as_millis()).unwrap_or(u64::MAX);
-        unix_time_ms().saturating_sub(job.first_enqueued_ms) >= takeover
+        unix_time_ms().saturating_sub(job.first_enqueued_ms)
+            >= millis(self.options.takeover_timeout)
     }
 
     /// A target refused the copy: written under an owner declared lost at

@@ -339,6 +339,12 @@ impl Default for ReplicatorOptions {
     }
 }
 
+/// `d` in whole milliseconds, saturating (job times are ms since the Unix
+/// epoch).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl ReplicatorOptions {
     /// The backoff after `attempts` failures.
     pub fn backoff(&self, attempts: u32) -> Duration {
@@ -506,24 +512,23 @@ impl Worker {
     /// [`ReplicatorOptions::coalesce_max`] after its oldest write; a
     /// secondary waits for the takeover timeout.
     fn due_at(&self, job: &ReplicationJob) -> u64 {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         if job.shipped {
             return job.next_attempt_ms;
         }
         if !job.primary {
             return job.next_attempt_ms.max(
                 job.first_enqueued_ms
-                    .saturating_add(ms(self.options.takeover_timeout)),
+                    .saturating_add(millis(self.options.takeover_timeout)),
             );
         }
         if job.attempts > 0 {
             return job.next_attempt_ms;
         }
         job.next_attempt_ms
-            .saturating_add(ms(self.options.coalesce))
+            .saturating_add(millis(self.options.coalesce))
             .min(
                 job.first_enqueued_ms
-                    .saturating_add(ms(self.options.coalesce_max)),
+                    .saturating_add(millis(self.options.coalesce_max)),
             )
     }
 
@@ -616,8 +621,7 @@ impl Worker {
         if let Some((attempts, delay)) = next {
             tracing::trace!(node = %self.name, %block,
                 %version, attempts, ?delay, "rescheduling");
-            let at =
-                unix_time_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+            let at = unix_time_ms().saturating_add(millis(delay));
             if let Err(err) = self.store.reschedule(block, version, attempts, at).await {
                 tracing::warn!(node = %self.name, %err, "cannot reschedule a replication job");
             }

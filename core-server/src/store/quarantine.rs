@@ -168,8 +168,8 @@ impl Inner {
         Ok(true)
     }
 
-    /// The blocks of `file_id` with a pending replication job (a shipped
-    /// job's copy is on every site: not one of them).
+    /// The blocks of `file_id` with a replication job (`set_aside_block`
+    /// passes over shipped ones: their copy is on every site).
     fn jobs_of_file(&self, db: &DB, file_id: FileId) -> Result<Vec<BlockId>, CoreError> {
         let lower = super::job::job_key(BlockId { file_id, index: 0 });
         let upper = super::job::job_key(BlockId {
@@ -181,15 +181,8 @@ impl Inner {
         let mut iter = db.raw_iterator_opt(read_options);
         iter.seek(lower);
         let mut blocks = Vec::new();
-        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-            let block = super::job::block_of_job_key(key).filter(|b| b.file_id == file_id);
-            if let Some(block) = block {
-                // An unreadable job counts as pending: set aside rather than lost.
-                let shipped = super::job::decode_job(block, value).is_ok_and(|job| job.shipped);
-                if !shipped {
-                    blocks.push(block);
-                }
-            }
+        while let Some(key) = iter.key() {
+            blocks.extend(super::job::block_of_job_key(key).filter(|b| b.file_id == file_id));
             iter.next();
         }
         iter.status()?;
