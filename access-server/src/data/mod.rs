@@ -77,13 +77,14 @@
 pub mod attr;
 mod batch;
 pub mod clock;
+mod read;
 mod resize;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use geonfs_block_manager::{BlockClient, BlockError, BlockRead, BlockUpdate, WriteAck};
 use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId};
 use tonic::Code;
@@ -643,19 +644,9 @@ impl FileData {
         &self,
         file_id: FileId,
     ) -> Result<Option<(u64, SystemTime)>, DataError> {
-        let remembered = |data: &Self| {
-            data.files()
-                .get(&file_id)
-                .filter(|s| {
-                    s.exists
-                        && !s.lost
-                        && s.epoch.is_some_and(|e| data.state_is_current(file_id, e))
-                })
-                .map(|s| (s.size, s.mtime))
-        };
         let record = self.read_record(file_id).await?;
-        if let Some(known) = remembered(self) {
-            return Ok(Some(known));
+        if let Some((size, mtime, _)) = self.remembered(file_id) {
+            return Ok(Some((size, mtime)));
         }
         let Some((size, mtime)) = record else {
             return Ok(None);
@@ -674,6 +665,19 @@ impl FileData {
             state.epoch = Some(epoch);
         }
         Ok(Some((state.size, state.mtime)))
+    }
+
+    /// The size and mtime of the writes this process issued to `file_id`,
+    /// and the epoch they belong to, while its site owns the file at that
+    /// epoch (else `None`: they must be read from the attribute record).
+    fn remembered(&self, file_id: FileId) -> Option<(u64, SystemTime, Epoch)> {
+        self.files()
+            .get(&file_id)
+            .filter(|s| s.exists && !s.lost)
+            .and_then(|s| {
+                let epoch = s.epoch.filter(|&e| self.state_is_current(file_id, e))?;
+                Some((s.size, s.mtime, epoch))
+            })
     }
 
     /// Flushes the cores holding `file_id`'s unstable writes and returns
@@ -722,51 +726,5 @@ impl FileData {
         } else {
             self.inner.verifier.current()
         })
-    }
-
-    /// Reads up to `count` bytes at `offset` of a file of `file_size`
-    /// bytes (the range is clamped to it): the blocks in parallel, absent
-    /// blocks and never-written ranges as zeros. Returns the bytes and
-    /// whether they reach the end of the file.
-    pub async fn read(
-        &self,
-        file_id: FileId,
-        offset: u64,
-        count: u32,
-        file_size: u64,
-    ) -> Result<(Bytes, bool), DataError> {
-        if offset >= file_size {
-            return Ok((Bytes::new(), true));
-        }
-        let end = offset.saturating_add(u64::from(count)).min(file_size);
-        let reads = self
-            .pieces(file_id, offset, end)
-            .into_iter()
-            .map(|piece| async move {
-                let len = piece.len as usize;
-                let read = self.read_piece(piece.block, piece.within, piece.len as u32);
-                let data = match read.await? {
-                    Some(read) if read.data.len() == len => read.data,
-                    Some(read) => {
-                        let mut padded = BytesMut::zeroed(len);
-                        let n = read.data.len().min(len);
-                        padded[..n].copy_from_slice(&read.data[..n]);
-                        padded.freeze()
-                    }
-                    None => Bytes::from(vec![0; len]),
-                };
-                Ok::<_, DataError>(data)
-            });
-        let mut parts = futures::future::try_join_all(reads).await?;
-        let data = if parts.len() == 1 {
-            parts.pop().unwrap_or_default()
-        } else {
-            let mut out = BytesMut::with_capacity((end - offset) as usize);
-            for part in parts {
-                out.extend_from_slice(&part);
-            }
-            out.freeze()
-        };
-        Ok((data, end == file_size))
     }
 }

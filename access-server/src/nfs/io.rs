@@ -74,28 +74,32 @@ fn timestamp(time: SystemTime) -> Timestamp {
     }
 }
 
+/// `inode` with the size and mtime of its attribute record (the later of
+/// the two mtimes; ctime never behind mtime).
+fn with_record(mut inode: Inode, size: u64, mtime: SystemTime) -> Inode {
+    inode.size = size;
+    let mtime = timestamp(mtime);
+    if mtime > inode.mtime {
+        inode.mtime = mtime;
+        inode.ctime = inode.ctime.max(mtime);
+    }
+    inode
+}
+
 impl NfsProgram {
     /// `inode` with a regular file's size and mtime from its attribute
     /// record (if it has one). A record that cannot be read (its site out
     /// of reach) is an error: the namespace's size may be stale, and a
     /// client must never be shown a stale size (docs/ARCHITECTURE.md#invariant-4).
-    pub(crate) async fn current(&self, mut inode: Inode) -> Result<Inode, nfsstat3> {
+    pub(crate) async fn current(&self, inode: Inode) -> Result<Inode, nfsstat3> {
         if inode.kind != FileKind::Regular {
             return Ok(inode);
         }
         match self.data.attributes(inode.file_id()).await {
-            Ok(Some((size, mtime))) => {
-                inode.size = size;
-                let mtime = timestamp(mtime);
-                if mtime > inode.mtime {
-                    inode.mtime = mtime;
-                    inode.ctime = inode.ctime.max(mtime);
-                }
-            }
-            Ok(None) => {}
-            Err(err) => return Err(data_status(inode.file_id(), &err)),
+            Ok(Some((size, mtime))) => Ok(with_record(inode, size, mtime)),
+            Ok(None) => Ok(inode),
+            Err(err) => Err(data_status(inode.file_id(), &err)),
         }
-        Ok(inode)
     }
 
     /// The regular file `fh` names, with its current attributes when
@@ -135,8 +139,11 @@ impl NfsProgram {
 
     pub(crate) async fn read(&self, who: &Identity, args: &[u8]) -> Reply {
         let args = args!(READ3args, args);
-        let inode = self.regular_file(who, &args.file, READ, true).await?;
         let count = args.count.min(MAX_IO);
+        if let Some(reply) = self.read_at_owner(who, &args, count).await {
+            return reply;
+        }
+        let inode = self.regular_file(who, &args.file, READ, true).await?;
         let (data, eof) = self
             .data
             .read(inode.file_id(), args.offset, count, inode.size)
@@ -148,6 +155,32 @@ impl NfsProgram {
             eof,
             data: Opaque::borrowed(&data),
         })
+    }
+
+    /// READ at the owning site with the size and mtime known in memory:
+    /// one in-site round trip, the data read checking ownership
+    /// ([`crate::data::FileData::read_owned`]). `None` when that does not
+    /// apply (the caller goes the long way: attribute record, then data).
+    async fn read_at_owner(&self, who: &Identity, args: &READ3args, count: u32) -> Option<Reply> {
+        let inode = self.owned_inode(&args.file)?;
+        if let Err(status) = Self::check_regular(who, &inode, READ) {
+            return Some(Err(status));
+        }
+        let read = match self
+            .data
+            .read_owned(inode.file_id(), args.offset, count)
+            .await
+        {
+            Ok(read) => read?,
+            Err(err) => return Some(Err(data_status(inode.file_id(), &err))),
+        };
+        let inode = with_record(inode, read.size, read.mtime);
+        Some(ok(&READ3resok {
+            file_attributes: post_op(Some(&inode), self.fsid()),
+            count: u32::try_from(read.data.len()).unwrap_or(u32::MAX),
+            eof: read.eof,
+            data: Opaque::borrowed(&read.data),
+        }))
     }
 
     pub(crate) async fn write(&self, who: &Identity, args: &[u8]) -> Reply {

@@ -6,6 +6,8 @@
 
 use geonfs_access_server::namespace::Namespace;
 use geonfs_access_server::nfs::HandleCodec;
+use geonfs_access_server::oncrpc::RpcServer;
+use geonfs_testkit::cluster::TestCluster;
 use nfs3_client::nfs3_types::nfs3::*;
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
 
@@ -30,9 +32,18 @@ async fn read(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, count: u32) -> 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn nfs_read_write_commit_truncate_remove() {
-    let mut cluster = cluster().await;
+/// A one-site cluster serving NFS, a client mounted as root, and a new
+/// file in the export's root.
+struct Served {
+    cluster: TestCluster,
+    server: RpcServer,
+    root: nfs_fh3,
+    c: Nfs3Client<Io>,
+    fh: nfs_fh3,
+}
+
+async fn served_file(name: &str) -> Served {
+    let cluster = cluster().await;
     let meta = cluster.meta_client("a-meta-1").unwrap();
     let ns = Namespace::with_id_range(meta.clone(), 16);
     let handles = HandleCodec::load(&meta).await.unwrap();
@@ -41,10 +52,28 @@ async fn nfs_read_write_commit_truncate_remove() {
     let root = mount(CLIENT, addr, EXPORT).await.unwrap();
     let mut c = nfs(CLIENT, addr, 0, 0).await;
     let how = createhow3::GUARDED(sattr3::default());
-    let fh = match create(&mut c, &root, "disk.img", how).await {
+    let fh = match create(&mut c, &root, name, how).await {
         Nfs3Result::Ok(ok) => ok.obj.unwrap(),
         res => panic!("CREATE: {}", status(&res)),
     };
+    Served {
+        cluster,
+        server,
+        root,
+        c,
+        fh,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nfs_read_write_commit_truncate_remove() {
+    let Served {
+        mut cluster,
+        server,
+        root,
+        mut c,
+        fh,
+    } = served_file("disk.img").await;
     let block = cluster.config().cluster.block_size;
 
     // An unstable write across a block boundary, then a stable one.
@@ -147,6 +176,56 @@ async fn nfs_read_write_commit_truncate_remove() {
             .collect();
         assert!(left.is_empty(), "{core} still holds {left:?}");
     }
+    drop(server);
+    cluster.shutdown().await.unwrap();
+}
+
+/// The block reads site a's cores served so far.
+fn core_reads(cluster: &TestCluster) -> u64 {
+    cluster
+        .core_names()
+        .iter()
+        .filter_map(|core| cluster.node(core).ok().and_then(|n| n.core()))
+        .map(|core| core.metrics().reads.get())
+        .sum()
+}
+
+/// At the owning site a READ costs one block read (its cores probed once
+/// with the ownership epoch), not a read of the attribute record first:
+/// the size and mtime come from memory, and the data read is the fence
+/// check (docs/ARCHITECTURE.md#the-data-path). The bytes, eof and size
+/// stay right, and a read past the end still answers eof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_at_the_owner_is_one_block_read() {
+    let Served {
+        cluster,
+        server,
+        mut c,
+        fh,
+        ..
+    } = served_file("vm.img").await;
+    let data = pattern(7, 256 * 1024);
+    write(&mut c, &fh, 0, &data, stable_how::FILE_SYNC).await;
+    let cores = cluster.core_names().len() as u64;
+    let reads = 20u64;
+    let before = core_reads(&cluster);
+    for i in 0..reads {
+        let offset = (i * 12_288) % (data.len() as u64 - 4096);
+        let (got, eof) = read(&mut c, &fh, offset, 4096).await;
+        assert!(!eof);
+        assert_eq!(got, &data[offset as usize..offset as usize + 4096]);
+    }
+    let served = core_reads(&cluster) - before;
+    assert!(
+        served <= reads * cores,
+        "{reads} READs of 4 KiB at the owner cost {served} core reads ({cores} cores: at most one each per READ)"
+    );
+    let (tail, eof) = read(&mut c, &fh, data.len() as u64 - 10, 100).await;
+    assert!(eof);
+    assert_eq!(tail, &data[data.len() - 10..]);
+    let (past, eof) = read(&mut c, &fh, data.len() as u64 + 1, 100).await;
+    assert!(past.is_empty() && eof);
+    assert_eq!(size_of(&mut c, &fh).await, data.len() as u64);
     drop(server);
     cluster.shutdown().await.unwrap();
 }
