@@ -53,14 +53,17 @@
 //!
 //! # Ownership
 //!
-//! Each file has an owning site ([`crate::ownership`]): a write first makes this site
-//! the owner (a handover when another site owns the file) and carries the
+//! Each file has an owning site and, in it, one writing access server
+//! ([`crate::ownership`]): a write first makes this access server the
+//! writer (a handover when another site or another access server of this
+//! site writes the file) and carries the
 //! owner epoch to the cores; a write refused by a fence (the file moved
 //! meanwhile) takes the file back and is sent again. Reads, and the
 //! attribute record behind size and mtime, go through
 //! [`Ownership::read_block`], so they return the newest bytes wherever
 //! they are. The per-file size and mtime kept here are trusted only while
-//! this site owns the file at the epoch they were loaded at.
+//! this access server is the file's writer at the epoch they were loaded
+//! at.
 //!
 //! # Verifier (RFC 1813 WRITE/COMMIT)
 //!
@@ -331,8 +334,8 @@ impl FileData {
         Ok(self.inner.ownership.acquire(file_id, fenced_at).await?)
     }
 
-    /// Whether size and mtime loaded at `epoch` are still this site's to
-    /// trust (it owns the file at that epoch).
+    /// Whether size and mtime loaded at `epoch` are still this access
+    /// server's to trust (it is the file's writer at that epoch).
     fn state_is_current(&self, file_id: FileId, epoch: Epoch) -> bool {
         self.inner.ownership.owned_epoch(file_id) == Some(epoch)
     }
@@ -632,7 +635,7 @@ impl FileData {
     }
 
     /// The file's size and mtime: as of the writes issued by this process
-    /// while its site owns the file, else from the newest attribute record
+    /// while it is the file's writer, else from the newest attribute record
     /// (at the owner's site when another site owns the file). `None` if
     /// the file has no record (never written, or removed).
     ///
@@ -668,7 +671,7 @@ impl FileData {
     }
 
     /// The size and mtime of the writes this process issued to `file_id`,
-    /// and the epoch they belong to, while its site owns the file at that
+    /// and the epoch they belong to, while it is the file's writer at that
     /// epoch (else `None`: they must be read from the attribute record).
     fn remembered(&self, file_id: FileId) -> Option<(u64, SystemTime, Epoch)> {
         self.files()

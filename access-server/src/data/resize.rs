@@ -22,7 +22,7 @@ impl FileData {
     /// partial block; extending writes no data (the new range reads as
     /// zeros). Then the attribute record is written. `old_size` is the size
     /// the caller knows; the larger of it and this process's is used. This
-    /// is a write: the site owns the file first.
+    /// is a write: this access server becomes the file's writer first.
     pub async fn set_size(
         &self,
         file_id: FileId,

@@ -48,7 +48,7 @@ pub struct NfsProgram {
     pub(crate) handles: HandleCodec,
     pub(crate) policy: ExportPolicy,
     capacity: Arc<dyn CapacityProvider>,
-    /// Inodes of files this site owns, as last resolved here (see
+    /// Inodes of files this access server writes, as last resolved here (see
     /// [`NfsProgram::owned_inode`]).
     owned: Arc<std::sync::Mutex<std::collections::HashMap<u64, Inode>>>,
 }
@@ -135,7 +135,7 @@ impl NfsProgram {
         }
     }
 
-    /// The inode `fh` names when this site owns the file, as last resolved
+    /// The inode `fh` names when this access server writes the file, as last resolved
     /// here, without a meta-kvs read: a WRITE at the owner crosses no WAN
     /// (docs/ARCHITECTURE.md#invariant-3), even when the inode cache has expired. Its size and
     /// mtime come from the data path; what it adds is the mode and owner
@@ -152,7 +152,7 @@ impl NfsProgram {
             .cloned()
     }
 
-    /// Keeps `inode` for [`NfsProgram::owned_inode`] if this site owns it.
+    /// Keeps `inode` for [`NfsProgram::owned_inode`] if this access server writes it.
     pub(crate) fn remember_owned(&self, inode: &Inode) {
         if self.data.ownership().owned_epoch(inode.file_id()).is_some() {
             self.owned_map().insert(inode.id, inode.clone());
@@ -176,7 +176,7 @@ impl NfsProgram {
 
     /// The inode `fh` refers to: BADHANDLE, STALE (another cluster, a
     /// removed file or a reused id), or the inode with its current
-    /// attributes ([`NfsProgram::current`]); for a file this site owns,
+    /// attributes ([`NfsProgram::current`]); for a file this access server writes,
     /// without reading meta-kvs ([`NfsProgram::owned_inode`]).
     pub(crate) async fn resolve(&self, fh: &nfs_fh3) -> Result<Inode, nfsstat3> {
         if let Some(inode) = self.owned_inode(fh) {

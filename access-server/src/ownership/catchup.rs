@@ -11,7 +11,6 @@ use geonfs_proto::domain::{BlockId, Epoch, FileId, Version};
 use tokio::sync::watch;
 
 use super::handover::{dirty_blocks, holders, pause};
-use super::record::OwnerRecord;
 use super::{lock, Ownership, OwnershipError, View};
 
 /// How many dirty blocks are copied at once.
@@ -266,7 +265,10 @@ impl Ownership {
         if record.sources.is_empty() {
             return Ok(());
         }
-        let current = OwnerRecord::owned(&self.inner.site, epoch);
+        // Everything else stays: the writer, and the takeover from a lost
+        // owner that later fences must still carry.
+        let mut current = record.clone();
+        current.sources.clear();
         self.put_record(file_id, view.meta_version, current).await
     }
 

@@ -116,15 +116,16 @@ impl Ownership {
         let me = self.inner.site.as_str();
         let record = &view.record;
         match &record.claim {
-            None if record.site == me && fenced_at.is_none_or(|f| f < record.epoch) => {
+            None if self.is_writer(record) && fenced_at.is_none_or(|f| f < record.epoch) => {
                 if !record.sources.is_empty() {
                     self.dirty_map(file_id, &view).await?;
                 }
                 Ok(Step::Owned(record.epoch))
             }
             None => {
-                // Another site owns it (or this one, fenced above its
-                // epoch by a claim that was resolved): claim it.
+                // Another site or another access server of this site
+                // writes it (or this one, fenced above its epoch by a
+                // claim that was resolved): claim it.
                 match self.put_claim(file_id, &view).await? {
                     Some((view, claim)) => {
                         self.finish(file_id, view, claim, Takeover::Handover).await
@@ -132,9 +133,9 @@ impl Ownership {
                     None => Ok(Step::Retry),
                 }
             }
-            Some(claim) if claim.by == me => {
-                // Ours (this process or another access server of this
-                // site, perhaps before a restart): carry it on.
+            Some(claim) if claim.by == me && claim.writer == self.inner.writer => {
+                // Ours (this process, or this access server before a
+                // restart): carry it on.
                 let claim = claim.clone();
                 self.finish(file_id, view, claim, Takeover::Handover).await
             }
@@ -201,6 +202,7 @@ impl Ownership {
     ) -> Result<Option<(View, Claim)>, OwnershipError> {
         let claim = Claim {
             by: self.inner.site.clone(),
+            writer: self.inner.writer.clone(),
             epoch: view.record.top_epoch().next(),
             since_ms: unix_time_ms(),
             token: rand::rng().random_range(1..=u64::MAX),
@@ -241,7 +243,7 @@ impl Ownership {
     /// The first owner of a file without a record: this site, the first
     /// epoch.
     async fn first_owner(&self, file_id: FileId) -> Result<Step, OwnershipError> {
-        let record = OwnerRecord::owned(&self.inner.site, Epoch::FIRST);
+        let record = OwnerRecord::owned(&self.inner.site, &self.inner.writer, Epoch::FIRST);
         match self.put(file_id, 0, &record).await? {
             Put::Applied(version) => {
                 self.remember(
@@ -284,9 +286,11 @@ impl Ownership {
         };
         let old_fully_fenced = self.fence_sites(file_id, record, order, owner_lost).await?;
         // A core of the old owner that could not be fenced might still take
-        // its writes: fence its access servers instead (`lease.rs`).
+        // its writes: fence its access servers instead (`lease.rs`) — the
+        // old writer's site, which is this one when it is another access
+        // server of this site.
         let revoked = takeover == Takeover::OwnerLostRevoked;
-        if record.site != self.inner.site && !revoked && !old_fully_fenced {
+        if !self.is_writer(record) && !revoked && !old_fully_fenced {
             self.revoke_and_wait(&record.site, file_id, claim.epoch)
                 .await
                 .inspect_err(|_| self.inner.metrics.blocked.inc())?;
@@ -294,6 +298,7 @@ impl Ownership {
         let dirty = self.dirty_after_fence(file_id, record, owner_lost).await?;
         let owned = OwnerRecord {
             site: self.inner.site.clone(),
+            writer: self.inner.writer.clone(),
             epoch: claim.epoch,
             sources: dirty
                 .values()
@@ -322,7 +327,8 @@ impl Ownership {
         metrics
             .handover_seconds
             .observe(started.elapsed().as_secs_f64());
-        tracing::info!(%file_id, from = %record.site, to = %self.inner.site, epoch = %claim.epoch,
+        tracing::info!(%file_id, from = %record.site, from_writer = %record.writer,
+            to = %self.inner.site, writer = %self.inner.writer, epoch = %claim.epoch,
             ms = started.elapsed().as_millis() as u64, "file ownership handed over");
         Ok(Step::Owned(claim.epoch))
     }
@@ -467,6 +473,7 @@ impl Ownership {
         };
         let back = OwnerRecord {
             site: view.record.site.clone(),
+            writer: view.record.writer.clone(),
             epoch: claim.epoch.max(view.record.epoch),
             sources: view.record.sources.clone(),
             claim: None,

@@ -1,20 +1,40 @@
-//! [`Ownership`]: which site writes each file, the handover when another
-//! site starts writing, and where a READ finds the newest bytes
+//! [`Ownership`]: which site — and which of its access servers — writes
+//! each file, the handover when another one starts writing, and where a
+//! READ finds the newest bytes
 //! (`docs/ARCHITECTURE.md#ownership`, invariants 3, 4, 5 and 8).
 //!
 //! # The owner record and epochs
 //!
 //! Each regular file has an owner record in meta-kvs (`record.rs`): the
-//! owning **site**, its **epoch**, the **sources** (sites that may still
+//! owning **site**, the access server of that site that is the file's
+//! **writer**, its **epoch**, the **sources** (sites that may still
 //! hold newer blocks than the owner's, until its catch-up completes) and a
 //! **claim** while a handover is in progress. Every block request an
 //! access server sends for a file carries the epoch it believes in, and a
 //! core server refuses (`PERMISSION_DENIED`, "fenced") a request whose
 //! epoch is older than the file's fence on that core. Fences only grow.
 //!
+//! # One writer: an access server, not a site
+//!
+//! The writer keeps what it wrote in memory — the file's size and mtime,
+//! the version of each block it wrote last (the base of its next partial
+//! write) — and trusts it for as long as it writes at its epoch. Two
+//! access servers of one site writing the same file at one epoch would
+//! each build on their own memory and lose the other's writes (a size
+//! shrunk back, a partial write applied on a copy that missed the other's
+//! write while its core was down). So another access server of the owning
+//! site takes the file over exactly as another site does (claim, fence,
+//! list, complete; the fence and the epoch make the old writer's memory
+//! worthless before the new one writes), and **reads** stay site-wide:
+//! any access server of the owning site reads the site's cores with the
+//! owner's epoch, the attribute record giving the size. An NFS client
+//! that moves to another access server of the site (its server died, a
+//! VM migrated between hosts) costs one handover, with no WAN data
+//! transfer: the blocks are already on the site's cores.
+//!
 //! # Writes at the owner: no WAN (docs/ARCHITECTURE.md#invariant-3)
 //!
-//! An access server caches the record. While its site owns the file, a
+//! An access server caches the record. While it is the file's writer, a
 //! WRITE goes to the site's two cores with the cached epoch and nothing
 //! else: no meta-kvs call, no other site. If ownership has moved, the new
 //! owner has fenced this site's cores, so the write is refused instead of
@@ -28,7 +48,8 @@
 //!
 //! # Handover (`handover.rs`)
 //!
-//! The first write at a site that does not own the file takes it over:
+//! The first write at a site that does not own the file, or at an access
+//! server of the owning site that is not its writer, takes it over:
 //!
 //! 1. **claim** — a conditional meta-kvs transaction records
 //!    `claim = {by: this site, epoch: top + 1}`; the record's owner is
@@ -256,6 +277,8 @@ pub struct Ownership {
 struct Inner {
     meta: MetaClient,
     site: String,
+    /// This access server's name as a writer in owner records: its address.
+    writer: String,
     block_size: u64,
     /// A block client per site (by name), all calling from this node.
     clients: BTreeMap<String, BlockClient>,
@@ -320,6 +343,7 @@ impl Ownership {
             inner: Arc::new(Inner {
                 meta,
                 site,
+                writer: from_ip.to_string(),
                 block_size: config.cluster.block_size,
                 clients,
                 views: Mutex::new(HashMap::new()),
@@ -343,6 +367,17 @@ impl Ownership {
     /// This access server's site.
     pub fn site(&self) -> &str {
         &self.inner.site
+    }
+
+    /// This access server's name as a writer in owner records (its
+    /// address).
+    pub fn writer(&self) -> &str {
+        &self.inner.writer
+    }
+
+    /// Whether `record` names this access server as the file's writer.
+    fn is_writer(&self, record: &OwnerRecord) -> bool {
+        record.site == self.inner.site && record.writer == self.inner.writer
     }
 
     /// The metrics (unregistered until [`OwnershipMetrics::register`]).
@@ -428,11 +463,11 @@ impl Ownership {
         }
     }
 
-    /// The epoch this site owns `file_id` at, as cached (no claim on it);
-    /// `None` if the cache does not say this site owns it.
+    /// The epoch this access server writes `file_id` at, as cached (no
+    /// claim on it); `None` if the cache does not say it is the writer.
     pub fn owned_epoch(&self, file_id: FileId) -> Option<Epoch> {
         self.cached(file_id)
-            .filter(|v| v.record.site == self.inner.site && v.record.claim.is_none())
+            .filter(|v| self.is_writer(&v.record) && v.record.claim.is_none())
             .map(|v| v.record.epoch)
     }
 

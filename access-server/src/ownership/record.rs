@@ -1,6 +1,7 @@
-//! The owner record of a file in meta-kvs: which site writes it, at which
-//! epoch, which sites may still hold newer blocks, and the handover in
-//! progress (see [`super`] for the protocol).
+//! The owner record of a file in meta-kvs: which site and which of its
+//! access servers write it, at which epoch, which sites may still hold
+//! newer blocks, and the handover in progress (see [`super`] for the
+//! protocol).
 //!
 //! ```text
 //! fs/o/<file id u64 BE>  → OwnerRecord (prost)
@@ -40,6 +41,13 @@ pub struct OwnerRecord {
     /// a handover it is still the old owner: its data is the file's until
     /// the new owner completes.
     pub site: String,
+    /// The access server of `site` that writes under `epoch` (its
+    /// address): the only process that writes the file, so what it keeps
+    /// in memory of the file (size, block versions) is never outdated by
+    /// another writer. Empty in a record written before owners were
+    /// access servers: then no one is the writer yet, and the first write
+    /// takes the file over as from another access server of the site.
+    pub writer: String,
     /// The owner's epoch: its block requests carry it, and a core fenced
     /// at a higher epoch refuses them.
     pub epoch: Epoch,
@@ -60,6 +68,9 @@ pub struct OwnerRecord {
 pub struct Claim {
     /// The claiming site.
     pub by: String,
+    /// The claiming access server of `by` (its address), the writer once
+    /// the claim completes.
+    pub writer: String,
     /// The epoch the claimant fences the old owner with and will own at.
     pub epoch: Epoch,
     /// When the claim was made (ms since the Unix epoch); a claim older
@@ -70,10 +81,11 @@ pub struct Claim {
 }
 
 impl OwnerRecord {
-    /// A file owned by `site` at `epoch`, current there.
-    pub fn owned(site: &str, epoch: Epoch) -> Self {
+    /// A file written by `writer` of `site` at `epoch`, current there.
+    pub fn owned(site: &str, writer: &str, epoch: Epoch) -> Self {
         OwnerRecord {
             site: site.to_string(),
+            writer: writer.to_string(),
             epoch,
             sources: Vec::new(),
             claim: None,
@@ -101,6 +113,8 @@ struct WireRecord {
     claim: Option<WireClaim>,
     #[prost(uint64, tag = "5")]
     lost_below: u64,
+    #[prost(string, tag = "6")]
+    writer: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -113,16 +127,20 @@ struct WireClaim {
     since_ms: u64,
     #[prost(fixed64, tag = "4")]
     token: u64,
+    #[prost(string, tag = "5")]
+    writer: String,
 }
 
 /// Encodes a record for meta-kvs.
 pub fn encode(record: &OwnerRecord) -> Bytes {
     WireRecord {
         site: record.site.clone(),
+        writer: record.writer.clone(),
         epoch: record.epoch.get(),
         sources: record.sources.clone(),
         claim: record.claim.as_ref().map(|c| WireClaim {
             by: c.by.clone(),
+            writer: c.writer.clone(),
             epoch: c.epoch.get(),
             since_ms: c.since_ms,
             token: c.token,
@@ -149,6 +167,7 @@ pub fn decode(bytes: &[u8]) -> Result<OwnerRecord, String> {
     let claim = match &wire.claim {
         Some(c) => Some(Claim {
             by: c.by.clone(),
+            writer: c.writer.clone(),
             epoch: Epoch::from_wire(c.epoch)
                 .ok_or_else(|| format!("a claim by {:?} at epoch 0", c.by))?,
             since_ms: c.since_ms,
@@ -158,6 +177,7 @@ pub fn decode(bytes: &[u8]) -> Result<OwnerRecord, String> {
     };
     Ok(OwnerRecord {
         site: wire.site,
+        writer: wire.writer,
         epoch,
         sources: wire.sources,
         claim,
@@ -172,18 +192,29 @@ mod tests {
     #[test]
     fn records_round_trip_and_bad_ones_are_refused() {
         let epoch = |n| Epoch::new(n).unwrap();
-        let mut record = OwnerRecord::owned("a", epoch(3));
+        let mut record = OwnerRecord::owned("a", "127.1.0.1", epoch(3));
         record.sources = vec!["b".into()];
         record.lost_below = Epoch::new(2);
         record.claim = Some(Claim {
             by: "c".into(),
+            writer: "127.3.0.1".into(),
             epoch: epoch(4),
             since_ms: 17,
             token: 99,
         });
         assert_eq!(decode(&encode(&record)), Ok(record.clone()));
         assert_eq!(record.top_epoch(), epoch(4));
-        assert!(decode(&encode(&OwnerRecord::owned("", Epoch::FIRST))).is_err());
+        assert!(decode(&encode(&OwnerRecord::owned("", "127.1.0.1", Epoch::FIRST))).is_err());
+        // A record from before owners were access servers: no writer.
+        let legacy = WireRecord {
+            site: "a".into(),
+            epoch: 2,
+            ..WireRecord::default()
+        };
+        assert_eq!(
+            decode(&legacy.encode_to_vec()),
+            Ok(OwnerRecord::owned("a", "", epoch(2)))
+        );
         let zero_epoch = WireRecord {
             site: "a".into(),
             ..WireRecord::default()

@@ -23,11 +23,12 @@
 //! lost or corrupt). A source that fails (unreachable, corrupt, moved on)
 //! is skipped for the next one.
 //!
-//! The per-block versions assume one writing process per file in a site
-//! at a time (ownership is per site; several access servers of one site
-//! writing the same file at once are not supported, as for the file's size
-//! state). Should another writer change a block all the same, the write
-//! fails with [`BlockError::Unseeded`] rather than build on a stale copy.
+//! The per-block versions assume one writing process per file and epoch:
+//! the access server's ownership layer makes one access server the writer
+//! of a file at each epoch (another one, even of the same site, takes the
+//! file over at a new epoch first), and a new epoch discards what was
+//! known. A base found overtaken all the same (a newer version on the
+//! site's cores) fails the write with [`BlockError::Unseeded`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;

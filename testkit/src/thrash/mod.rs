@@ -1,8 +1,10 @@
 //! The data-path thrasher: the counterpart for file data of the meta-kvs
 //! Jepsen runs. An in-process cluster (3 sites × 3 cores, n = 3, one
-//! access server and one meta voter per site) serves a few files to
-//! clients that write, truncate, commit and read random ranges through
-//! NFS at random sites (so files change owner), while a nemesis kills -9
+//! meta voter per site) serves a few files to clients that write,
+//! truncate, commit and read random ranges through NFS at random
+//! **doors** — the access server of each site, plus a second one at site
+//! a (door `a2`) — so files change owner between sites and between two
+//! access servers of one site, while a nemesis kills -9
 //! and restarts cores, access servers and meta voters, cuts and heals
 //! sites, and damages chunks on disk (`nemesis.rs`), one fault at a time.
 //!
@@ -45,6 +47,17 @@ use crate::rng::Rng;
 const EXPORT: &str = "/geonfs";
 /// How long the end of a run waits for the replication queues to drain.
 const DRAIN: Duration = Duration::from_secs(120);
+/// The second door of site a: its name, its access server, the clients'
+/// address.
+const SECOND_DOOR: (&str, &str, [u8; 4]) = ("a2", "a-access-2", [127, 1, 0, 10]);
+
+/// The door an access server `node` serves, if clients use it.
+fn door_of(node: &str) -> Option<String> {
+    if node == SECOND_DOOR.1 {
+        return Some(SECOND_DOOR.0.to_string());
+    }
+    node.strip_suffix("-access-1").map(str::to_string)
+}
 
 /// What a run does.
 #[derive(Clone, Debug)]
@@ -167,6 +180,7 @@ pub async fn run(options: &ThrashOptions) -> anyhow::Result<ThrashReport> {
     let mut cluster = TestCluster::builder()
         .sites(3)
         .cores_per_site(3)
+        .access_per_site(2)
         .replication_factor(3)
         .block_size(options.block_size)
         .replication(replication)
@@ -195,6 +209,11 @@ async fn thrash(
         lock(&addresses)?.insert(site.clone(), addr);
         from.insert(site.clone(), IpAddr::from([127, i as u8 + 1, 0, 9]));
     }
+    let (door, node, client) = SECOND_DOOR;
+    let addr = cluster.ready_access(node, Duration::from_secs(120)).await?;
+    lock(&addresses)?.insert(door.to_string(), addr);
+    from.insert(door.to_string(), IpAddr::from(client));
+    let doors: Vec<String> = from.keys().cloned().collect();
     let mut clients = create_files(options, &addresses, &from).await?;
     let mut rng = Rng::new(options.seed ^ 0x006e_656d_6573_6973);
     let mut report = ThrashReport {
@@ -238,7 +257,7 @@ async fn thrash(
         if round == 0 && options.inject == Some(Injection::SparseCopy) {
             inject_sparse_copies(cluster, &clients[0], &sites).await?;
         }
-        let checked = checkpoint(&mut clients, &sites).await;
+        let checked = checkpoint(&mut clients, &doors).await;
         report.bytes_checked +=
             with_copies(cluster, &clients, checked)
                 .await
@@ -255,7 +274,7 @@ async fn thrash(
         .await
         .with_context(|| format!("the end (faults: {:?})", report.faults))?;
     lap(&mut report, "drain".into());
-    let checked = checkpoint(&mut clients, &sites).await;
+    let checked = checkpoint(&mut clients, &doors).await;
     report.bytes_checked += with_copies(cluster, &clients, checked)
         .await
         .context("the end")?;
@@ -309,14 +328,14 @@ async fn create_files(
     Ok(clients)
 }
 
-/// Settles every client and reads every file whole at every site; the
-/// bytes checked.
-async fn checkpoint(clients: &mut [FileClient], sites: &[String]) -> anyhow::Result<u64> {
+/// Settles every client and reads every file whole through every door;
+/// the bytes checked.
+async fn checkpoint(clients: &mut [FileClient], doors: &[String]) -> anyhow::Result<u64> {
     let mut checked = 0;
     for client in clients.iter_mut() {
         client.settle().await?;
-        for site in sites {
-            client.verify_at(site).await?;
+        for door in doors {
+            client.verify_at(door).await?;
             checked += client.model.len() as u64;
         }
     }

@@ -53,7 +53,10 @@ pub fn pick(rng: &mut Rng, cluster: &TestCluster, sites: &[String]) -> Fault {
     let core = |rng: &mut Rng| cores[rng.below(cores.len() as u64) as usize].clone();
     match rng.below(10) {
         0..=2 => Fault::Kill(core(rng)),
-        3 => Fault::Kill(format!("{}-access-1", site(rng))),
+        3 => match site(rng) {
+            site if site == "a" && rng.below(2) == 1 => Fault::Kill(super::SECOND_DOOR.1.into()),
+            site => Fault::Kill(format!("{site}-access-1")),
+        },
         4 => {
             let metas = cluster.meta_names();
             Fault::Kill(metas[rng.below(metas.len() as u64) as usize].clone())
@@ -154,12 +157,12 @@ pub async fn heal(
     cluster.heal_all();
     if let Fault::Kill(node) = fault {
         cluster.restart_node(node).await?;
-        if let Some(site) = node.strip_suffix("-access-1") {
+        if let Some(door) = super::door_of(node) {
             let addr = cluster.ready_access(node, Duration::from_secs(60)).await?;
             addresses
                 .lock()
                 .map_err(|_| anyhow::anyhow!("address book poisoned"))?
-                .insert(site.to_string(), addr);
+                .insert(door, addr);
         }
     }
     Ok(())

@@ -26,6 +26,7 @@ mod repair;
 mod replication;
 mod replication_changes;
 mod rpc;
+mod site_writers;
 mod slow_wan;
 mod support;
 mod thrash;

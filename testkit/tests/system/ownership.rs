@@ -238,6 +238,7 @@ async fn the_old_owner_cut_off_mid_handover_loses_nothing_and_never_shares_the_f
     let (now, version) = owner_record(&cluster, id).await.unwrap();
     let dead_claim = Claim {
         by: "c".into(),
+        writer: "127.3.0.1".into(),
         epoch: now.epoch.next(),
         since_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
