@@ -3,8 +3,12 @@
 
 use geonfs_proto::domain::{BlockId, Epoch, FileId, Version};
 
-/// Size of a data chunk: the unit of read-modify-write and of checksums.
-pub const CHUNK_SIZE: u64 = 64 * 1024;
+/// Size of a data chunk in stores made now: the unit of read-modify-write
+/// and of checksums (`store/format.rs` records each store's).
+pub const CHUNK_SIZE: u64 = 4 * 1024;
+
+/// Size of a data chunk in stores made before the format record existed.
+pub const LEGACY_CHUNK_SIZE: u64 = 64 * 1024;
 
 /// Key prefix of chunk records.
 const CHUNK_TAG: u8 = b'c';
@@ -201,10 +205,10 @@ pub fn seal_chunk(buf: &mut [u8]) {
     buf[..CRC_LEN].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// The data of a chunk value if its checksum matches, `None` if the value is
-/// malformed or corrupt.
-pub fn open_chunk(value: &[u8]) -> Option<&[u8]> {
-    if value.len() < CRC_LEN || value.len() - CRC_LEN > CHUNK_SIZE as usize {
+/// The data of a chunk value of a store with `chunk_size` chunks if its
+/// checksum matches, `None` if the value is malformed or corrupt.
+pub fn open_chunk(value: &[u8], chunk_size: u64) -> Option<&[u8]> {
+    if value.len() < CRC_LEN || (value.len() - CRC_LEN) as u64 > chunk_size {
         return None;
     }
     let stored = u32::from_be_bytes(value[..CRC_LEN].try_into().ok()?);
@@ -254,9 +258,10 @@ mod tests {
         let mut buf = vec![0u8; CRC_LEN];
         buf.extend_from_slice(b"hello");
         seal_chunk(&mut buf);
-        assert_eq!(open_chunk(&buf), Some(&b"hello"[..]));
+        assert_eq!(open_chunk(&buf, CHUNK_SIZE), Some(&b"hello"[..]));
+        assert_eq!(open_chunk(&buf, 4), None, "longer than a chunk");
         buf[5] ^= 1;
-        assert_eq!(open_chunk(&buf), None);
-        assert_eq!(open_chunk(&[1, 2]), None);
+        assert_eq!(open_chunk(&buf, CHUNK_SIZE), None);
+        assert_eq!(open_chunk(&[1, 2], CHUNK_SIZE), None);
     }
 }

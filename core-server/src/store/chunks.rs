@@ -4,7 +4,7 @@ use geonfs_proto::domain::BlockId;
 use rocksdb::{ReadOptions, Snapshot, WriteBatch, DB};
 
 use super::{chunk_no, Inner};
-use crate::codec::{chunk_bounds, chunk_key, chunk_of_key, seal_chunk, CHUNK_SIZE, CRC_LEN};
+use crate::codec::{chunk_bounds, chunk_key, chunk_of_key, seal_chunk, CRC_LEN};
 use crate::CoreError;
 
 /// Calls `each(key, value)` for every stored chunk of `block`, in order.
@@ -46,13 +46,14 @@ pub(super) struct ChunkPuts {
     pub bytes: u64,
 }
 
-/// The chunks of `len` bytes at `offset` (none when `len` is 0).
-fn chunks_of(offset: u64, len: u64) -> Result<Vec<u32>, CoreError> {
+/// The chunks of `len` bytes at `offset` (none when `len` is 0), for
+/// chunks of `chunk_size` bytes.
+fn chunks_of(offset: u64, len: u64, chunk_size: u64) -> Result<Vec<u32>, CoreError> {
     if len == 0 {
         return Ok(Vec::new());
     }
     let end = offset + len;
-    (offset / CHUNK_SIZE..=(end - 1) / CHUNK_SIZE)
+    (offset / chunk_size..=(end - 1) / chunk_size)
         .map(chunk_no)
         .collect()
 }
@@ -69,14 +70,15 @@ impl Inner {
     ) -> Result<Vec<u8>, CoreError> {
         let end = offset + len;
         let mut out = vec![0u8; len as usize];
-        let chunks = chunks_of(offset, len)?;
+        let chunk_size = self.chunk_size;
+        let chunks = chunks_of(offset, len, chunk_size)?;
         let values = snapshot.multi_get(chunks.iter().map(|&chunk| chunk_key(block, chunk)));
         for (&chunk, value) in chunks.iter().zip(values) {
             let Some(value) = value? else {
                 continue;
             };
             let chunk_data = self.verify(block, chunk, &value)?;
-            let start = u64::from(chunk) * CHUNK_SIZE;
+            let start = u64::from(chunk) * chunk_size;
             let from = offset.max(start);
             let to = end.min(start + chunk_data.len() as u64);
             if from < to {
@@ -100,9 +102,10 @@ impl Inner {
         replace: bool,
         batch: &mut WriteBatch,
     ) -> Result<ChunkPuts, CoreError> {
+        let chunk_size = self.chunk_size;
         let mut chunks = Vec::new();
         for (offset, data) in pieces {
-            chunks.extend(chunks_of(*offset, data.len() as u64)?);
+            chunks.extend(chunks_of(*offset, data.len() as u64, chunk_size)?);
         }
         chunks.sort_unstable();
         chunks.dedup();
@@ -120,17 +123,17 @@ impl Inner {
                 Some(value) => self.verify(block, chunk, value)?,
                 None => &[][..],
             };
-            let start = u64::from(chunk) * CHUNK_SIZE;
-            let mut value = Vec::with_capacity(CRC_LEN + CHUNK_SIZE as usize);
+            let start = u64::from(chunk) * chunk_size;
+            let mut value = Vec::with_capacity(CRC_LEN + chunk_size as usize);
             value.resize(CRC_LEN, 0);
             value.extend_from_slice(old_data);
             for (offset, data) in pieces {
                 let end = offset + data.len() as u64;
-                if data.is_empty() || end <= start || *offset >= start + CHUNK_SIZE {
+                if data.is_empty() || end <= start || *offset >= start + chunk_size {
                     continue;
                 }
                 let lo = (offset.max(&start) - start) as usize;
-                let hi = (end.min(start + CHUNK_SIZE) - start) as usize;
+                let hi = (end.min(start + chunk_size) - start) as usize;
                 if value.len() < CRC_LEN + hi {
                     value.resize(CRC_LEN + hi, 0);
                 }

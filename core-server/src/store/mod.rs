@@ -4,15 +4,18 @@
 //!
 //! One RocksDB database in `<data_dir>/blocks`:
 //!
-//! - **Chunks.** A block's data is cut into chunks of [`CHUNK_SIZE`] (64 KiB):
+//! - **Chunks.** A block's data is cut into chunks of the store's chunk
+//!   size ([`CHUNK_SIZE`], 4 KiB, in stores made now; 64 KiB in stores
+//!   made before the format record, see [`format`]):
 //!   key `c | file_id BE | index BE | chunk BE u32`, value
 //!   `[crc32c BE u32][data]`. A chunk's data runs from the chunk's start to
-//!   the highest byte ever written in it (shorter than 64 KiB at a block's
-//!   tail); chunks never written are absent and read as zeros (sparse
-//!   blocks). A partial write read-modify-writes only the chunks it touches:
-//!   4 KiB into a 4 MiB block rewrites one 64 KiB chunk, never the block.
-//!   64 KiB keeps that amplification small while keeping the number of keys
-//!   (and checksums) per block low.
+//!   the highest byte ever written in it (shorter at a block's tail);
+//!   chunks never written, or written all zeros by a whole-block put, are
+//!   absent and read as zeros (sparse blocks). A partial write
+//!   read-modify-writes only the chunks it touches: an aligned 4 KiB write
+//!   reads back and puts one 4 KiB chunk (the old one is read for its
+//!   length, which the space accounting needs, and verified).
+//! - **Format.** Key `v`: the store's chunk size ([`format`]).
 //! - **Block metadata.** Key `m | file_id BE | index BE`, value
 //!   `version | length | stored | epoch` (u64 BE each): the version of the
 //!   last write, the highest byte written + 1, the sum of the stored chunk
@@ -124,6 +127,7 @@ pub mod changes;
 mod chunks;
 pub mod copy_state;
 pub mod fence;
+mod format;
 mod job;
 pub mod quarantine;
 pub mod queue;
@@ -254,6 +258,8 @@ struct Inner {
     /// Kept for its statistics object (the WAL sync ticker).
     options: Options,
     incarnation: u64,
+    /// The size of this store's chunks (`format.rs`).
+    chunk_size: u64,
     capacity: u64,
     used: AtomicU64,
     blocks: AtomicU64,
@@ -298,6 +304,7 @@ impl BlockStore {
         // still in the page cache) becomes durable now, so the held set can
         // honestly start empty.
         db.flush_wal(true)?;
+        let chunk_size = format::chunk_size(&db)?;
         let (used, blocks) = scan_usage(&db)?;
         let fences = load_fences(&db)?;
         let (quarantined, quarantined_bytes) = quarantine::scan_quarantine(&db)?;
@@ -310,6 +317,7 @@ impl BlockStore {
             db: RwLock::new(Some(Arc::new(db))),
             options,
             incarnation: rand::random(),
+            chunk_size,
             capacity,
             used: AtomicU64::new(used),
             blocks: AtomicU64::new(blocks),
@@ -326,10 +334,16 @@ impl BlockStore {
             fences_synced: AtomicBool::new(true),
         };
         let fenced = inner.fences.read().map_or(0, |f| f.len());
-        tracing::info!(path = %inner.path.display(), used, blocks, capacity, fenced, "block store opened");
+        tracing::info!(path = %inner.path.display(), used, blocks, capacity, fenced, chunk_size, "block store opened");
         Ok(BlockStore {
             inner: Arc::new(inner),
         })
+    }
+
+    /// The size of this store's chunks (`format.rs`): the unit of
+    /// read-modify-write and of checksums.
+    pub fn chunk_size(&self) -> u64 {
+        self.inner.chunk_size
     }
 
     /// The random id of this start of the store.
@@ -597,7 +611,7 @@ impl Inner {
         chunk: u32,
         value: &'v [u8],
     ) -> Result<&'v [u8], CoreError> {
-        open_chunk(value).ok_or_else(|| {
+        open_chunk(value, self.chunk_size).ok_or_else(|| {
             self.metrics.checksum_failures.inc();
             tracing::error!(
                 %block,

@@ -26,9 +26,7 @@ use super::copy_state::complete_at;
 use super::fence::FenceRaise;
 use super::job::{block_of_job_key, decode_job, encode_job, job_key, QUEUE_TAG};
 use super::{chunk_no, delete_chunks, BlockStore, Inner};
-use crate::codec::{
-    chunk_key, marker_key, meta_key, seal_chunk, BlockMeta, Marker, CHUNK_SIZE, CRC_LEN,
-};
+use crate::codec::{chunk_key, marker_key, meta_key, seal_chunk, BlockMeta, Marker, CRC_LEN};
 use crate::CoreError;
 
 /// The replication job a write asks for (from the write request).
@@ -134,15 +132,17 @@ pub struct ReplicaOffer {
     pub lost_below: Option<Epoch>,
 }
 
-/// Puts `data` into `batch` as the block's sealed chunks, leaving all-zero
-/// chunks out (they read back as zeros when absent); the bytes stored.
+/// Puts `data` into `batch` as the block's sealed chunks of `chunk_size`
+/// bytes, leaving all-zero chunks out (they read back as zeros when
+/// absent); the bytes stored.
 fn put_sealed_chunks(
     block: BlockId,
     data: &[u8],
+    chunk_size: u64,
     batch: &mut WriteBatch,
 ) -> Result<u64, CoreError> {
     let mut stored = 0u64;
-    for (i, piece) in data.chunks(CHUNK_SIZE as usize).enumerate() {
+    for (i, piece) in data.chunks(chunk_size as usize).enumerate() {
         if piece.iter().all(|&b| b == 0) {
             continue;
         }
@@ -394,7 +394,7 @@ impl Inner {
             None => {
                 // Every old chunk goes: the replica replaces the block atomically.
                 delete_chunks(&db, block, &mut batch)?;
-                let stored = put_sealed_chunks(block, data, &mut batch)?;
+                let stored = put_sealed_chunks(block, data, self.chunk_size, &mut batch)?;
                 (stored, data.len() as u64)
             }
             Some(changes) => {

@@ -106,7 +106,8 @@ async fn the_primary_ships_only_the_bytes_written_since_the_base() {
     store.job_shipped(B, v(1), None).await.unwrap();
     assert!(store.job(B).await.unwrap().is_none());
 
-    // Two small writes, one of them in the same 64 KiB chunk as a third.
+    // Three small writes, the third next to the first: changes are byte
+    // ranges, whatever the store's chunk size.
     store
         .write_with_job(write(4096, &[2; 4096], 2, 1), spec())
         .await

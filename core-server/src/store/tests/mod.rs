@@ -14,6 +14,7 @@ use geonfs_proto::domain::{
 use proptest::prelude::*;
 
 use crate::codec::chunk_key;
+use crate::codec::LEGACY_CHUNK_SIZE;
 use crate::store::{BlockStore, DeleteOutcome, CHUNK_SIZE};
 use crate::{CoreError, CoreMetrics};
 
@@ -138,26 +139,26 @@ proptest! {
 async fn a_small_write_rewrites_one_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), 64 * MIB);
+    assert_eq!(store.chunk_size(), CHUNK_SIZE, "a new store");
+    assert_eq!(CHUNK_SIZE, 4096);
     let b = block(7, 3);
     let full = pattern(4 * MIB as usize, 1);
     store
         .write(write(b, 0, full.clone(), 1, Durability::Durable))
         .await
         .unwrap();
-    assert_eq!(store.counters().chunk_puts, 64);
+    assert_eq!(store.counters().chunk_puts, 4 * MIB / CHUNK_SIZE);
+    // An aligned 4 KiB write (a VM's) puts one 4 KiB chunk.
     let before = store.counters();
     let small = pattern(4096, 99);
-    let offset = MIB + 100;
+    let offset = MIB + 8192;
     store
         .write(write(b, offset, small.clone(), 2, Durability::Durable))
         .await
         .unwrap();
     let after = store.counters();
     assert_eq!(after.chunk_puts - before.chunk_puts, 1);
-    assert_eq!(
-        after.chunk_bytes_written - before.chunk_bytes_written,
-        CHUNK_SIZE
-    );
+    assert_eq!(after.chunk_bytes_written - before.chunk_bytes_written, 4096);
     let mut expected = full;
     expected[offset as usize..offset as usize + 4096].copy_from_slice(&small);
     assert_eq!(read_all(&store, b, 0, 4 * MIB).await, expected);
@@ -168,6 +169,76 @@ async fn a_small_write_rewrites_one_chunk() {
         .await
         .unwrap();
     assert_eq!(store.counters().chunk_puts - after.chunk_puts, 2);
+    expected[CHUNK_SIZE as usize - 10..CHUNK_SIZE as usize + 10].fill(5);
+    assert_eq!(read_all(&store, b, 0, 4 * MIB).await, expected);
+}
+
+/// A store made before the format record (64 KiB chunks, no record) keeps
+/// its geometry when reopened: its chunks read back and take partial
+/// writes; a new store gets 4 KiB chunks, recorded once; a damaged record
+/// refuses to open with an error naming it.
+#[tokio::test]
+async fn a_store_keeps_the_chunk_size_it_was_made_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = block(8, 0);
+    let data = pattern(300_000, 4);
+    {
+        // Written the old way: 64 KiB chunks, and no format record.
+        let store = open(dir.path(), 64 * MIB);
+        store
+            .raw_db()
+            .unwrap()
+            .put(b"v", [0, 0, 0, 1, 0, 1, 0, 0])
+            .unwrap();
+        store.close(true).await.unwrap();
+    }
+    {
+        let store = open(dir.path(), 64 * MIB);
+        assert_eq!(store.chunk_size(), LEGACY_CHUNK_SIZE);
+        store
+            .write(write(b, 0, data.clone(), 1, Durability::Durable))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.counters().chunk_puts,
+            5,
+            "300 000 bytes in 64 KiB chunks"
+        );
+        store.raw_db().unwrap().delete(b"v").unwrap();
+        store.close(true).await.unwrap();
+    }
+    let store = open(dir.path(), 64 * MIB);
+    assert_eq!(
+        store.chunk_size(),
+        LEGACY_CHUNK_SIZE,
+        "records but no format: made before"
+    );
+    let mut expected = data;
+    store
+        .write(write(b, 70_000, vec![9; 4096], 2, Durability::Durable))
+        .await
+        .unwrap();
+    expected[70_000..74_096].fill(9);
+    assert_eq!(read_all(&store, b, 0, 300_000).await, expected);
+    assert_eq!(store.stats().used, 300_000);
+    store.close(true).await.unwrap();
+    let store = open(dir.path(), 64 * MIB);
+    assert_eq!(store.chunk_size(), LEGACY_CHUNK_SIZE, "now recorded");
+    assert_eq!(read_all(&store, b, 0, 300_000).await, expected);
+    store
+        .raw_db()
+        .unwrap()
+        .put(b"v", [0, 0, 0, 1, 0, 0, 12, 0])
+        .unwrap();
+    store.close(true).await.unwrap();
+    let err = BlockStore::open(dir.path(), 64 * MIB, CoreMetrics::new()).unwrap_err();
+    assert!(err.to_string().contains("format record"), "{err}");
+
+    let fresh = tempfile::tempdir().unwrap();
+    let store = open(fresh.path(), 64 * MIB);
+    assert_eq!(store.chunk_size(), CHUNK_SIZE);
+    store.close(true).await.unwrap();
+    assert_eq!(open(fresh.path(), 64 * MIB).chunk_size(), CHUNK_SIZE);
 }
 
 #[tokio::test]
