@@ -140,12 +140,14 @@ pub async fn relocate(
         .as_ref()
         .filter(|v| v.record.site == to && v.record.claim.is_none())
         .map(|v| v.record.epoch);
-    let epoch = match already_there {
+    let epoch = if owner_lost {
+        ownership.take_over_lost(file_id).await?
+    } else if let Some(epoch) = already_there {
         // Which of the site's access servers writes it is theirs to settle
         // (the first write at another one takes it over).
-        Some(epoch) if !owner_lost => epoch,
-        _ if owner_lost => ownership.take_over_lost(file_id).await?,
-        _ => ownership.acquire(file_id, None).await?,
+        epoch
+    } else {
+        ownership.acquire(file_id, None).await?
     };
     let handover = started.elapsed();
     let mut caught_up_blocks = 0;

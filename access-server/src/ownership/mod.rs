@@ -52,7 +52,7 @@
 //! server of the owning site that is not its writer, takes it over:
 //!
 //! 1. **claim** — a conditional meta-kvs transaction records
-//!    `claim = {by: this site, epoch: top + 1}`; the record's owner is
+//!    `claim = {by: this site and access server, epoch: top + 1}`; the record's owner is
 //!    unchanged, so everyone still reads the old owner's data;
 //! 2. **fence** — the old owner's cores and this site's cores are fenced
 //!    at the new epoch. All but at most one core of the old owner must
@@ -367,12 +367,6 @@ impl Ownership {
     /// This access server's site.
     pub fn site(&self) -> &str {
         &self.inner.site
-    }
-
-    /// This access server's name as a writer in owner records (its
-    /// address).
-    pub fn writer(&self) -> &str {
-        &self.inner.writer
     }
 
     /// Whether `record` names this access server as the file's writer.
