@@ -177,19 +177,21 @@ async fn a_small_write_rewrites_one_chunk() {
 /// its geometry when reopened: its chunks read back and take partial
 /// writes; a new store gets 4 KiB chunks, recorded once; a damaged record
 /// refuses to open with an error naming it.
+/// Overwrites the store's format record (key `v`) with `value`.
+fn put_format_record(store: &BlockStore, value: [u8; 8]) {
+    store.raw_db().unwrap().put(b"v", value).unwrap();
+}
+
 #[tokio::test]
 async fn a_store_keeps_the_chunk_size_it_was_made_with() {
     let dir = tempfile::tempdir().unwrap();
     let b = block(8, 0);
     let data = pattern(300_000, 4);
     {
-        // Written the old way: 64 KiB chunks, and no format record.
+        // The old geometry: 64 KiB chunks (the record is removed below, as
+        // in a store made before records existed).
         let store = open(dir.path(), 64 * MIB);
-        store
-            .raw_db()
-            .unwrap()
-            .put(b"v", [0, 0, 0, 1, 0, 1, 0, 0])
-            .unwrap();
+        put_format_record(&store, [0, 0, 0, 1, 0, 1, 0, 0]);
         store.close(true).await.unwrap();
     }
     {
@@ -225,11 +227,7 @@ async fn a_store_keeps_the_chunk_size_it_was_made_with() {
     let store = open(dir.path(), 64 * MIB);
     assert_eq!(store.chunk_size(), LEGACY_CHUNK_SIZE, "now recorded");
     assert_eq!(read_all(&store, b, 0, 300_000).await, expected);
-    store
-        .raw_db()
-        .unwrap()
-        .put(b"v", [0, 0, 0, 1, 0, 0, 12, 0])
-        .unwrap();
+    put_format_record(&store, [0, 0, 0, 1, 0, 0, 12, 0]);
     store.close(true).await.unwrap();
     let err = BlockStore::open(dir.path(), 64 * MIB, CoreMetrics::new()).unwrap_err();
     assert!(err.to_string().contains("format record"), "{err}");
