@@ -180,22 +180,12 @@ impl Namespace {
         }
         match object.mode {
             CreateMode::Guarded => Err(NamespaceError::Exist),
-            CreateMode::Unchecked => {
-                let inode = match object.attrs.size {
-                    Some(size) => {
-                        let attrs = SetAttrs {
-                            size: Some(size),
-                            ..SetAttrs::default()
-                        };
-                        self.setattr(entry.id, &attrs, None).await?
-                    }
-                    None => self.inode(entry.id).await?,
-                };
-                Ok(Created {
-                    inode,
-                    created: false,
-                })
-            }
+            // The file as it is: a size in the attributes is the caller's
+            // to apply, with SETATTR's permission checks.
+            CreateMode::Unchecked => Ok(Created {
+                inode: self.inode(entry.id).await?,
+                created: false,
+            }),
             CreateMode::Exclusive(verifier) => {
                 let inode = self.inode(entry.id).await?;
                 if inode.verifier == Some(verifier) {

@@ -74,9 +74,9 @@ pub struct SetAttrs {
 /// How CREATE treats an existing name (NFS `createmode3`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CreateMode {
-    /// An existing regular file is returned as it is (its size set only
-    /// when the attributes ask for it); anything else existing is
-    /// [`NamespaceError::Exist`].
+    /// An existing regular file is returned as it is, its attributes
+    /// untouched (a size asked for is the caller's to apply, checked as a
+    /// SETATTR); anything else existing is [`NamespaceError::Exist`].
     Unchecked,
     /// An existing name is [`NamespaceError::Exist`].
     Guarded,

@@ -62,8 +62,11 @@ impl NfsProgram {
     }
 
     /// CREATE (UNCHECKED, GUARDED, EXCLUSIVE with its verifier). A size in
-    /// the attributes (e.g. 0 for an UNCHECKED create over an existing
-    /// file) truncates or extends the file's data.
+    /// the attributes of an UNCHECKED create over an existing file (e.g. 0:
+    /// truncate) is applied as SETATTR applies it, with its permission
+    /// check: only the file's owner or a caller who may write the file
+    /// changes its size (write permission on the directory is not enough),
+    /// as Linux knfsd does.
     pub(crate) async fn create(&self, who: &Identity, args: &[u8]) -> Reply {
         let args = args!(CREATE3args, args);
         let dir = self.change_dir(who, &args.where_.dir).await?;
@@ -78,21 +81,47 @@ impl NfsProgram {
             .create(dir.id, args.where_.name.as_ref(), &attrs, mode)
             .await
             .map_err(status_of)?;
-        if let Some(size) = attrs.size {
-            let before = self.current(created.inode.clone()).await?;
-            if before.size != size || !created.created {
-                self.data
-                    .set_size(before.file_id(), before.size, size)
-                    .await
-                    .map_err(|err| super::io::data_status(before.file_id(), &err))?;
-            }
-        }
-        let (obj, obj_attributes, dir_wcc) = self.made(dir.id, &created.inode).await;
+        // A new file has its attributes already (and no data to change).
+        let object = match (created.created, attrs.size) {
+            (true, _) => created.inode,
+            (false, Some(size)) => self.resize_existing(who, created.inode, size).await?,
+            (false, None) => self.current(created.inode).await?,
+        };
+        let (obj, obj_attributes, dir_wcc) = self.made(dir.id, &object).await;
         ok(&CREATE3resok {
             obj,
             obj_attributes,
             dir_wcc,
         })
+    }
+
+    /// The size change of an UNCHECKED CREATE over the existing file
+    /// `existing`, checked and applied as SETATTR's; the file after.
+    async fn resize_existing(
+        &self,
+        who: &Identity,
+        existing: Inode,
+        size: u64,
+    ) -> Result<Inode, nfsstat3> {
+        self.forget_owned(existing.id);
+        let before = self.current(existing).await?;
+        Self::may_resize(who, &before)?;
+        if before.size != size {
+            self.data
+                .set_size(before.file_id(), before.size, size)
+                .await
+                .map_err(|err| super::io::data_status(before.file_id(), &err))?;
+        }
+        let resize = SetAttrs {
+            size: Some(size),
+            ..SetAttrs::default()
+        };
+        let after = self
+            .ns
+            .setattr(before.id, &resize, None)
+            .await
+            .map_err(status_of)?;
+        self.current(after).await
     }
 
     /// MKDIR.

@@ -237,6 +237,19 @@ impl NfsProgram {
 
     /// SETATTR: mode, owner, group and times (with the ctime guard); a
     /// size change of a regular file truncates or extends its data first.
+    /// Whether `who` may change `inode`'s size (SETATTR size, CREATE
+    /// UNCHECKED with a size over an existing file): a regular file, and
+    /// its owner or a caller with write permission.
+    pub(super) fn may_resize(who: &Identity, inode: &Inode) -> Result<(), nfsstat3> {
+        if inode.kind != FileKind::Regular {
+            return Err(nfsstat3::NFS3ERR_INVAL);
+        }
+        if !who.owns(inode) {
+            Self::require(who, inode, WRITE)?;
+        }
+        Ok(())
+    }
+
     async fn setattr(&self, who: &Identity, args: &[u8]) -> Reply {
         let args = args!(SETATTR3args, args);
         self.writable()?;
@@ -246,12 +259,7 @@ impl NfsProgram {
         let attrs = set_attrs(&args.new_attributes);
         let owner_or_root = who.is_root() || who.owns(&inode);
         if attrs.size.is_some() {
-            if inode.kind != FileKind::Regular {
-                return Err(nfsstat3::NFS3ERR_INVAL);
-            }
-            if !who.owns(&inode) {
-                Self::require(who, &inode, WRITE)?;
-            }
+            Self::may_resize(who, &inode)?;
         }
         if attrs.mode.is_some() && !owner_or_root {
             return Err(nfsstat3::NFS3ERR_PERM);

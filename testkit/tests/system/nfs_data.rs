@@ -2,7 +2,7 @@
 //! the block pipeline (1 site × 2 cores, meta-kvs), driven by `nfs3_client`:
 //! data round trips, the size and mtime kept by the attribute record, the
 //! write verifier changing when a core that held unstable data restarts,
-//! truncation, and REMOVE releasing the blocks.
+//! truncation (and who may truncate), and REMOVE releasing the blocks.
 
 use geonfs_access_server::namespace::Namespace;
 use geonfs_access_server::nfs::HandleCodec;
@@ -14,7 +14,9 @@ use nfs3_client::nfs3_types::xdr_codec::Opaque;
 use crate::support::blocks::{inventory, pattern};
 use crate::support::cluster;
 use crate::support::nfs::{commit, size_of, write};
-use crate::support::nfs::{create, getattr, mount, nfs, policy, serve, status, Io, CLIENT, EXPORT};
+use crate::support::nfs::{
+    create, getattr, mkdir, mode, mount, nfs, policy, serve, status, Io, CLIENT, EXPORT,
+};
 use nfs3_client::Nfs3Client;
 
 async fn read(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, count: u32) -> (Vec<u8>, bool) {
@@ -226,6 +228,81 @@ async fn a_read_at_the_owner_is_one_block_read() {
     let (past, eof) = read(&mut c, &fh, data.len() as u64 + 1, 100).await;
     assert!(past.is_empty() && eof);
     assert_eq!(size_of(&mut c, &fh).await, data.len() as u64);
+    drop(server);
+    cluster.shutdown().await.unwrap();
+}
+
+/// CREATE UNCHECKED with a size over an existing file changes the file's
+/// size, so it is checked as SETATTR's size is: a user who may write the
+/// directory but not the file (not its owner, mode 0444) gets
+/// NFS3ERR_ACCES and the file keeps every byte; without a size the file is
+/// answered unchanged; its owner may truncate it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unchecked_create_truncates_only_for_who_may_write_the_file() {
+    let Served {
+        cluster,
+        server,
+        root,
+        mut c,
+        ..
+    } = served_file("unused").await;
+    let addr = server.local_addr();
+    let shared = mkdir(&mut c, &root, "shared", 0o777).await;
+    let mut owner = nfs(CLIENT, addr, 1000, 1000).await;
+    let mut other = nfs(CLIENT, addr, 2000, 2000).await;
+    let fh = match create(
+        &mut owner,
+        &shared,
+        "vm.img",
+        createhow3::GUARDED(mode(0o644)),
+    )
+    .await
+    {
+        Nfs3Result::Ok(ok) => ok.obj.unwrap(),
+        res => panic!("CREATE: {}", status(&res)),
+    };
+    let data = pattern(3, 8192);
+    write(&mut owner, &fh, 0, &data, stable_how::FILE_SYNC).await;
+    let chmod = owner
+        .setattr(&SETATTR3args {
+            object: fh.clone(),
+            new_attributes: mode(0o444),
+            guard: Nfs3Option::None,
+        })
+        .await
+        .expect("SETATTR rpc");
+    assert_eq!(status(&chmod), nfsstat3::NFS3_OK);
+    let truncate = || {
+        createhow3::UNCHECKED(sattr3 {
+            size: Nfs3Option::Some(0),
+            ..sattr3::default()
+        })
+    };
+
+    let refused = create(&mut other, &shared, "vm.img", truncate()).await;
+    assert_eq!(status(&refused), nfsstat3::NFS3ERR_ACCES);
+    assert_eq!(size_of(&mut c, &fh).await, 8192);
+    assert_eq!(read(&mut c, &fh, 0, 8192).await.0, data);
+
+    let plain = create(
+        &mut other,
+        &shared,
+        "vm.img",
+        createhow3::UNCHECKED(sattr3::default()),
+    )
+    .await;
+    let Nfs3Result::Ok(plain) = plain else {
+        panic!("UNCHECKED CREATE without a size: {}", status(&plain));
+    };
+    let Nfs3Option::Some(attrs) = plain.obj_attributes else {
+        panic!("attributes");
+    };
+    assert_eq!((attrs.size, attrs.mode, attrs.uid), (8192, 0o444, 1000));
+
+    let truncated = create(&mut owner, &shared, "vm.img", truncate()).await;
+    assert_eq!(status(&truncated), nfsstat3::NFS3_OK);
+    assert_eq!(size_of(&mut c, &fh).await, 0);
+    assert_eq!(read(&mut c, &fh, 0, 8192).await, (Vec::new(), true));
     drop(server);
     cluster.shutdown().await.unwrap();
 }
