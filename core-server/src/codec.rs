@@ -1,7 +1,7 @@
 //! The on-disk encoding of the block store: keys, block metadata and chunk
 //! values (see the [`crate::store`] documentation for the layout and why).
 
-use geonfs_proto::domain::{BlockId, Epoch, FileId, Version};
+use geonfs_proto::domain::{BlockId, DeletedRange, Epoch, FileId, Version};
 
 /// Size of a data chunk in stores made now: the unit of read-modify-write
 /// and of checksums (`store/format.rs` records each store's).
@@ -16,6 +16,10 @@ const CHUNK_TAG: u8 = b'c';
 const META_TAG: u8 = b'm';
 /// Key prefix of markers (trimmed or deleted blocks).
 const MARKER_TAG: u8 = b't';
+/// Key prefix of a file's deleted ranges (truncate, remove).
+const RANGES_TAG: u8 = b'r';
+/// Bytes of an encoded [`DeletedRange`].
+const RANGE_LEN: usize = 24;
 /// Bytes of a chunk value's checksum header.
 pub const CRC_LEN: usize = 4;
 /// Bytes of an encoded [`BlockMeta`].
@@ -130,6 +134,44 @@ impl Marker {
             _ => None,
         }
     }
+}
+
+/// `r | file_id BE`: the key of a file's deleted ranges.
+pub fn ranges_key(file_id: FileId) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = RANGES_TAG;
+    key[1..9].copy_from_slice(&file_id.0.to_be_bytes());
+    key
+}
+
+/// `from BE | until BE | version BE` for each range (the value of a
+/// file's ranges key).
+pub fn encode_ranges(ranges: &[DeletedRange]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ranges.len() * RANGE_LEN);
+    for range in ranges {
+        out.extend_from_slice(&range.from.to_be_bytes());
+        out.extend_from_slice(&range.until.to_be_bytes());
+        out.extend_from_slice(&range.version.0.to_be_bytes());
+    }
+    out
+}
+
+/// Decodes a value written by [`encode_ranges`]; `None` if malformed.
+pub fn decode_ranges(value: &[u8]) -> Option<Vec<DeletedRange>> {
+    if !value.len().is_multiple_of(RANGE_LEN) {
+        return None;
+    }
+    value
+        .chunks_exact(RANGE_LEN)
+        .map(|entry| {
+            let word = |at: usize| entry[at..at + 8].try_into().ok().map(u64::from_be_bytes);
+            Some(DeletedRange {
+                from: word(0)?,
+                until: word(8)?,
+                version: Version(word(16)?),
+            })
+        })
+        .collect()
 }
 
 /// The first key of the metadata range.

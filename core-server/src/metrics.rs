@@ -38,6 +38,10 @@ pub struct CoreMetrics {
     pub used_bytes: IntGauge,
     /// Configured capacity in bytes.
     pub capacity_bytes: IntGauge,
+    /// Delete requests served (one block, or a deleted range).
+    pub deletes: IntCounter,
+    /// Blocks whose copy a delete removed.
+    pub deleted_blocks: IntCounter,
     set: MetricSet,
 }
 
@@ -89,6 +93,14 @@ impl CoreMetrics {
             capacity_bytes: set.gauge(
                 "geonfs_core_capacity_bytes",
                 "configured block store capacity",
+            ),
+            deletes: set.counter(
+                "geonfs_core_deletes_total",
+                "delete requests served (one block, or a deleted range of a truncate or remove)",
+            ),
+            deleted_blocks: set.counter(
+                "geonfs_core_deleted_blocks_total",
+                "blocks whose copy a delete removed",
             ),
             set,
         }

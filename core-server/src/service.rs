@@ -193,6 +193,39 @@ impl CoreData for CoreDataService {
         }))
     }
 
+    async fn delete_range(
+        &self,
+        request: Request<wire::DeleteRangeRequest>,
+    ) -> Result<Response<wire::DeleteRangeReply>, Status> {
+        let request = request.into_inner();
+        let deleted = self
+            .store
+            .delete_range_as(
+                FileId(request.file_id),
+                request.from_index,
+                request.until_index,
+                Version(request.up_to_version),
+                Epoch::from_wire(request.owner_epoch),
+            )
+            .await?;
+        Ok(Response::new(wire::DeleteRangeReply {
+            incarnation: self.store.incarnation(),
+            deleted,
+        }))
+    }
+
+    async fn list_deleted_ranges(
+        &self,
+        request: Request<wire::ListDeletedRangesRequest>,
+    ) -> Result<Response<wire::ListDeletedRangesReply>, Status> {
+        let file_id = FileId(request.into_inner().file_id);
+        let ranges = self.store.deleted_ranges(file_id).await?;
+        Ok(Response::new(wire::ListDeletedRangesReply {
+            incarnation: self.store.incarnation(),
+            ranges: ranges.into_iter().map(Into::into).collect(),
+        }))
+    }
+
     async fn shipped(
         &self,
         request: Request<wire::ShippedRequest>,

@@ -88,6 +88,52 @@ pub struct BlockId {
     pub index: u64,
 }
 
+/// The blocks `from..until` of a file deleted up to `version` by one
+/// truncate or remove: no index inside holds a copy at or below `version`,
+/// stored or not (the core server's deleted ranges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeletedRange {
+    /// First block index deleted.
+    pub from: u64,
+    /// First block index after the range (exclusive).
+    pub until: u64,
+    /// The delete's version.
+    pub version: Version,
+}
+
+impl DeletedRange {
+    /// Whether the range covers block `index`.
+    pub fn covers(&self, index: u64) -> bool {
+        (self.from..self.until).contains(&index)
+    }
+
+    /// Whether `other` says nothing this range does not (it lies within
+    /// this range and is not newer).
+    pub fn includes(&self, other: &DeletedRange) -> bool {
+        self.from <= other.from && other.until <= self.until && other.version <= self.version
+    }
+}
+
+impl From<DeletedRange> for wire_core::DeletedRange {
+    fn from(range: DeletedRange) -> Self {
+        wire_core::DeletedRange {
+            from_index: range.from,
+            until_index: range.until,
+            version: range.version.0,
+        }
+    }
+}
+
+impl From<wire_core::DeletedRange> for DeletedRange {
+    fn from(range: wire_core::DeletedRange) -> Self {
+        DeletedRange {
+            from: range.from_index,
+            until: range.until_index,
+            version: Version(range.version),
+        }
+    }
+}
+
 /// `file/index`, the way logs, errors and tools name a block.
 impl std::fmt::Display for BlockId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -101,8 +101,10 @@ pub use clock::{next_version, observe, VersionClock};
 /// got there first) is retried with a fresh version.
 const STALE_ATTEMPTS: u32 = 16;
 
-/// How many block deletes of one truncate or remove run at once.
-const DELETE_CONCURRENCY: usize = 32;
+/// The largest size a file may have (FSINFO's `maxfilesize`): the
+/// largest signed 64-bit offset, as clients' `off_t` can reach. Larger
+/// sizes and writes past it are refused ([`DataError::Range`]).
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 
 /// How many times a write refused by a fence (ownership moved) is retried
 /// after taking the file back.
@@ -404,7 +406,7 @@ impl FileData {
     fn check_range(&self, file_id: FileId, offset: u64, len: u64) -> Result<u64, DataError> {
         offset
             .checked_add(len)
-            .filter(|end| end.div_ceil(self.inner.block_size) < ATTR_INDEX)
+            .filter(|&end| end <= MAX_FILE_SIZE && end.div_ceil(self.inner.block_size) < ATTR_INDEX)
             .ok_or(DataError::Range {
                 file_id,
                 offset,

@@ -1,20 +1,23 @@
 //! Changing a file's length: SETATTR(size) and the release of a removed
 //! file's blocks.
 //!
-//! Deletes reach this site's cores (they must succeed: a copy left there
-//! would come back) and the other sites' cores as well,
-//! best effort (logged): their copies of the deleted blocks are replicas
-//! or catch-up sources, and a copy that survives there is older than
-//! anything written later, so it is never read back while its site is
-//! neither the owner nor a source.
+//! Both delete a **range** of block indexes (everything from the first
+//! block past the new size, or the whole file), one call per core however
+//! large the size was and however few blocks exist (the core server's
+//! `store/delete.rs`): a SETATTR to 2^63 bytes followed by a REMOVE costs
+//! what a small file does. Deletes reach this site's cores (they must
+//! succeed: a copy left there would come back) and the other sites' cores
+//! as well, best effort (logged): their copies of the deleted blocks are
+//! replicas or catch-up sources, and a copy that survives there is older
+//! than the range this site's cores keep, so it is never read back (a read
+//! or a handover takes the range as the newer state).
 
 use bytes::Bytes;
-use futures::stream::{self, StreamExt};
-use geonfs_block_manager::BlockClient;
-use geonfs_proto::domain::{BlockId, Durability, Epoch, FileId, Version};
+use geonfs_block_manager::BlockError;
+use geonfs_proto::domain::{BlockId, DeletedRange, Durability, Epoch, FileId};
 use std::time::SystemTime;
 
-use super::{DataError, FileData, FileState, ATTR_INDEX, DELETE_CONCURRENCY};
+use super::{attr_block, DataError, FileData, FileState, ATTR_INDEX};
 
 impl FileData {
     /// Sets the file's size (SETATTR size), durably: truncating deletes
@@ -76,12 +79,18 @@ impl FileData {
             if new_size >= old {
                 return Ok(());
             }
-            let first_gone = new_size.div_ceil(bs);
-            let gone = first_gone..old.div_ceil(bs);
+            // Every block past the new size, also past the size known here
+            // (a write beyond it that was never acknowledged).
+            let gone = DeletedRange {
+                from: new_size.div_ceil(bs),
+                until: ATTR_INDEX,
+                version: up_to,
+            };
             let deletes = async {
-                self.delete_blocks(self.client(), file_id, gone.clone(), up_to, Some(epoch))
+                self.client()
+                    .delete_range_as(file_id, gone, Some(epoch))
                     .await?;
-                self.delete_elsewhere(file_id, gone, up_to).await;
+                self.delete_elsewhere(file_id, gone, false).await;
                 Ok(())
             };
             let zero_tail = async {
@@ -109,67 +118,50 @@ impl FileData {
         Ok(())
     }
 
-    /// Deletes blocks `indexes` of `file_id` from `client`'s site (up to
-    /// `up_to` version, with ownership `epoch`), a bounded number at a
-    /// time.
-    async fn delete_blocks(
-        &self,
-        client: &BlockClient,
-        file_id: FileId,
-        indexes: impl Iterator<Item = u64>,
-        up_to: Version,
-        epoch: Option<Epoch>,
-    ) -> Result<(), DataError> {
-        let mut deletes = stream::iter(indexes)
-            .map(|index| client.delete_as(BlockId { file_id, index }, up_to, epoch))
-            .buffer_unordered(DELETE_CONCURRENCY);
-        while let Some(result) = deletes.next().await {
-            result?;
-        }
-        Ok(())
-    }
-
-    /// Deletes blocks `indexes` from the other sites, best effort.
-    async fn delete_elsewhere(
-        &self,
-        file_id: FileId,
-        indexes: impl Iterator<Item = u64> + Clone,
-        up_to: Version,
-    ) {
-        let deletes = self.inner.ownership.remote_clients().map(|client| {
-            let indexes = indexes.clone();
-            async move {
-                if let Err(err) = self
-                    .delete_blocks(client, file_id, indexes, up_to, None)
-                    .await
-                {
+    /// Deletes `range` of `file_id` (and its attribute record when
+    /// `with_record`) from the other sites, best effort.
+    async fn delete_elsewhere(&self, file_id: FileId, range: DeletedRange, with_record: bool) {
+        let deletes = self
+            .inner
+            .ownership
+            .remote_clients()
+            .map(|client| async move {
+                let deleted = async {
+                    client.delete_range_as(file_id, range, None).await?;
+                    if with_record {
+                        client.delete(attr_block(file_id), range.version).await?;
+                    }
+                    Ok::<_, BlockError>(())
+                };
+                if let Err(err) = deleted.await {
                     tracing::warn!(%file_id, site = %client.site_name(), %err,
-                        "blocks not deleted at another site (they stay as older copies)");
+                    "blocks not deleted at another site (they stay as older copies)");
                 }
-            }
-        });
+            });
         futures::future::join_all(deletes).await;
     }
 
-    /// Deletes the file's blocks (those covering `size` bytes, or the
-    /// recorded size if larger) and its attribute record (REMOVE of the
-    /// last link) — on this site, and on the others best effort — after
-    /// fencing the owner and dropping the owner record.
-    pub async fn remove(&self, file_id: FileId, size: u64) -> Result<(), DataError> {
-        let recorded = self.attributes(file_id).await?.map_or(0, |(s, _)| s);
+    /// Deletes every block of the file and its attribute record (REMOVE of
+    /// the last link) — on this site, and on the others best effort —
+    /// after fencing the owner and dropping the owner record.
+    pub async fn remove(&self, file_id: FileId) -> Result<(), DataError> {
         let up_to = {
             let mut files = self.files();
             files.remove(&file_id);
             self.inner.clock.next_version()
         };
-        let size = size.max(recorded);
         // First the owner is fenced off and the record dropped, so that no
         // write lands after the deletes.
         self.inner.ownership.forget(file_id).await?;
-        let blocks = (0..size.div_ceil(self.inner.block_size)).chain([ATTR_INDEX]);
-        self.delete_blocks(self.client(), file_id, blocks.clone(), up_to, None)
-            .await?;
-        self.delete_elsewhere(file_id, blocks, up_to).await;
+        let all = DeletedRange {
+            from: 0,
+            until: ATTR_INDEX,
+            version: up_to,
+        };
+        let local = self.client();
+        local.delete_range_as(file_id, all, None).await?;
+        local.delete(attr_block(file_id), up_to).await?;
+        self.delete_elsewhere(file_id, all, true).await;
         Ok(())
     }
 }

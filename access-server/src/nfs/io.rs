@@ -247,11 +247,7 @@ impl NfsProgram {
             return;
         };
         self.forget_owned(inode.id);
-        let inode = match self.current(inode.clone()).await {
-            Ok(current) => current,
-            Err(_) => inode,
-        };
-        if let Err(err) = self.data.remove(inode.file_id(), inode.size).await {
+        if let Err(err) = self.data.remove(inode.file_id()).await {
             tracing::warn!(file_id = inode.id, %err, "blocks of a removed file not released");
         }
     }

@@ -34,8 +34,8 @@ use crate::oncrpc::{CallContext, ProcResult, ProgramId, RpcProgram, NFS_ID};
 pub const MAX_IO: u32 = 1 << 20;
 /// The preferred READDIR reply size: 64 KiB.
 pub const DIR_PREF: u32 = 64 << 10;
-/// The largest file size announced.
-pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+/// The largest file size announced (the data layer refuses larger).
+pub use crate::data::MAX_FILE_SIZE;
 
 /// What a procedure handler returns: an encoded reply (or GARBAGE_ARGS),
 /// or an NFS error status (encoded with empty failure attributes).

@@ -436,8 +436,12 @@ impl Ownership {
             .list_sites(file_id, |site| Some(site) != lost_site, &required)
             .await
             .inspect_err(|_| self.inner.metrics.blocked.inc())?;
-        if let Some(top) = listings.iter().flat_map(|(_, l)| l.versions.values()).max() {
-            self.inner.clock.observe(*top);
+        let listed = listings.iter().flat_map(|(_, listing)| {
+            let deleted = listing.deleted_ranges.iter().map(|range| range.version);
+            listing.versions.values().copied().chain(deleted)
+        });
+        if let Some(top) = listed.max() {
+            self.inner.clock.observe(top);
         }
         Ok(dirty_blocks(me, &listings))
     }
@@ -653,32 +657,41 @@ pub(super) fn holders<'a>(record: &'a OwnerRecord, me: &'a str) -> BTreeSet<&'a 
 }
 
 /// The blocks whose newest version (over every listing) is not on site
-/// `me`'s cores, and where it is.
+/// `me`'s cores, and where it is. A block's version in a listing is its
+/// newest copy, deleted marker or deleted range there, so a delete at one
+/// site wins over an older copy at another, and a block deleted by a range
+/// at `me` is not dirty however old a copy elsewhere is.
 pub(super) fn dirty_blocks(
     me: &str,
     listings: &[(&String, FileListing)],
 ) -> BTreeMap<u64, NewerCopy> {
-    let mut newest: BTreeMap<u64, (Version, &str)> = BTreeMap::new();
-    let mut own: BTreeMap<u64, Version> = BTreeMap::new();
-    for (site, listing) in listings {
-        for (&index, &version) in &listing.versions {
+    let indexes: BTreeSet<u64> = listings
+        .iter()
+        .flat_map(|(_, listing)| listing.versions.keys().copied())
+        .collect();
+    let mut dirty = BTreeMap::new();
+    for index in indexes {
+        let mut newest: Option<(Version, &str)> = None;
+        let mut own = None;
+        for (site, listing) in listings {
+            let Some(version) = listing.newest(index) else {
+                continue;
+            };
             if site.as_str() == me {
-                own.insert(index, version);
+                own = own.max(Some(version));
             }
-            let entry = newest.entry(index).or_insert((version, site.as_str()));
-            if version > entry.0 {
-                *entry = (version, site.as_str());
+            if newest.is_none_or(|(top, _)| version > top) {
+                newest = Some((version, site.as_str()));
             }
         }
-    }
-    newest
-        .into_iter()
-        .filter(|(index, (version, _))| own.get(index).is_none_or(|own| own < version))
-        .map(|(index, (version, site))| {
+        if let Some((version, site)) =
+            newest.filter(|&(version, _)| own.is_none_or(|own| own < version))
+        {
             let site = site.to_string();
-            (index, NewerCopy { version, site })
-        })
-        .collect()
+            dirty.insert(index, NewerCopy { version, site });
+        }
+    }
+    dirty
 }
 
 fn describe(failed: &[(String, String)]) -> String {
@@ -690,4 +703,52 @@ fn describe(failed: &[(String, String)]) -> String {
         .map(|(node, err)| format!("{node}: {err}"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use geonfs_proto::domain::DeletedRange;
+
+    use super::*;
+
+    fn listing(copies: &[(u64, u64)], ranges: &[(u64, u64, u64)]) -> FileListing {
+        FileListing {
+            versions: copies.iter().map(|&(i, v)| (i, Version(v))).collect(),
+            deleted_ranges: ranges
+                .iter()
+                .map(|&(from, until, v)| DeletedRange {
+                    from,
+                    until,
+                    version: Version(v),
+                })
+                .collect(),
+            ..FileListing::default()
+        }
+    }
+
+    fn newer(version: u64, site: &str) -> NewerCopy {
+        NewerCopy {
+            version: Version(version),
+            site: site.into(),
+        }
+    }
+
+    /// Site a truncated the file from block 2 at version 10; site b holds
+    /// older copies of blocks it missed the delete of, and a newer block 3.
+    #[test]
+    fn a_deleted_range_is_newer_than_the_older_copies_it_covers() {
+        let (a, b) = ("a".to_string(), "b".to_string());
+        let listings = vec![
+            (&a, listing(&[(0, 2)], &[(2, u64::MAX, 10)])),
+            (&b, listing(&[(1, 3), (2, 5), (3, 12), (7, 4)], &[])),
+        ];
+        assert_eq!(
+            dirty_blocks("a", &listings),
+            BTreeMap::from([(1, newer(3, "b")), (3, newer(12, "b"))])
+        );
+        assert_eq!(
+            dirty_blocks("b", &listings),
+            BTreeMap::from([(0, newer(2, "a")), (2, newer(10, "a")), (7, newer(10, "a"))])
+        );
+    }
 }

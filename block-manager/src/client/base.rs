@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use geonfs_proto::domain::{BlockId, Epoch, Version};
+use geonfs_proto::domain::{BlockId, DeletedRange, Epoch, FileId, Version};
 use geonfs_site_config::Node;
 
 use super::{classify, BlockClient, CopyError};
@@ -144,6 +144,15 @@ impl BlockClient {
     /// Forgets `block`'s version (a failed write, a delete).
     pub(super) fn forget_version(&self, block: BlockId) {
         self.inner.versions.map().remove(&block);
+    }
+
+    /// Forgets this client's last writes of the blocks of `file_id` in
+    /// `range` (they are deleted).
+    pub(super) fn forget_versions_in(&self, file_id: FileId, range: DeletedRange) {
+        self.inner
+            .versions
+            .map()
+            .retain(|block, _| block.file_id != file_id || !range.covers(block.index));
     }
 
     /// The base of a partial write of `block` at `version`: the version of

@@ -78,6 +78,7 @@ use tonic::Code;
 use crate::{BlockError, BlockMetrics, Liveness, Placement};
 
 mod base;
+mod delete;
 mod gate;
 mod owner;
 mod pair;
@@ -588,81 +589,6 @@ impl BlockClient {
             .into_iter()
             .collect::<Result<Vec<_>, _>>()?;
         Ok(FlushAck { copies })
-    }
-
-    /// Deletes `block` from every core of this client's site (in parallel)
-    /// where its stored version is at most `up_to_version`: a copy written
-    /// later (a newer version) is kept. Each core's delete is durable when
-    /// it answers. Returns how many cores deleted a copy.
-    ///
-    /// Every core of the site is asked, not only the block's pair: after a
-    /// failover a copy may live on any of them. Fails if any core cannot be
-    /// asked — a copy left on it could come back (a later read takes the
-    /// site's newest copy), so the caller must retry. Copies in other sites
-    /// are not touched here. Not checked against ownership fences
-    /// ([`BlockClient::delete_as`] without an epoch).
-    pub async fn delete(
-        &self,
-        block: BlockId,
-        up_to_version: Version,
-    ) -> Result<usize, BlockError> {
-        self.delete_as(block, up_to_version, None).await
-    }
-
-    /// [`BlockClient::delete`] by a caller at ownership epoch `owner_epoch`
-    /// of the block's file (`None`: not checked): fails with
-    /// [`BlockError::Fenced`] when any core's fence for the file is newer.
-    pub async fn delete_as(
-        &self,
-        block: BlockId,
-        up_to_version: Version,
-        owner_epoch: Option<Epoch>,
-    ) -> Result<usize, BlockError> {
-        let _pass = self.admit(block.file_id, owner_epoch).await?;
-        self.forget_version(block);
-        let cores = self.inner.placement.cores(self.inner.site);
-        let calls = cores.iter().map(|node| async move {
-            let mut client = self.client(node)?;
-            match client
-                .delete(wire::DeleteRequest {
-                    block: Some(block.into()),
-                    up_to_version: up_to_version.0,
-                    owner_epoch: Epoch::to_wire(owner_epoch),
-                    trim: false,
-                })
-                .await
-            {
-                Ok(reply) => {
-                    self.inner.liveness.alive(&node.name);
-                    Ok(reply.into_inner().deleted)
-                }
-                Err(status) => {
-                    if let CopyError::Retry { suspect: true, .. } =
-                        classify(&node.name, status.clone())
-                    {
-                        self.failed(&node.name, true);
-                    }
-                    Err(BlockError::from_status(&node.name, block.file_id, status))
-                }
-            }
-        });
-        let mut deleted = 0;
-        let mut first_error = None;
-        for result in futures::future::join_all(calls).await {
-            match result {
-                Ok(true) => deleted += 1,
-                Ok(false) => {}
-                // A fenced refusal is the answer that matters most.
-                Err(err) if err.is_fenced() => return Err(err),
-                Err(err) => {
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        match first_error {
-            Some(err) => Err(err),
-            None => Ok(deleted),
-        }
     }
 
     /// The site's block capacity: `(total, free)` bytes summed over the

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use geonfs_proto::core as wire;
-use geonfs_proto::domain::{BlockId, Epoch, FileId, Version};
+use geonfs_proto::domain::{BlockId, DeletedRange, Epoch, FileId, Version};
 use geonfs_proto::replication::block_replication_client::BlockReplicationClient;
 use geonfs_proto::replication::{ReplicaPut, ReplicaPutReply};
 use geonfs_rpc::RpcChannel;
@@ -73,6 +73,10 @@ pub struct FileListing {
     /// Block index → the newest version among the site's cores that
     /// answered (the attribute record block, index `u64::MAX`, included).
     pub versions: BTreeMap<u64, Version>,
+    /// The ranges of block indexes the site's cores that answered deleted
+    /// (each index inside is deleted at the range's version, listed above
+    /// or not), as each core keeps them.
+    pub deleted_ranges: Vec<DeletedRange>,
     /// The cores that answered.
     pub answered: Vec<String>,
     /// The cores that could not be listed, with the error.
@@ -86,6 +90,25 @@ impl FileListing {
     /// has at least one core): no block held on two cores was missed.
     pub fn all_but_one(&self) -> bool {
         self.total > 0 && self.answered.len() + 1 >= self.total
+    }
+
+    /// The version up to which a deleted range of this listing deletes
+    /// block `index`, if one covers it.
+    pub fn deleted_to(&self, index: u64) -> Option<Version> {
+        self.deleted_ranges
+            .iter()
+            .filter(|range| range.covers(index))
+            .map(|range| range.version)
+            .max()
+    }
+
+    /// The newest version this listing knows of block `index`: a copy, a
+    /// deleted marker or a deleted range covering it.
+    pub fn newest(&self, index: u64) -> Option<Version> {
+        self.versions
+            .get(&index)
+            .copied()
+            .max(self.deleted_to(index))
     }
 }
 
@@ -222,11 +245,16 @@ impl BlockClient {
         };
         for (node, result) in futures::future::join_all(calls).await {
             match result {
-                Ok(blocks) => {
+                Ok((blocks, ranges)) => {
                     self.inner.liveness.alive(&node.name);
                     for (index, version) in blocks {
                         let newest = listing.versions.entry(index).or_insert(version);
                         *newest = (*newest).max(version);
+                    }
+                    for range in ranges {
+                        if !listing.deleted_ranges.contains(&range) {
+                            listing.deleted_ranges.push(range);
+                        }
                     }
                     listing.answered.push(node.name.clone());
                 }
@@ -238,16 +266,39 @@ impl BlockClient {
 
     /// `(index, version)` of every block of `file_id` on `node`, blocks
     /// deleted there included (at the delete's version: a tombstone is
-    /// newer than any older copy elsewhere); on failure the error text and
-    /// whether the core looked unreachable.
+    /// newer than any older copy elsewhere), and the file's deleted ranges
+    /// there; on failure the error text and whether the core looked
+    /// unreachable.
     async fn list_file_on(
         &self,
         node: &Node,
         file_id: FileId,
-    ) -> Result<Vec<(u64, Version)>, (String, bool)> {
-        let mut blocks = self.list_file_part(node, file_id, false).await?;
-        blocks.extend(self.list_file_part(node, file_id, true).await?);
-        Ok(blocks)
+    ) -> Result<(Vec<(u64, Version)>, Vec<DeletedRange>), (String, bool)> {
+        let ranges = async {
+            let mut client = self.client(node).map_err(|err| (err.to_string(), false))?;
+            let reply = client
+                .list_deleted_ranges(wire::ListDeletedRangesRequest { file_id: file_id.0 })
+                .await
+                .map_err(|status| {
+                    let text = format!("{}: {}", status.code(), status.message());
+                    (text, is_suspect(&node.name, status))
+                })?;
+            Ok(reply
+                .into_inner()
+                .ranges
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        };
+        // In parallel: over the WAN, one round trip (per page) for all three.
+        let (mut blocks, deleted, ranges) = futures::future::try_join3(
+            self.list_file_part(node, file_id, false),
+            self.list_file_part(node, file_id, true),
+            ranges,
+        )
+        .await?;
+        blocks.extend(deleted);
+        Ok((blocks, ranges))
     }
 
     /// One of the two listings of [`BlockClient::list_file_on`]: the

@@ -55,9 +55,10 @@
 use geonfs_proto::domain::{BlockId, Version, WriteBase};
 use rocksdb::{ReadOptions, DB};
 
+use super::delete::{range_cover, strongest};
 use super::{BlockStore, Inner};
 pub use crate::codec::Marker;
-use crate::codec::{block_of_marker_key, marker_key, marker_lower, marker_upper};
+use crate::codec::{block_of_marker_key, marker_key, marker_lower, marker_upper, ranges_key};
 use crate::CoreError;
 
 /// The marker a value of `block`'s marker key holds.
@@ -186,11 +187,15 @@ impl Inner {
     }
 
     /// The block's marker, if it has one.
+    /// A block inside a deleted range of its file has the range's deleted
+    /// marker unless its own is newer ([`super::delete`]).
     pub(super) fn marker(&self, db: &DB, block: BlockId) -> Result<Option<Marker>, CoreError> {
-        match db.get_pinned(marker_key(block))? {
-            None => Ok(None),
-            Some(value) => decode_marker(block, &value).map(Some),
-        }
+        let own = match db.get_pinned(marker_key(block))? {
+            None => None,
+            Some(value) => Some(decode_marker(block, &value)?),
+        };
+        let ranges = db.get_pinned(ranges_key(block.file_id))?;
+        Ok(strongest(own, range_cover(block, ranges.as_deref())?))
     }
 }
 

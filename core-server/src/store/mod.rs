@@ -32,6 +32,11 @@
 //!   the block exists at that version on other sites, so this core's copy
 //!   is complete at no version and partial writes are refused until it is
 //!   seeded.
+//!   The same key holds **deleted markers** (a truncate or remove
+//!   deleted the block up to that version).
+//! - **Deleted ranges.** Key `r | file_id BE`, value the ranges of block
+//!   indexes a truncate or remove deleted, each up to a version
+//!   ([`delete`]): a deleted marker for every index inside, stored or not.
 //! - **Replication queue.** Key `q | file_id BE | index BE`, value a
 //!   [`geonfs_block_manager::ReplicationJob`] (see [`queue`]): the block's
 //!   pending geo-replication job, written in the same batch as the write
@@ -115,17 +120,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use geonfs_proto::domain::{BlockId, BlockRead, BlockWrite, Durability, Epoch, Version};
-use rocksdb::{DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB};
+use rocksdb::{DBCompressionType, Options, ReadOptions, DB};
 
 pub use crate::codec::CHUNK_SIZE;
 use crate::codec::{
-    block_of_meta_key, marker_key, meta_key, meta_lower, meta_upper, open_chunk, BlockMeta,
+    block_of_meta_key, marker_key, meta_key, meta_lower, meta_upper, open_chunk, ranges_key,
+    BlockMeta,
 };
 use crate::{CoreError, CoreMetrics};
 
 pub mod changes;
 mod chunks;
 pub mod copy_state;
+mod delete;
 pub mod fence;
 mod format;
 mod job;
@@ -446,58 +453,6 @@ impl BlockStore {
         Ok(())
     }
 
-    /// Deletes a block if its stored version is at most `up_to_version`.
-    /// The delete is durable when this returns. Unchecked against fences
-    /// ([`BlockStore::delete_as`] without an epoch).
-    pub async fn delete(
-        &self,
-        block: BlockId,
-        up_to_version: Version,
-    ) -> Result<DeleteOutcome, CoreError> {
-        self.delete_as(block, up_to_version, None).await
-    }
-
-    /// [`BlockStore::delete`] by a caller at ownership epoch `owner_epoch`
-    /// of the block's file: refused with [`CoreError::Fenced`] when it is
-    /// older than the file's fence (`None`: not checked).
-    pub async fn delete_as(
-        &self,
-        block: BlockId,
-        up_to_version: Version,
-        owner_epoch: Option<Epoch>,
-    ) -> Result<DeleteOutcome, CoreError> {
-        self.remove(block, up_to_version, owner_epoch, false).await
-    }
-
-    /// The geo-replication trim of this copy: deletes it if its stored
-    /// version is at most `up_to_version`, leaving a trim marker of that
-    /// version ([`copy_state`]). Durable when this returns.
-    pub async fn trim(
-        &self,
-        block: BlockId,
-        up_to_version: Version,
-    ) -> Result<DeleteOutcome, CoreError> {
-        self.remove(block, up_to_version, None, true).await
-    }
-
-    async fn remove(
-        &self,
-        block: BlockId,
-        up_to_version: Version,
-        owner_epoch: Option<Epoch>,
-        trim: bool,
-    ) -> Result<DeleteOutcome, CoreError> {
-        let guard = self.inner.lock_for(block).lock_owned().await;
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let _guard = guard;
-            // Held across the check and the batch: a fence waits for it.
-            let _fence = inner.admit(block.file_id, owner_epoch)?;
-            inner.delete_blocking(block, up_to_version, trim)
-        })
-        .await?
-    }
-
     /// The metadata of one block, `None` if absent.
     pub async fn block_info(&self, block: BlockId) -> Result<Option<BlockInfo>, CoreError> {
         let inner = self.inner.clone();
@@ -630,10 +585,12 @@ impl Inner {
         // before any fence that refuses it.
         self.check_read(block.file_id, read.owner_epoch)?;
         let Some(meta) = snapshot.get_pinned(meta_key(block))? else {
-            let marker = match snapshot.get_pinned(marker_key(block))? {
+            let own = match snapshot.get_pinned(marker_key(block))? {
                 Some(value) => Some(decode_marker(block, &value)?),
                 None => None,
             };
+            let ranges = snapshot.get_pinned(ranges_key(block.file_id))?;
+            let marker = delete::strongest(own, delete::range_cover(block, ranges.as_deref())?);
             return Ok(CopyRead {
                 found: None,
                 marker,
@@ -662,52 +619,6 @@ impl Inner {
             return Err(err.into());
         }
         Ok(())
-    }
-
-    /// Deletes the block up to `up_to_version`. A `trim` removes this
-    /// core's copy and leaves a trimmed marker of its version; a plain
-    /// delete (truncate, remove) leaves a deleted marker at
-    /// `up_to_version`, data or not, so nothing older comes back. Nothing
-    /// changes when the block's data or marker is newer.
-    fn delete_blocking(
-        &self,
-        block: BlockId,
-        up_to_version: Version,
-        trim: bool,
-    ) -> Result<DeleteOutcome, CoreError> {
-        let db = self.db()?;
-        let meta = self.meta(&db, block)?;
-        let marker = self.marker(&db, block)?;
-        let newest = meta
-            .map_or(Version::ZERO, |m| m.version)
-            .max(marker.map_or(Version::ZERO, Marker::version));
-        if newest > up_to_version {
-            return Ok(DeleteOutcome::Newer { stored: newest });
-        }
-        let mut batch = WriteBatch::default();
-        let marker = match (trim, meta) {
-            (true, Some(meta)) => Marker::Trimmed(meta.version),
-            (true, None) => return Ok(DeleteOutcome::Absent),
-            (false, _) => Marker::Deleted(up_to_version),
-        };
-        batch.put(marker_key(block), marker.encode());
-        if meta.is_some() {
-            delete_chunks(&db, block, &mut batch)?;
-            batch.delete(meta_key(block));
-        }
-        // The copy's replication job goes with it (a trimmed secondary's
-        // fallback job), unless it covers a newer version.
-        self.unqueue(&db, &mut batch, block, up_to_version)?;
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        db.write_opt(batch, &options)?;
-        let Some(meta) = meta else {
-            return Ok(DeleteOutcome::Absent);
-        };
-        self.release(meta.stored);
-        self.blocks.fetch_sub(1, Ordering::SeqCst);
-        self.held().remove(&block);
-        Ok(DeleteOutcome::Deleted)
     }
 
     fn list_blocking(

@@ -393,15 +393,14 @@ async fn file_data_remove_deletes_every_block() {
     init_logging();
     let cluster = start().await;
     let data = file_data(&cluster);
-    let written = data
-        .write(FileId(9), BS / 2, pattern(6, 2 * BS as usize), false)
+    data.write(FileId(9), BS / 2, pattern(6, 2 * BS as usize), false)
         .await
         .unwrap();
     data.write(FileId(10), 0, pattern(6, 10), true)
         .await
         .unwrap();
     assert!(!blocks_of(&cluster, 9).await.is_empty());
-    data.remove(FileId(9), written.size).await.unwrap();
+    data.remove(FileId(9)).await.unwrap();
     assert_eq!(blocks_of(&cluster, 9).await, vec![]);
     assert_eq!(data.attributes(FileId(9)).await.unwrap(), None);
     assert_eq!(

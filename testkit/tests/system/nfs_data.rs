@@ -7,6 +7,7 @@
 use geonfs_access_server::namespace::Namespace;
 use geonfs_access_server::nfs::HandleCodec;
 use geonfs_access_server::oncrpc::RpcServer;
+use geonfs_core_server::CoreMetrics;
 use geonfs_testkit::cluster::TestCluster;
 use nfs3_client::nfs3_types::nfs3::*;
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
@@ -171,25 +172,35 @@ async fn nfs_read_write_commit_truncate_remove() {
         .await
         .unwrap();
     assert_eq!(status(&res), nfsstat3::NFS3_OK);
-    for (core, blocks) in inventory(&cluster).await {
+    assert_no_blocks_of(&cluster, file_id).await;
+    drop(server);
+    cluster.shutdown().await.unwrap();
+}
+
+/// No core holds a block of `file_id`.
+async fn assert_no_blocks_of(cluster: &TestCluster, file_id: u64) {
+    for (core, blocks) in inventory(cluster).await {
         let left: Vec<_> = blocks
             .iter()
             .filter(|b| b.block.is_some_and(|b| b.file_id == file_id))
             .collect();
         assert!(left.is_empty(), "{core} still holds {left:?}");
     }
-    drop(server);
-    cluster.shutdown().await.unwrap();
 }
 
-/// The block reads site a's cores served so far.
-fn core_reads(cluster: &TestCluster) -> u64 {
+/// A counter summed over site a's cores.
+fn core_counter(cluster: &TestCluster, counter: impl Fn(&CoreMetrics) -> u64) -> u64 {
     cluster
         .core_names()
         .iter()
         .filter_map(|core| cluster.node(core).ok().and_then(|n| n.core()))
-        .map(|core| core.metrics().reads.get())
+        .map(|core| counter(core.metrics()))
         .sum()
+}
+
+/// The block reads site a's cores served so far.
+fn core_reads(cluster: &TestCluster) -> u64 {
+    core_counter(cluster, |m| m.reads.get())
 }
 
 /// At the owning site a READ costs one block read (its cores probed once
@@ -303,6 +314,87 @@ async fn an_unchecked_create_truncates_only_for_who_may_write_the_file() {
     assert_eq!(status(&truncated), nfsstat3::NFS3_OK);
     assert_eq!(size_of(&mut c, &fh).await, 0);
     assert_eq!(read(&mut c, &fh, 0, 8192).await, (Vec::new(), true));
+    drop(server);
+    cluster.shutdown().await.unwrap();
+}
+
+/// The delete calls site a's cores served so far.
+fn core_deletes(cluster: &TestCluster) -> u64 {
+    core_counter(cluster, |m| m.deletes.get())
+}
+
+/// Any client may set a size near 2^63 (FSINFO's maxfilesize); truncating
+/// or removing such a file costs a few delete calls per core, not one per
+/// block index of the size (2^41 of them: the REMOVE never answered, and
+/// kept a core busy). A size past maxfilesize is NFS3ERR_FBIG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_of_the_largest_size_is_truncated_and_removed_with_a_few_calls_per_core() {
+    let Served {
+        cluster,
+        server,
+        root,
+        mut c,
+        fh,
+    } = served_file("huge.img").await;
+    let resize = |size: u64| SETATTR3args {
+        object: fh.clone(),
+        new_attributes: sattr3 {
+            size: Nfs3Option::Some(size),
+            ..sattr3::default()
+        },
+        guard: Nfs3Option::None,
+    };
+    let data = pattern(9, 8192);
+    write(&mut c, &fh, 0, &data, stable_how::FILE_SYNC).await;
+    let too_large = c.setattr(&resize(1 << 63)).await.expect("SETATTR rpc");
+    assert_eq!(status(&too_large), nfsstat3::NFS3ERR_FBIG);
+    let largest = (1u64 << 63) - 4096;
+    let res = c.setattr(&resize(largest)).await.expect("SETATTR rpc");
+    assert_eq!(status(&res), nfsstat3::NFS3_OK);
+    assert_eq!(size_of(&mut c, &fh).await, largest);
+    write(&mut c, &fh, 1 << 62, &data, stable_how::FILE_SYNC).await;
+    assert_eq!(
+        read(&mut c, &fh, largest - 4096, 4096).await,
+        (vec![0; 4096], true)
+    );
+
+    let cores = cluster.core_names().len() as u64;
+    let before = core_deletes(&cluster);
+    let res = c.setattr(&resize(4096)).await.expect("SETATTR rpc");
+    assert_eq!(status(&res), nfsstat3::NFS3_OK);
+    assert_eq!(
+        read(&mut c, &fh, 0, 8192).await,
+        (data[..4096].to_vec(), true)
+    );
+    let res = c
+        .setattr(&resize((1 << 62) + 8192))
+        .await
+        .expect("SETATTR rpc");
+    assert_eq!(status(&res), nfsstat3::NFS3_OK);
+    let (grown, _) = read(&mut c, &fh, 1 << 62, 8192).await;
+    assert!(
+        grown.len() == 8192 && grown.iter().all(|&b| b == 0),
+        "a truncated block does not come back when the file grows again"
+    );
+    let file_id = match getattr(&mut c, &fh).await {
+        Nfs3Result::Ok(ok) => ok.obj_attributes.fileid,
+        res => panic!("GETATTR: {}", status(&res)),
+    };
+    let res = c
+        .remove(&REMOVE3args {
+            object: crate::support::nfs::dirop(&root, b"huge.img"),
+        })
+        .await
+        .expect("REMOVE rpc");
+    assert_eq!(status(&res), nfsstat3::NFS3_OK);
+    // The truncate: one deleted range; the REMOVE: one, and the attribute
+    // record.
+    let calls = core_deletes(&cluster) - before;
+    assert!(
+        calls <= 3 * cores,
+        "truncating from 2^63 and removing cost {calls} delete calls on {cores} cores"
+    );
+    assert_no_blocks_of(&cluster, file_id).await;
     drop(server);
     cluster.shutdown().await.unwrap();
 }

@@ -2,6 +2,7 @@
 
 mod changes;
 mod copy_state;
+mod delete;
 mod fence;
 mod quarantine;
 mod queue;
