@@ -25,6 +25,9 @@ pub enum BlockError {
         total: usize,
         /// The last failure that made a core unusable, if any.
         last_error: Option<String>,
+        /// Whether a core refused a copy for lack of space: the site
+        /// cannot place the write until space is freed (NFS3ERR_NOSPC).
+        out_of_space: bool,
     },
     /// A whole-block copy could not be put on as many cores of the site as
     /// asked ([`crate::BlockClient::put_whole`]).
@@ -192,6 +195,12 @@ impl BlockError {
         } else {
             BlockError::core(node, status)
         }
+    }
+
+    /// Whether a core refused a write for lack of space
+    /// (`RESOURCE_EXHAUSTED`: its block store is at its capacity).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, BlockError::Core { status, .. } if status.code() == tonic::Code::ResourceExhausted)
     }
 
     /// Whether a copy failed its checksum (`DATA_LOSS` from a core).

@@ -53,6 +53,8 @@ pub struct ClusterSpec {
     pub ownership_lease: Option<Duration>,
     /// `[cluster] auto_failover_after`; `None`: off (the default).
     pub auto_failover_after: Option<Duration>,
+    /// Each core's block store capacity in bytes.
+    pub core_capacity: u64,
 }
 
 impl Default for ClusterSpec {
@@ -64,6 +66,7 @@ impl Default for ClusterSpec {
             access_per_site: 1,
             replication_factor: None,
             block_size: 4 * 1024 * 1024,
+            core_capacity: 1 << 30,
             wan: WanParams::default(),
             meta_options: None,
             meta_voters: None,
@@ -113,6 +116,11 @@ impl ClusterBuilder {
     /// Block size in bytes.
     pub fn block_size(mut self, bytes: u64) -> Self {
         self.spec.block_size = bytes;
+        self
+    }
+    /// Each core's block store capacity (default 1 GiB).
+    pub fn core_capacity(mut self, bytes: u64) -> Self {
+        self.spec.core_capacity = bytes;
         self
     }
     /// Emulated WAN between every pair of sites.
@@ -294,7 +302,7 @@ fn config_text(
             text += &format!("data_dir = \"{}\"\n", data.join(&node.name).display());
         }
         if node.role == "core" {
-            text += "capacity = \"1GiB\"\n";
+            text += &format!("capacity = {}\n", spec.core_capacity);
         }
         text += "\n";
     }

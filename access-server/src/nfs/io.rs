@@ -35,6 +35,11 @@ pub(crate) fn data_status(file_id: FileId, err: &DataError) -> nfsstat3 {
     tracing::warn!(%file_id, %err, "file data operation failed");
     match err.block_error() {
         Some(BlockError::Invalid(_)) => return nfsstat3::NFS3ERR_INVAL,
+        // The site cannot place two copies for lack of space: a hypervisor
+        // pauses the VM (QEMU's werror=enospc) instead of failing its I/O.
+        Some(BlockError::NotEnoughCores {
+            out_of_space: true, ..
+        }) => return nfsstat3::NFS3ERR_NOSPC,
         // No complete copy to build a partial write on could be reached
         // now (the write is not applied), the block's newest version
         // cannot be established, this access server's ownership lease

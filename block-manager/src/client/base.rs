@@ -278,6 +278,7 @@ impl BlockClient {
                 live: believed,
                 total: order.len(),
                 last_error: Some(format!("unreachable: {}", probe.unreachable.join(", "))),
+                out_of_space: false,
             });
         }
         if !probe.unreachable.is_empty() {

@@ -66,16 +66,19 @@ impl BlockClient {
             owner_epoch,
         } = update;
         let (order, believed) = self.order(block);
-        let not_enough = |acked: usize, last_error: Option<String>| BlockError::NotEnoughCores {
-            site: self.inner.site_name.clone(),
-            block,
-            acked,
-            live: believed,
-            total: order.len(),
-            last_error,
+        let not_enough = |acked: usize, last_error: Option<String>, out_of_space: bool| {
+            BlockError::NotEnoughCores {
+                site: self.inner.site_name.clone(),
+                block,
+                acked,
+                live: believed,
+                total: order.len(),
+                last_error,
+                out_of_space,
+            }
         };
         if order.len() < 2 {
-            return Err(PairError::Block(not_enough(0, None)));
+            return Err(PairError::Block(not_enough(0, None, false)));
         }
         let request = wire::WriteRequest {
             block: Some(block.into()),
@@ -108,6 +111,7 @@ impl BlockClient {
         let mut acks: Vec<CopyAck> = Vec::with_capacity(2);
         let mut mismatched: Vec<&Node> = Vec::new();
         let mut last_error = None;
+        let mut out_of_space = false;
         while let Some((node, result)) = pending.next().await {
             match result {
                 Ok(reply) => {
@@ -130,6 +134,7 @@ impl BlockClient {
                 Err(CopyError::Retry { err, suspect }) => {
                     tracing::warn!(node = %node.name, %err, "block copy failed; trying another core");
                     self.failed(&node.name, suspect);
+                    out_of_space |= err.is_out_of_space();
                     last_error = Some(err.to_string());
                     if let Some(replacement) = order.get(next) {
                         next += 1;
@@ -153,7 +158,11 @@ impl BlockClient {
                 nodes: mismatched,
                 acked: !acks.is_empty(),
             }),
-            Err(acks) => Err(PairError::Block(not_enough(acks.len(), last_error))),
+            Err(acks) => Err(PairError::Block(not_enough(
+                acks.len(),
+                last_error,
+                out_of_space,
+            ))),
         }
     }
 

@@ -13,11 +13,11 @@ use nfs3_client::nfs3_types::nfs3::*;
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
 
 use crate::support::blocks::{inventory, pattern};
-use crate::support::cluster;
-use crate::support::nfs::{commit, size_of, write};
+use crate::support::nfs::{commit, size_of, try_write_reply, write};
 use crate::support::nfs::{
     create, getattr, mkdir, mode, mount, nfs, policy, serve, status, Io, CLIENT, EXPORT,
 };
+use crate::support::{cluster, cluster_with_capacity};
 use nfs3_client::Nfs3Client;
 
 async fn read(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, offset: u64, count: u32) -> (Vec<u8>, bool) {
@@ -46,7 +46,11 @@ struct Served {
 }
 
 async fn served_file(name: &str) -> Served {
-    let cluster = cluster().await;
+    served_file_on(cluster().await, name).await
+}
+
+/// [`served_file`] on `cluster`.
+async fn served_file_on(cluster: TestCluster, name: &str) -> Served {
     let meta = cluster.meta_client("a-meta-1").unwrap();
     let ns = Namespace::with_id_range(meta.clone(), 16);
     let handles = HandleCodec::load(&meta).await.unwrap();
@@ -128,19 +132,9 @@ async fn nfs_read_write_commit_truncate_remove() {
     assert_eq!(read(&mut c, &fh, 0, 4096).await.0, third);
 
     // SETATTR size: truncate, then extend; the cut part reads as zeros.
-    let truncate = |size: u64| SETATTR3args {
-        object: fh.clone(),
-        new_attributes: sattr3 {
-            size: Nfs3Option::Some(size),
-            ..sattr3::default()
-        },
-        guard: Nfs3Option::None,
-    };
-    let res = c.setattr(&truncate(1000)).await.expect("SETATTR rpc");
-    assert_eq!(status(&res), nfsstat3::NFS3_OK);
+    assert_eq!(set_size(&mut c, &fh, 1000).await, nfsstat3::NFS3_OK);
     assert_eq!(size_of(&mut c, &fh).await, 1000);
-    let res = c.setattr(&truncate(200_000)).await.expect("SETATTR rpc");
-    assert_eq!(status(&res), nfsstat3::NFS3_OK);
+    assert_eq!(set_size(&mut c, &fh, 200_000).await, nfsstat3::NFS3_OK);
     let (got, _) = read(&mut c, &fh, 0, 200_000).await;
     assert_eq!(got.len(), 200_000);
     assert_eq!(&got[..1000], &third[..1000]);
@@ -165,16 +159,34 @@ async fn nfs_read_write_commit_truncate_remove() {
         Nfs3Result::Ok(ok) => ok.obj_attributes.fileid,
         res => panic!("GETATTR: {}", status(&res)),
     };
-    let res = c
-        .remove(&REMOVE3args {
-            object: crate::support::nfs::dirop(&root, b"disk.img"),
-        })
-        .await
-        .unwrap();
-    assert_eq!(status(&res), nfsstat3::NFS3_OK);
+    remove(&mut c, &root, b"disk.img").await;
     assert_no_blocks_of(&cluster, file_id).await;
     drop(server);
     cluster.shutdown().await.unwrap();
+}
+
+/// The status of a SETATTR of `fh`'s size.
+async fn set_size(c: &mut Nfs3Client<Io>, fh: &nfs_fh3, size: u64) -> nfsstat3 {
+    let args = SETATTR3args {
+        object: fh.clone(),
+        new_attributes: sattr3 {
+            size: Nfs3Option::Some(size),
+            ..sattr3::default()
+        },
+        guard: Nfs3Option::None,
+    };
+    status(&c.setattr(&args).await.expect("SETATTR rpc"))
+}
+
+/// REMOVE of `name` in `dir`, which must succeed.
+async fn remove(c: &mut Nfs3Client<Io>, dir: &nfs_fh3, name: &[u8]) {
+    let res = c
+        .remove(&REMOVE3args {
+            object: crate::support::nfs::dirop(dir, name),
+        })
+        .await
+        .expect("REMOVE rpc");
+    assert_eq!(status(&res), nfsstat3::NFS3_OK);
 }
 
 /// No core holds a block of `file_id`.
@@ -336,21 +348,11 @@ async fn a_file_of_the_largest_size_is_truncated_and_removed_with_a_few_calls_pe
         mut c,
         fh,
     } = served_file("huge.img").await;
-    let resize = |size: u64| SETATTR3args {
-        object: fh.clone(),
-        new_attributes: sattr3 {
-            size: Nfs3Option::Some(size),
-            ..sattr3::default()
-        },
-        guard: Nfs3Option::None,
-    };
     let data = pattern(9, 8192);
     write(&mut c, &fh, 0, &data, stable_how::FILE_SYNC).await;
-    let too_large = c.setattr(&resize(1 << 63)).await.expect("SETATTR rpc");
-    assert_eq!(status(&too_large), nfsstat3::NFS3ERR_FBIG);
+    assert_eq!(set_size(&mut c, &fh, 1 << 63).await, nfsstat3::NFS3ERR_FBIG);
     let largest = (1u64 << 63) - 4096;
-    let res = c.setattr(&resize(largest)).await.expect("SETATTR rpc");
-    assert_eq!(status(&res), nfsstat3::NFS3_OK);
+    assert_eq!(set_size(&mut c, &fh, largest).await, nfsstat3::NFS3_OK);
     assert_eq!(size_of(&mut c, &fh).await, largest);
     write(&mut c, &fh, 1 << 62, &data, stable_how::FILE_SYNC).await;
     assert_eq!(
@@ -360,17 +362,13 @@ async fn a_file_of_the_largest_size_is_truncated_and_removed_with_a_few_calls_pe
 
     let cores = cluster.core_names().len() as u64;
     let before = core_deletes(&cluster);
-    let res = c.setattr(&resize(4096)).await.expect("SETATTR rpc");
-    assert_eq!(status(&res), nfsstat3::NFS3_OK);
+    assert_eq!(set_size(&mut c, &fh, 4096).await, nfsstat3::NFS3_OK);
     assert_eq!(
         read(&mut c, &fh, 0, 8192).await,
         (data[..4096].to_vec(), true)
     );
-    let res = c
-        .setattr(&resize((1 << 62) + 8192))
-        .await
-        .expect("SETATTR rpc");
-    assert_eq!(status(&res), nfsstat3::NFS3_OK);
+    let grow = set_size(&mut c, &fh, (1 << 62) + 8192).await;
+    assert_eq!(grow, nfsstat3::NFS3_OK);
     let (grown, _) = read(&mut c, &fh, 1 << 62, 8192).await;
     assert!(
         grown.len() == 8192 && grown.iter().all(|&b| b == 0),
@@ -380,13 +378,7 @@ async fn a_file_of_the_largest_size_is_truncated_and_removed_with_a_few_calls_pe
         Nfs3Result::Ok(ok) => ok.obj_attributes.fileid,
         res => panic!("GETATTR: {}", status(&res)),
     };
-    let res = c
-        .remove(&REMOVE3args {
-            object: crate::support::nfs::dirop(&root, b"huge.img"),
-        })
-        .await
-        .expect("REMOVE rpc");
-    assert_eq!(status(&res), nfsstat3::NFS3_OK);
+    remove(&mut c, &root, b"huge.img").await;
     // The truncate: one deleted range; the REMOVE: one, and the attribute
     // record.
     let calls = core_deletes(&cluster) - before;
@@ -395,6 +387,83 @@ async fn a_file_of_the_largest_size_is_truncated_and_removed_with_a_few_calls_pe
         "truncating from 2^63 and removing cost {calls} delete calls on {cores} cores"
     );
     assert_no_blocks_of(&cluster, file_id).await;
+    drop(server);
+    cluster.shutdown().await.unwrap();
+}
+
+/// A site that cannot place two copies for lack of space answers
+/// NFS3ERR_NOSPC (QEMU's default `werror=enospc` then pauses the VM rather
+/// than failing its I/O), keeps every acknowledged byte, and takes the same
+/// write once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_site_answers_nospc_and_writes_again_once_space_is_freed() {
+    let Served {
+        cluster,
+        server,
+        root,
+        mut c,
+        fh,
+    } = served_file_on(cluster_with_capacity(1 << 20).await, "vm.img").await;
+    let filler = match create(
+        &mut c,
+        &root,
+        "filler",
+        createhow3::GUARDED(sattr3::default()),
+    )
+    .await
+    {
+        Nfs3Result::Ok(ok) => ok.obj.unwrap(),
+        res => panic!("CREATE: {}", status(&res)),
+    };
+    write(
+        &mut c,
+        &filler,
+        0,
+        &pattern(1, 512 << 10),
+        stable_how::FILE_SYNC,
+    )
+    .await;
+    assert_eq!(set_size(&mut c, &fh, 2 << 20).await, nfsstat3::NFS3_OK);
+    let piece = 128 << 10;
+    let image = pattern(2, 2 << 20);
+    let mut acknowledged = 0;
+    let refused = loop {
+        assert!(
+            acknowledged < image.len(),
+            "2 MiB fit in a site of 1 MiB cores"
+        );
+        let data = &image[acknowledged..acknowledged + piece];
+        match try_write_reply(
+            &mut c,
+            &fh,
+            acknowledged as u64,
+            data,
+            stable_how::FILE_SYNC,
+        )
+        .await
+        {
+            Ok(_) => acknowledged += piece,
+            Err(refused) => break refused,
+        }
+    };
+    assert_eq!(refused, nfsstat3::NFS3ERR_NOSPC);
+    assert!(acknowledged > 0, "the first write fits");
+    assert_eq!(
+        read(&mut c, &fh, 0, acknowledged as u32).await.0,
+        &image[..acknowledged]
+    );
+
+    remove(&mut c, &root, b"filler").await;
+    let end = acknowledged + piece;
+    write(
+        &mut c,
+        &fh,
+        acknowledged as u64,
+        &image[acknowledged..end],
+        stable_how::FILE_SYNC,
+    )
+    .await;
+    assert_eq!(read(&mut c, &fh, 0, end as u32).await.0, &image[..end]);
     drop(server);
     cluster.shutdown().await.unwrap();
 }

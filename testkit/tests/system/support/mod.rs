@@ -75,8 +75,14 @@ where
 /// One site, two cores, three meta voters and no access server, with a
 /// meta leader elected: what namespace and NFS program tests run on.
 pub(crate) async fn cluster() -> TestCluster {
+    cluster_with_capacity(1 << 30).await
+}
+
+/// [`cluster`] with each core's block store capacity `core_capacity`.
+pub(crate) async fn cluster_with_capacity(core_capacity: u64) -> TestCluster {
     init_logging();
     let cluster = TestCluster::builder()
+        .core_capacity(core_capacity)
         .sites(1)
         .cores_per_site(2)
         .access_per_site(0)
