@@ -64,6 +64,21 @@ impl Namespace {
         Ok(inode)
     }
 
+    /// The attributes of `id` read from meta-kvs, never from the
+    /// [`InodeCache`](super::InodeCache) (which they refresh).
+    pub async fn getattr_fresh(&self, id: u64) -> Result<Inode, NamespaceError> {
+        let ticket = self.cache.begin();
+        let inode = self.inode(id).await?;
+        self.cache.insert(ticket, &inode);
+        Ok(inode)
+    }
+
+    /// How long a GETATTR or LOOKUP result is trusted (`[nfs]
+    /// attribute_cache`; zero when nothing is cached).
+    pub fn attribute_ttl(&self) -> std::time::Duration {
+        self.cache.ttl()
+    }
+
     /// The object `name` in directory `dir` (NFS LOOKUP); `.` is the
     /// directory, `..` its parent (the root's parent is the root).
     pub async fn lookup(&self, dir: u64, name: &[u8]) -> Result<Inode, NamespaceError> {

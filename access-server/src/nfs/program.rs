@@ -10,6 +10,7 @@
 
 use geonfs_proto::domain::FileId;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -50,7 +51,20 @@ pub struct NfsProgram {
     capacity: Arc<dyn CapacityProvider>,
     /// Inodes of files this access server writes, as last resolved here (see
     /// [`NfsProgram::owned_inode`]).
-    owned: Arc<std::sync::Mutex<std::collections::HashMap<u64, Inode>>>,
+    owned: Arc<std::sync::Mutex<std::collections::HashMap<u64, OwnedInode>>>,
+}
+
+/// The shortest interval between two background re-reads of an owned
+/// inode (bounds the meta-kvs reads when the attribute cache is off).
+const MIN_OWNED_REFRESH: Duration = Duration::from_millis(100);
+
+/// An inode of a file this access server writes, and when it was read.
+#[derive(Clone, Debug)]
+struct OwnedInode {
+    inode: Inode,
+    read_at: Instant,
+    /// A re-read from meta-kvs is under way.
+    refreshing: bool,
 }
 
 impl std::fmt::Debug for NfsProgram {
@@ -59,6 +73,17 @@ impl std::fmt::Debug for NfsProgram {
             .field("handles", &self.handles)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
+    }
+}
+
+/// The owned inodes, locked (a poisoned lock is taken over: the map stays
+/// consistent, each update is one insert or remove).
+fn lock_owned(
+    owned: &std::sync::Mutex<std::collections::HashMap<u64, OwnedInode>>,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, OwnedInode>> {
+    match owned.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -128,34 +153,86 @@ impl NfsProgram {
         }
     }
 
-    fn owned_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Inode>> {
-        match self.owned.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+    fn owned_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, OwnedInode>> {
+        lock_owned(&self.owned)
     }
 
     /// The inode `fh` names when this access server writes the file, as last resolved
-    /// here, without a meta-kvs read: a WRITE at the owner crosses no WAN
+    /// here, without waiting for a meta-kvs read: a WRITE at the owner crosses no WAN
     /// (docs/ARCHITECTURE.md#invariant-3), even when the inode cache has expired. Its size and
     /// mtime come from the data path; what it adds is the mode and owner
-    /// for the permission check (a change made at another site is seen at
-    /// the next resolve, as by an NFS client's attribute cache). A file
+    /// for the permission check. Once it is older than the attribute cache
+    /// (`[nfs] attribute_cache`, at least [`MIN_OWNED_REFRESH`]) it is read
+    /// again in the background, so a chmod or chown made at another site
+    /// binds writes here within about twice that time (it may have come
+    /// from the inode cache) and one meta-kvs read. A file
     /// removed elsewhere is fenced at the highest epoch by the remover, so
     /// a write here fails with STALE instead of landing.
     pub(crate) fn owned_inode(&self, fh: &nfs_fh3) -> Option<Inode> {
         let handle = self.handles.decode(fh.data.as_ref()).ok()?;
         self.data.ownership().owned_epoch(FileId(handle.id))?;
-        self.owned_map()
-            .get(&handle.id)
-            .filter(|inode| inode.generation == handle.generation)
-            .cloned()
+        let refresh_after = self.ns.attribute_ttl().max(MIN_OWNED_REFRESH);
+        let mut owned = self.owned_map();
+        let entry = owned
+            .get_mut(&handle.id)
+            .filter(|entry| entry.inode.generation == handle.generation)?;
+        if !entry.refreshing && entry.read_at.elapsed() >= refresh_after {
+            entry.refreshing = true;
+            self.refresh_owned(handle.id);
+        }
+        Some(entry.inode.clone())
     }
 
-    /// Keeps `inode` for [`NfsProgram::owned_inode`] if this access server writes it.
+    /// Re-reads owned inode `id` from meta-kvs in the background (see
+    /// [`NfsProgram::owned_inode`]); a file gone is forgotten.
+    fn refresh_owned(&self, id: u64) {
+        let ns = self.ns.clone();
+        let owned = self.owned.clone();
+        tokio::spawn(async move {
+            let read = ns.getattr_fresh(id).await;
+            let mut owned = lock_owned(&owned);
+            match read {
+                Ok(inode) => {
+                    if let Some(entry) = owned.get_mut(&id) {
+                        // Not over a newer one remembered meanwhile.
+                        if inode.version >= entry.inode.version {
+                            entry.inode = inode;
+                            entry.read_at = Instant::now();
+                        }
+                        entry.refreshing = false;
+                    }
+                }
+                Err(crate::namespace::NamespaceError::Stale(_)) => {
+                    owned.remove(&id);
+                }
+                Err(err) => {
+                    tracing::debug!(id, %err, "owned inode not re-read; kept until the next try");
+                    if let Some(entry) = owned.get_mut(&id) {
+                        entry.refreshing = false;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Keeps `inode` for [`NfsProgram::owned_inode`] if this access server
+    /// writes it, unless what is kept is as new (a WRITE hands back the
+    /// inode it was given: that must not make it look freshly read).
     pub(crate) fn remember_owned(&self, inode: &Inode) {
-        if self.data.ownership().owned_epoch(inode.file_id()).is_some() {
-            self.owned_map().insert(inode.id, inode.clone());
+        if self.data.ownership().owned_epoch(inode.file_id()).is_none() {
+            return;
+        }
+        let mut owned = self.owned_map();
+        let kept = owned.get(&inode.id).is_some_and(|entry| {
+            entry.inode.generation == inode.generation && entry.inode.version >= inode.version
+        });
+        if !kept {
+            let entry = OwnedInode {
+                inode: inode.clone(),
+                read_at: Instant::now(),
+                refreshing: false,
+            };
+            owned.insert(inode.id, entry);
         }
     }
 

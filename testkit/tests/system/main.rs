@@ -21,6 +21,7 @@ mod nfs_data;
 mod nfs_readdir;
 mod ownership;
 mod partition;
+mod permissions;
 mod quarantine;
 mod repair;
 mod replication;
