@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use geonfs::meta_cli;
 use geonfs::node::Registry;
-use geonfs_meta_kvs::{raft_id, MetaOptions};
+use geonfs_meta_kvs::{raft_id, MetaError, MetaOptions};
 use geonfs_proto::meta::membership_request::Change;
 use geonfs_proto::meta::Member;
 use geonfs_testkit::cluster::TestCluster;
@@ -173,7 +173,23 @@ async fn three_to_five_voters_survive_two_failures() {
     .await;
     cluster.kill_node("a-meta-1").await.expect("kill");
     cluster.kill_node("b-meta-1").await.expect("kill");
-    let v2 = client.put("k", "2").await.expect("3 of 5 voters commit");
+    // The put may meet the connection to a killed voter breaking: its
+    // outcome is then unknown, and the same put is sent again (as any
+    // client of meta-kvs does; it is idempotent).
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let v2 = loop {
+        match client.put("k", "2").await {
+            Ok(v2) => break v2,
+            Err(err @ MetaError::OutcomeUnknown(_)) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "3 of 5 voters commit: {err}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("3 of 5 voters commit: {err}"),
+        }
+    };
     assert!(v2 > version);
     let got = client.get("k").await.expect("get").expect("present");
     assert_eq!(&got.value[..], b"2");
