@@ -190,6 +190,9 @@ impl AccessServer {
             client_filter: (!settings.allowed_clients.is_empty())
                 .then(|| allow_networks(settings.allowed_clients.clone())),
             metrics: metrics.clone(),
+            idle_timeout: settings.idle_timeout,
+            max_connections: settings.max_connections,
+            max_connections_per_client: settings.max_connections_per_client,
             ..ServerOptions::default()
         };
         let nfs = RpcServer::bind(SocketAddr::new(ip, settings.port), programs, options).await?;

@@ -1,6 +1,7 @@
 //! The ONC RPC server over real TCP connections on 127.0.0.1: record
-//! marking, header errors, credentials, pipelining, client refusal, graceful
-//! stop, and PORTMAP through `nfs3_client`.
+//! marking, header errors, credentials, pipelining, client refusal, idle and
+//! slow connections, connection caps, graceful stop, and PORTMAP through
+//! `nfs3_client`.
 
 // A failed `unwrap` is how a test reports what went wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -561,4 +562,79 @@ async fn shutdown_abandons_calls_at_the_deadline() {
     let outcome = server.shutdown(Duration::from_millis(100)).await;
     assert!(outcome.is_err(), "the gated call was still running");
     assert_closed(&mut stream).await;
+}
+
+/// A slowloris client cannot hold a connection: one that sends nothing
+/// and one that stops halfway through a record are closed after the idle
+/// and record timeouts, while a client with a call running longer than the
+/// idle timeout keeps its connection and others are served throughout.
+#[tokio::test]
+async fn closes_idle_and_half_sent_connections_but_not_busy_ones() {
+    let program = EchoProgram::new();
+    let timeout = Duration::from_millis(200);
+    let options = ServerOptions {
+        idle_timeout: timeout,
+        record_timeout: timeout,
+        ..ServerOptions::default()
+    };
+    let metrics = options.metrics.clone();
+    let server = start(Arc::clone(&program), options).await;
+    let mut silent = connect(&server).await;
+    let mut half = connect(&server).await;
+    let record = frame(&echo_call(7, PROC_NULL, &[]));
+    half.write_all(&record[..10]).await.expect("sends");
+    let mut busy = connect(&server).await;
+    send(&mut busy, &echo_call(1, PROC_GATED, &0u32.to_be_bytes())).await;
+    program.wait_started(1).await;
+
+    assert_closed(&mut silent).await;
+    assert_closed(&mut half).await;
+    // What is under test is the time passing: the gated call has run for
+    // well over the idle timeout when its gate opens.
+    tokio::time::sleep(timeout * 3).await;
+    program.open_gate(0);
+    assert_eq!(receive(&mut busy).await, (1, Answer::Success(words(&[0]))));
+    send(&mut busy, &echo_call(2, PROC_NULL, &[])).await;
+    assert_eq!(receive(&mut busy).await, (2, Answer::Success(Vec::new())));
+    let mut fresh = connect(&server).await;
+    send(&mut fresh, &echo_call(3, PROC_NULL, &[])).await;
+    assert_eq!(receive(&mut fresh).await, (3, Answer::Success(Vec::new())));
+    assert!(metrics.connections.get() >= 4);
+}
+
+/// Connections beyond the cap of one client address are closed at once and
+/// counted as refused; a slot comes back when a connection ends.
+#[tokio::test]
+async fn caps_the_connections_of_one_client() {
+    let options = ServerOptions {
+        max_connections_per_client: 2,
+        ..ServerOptions::default()
+    };
+    let metrics = options.metrics.clone();
+    let server = start(EchoProgram::new(), options).await;
+    let mut first = connect(&server).await;
+    let mut second = connect(&server).await;
+    for (xid, stream) in [(1, &mut first), (2, &mut second)] {
+        send(stream, &echo_call(xid, PROC_NULL, &[])).await;
+        assert_eq!(receive(stream).await, (xid, Answer::Success(Vec::new())));
+    }
+    let mut third = connect(&server).await;
+    let _ = third.write_all(&frame(&echo_call(3, PROC_NULL, &[]))).await;
+    assert_closed(&mut third).await;
+    assert_eq!(metrics.refused_connections.get(), 1);
+    drop(first);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut again = connect(&server).await;
+        let _ = again.write_all(&frame(&echo_call(4, PROC_NULL, &[]))).await;
+        let mut header = [0u8; 4];
+        if again.read_exact(&mut header).await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -245,6 +245,13 @@ pub struct NfsSettings {
     /// (changes made through another access server may take this long to
     /// show); zero reads meta-kvs on every call.
     pub attribute_cache: Duration,
+    /// A connection with no call running that sends nothing for this long
+    /// is closed (clients reconnect when they need to).
+    pub idle_timeout: Duration,
+    /// Connections an access server holds at once; more are refused.
+    pub max_connections: usize,
+    /// Connections held at once from one client address.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for NfsSettings {
@@ -260,6 +267,9 @@ impl Default for NfsSettings {
             anon_uid: 65534,
             anon_gid: 65534,
             attribute_cache: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(360),
+            max_connections: 4096,
+            max_connections_per_client: 1024,
         }
     }
 }

@@ -169,6 +169,12 @@ pub(crate) struct RawNfs {
     pub anon_gid: Leaf<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attribute_cache: Leaf<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Leaf<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Leaf<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Leaf<i64>,
 }
 
 /// `[meta]`
@@ -275,6 +281,9 @@ impl RawConfig {
                 anon_uid: leaf(1),
                 anon_gid: leaf(1),
                 attribute_cache: s("x"),
+                idle_timeout: s("x"),
+                max_connections: leaf(1),
+                max_connections_per_client: leaf(1),
             }),
             meta: Some(RawMeta {
                 inter_site_rtt: s("x"),
@@ -453,6 +462,11 @@ pub(crate) fn to_raw(c: &ClusterConfig) -> RawConfig {
             anon_uid: leaf(i64::from(c.nfs.anon_uid)),
             anon_gid: leaf(i64::from(c.nfs.anon_gid)),
             attribute_cache: s(&format_duration(c.nfs.attribute_cache)),
+            idle_timeout: s(&format_duration(c.nfs.idle_timeout)),
+            max_connections: leaf(i64::try_from(c.nfs.max_connections).unwrap_or(i64::MAX)),
+            max_connections_per_client: leaf(
+                i64::try_from(c.nfs.max_connections_per_client).unwrap_or(i64::MAX),
+            ),
         }),
         meta: {
             let d = |v: Option<std::time::Duration>| v.and_then(|d| s(&format_duration(d)));

@@ -656,6 +656,23 @@ fn export_path() {
         "nfs.allowed_clients[2]",
         "cannot parse \"nope\" as a subnet",
     );
+    let t = base()
+        + "\n[nfs]\nidle_timeout = \"100ms\"\nmax_connections = 10\nmax_connections_per_client = 20\n";
+    assert_problem(&t, "nfs.idle_timeout", "outside 1s..86400s");
+    assert_problem(
+        &t,
+        "nfs.max_connections_per_client",
+        "20 is more than max_connections (10)",
+    );
+    let t = base() + "\n[nfs]\nmax_connections = 0\n";
+    assert_problem(&t, "nfs.max_connections", "out of range");
+    let t = base() + "\n[nfs]\nidle_timeout = \"30s\"\nmax_connections_per_client = 8\n";
+    let c = ClusterConfig::from_toml_str(&t).unwrap();
+    assert_eq!(c.nfs.idle_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(
+        (c.nfs.max_connections, c.nfs.max_connections_per_client),
+        (4096, 8)
+    );
 }
 
 #[test]
@@ -745,7 +762,7 @@ fn toml_round_trip() {
     );
     let t = edit(&t, "roles = [\"access\"]", "roles = [\"access\", \"meta\"]\ndata_dir = \"/tmp/geonfs/a-access\"\nmetrics_address = \"[fd00:3::1]:9100\"");
     let t = t
-        + "\n[nfs]\nexport_path = \"/\"\nport = 0\nportmapper = false\nallowed_clients = [\"10.0.0.0/8\", \"fd00::/16\"]\nread_only = true\nroot_squash = true\nanon_uid = 1\nanon_gid = 2\nattribute_cache = \"250ms\"\n"
+        + "\n[nfs]\nexport_path = \"/\"\nport = 0\nportmapper = false\nallowed_clients = [\"10.0.0.0/8\", \"fd00::/16\"]\nread_only = true\nroot_squash = true\nanon_uid = 1\nanon_gid = 2\nattribute_cache = \"250ms\"\nidle_timeout = \"90s\"\nmax_connections = 100\nmax_connections_per_client = 10\n"
         + "\n[[wan]]\nbetween = [\"b\", \"a\"]\nrtt = \"1.5ms\"\nbandwidth = \"100Mbit/s\"\n"
         + "\n[[wan]]\nbetween = [\"a\", \"c\"]\nrtt = \"250us\"\n";
     let c = ClusterConfig::from_toml_str(&t).unwrap();

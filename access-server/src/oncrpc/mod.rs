@@ -39,6 +39,7 @@
 //!   MOUNT ports.
 
 mod dispatch;
+mod limits;
 pub mod message;
 mod metrics;
 mod portmap;
@@ -54,5 +55,7 @@ pub use portmap::{
 pub use program::{CallContext, Caller, ProcResult, ProgramId, RpcProgram};
 pub use record::DEFAULT_MAX_RECORD_SIZE;
 pub use server::{
-    allow_networks, ClientFilter, RpcServer, ServerOptions, DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
+    allow_networks, ClientFilter, RpcServer, ServerOptions, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION, DEFAULT_RECORD_TIMEOUT,
 };

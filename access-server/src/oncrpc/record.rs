@@ -5,7 +5,7 @@
 //! other 31 bits give the fragment's length. Calls may arrive in several
 //! fragments; replies are always written as one last fragment.
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt};
 
 /// The top bit of a fragment header: this fragment ends the record.
 const LAST_FRAGMENT: u32 = 0x8000_0000;
@@ -43,6 +43,14 @@ pub enum RecordError {
 pub struct RecordReader<R> {
     input: R,
     max_record_size: usize,
+}
+
+impl<R: AsyncBufRead + Unpin> RecordReader<R> {
+    /// Waits until bytes of the next record arrived or the peer closed
+    /// the connection (cancel-safe: nothing is consumed).
+    pub async fn wait_readable(&mut self) -> std::io::Result<()> {
+        self.input.fill_buf().await.map(|_| ())
+    }
 }
 
 impl<R: AsyncRead + Unpin> RecordReader<R> {

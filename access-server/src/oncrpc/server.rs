@@ -7,6 +7,13 @@
 //! client that pipelines more calls than that is simply not read from until
 //! replies have been written (TCP back-pressure). Replies go out in the
 //! order calls complete; clients match them by xid.
+//!
+//! Hostile or broken clients cannot hold the server: connections are
+//! capped in all and per client address ([`super::limits`]), a connection
+//! with no call running that sends nothing for
+//! [`ServerOptions::idle_timeout`] is closed (NFS clients reconnect when
+//! they need to, as with knfsd's idle close), and a record must arrive
+//! whole within [`ServerOptions::record_timeout`] of its first byte.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::dispatch::{Dispatcher, EncodedReply, RecordAction};
+use super::limits::{ConnectionCounts, ConnectionSlot};
 use super::metrics::RpcMetrics;
 use super::program::RpcProgram;
 use super::record::{RecordError, RecordReader, DEFAULT_MAX_RECORD_SIZE};
@@ -43,6 +51,15 @@ pub fn allow_networks(networks: Vec<IpNet>) -> ClientFilter {
 
 /// The default bound on calls running at once on one connection.
 pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+/// The default idle time after which a connection is closed (knfsd's: 6 min).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(360);
+/// The default time a record may take to arrive once it has begun.
+pub const DEFAULT_RECORD_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default bound on the connections of one server.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// The default bound on the connections from one client address (a
+/// hypervisor host opens one per disk image with QEMU's libnfs driver).
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1024;
 
 /// How an [`RpcServer`] treats its connections.
 #[derive(Clone)]
@@ -51,6 +68,16 @@ pub struct ServerOptions {
     pub max_record_size: usize,
     /// Calls run at once per connection before the server stops reading it.
     pub max_in_flight_per_connection: usize,
+    /// A connection with no call running that sends nothing for this long
+    /// is closed.
+    pub idle_timeout: Duration,
+    /// A record must arrive whole within this time of its first byte, or
+    /// the connection is closed.
+    pub record_timeout: Duration,
+    /// Connections held at once; more are refused (closed at once).
+    pub max_connections: usize,
+    /// Connections held at once from one client address.
+    pub max_connections_per_client: usize,
     /// Checked on every accepted connection; a refused client is
     /// disconnected at once. `None` admits everyone.
     pub client_filter: Option<ClientFilter>,
@@ -63,6 +90,10 @@ impl Default for ServerOptions {
         Self {
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            record_timeout: DEFAULT_RECORD_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             client_filter: None,
             metrics: RpcMetrics::new(),
         }
@@ -77,6 +108,13 @@ impl fmt::Debug for ServerOptions {
                 "max_in_flight_per_connection",
                 &self.max_in_flight_per_connection,
             )
+            .field("idle_timeout", &self.idle_timeout)
+            .field("record_timeout", &self.record_timeout)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_client",
+                &self.max_connections_per_client,
+            )
             .field("client_filter", &self.client_filter.as_ref().map(|_| "…"))
             .finish_non_exhaustive()
     }
@@ -86,6 +124,8 @@ impl fmt::Debug for ServerOptions {
 struct Shared {
     dispatcher: Dispatcher,
     options: ServerOptions,
+    /// The connections held, in all and per client.
+    connections: Arc<ConnectionCounts>,
     /// Cancelled to stop accepting connections and reading calls.
     stop: CancellationToken,
     /// Cancelled when the shutdown deadline passes: in-flight calls are
@@ -120,6 +160,10 @@ impl RpcServer {
         let abort = CancellationToken::new();
         let shared = Arc::new(Shared {
             dispatcher: Dispatcher::new(programs, options.metrics.clone()),
+            connections: ConnectionCounts::new(
+                options.max_connections,
+                options.max_connections_per_client,
+            ),
             options,
             stop: stop.clone(),
             abort: abort.clone(),
@@ -197,12 +241,21 @@ async fn accept_connections(listener: TcpListener, shared: Arc<Shared>, tasks: T
                 continue;
             }
         }
+        let slot = match shared.connections.admit(peer.ip().to_canonical()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::warn!(%peer, ?refusal, "refusing connection: too many connections");
+                metrics.refused_connections.inc();
+                drop(stream);
+                continue;
+            }
+        };
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
         }
         metrics.connections.inc();
         let span = tracing::info_span!("rpc_connection", %peer);
-        tasks.spawn(serve_connection(stream, peer, Arc::clone(&shared)).instrument(span));
+        tasks.spawn(serve_connection(stream, peer, slot, Arc::clone(&shared)).instrument(span));
     }
     tracing::debug!("no longer accepting connections");
 }
@@ -230,9 +283,14 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Serves one connection until the peer closes it, it misbehaves, or the
-/// server stops.
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one connection until the peer closes it, it misbehaves or idles,
+/// or the server stops. `_slot` counts it until it ends.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: ConnectionSlot,
+    shared: Arc<Shared>,
+) {
     let _open = OpenConnection::new(&shared.options.metrics);
     tracing::debug!("connection accepted");
     let (read_half, write_half) = stream.into_split();
@@ -258,10 +316,40 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 Err(_) => break,
             },
         };
+        // Idle: nothing received while no call runs (this reader holds
+        // one slot; replies not yet written hold theirs).
+        let idle = shared.options.idle_timeout;
+        let most = shared.options.max_in_flight_per_connection.max(1);
+        let readable = loop {
+            tokio::select! {
+                biased;
+                _ = stop_reading.cancelled() => break false,
+                // An error here is met again, and reported, by the read.
+                _ = records.wait_readable() => break true,
+                _ = tokio::time::sleep(idle) => {
+                    if in_flight.available_permits() + 1 >= most {
+                        tracing::debug!(?idle, "closing idle connection");
+                        shared.options.metrics.error("unknown", "idle");
+                        break false;
+                    }
+                }
+            }
+        };
+        if !readable {
+            break;
+        }
         let record = tokio::select! {
             biased;
             _ = stop_reading.cancelled() => break,
-            record = records.next_record() => record,
+            record = tokio::time::timeout(shared.options.record_timeout, records.next_record()) => match record {
+                Ok(record) => record,
+                Err(_) => {
+                    tracing::warn!(timeout = ?shared.options.record_timeout,
+                        "closing connection: a record did not arrive whole in time");
+                    shared.options.metrics.error("unknown", "slow_record");
+                    break;
+                }
+            },
         };
         let record = match record {
             Ok(Some(record)) => record,

@@ -660,8 +660,53 @@ fn nfs(ctx: &mut Ctx<'_>, raw: Option<&RawNfs>) -> NfsSettings {
             Err(m) => ctx.push("nfs.attribute_cache", m),
         }
     }
+    if let Some(text) = ctx.get("nfs.idle_timeout", &r.idle_timeout) {
+        match parse_duration(text) {
+            Ok(d) if (MIN_IDLE_TIMEOUT..=MAX_IDLE_TIMEOUT).contains(&d) => out.idle_timeout = d,
+            Ok(_) => ctx.push(
+                "nfs.idle_timeout",
+                format!(
+                    "{text:?} is outside {}s..{}s",
+                    MIN_IDLE_TIMEOUT.as_secs(),
+                    MAX_IDLE_TIMEOUT.as_secs()
+                ),
+            ),
+            Err(m) => ctx.push("nfs.idle_timeout", m),
+        }
+    }
+    if let Some(&v) = ctx.get("nfs.max_connections", &r.max_connections) {
+        if let Some(v) = ctx.int_in::<usize>("nfs.max_connections", v, 1, MAX_CONNECTIONS) {
+            out.max_connections = v;
+        }
+    }
+    if let Some(&v) = ctx.get(
+        "nfs.max_connections_per_client",
+        &r.max_connections_per_client,
+    ) {
+        if let Some(v) =
+            ctx.int_in::<usize>("nfs.max_connections_per_client", v, 1, MAX_CONNECTIONS)
+        {
+            out.max_connections_per_client = v;
+        }
+    }
+    if out.max_connections_per_client > out.max_connections {
+        ctx.push(
+            "nfs.max_connections_per_client",
+            format!(
+                "{} is more than max_connections ({})",
+                out.max_connections_per_client, out.max_connections
+            ),
+        );
+    }
     out
 }
+
+/// The shortest `nfs.idle_timeout` accepted.
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest `nfs.idle_timeout` accepted.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// The largest `nfs.max_connections` accepted.
+const MAX_CONNECTIONS: i64 = 1_000_000;
 
 /// The longest `nfs.attribute_cache` accepted.
 const MAX_ATTRIBUTE_CACHE: Duration = Duration::from_secs(60);
