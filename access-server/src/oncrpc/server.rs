@@ -327,9 +327,9 @@ async fn serve_connection(
                 // An error here is met again, and reported, by the read.
                 _ = records.wait_readable() => break true,
                 _ = tokio::time::sleep(idle) => {
+                    // Not an error: idle mounts are normal, and clients reconnect.
                     if in_flight.available_permits() + 1 >= most {
                         tracing::debug!(?idle, "closing idle connection");
-                        shared.options.metrics.error("unknown", "idle");
                         break false;
                     }
                 }
