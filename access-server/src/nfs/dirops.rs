@@ -106,12 +106,7 @@ impl NfsProgram {
         self.forget_owned(existing.id);
         let before = self.current(existing).await?;
         Self::may_resize(who, &before)?;
-        if before.size != size {
-            self.data
-                .set_size(before.file_id(), before.size, size)
-                .await
-                .map_err(|err| super::io::data_status(before.file_id(), &err))?;
-        }
+        self.resize_data(&before, size).await?;
         let resize = SetAttrs {
             size: Some(size),
             ..SetAttrs::default()

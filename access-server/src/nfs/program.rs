@@ -327,6 +327,19 @@ impl NfsProgram {
         Ok(())
     }
 
+    /// Changes the data of regular file `inode` (with its current size) to
+    /// `size` bytes, if that differs: the first half of a size change, the
+    /// namespace's record being the second.
+    pub(super) async fn resize_data(&self, inode: &Inode, size: u64) -> Result<(), nfsstat3> {
+        if inode.size == size {
+            return Ok(());
+        }
+        self.data
+            .set_size(inode.file_id(), inode.size, size)
+            .await
+            .map_err(|err| super::io::data_status(inode.file_id(), &err))
+    }
+
     async fn setattr(&self, who: &Identity, args: &[u8]) -> Reply {
         let args = args!(SETATTR3args, args);
         self.writable()?;
@@ -366,11 +379,8 @@ impl NfsProgram {
             Nfs3Option::Some(_) => Some(stored.ctime),
             Nfs3Option::None => None,
         };
-        if let Some(size) = attrs.size.filter(|&size| size != inode.size) {
-            self.data
-                .set_size(inode.file_id(), inode.size, size)
-                .await
-                .map_err(|err| super::io::data_status(inode.file_id(), &err))?;
+        if let Some(size) = attrs.size {
+            self.resize_data(&inode, size).await?;
         }
         let updated = self
             .ns
