@@ -38,6 +38,9 @@ pub struct CoreMetrics {
     pub used_bytes: IntGauge,
     /// Configured capacity in bytes.
     pub capacity_bytes: IntGauge,
+    /// Bytes the data directory's file system has available, as last read
+    /// before a write.
+    pub disk_available_bytes: IntGauge,
     /// Delete requests served (one block, or a deleted range).
     pub deletes: IntCounter,
     /// Blocks whose copy a delete removed.
@@ -93,6 +96,10 @@ impl CoreMetrics {
             capacity_bytes: set.gauge(
                 "geonfs_core_capacity_bytes",
                 "configured block store capacity",
+            ),
+            disk_available_bytes: set.gauge(
+                "geonfs_core_disk_available_bytes",
+                "bytes available on the data directory's file system (writes stop 256 MiB short of full)",
             ),
             deletes: set.counter(
                 "geonfs_core_deletes_total",

@@ -109,8 +109,10 @@
 //!
 //! Used bytes are the sum of the stored chunk lengths, kept in memory
 //! (recomputed at open from the block metadata) and reserved atomically
-//! before each write; a write that would exceed the configured capacity
-//! fails with [`CoreError::OutOfSpace`] and changes nothing.
+//! before each write; a write that would exceed the configured capacity,
+//! or leave the data directory's file system less than
+//! [`DISK_HEADROOM`] free, fails with [`CoreError::OutOfSpace`] and changes
+//! nothing. Writing resumes by itself once space returns.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -147,6 +149,7 @@ use copy_state::decode_marker;
 pub use copy_state::Marker;
 use fence::{load_fences, FenceMap};
 use queue::JobSpec;
+pub use space::DISK_HEADROOM;
 use space::{clamp_i64, scan_usage};
 
 #[cfg(test)]
@@ -268,6 +271,8 @@ struct Inner {
     /// The size of this store's chunks (`format.rs`).
     chunk_size: u64,
     capacity: u64,
+    /// The data directory's real free space (writes leave headroom).
+    disk: space::DiskSpace,
     used: AtomicU64,
     blocks: AtomicU64,
     /// Blocks written held and not flushed since.
@@ -320,12 +325,13 @@ impl BlockStore {
         metrics.capacity_bytes.set(clamp_i64(capacity));
         metrics.used_bytes.set(clamp_i64(used));
         let inner = Inner {
-            path,
+            path: path.clone(),
             db: RwLock::new(Some(Arc::new(db))),
             options,
             incarnation: rand::random(),
             chunk_size,
             capacity,
+            disk: space::DiskSpace::new(path.clone()),
             used: AtomicU64::new(used),
             blocks: AtomicU64::new(blocks),
             held: Mutex::new(HashSet::new()),

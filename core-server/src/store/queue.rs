@@ -426,6 +426,7 @@ impl Inner {
             None => self.unqueue(&db, &mut batch, block, version.prev())?,
         }
         let grow = stored.saturating_sub(old_meta.stored);
+        self.check_disk(stored)?;
         self.reserve(grow)?;
         let mut options = WriteOptions::default();
         options.set_sync(true);

@@ -1,8 +1,12 @@
 //! Capacity accounting of the block store: the used bytes counted at open from
 //! every block's metadata, reserved before a write grows a block and released
-//! when one shrinks or goes.
+//! when one shrinks or goes; and the data directory's real free space,
+//! which every write must leave at least [`DISK_HEADROOM`] of.
 
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rocksdb::{ReadOptions, DB};
 
@@ -10,7 +14,78 @@ use super::{decode_meta, Inner};
 use crate::codec::{block_of_meta_key, meta_lower, meta_upper};
 use crate::CoreError;
 
+/// Space the data directory's file system keeps free besides the blocks:
+/// RocksDB's compactions, blob garbage collection, WAL and manifest (and
+/// the deletes that free space) need room to run, so writes stop this far
+/// before the disk is full rather than at it.
+pub const DISK_HEADROOM: u64 = 256 << 20;
+
+/// How long a reading of the file system's free space is trusted (writes
+/// landing within it are covered by the headroom).
+const DISK_SAMPLE_TTL: Duration = Duration::from_millis(100);
+
+/// The free space of the file system holding a store, read with
+/// `statvfs` at most every [`DISK_SAMPLE_TTL`].
+pub(super) struct DiskSpace {
+    path: PathBuf,
+    sample: Mutex<Option<(Instant, Option<u64>)>>,
+    warned: AtomicBool,
+}
+
+impl DiskSpace {
+    /// The free space of the file system holding `path`.
+    pub(super) fn new(path: PathBuf) -> Self {
+        DiskSpace {
+            path,
+            sample: Mutex::new(None),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Bytes available to unprivileged writers, or `None` when the file
+    /// system cannot tell (logged once; the configured capacity alone
+    /// limits writes then).
+    pub(super) fn available(&self) -> Option<u64> {
+        let mut sample = self.sample.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, bytes)) = *sample {
+            if at.elapsed() < DISK_SAMPLE_TTL {
+                return bytes;
+            }
+        }
+        let bytes = match rustix::fs::statvfs(&self.path) {
+            Ok(stat) => Some(stat.f_bavail.saturating_mul(stat.f_frsize)),
+            Err(err) => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(path = %self.path.display(), %err, "cannot read the data directory's free space; only the configured capacity limits writes");
+                }
+                None
+            }
+        };
+        *sample = Some((Instant::now(), bytes));
+        bytes
+    }
+}
+
 impl Inner {
+    /// `OutOfSpace` unless the file system keeps [`DISK_HEADROOM`] free
+    /// after `bytes` more (what a write puts down, whether or not it grows
+    /// the block: chunks are written out of place).
+    pub(super) fn check_disk(&self, bytes: u64) -> Result<(), CoreError> {
+        let Some(available) = self.disk.available() else {
+            return Ok(());
+        };
+        self.metrics.disk_available_bytes.set(clamp_i64(available));
+        let free = available.saturating_sub(DISK_HEADROOM);
+        if bytes > free {
+            tracing::debug!(path = %self.path.display(), bytes, available, "write refused: the disk is nearly full");
+            return Err(CoreError::OutOfSpace {
+                needed: bytes,
+                free,
+            });
+        }
+        Ok(())
+    }
+
     /// Reserves `bytes` of capacity, or fails with `OutOfSpace`.
     pub(super) fn reserve(&self, bytes: u64) -> Result<(), CoreError> {
         if bytes == 0 {

@@ -83,6 +83,7 @@ impl Inner {
             };
             self.enqueue(&db, &mut batch, block, write.version, job, written)?;
         }
+        self.check_disk(data.len() as u64)?;
         self.reserve(added)?;
         let durable = write.durability == Durability::Durable;
         let mut options = WriteOptions::default();

@@ -3,6 +3,7 @@
 mod changes;
 mod copy_state;
 mod delete;
+mod disk_full;
 mod fence;
 mod quarantine;
 mod queue;
