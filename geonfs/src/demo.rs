@@ -24,7 +24,10 @@ pub const DEMO_METRICS_PORT: u16 = 9100;
 pub fn demo_config_text(dir: &Path, secret: &str) -> String {
     let mut text = format!(
         "# geonfs demo cluster, written by `geonfs demo`; edit freely.\n\
-         [cluster]\nname = \"demo\"\nreplication_factor = 3\nblock_size = \"4MiB\"\nsecret = \"{secret}\"\n\n"
+         [cluster]\nname = \"demo\"\nreplication_factor = 3\nblock_size = \"4MiB\"\nsecret = \"{secret}\"\n\n\
+         # The hypervisors: every loopback address, with root kept as root\n\
+         # (qemu-img, nfs-cp and the kernel client run as root).\n\
+         [nfs]\nallowed_clients = [\"127.0.0.0/8\"]\nno_root_squash = [\"127.0.0.0/8\"]\n\n"
     );
     for (index, site) in ["a", "b", "c"].iter().enumerate() {
         let s = index + 1;
@@ -100,6 +103,19 @@ pub fn mount_lines(config: &ClusterConfig, nodes: &[RunningNode]) -> Vec<String>
     lines
 }
 
+/// Writes `text` to a new file at `path` that only its owner may read (it
+/// holds the cluster secret).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
 /// How long the demo waits for every export to be ready before it prints
 /// the mount lines anyway.
 const EXPORTS_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -113,7 +129,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let config_path = dir.join("geonfs.toml");
     if !config_path.exists() {
         let secret = format!("{:032x}", rand::random::<u128>());
-        std::fs::write(&config_path, demo_config_text(&dir, &secret))
+        write_private(&config_path, &demo_config_text(&dir, &secret))
             .with_context(|| format!("cannot write {}", config_path.display()))?;
     }
     let config = Arc::new(ClusterConfig::load(&config_path)?);
@@ -187,6 +203,12 @@ mod tests {
         assert_eq!(config.cluster.replication_factor, 3);
         assert_eq!(config.nfs.export_path, "/geonfs");
         assert_eq!(config.nfs.port, 2049);
+        // Root clients on loopback (qemu-img, nfs-cp, the kernel client)
+        // keep working under the secure defaults.
+        let shown = |nets: &[_]| nets.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(shown(&config.nfs.allowed_clients), ["127.0.0.0/8"]);
+        assert!(config.nfs.root_squash);
+        assert_eq!(shown(&config.nfs.no_root_squash), ["127.0.0.0/8"]);
         for (s, site) in ["a", "b", "c"].iter().enumerate() {
             let access = config.node(&format!("{site}-access")).unwrap();
             assert!(access.roles.access);
@@ -201,5 +223,21 @@ mod tests {
             assert_eq!(metrics.ip(), node.address.ip(), "{}", node.name);
             assert_eq!(metrics.port(), DEMO_METRICS_PORT);
         }
+    }
+
+    #[test]
+    fn the_demo_config_file_is_private_and_loads() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("geonfs.toml");
+        let secret = format!("{:032x}", rand::random::<u128>());
+        write_private(&path, &demo_config_text(dir.path(), &secret)).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        ClusterConfig::load(&path).unwrap();
+        // Opened by others, the inline secret is refused.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = ClusterConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("may be read by group or others"), "{err}");
     }
 }

@@ -47,6 +47,9 @@ address = "127.2.0.12:7100"
 roles = ["core", "access"]
 data_dir = "/var/lib/geonfs/b2"
 capacity = "1GiB"
+
+[nfs]
+allowed_clients = ["10.9.0.0/16"]
 "#;
 
 fn check_config(path: &Path) -> (bool, String) {
@@ -60,20 +63,35 @@ fn check_config(path: &Path) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// Writes a config file only its owner may read (it holds the secret).
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 
 #[test]
-fn check_config_accepts_the_template_and_a_good_config() {
+fn check_config_accepts_the_template_once_its_secret_is_set_and_a_good_config() {
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../geonfs.example.toml");
-    let (ok, text) = check_config(&template);
+    let template = std::fs::read_to_string(template).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // As shipped, its only problem is the placeholder secret.
+    let (ok, text) = check_config(&write(dir.path(), "example.toml", &template));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("cluster.secret: the secret is the template's placeholder"),
+        "{text}"
+    );
+    assert!(text.contains(": 1 problem(s)"), "{text}");
+    let placeholder = "change-me-to-a-long-random-string";
+    assert!(template.contains(placeholder));
+    let set = template.replace(placeholder, "3f0c1e29a7d84b6e9c05f1a2b3c4d5e6");
+    let (ok, text) = check_config(&write(dir.path(), "set.toml", &set));
     assert!(ok, "{text}");
     assert!(text.contains("ok: cluster \"example\", 3 sites"), "{text}");
 
-    let dir = tempfile::tempdir().unwrap();
     let (ok, text) = check_config(&write(dir.path(), "good.toml", GOOD));
     assert!(ok, "{text}");
     assert!(
@@ -130,6 +148,18 @@ fn check_config_gives_a_precise_message_per_broken_config() {
             "node[1].capacty: unknown key",
         ),
         (
+            "nobody allowed to mount",
+            "allowed_clients = [\"10.9.0.0/16\"]",
+            "allowed_clients = []",
+            "nfs.allowed_clients: missing or empty: list the subnets",
+        ),
+        (
+            "no_root_squash without root_squash",
+            "allowed_clients = [\"10.9.0.0/16\"]",
+            "allowed_clients = [\"10.9.0.0/16\"]\nroot_squash = false\nno_root_squash = [\"10.9.0.0/16\"]",
+            "nfs.no_root_squash: has no effect with root_squash = false",
+        ),
+        (
             "unparseable size",
             "block_size",
             "block_size = \"12 XB\"\n#",
@@ -160,6 +190,40 @@ fn check_config_gives_a_precise_message_per_broken_config() {
         cases.len(),
         "every broken config gets its own message"
     );
+}
+
+#[test]
+fn check_config_refuses_a_secret_others_may_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let readable = std::fs::Permissions::from_mode(0o644);
+    // An inline secret in a world-readable config file.
+    let path = write(dir.path(), "open.toml", GOOD);
+    std::fs::set_permissions(&path, readable.clone()).unwrap();
+    let (ok, text) = check_config(&path);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("cluster.secret: ")
+            && text.contains("may be read by group or others (mode 644)"),
+        "{text}"
+    );
+    // A secret_file others may read; once private, accepted.
+    let secret = write(dir.path(), "secret", "0123456789abcdef0123\n");
+    std::fs::set_permissions(&secret, readable).unwrap();
+    let text = GOOD.replace(
+        "secret = \"0123456789abcdef0123\"",
+        "secret_file = \"secret\"",
+    );
+    let path = write(dir.path(), "file.toml", &text);
+    let (ok, output) = check_config(&path);
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("cluster.secret_file: ") && output.contains("`chmod 600` it"),
+        "{output}"
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, output) = check_config(&path);
+    assert!(ok, "{output}");
 }
 
 #[test]

@@ -231,12 +231,17 @@ pub struct NfsSettings {
     pub port: u16,
     /// Answer portmapper GETPORT on port 111 when it can be bound.
     pub portmapper: bool,
-    /// Client subnets allowed to mount; empty = everyone.
+    /// Client subnets allowed to mount and call; empty admits nobody
+    /// (validation refuses an empty list where there are access nodes:
+    /// everyone is written `["0.0.0.0/0", "::/0"]`).
     pub allowed_clients: Vec<IpNet>,
     /// Export read-only.
     pub read_only: bool,
-    /// Map uid/gid 0 to the anonymous ids.
+    /// Map uid/gid 0 to the anonymous ids (on by default).
     pub root_squash: bool,
+    /// Client subnets whose uid/gid 0 is not squashed (hypervisor hosts:
+    /// QEMU and ESXi write disk images as root).
+    pub no_root_squash: Vec<IpNet>,
     /// Anonymous uid.
     pub anon_uid: u32,
     /// Anonymous gid.
@@ -263,7 +268,8 @@ impl Default for NfsSettings {
             portmapper: true,
             allowed_clients: Vec::new(),
             read_only: false,
-            root_squash: false,
+            root_squash: true,
+            no_root_squash: Vec::new(),
             anon_uid: 65534,
             anon_gid: 65534,
             attribute_cache: Duration::from_secs(1),
@@ -368,8 +374,7 @@ impl ClusterConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let dir = path.parent().unwrap_or(Path::new(""));
-        Self::parse_in(&text, Some(dir)).map_err(|e| match e {
+        Self::parse_in(&text, Some(path)).map_err(|e| match e {
             ConfigError::Syntax { message } => ConfigError::Syntax {
                 message: format!("{}: {message}", path.display()),
             },
@@ -377,7 +382,7 @@ impl ClusterConfig {
         })
     }
 
-    fn parse_in(text: &str, base_dir: Option<&Path>) -> Result<Self, ConfigError> {
+    fn parse_in(text: &str, config_file: Option<&Path>) -> Result<Self, ConfigError> {
         let (raw, unknown) = raw::parse(text).map_err(|message| ConfigError::Syntax {
             message: message.trim_end().to_string(),
         })?;
@@ -388,7 +393,7 @@ impl ClusterConfig {
                 key,
             })
             .collect();
-        let config = validate::validate(raw, base_dir, &mut problems);
+        let config = validate::validate(raw, config_file, &mut problems);
         if problems.is_empty() {
             Ok(config)
         } else {

@@ -164,6 +164,8 @@ pub(crate) struct RawNfs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub root_squash: Leaf<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_root_squash: Leaf<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub anon_uid: Leaf<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anon_gid: Leaf<i64>,
@@ -278,6 +280,7 @@ impl RawConfig {
                 allowed_clients: list(&["x"]),
                 read_only: leaf(true),
                 root_squash: leaf(true),
+                no_root_squash: list(&["x"]),
                 anon_uid: leaf(1),
                 anon_gid: leaf(1),
                 attribute_cache: s("x"),
@@ -459,6 +462,7 @@ pub(crate) fn to_raw(c: &ClusterConfig) -> RawConfig {
             allowed_clients: strings(&mut c.nfs.allowed_clients.iter().map(ToString::to_string)),
             read_only: leaf(c.nfs.read_only),
             root_squash: leaf(c.nfs.root_squash),
+            no_root_squash: strings(&mut c.nfs.no_root_squash.iter().map(ToString::to_string)),
             anon_uid: leaf(i64::from(c.nfs.anon_uid)),
             anon_gid: leaf(i64::from(c.nfs.anon_gid)),
             attribute_cache: s(&format_duration(c.nfs.attribute_cache)),

@@ -55,7 +55,20 @@ roles = ["access"]
 "#
         );
     }
-    t
+    t + BASE_NFS
+}
+
+/// The `[nfs]` table [`base`] ends with: the loopback clients.
+const BASE_NFS: &str = "\n[nfs]\nallowed_clients = [\"127.0.0.0/8\"]\n";
+
+/// [`base`] with `keys` in its `[nfs]` table (replacing its
+/// `allowed_clients` when they hold one).
+fn with_nfs(keys: &str) -> String {
+    if keys.contains("allowed_clients") {
+        edit(&base(), "allowed_clients = [\"127.0.0.0/8\"]\n", keys)
+    } else {
+        base() + keys
+    }
 }
 
 /// `text` with `old` replaced by `new` (which must occur).
@@ -370,7 +383,7 @@ fn unknown_keys() {
     );
     assert_problem(&t, "node[0].capacity", "missing");
 
-    let t = base() + "\n[nfs]\nexport = \"/x\"\n[nfs.extra]\na = 1\n";
+    let t = with_nfs("export = \"/x\"\n[nfs.extra]\na = 1\n");
     assert_problem(&t, "nfs.export", "unknown key");
     assert_problem(&t, "nfs.extra", "unknown key");
 }
@@ -608,9 +621,13 @@ fn secrets() {
 
 #[test]
 fn load_resolves_secret_file_relative_to_config() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("geonfs-site-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("secret.txt"), "  a-secret-of-enough-bytes\n").unwrap();
+    // Only the owner may read a file holding the secret.
+    let private = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(dir.join("secret.txt"), private).unwrap();
     let t = edit(
         &base(),
         "secret = \"0123456789abcdef-secret\"",
@@ -641,14 +658,14 @@ fn export_path() {
         ("/a/", "empty path component"),
         ("/a/../b", "must not contain \"..\""),
     ] {
-        let t = base() + &format!("\n[nfs]\nexport_path = \"{p}\"\n");
+        let t = with_nfs(&format!("export_path = \"{p}\"\n"));
         assert_problem(&t, "nfs.export_path", fragment);
     }
     for p in ["/", "/geonfs", "/a/b-c"] {
-        let t = base() + &format!("\n[nfs]\nexport_path = \"{p}\"\n");
+        let t = with_nfs(&format!("export_path = \"{p}\"\n"));
         assert_eq!(ClusterConfig::from_toml_str(&t).unwrap().nfs.export_path, p);
     }
-    let t = base() + "\n[nfs]\nport = 70000\nanon_uid = -1\nallowed_clients = [\"10.0.0.0/8\", \"192.168.1.5\", \"nope\"]\n";
+    let t = with_nfs("port = 70000\nanon_uid = -1\nallowed_clients = [\"10.0.0.0/8\", \"192.168.1.5\", \"nope\"]\n");
     assert_problem(&t, "nfs.port", "70000 is out of range (expected 0..=65535)");
     assert_problem(&t, "nfs.anon_uid", "out of range");
     assert_problem(
@@ -656,23 +673,79 @@ fn export_path() {
         "nfs.allowed_clients[2]",
         "cannot parse \"nope\" as a subnet",
     );
-    let t = base()
-        + "\n[nfs]\nidle_timeout = \"100ms\"\nmax_connections = 10\nmax_connections_per_client = 20\n";
+    let t = with_nfs(
+        "idle_timeout = \"100ms\"\nmax_connections = 10\nmax_connections_per_client = 20\n",
+    );
     assert_problem(&t, "nfs.idle_timeout", "outside 1s..86400s");
     assert_problem(
         &t,
         "nfs.max_connections_per_client",
         "20 is more than max_connections (10)",
     );
-    let t = base() + "\n[nfs]\nmax_connections = 0\n";
+    let t = with_nfs("max_connections = 0\n");
     assert_problem(&t, "nfs.max_connections", "out of range");
-    let t = base() + "\n[nfs]\nidle_timeout = \"30s\"\nmax_connections_per_client = 8\n";
+    let t = with_nfs("idle_timeout = \"30s\"\nmax_connections_per_client = 8\n");
     let c = ClusterConfig::from_toml_str(&t).unwrap();
     assert_eq!(c.nfs.idle_timeout, std::time::Duration::from_secs(30));
     assert_eq!(
         (c.nfs.max_connections, c.nfs.max_connections_per_client),
         (4096, 8)
     );
+}
+
+#[test]
+fn who_may_mount_is_stated_and_root_is_squashed_by_default() {
+    // Absent or empty: refused where a node serves the export.
+    let absent = edit(&base(), BASE_NFS, "");
+    assert_problem(&absent, "nfs.allowed_clients", "missing or empty");
+    let empty = with_nfs("allowed_clients = []\n");
+    assert_problem(
+        &empty,
+        "nfs.allowed_clients",
+        "write [\"0.0.0.0/0\", \"::/0\"]",
+    );
+    // ... but not needed without access nodes.
+    let mut no_access = absent.clone();
+    for (i, site) in ["a", "b", "c"].iter().enumerate() {
+        let n = i + 1;
+        no_access = edit(
+            &no_access,
+            &format!("name = \"{site}-access\"\naddress = \"127.{n}.0.31:7100\"\nroles = [\"access\"]"),
+            &format!("name = \"{site}-core-3\"\naddress = \"127.{n}.0.31:7100\"\nroles = [\"core\"]\ndata_dir = \"/tmp/geonfs/{site}-core-3\"\ncapacity = \"10GiB\""),
+        );
+    }
+    ClusterConfig::from_toml_str(&no_access).unwrap_or_else(|e| panic!("{e}"));
+    // Everyone, when written so; root squashed, nobody exempt.
+    let everyone = with_nfs("allowed_clients = [\"0.0.0.0/0\", \"::/0\"]\n");
+    let c = ClusterConfig::from_toml_str(&everyone).unwrap();
+    assert!(c.nfs.root_squash);
+    assert!(c.nfs.no_root_squash.is_empty());
+    let hosts = with_nfs("no_root_squash = [\"127.1.0.0/16\", \"127.2.0.9\"]\n");
+    let c = ClusterConfig::from_toml_str(&hosts).unwrap();
+    let shown: Vec<String> = c
+        .nfs
+        .no_root_squash
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(shown, ["127.1.0.0/16", "127.2.0.9/32"]);
+    let pointless = with_nfs("root_squash = false\nno_root_squash = [\"127.1.0.0/16\"]\n");
+    assert_problem(&pointless, "nfs.no_root_squash", "has no effect");
+    assert_problem(
+        &with_nfs("no_root_squash = [\"x\"]\n"),
+        "nfs.no_root_squash[0]",
+        "cannot parse",
+    );
+}
+
+#[test]
+fn the_placeholder_secret_is_refused() {
+    let t = edit(
+        &base(),
+        "secret = \"0123456789abcdef-secret\"",
+        "secret = \"change-me-to-a-long-random-string\"",
+    );
+    assert_problem(&t, "cluster.secret", "the template's placeholder");
 }
 
 #[test]
@@ -706,8 +779,7 @@ fn many_problems_at_once() {
         "address = \"127.2.0.21:7100\"",
         "address = \"10.0.0.1:7100\"",
     );
-    let t =
-        t + "\n[nfs]\nexport_path = \"x\"\n\n[[wan]]\nbetween = [\"a\", \"q\"]\nrtt = \"soon\"\n";
+    let t = t + "\nexport_path = \"x\"\n\n[[wan]]\nbetween = [\"a\", \"q\"]\nrtt = \"soon\"\n";
     let err = ClusterConfig::from_toml_str(&t).unwrap_err();
     let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
     for k in [
@@ -761,9 +833,11 @@ fn toml_round_trip() {
         "subnets = [\"127.3.0.0/16\", \"fd00:3::/48\"]\ntakes_writes = false",
     );
     let t = edit(&t, "roles = [\"access\"]", "roles = [\"access\", \"meta\"]\ndata_dir = \"/tmp/geonfs/a-access\"\nmetrics_address = \"[fd00:3::1]:9100\"");
-    let t = t
-        + "\n[nfs]\nexport_path = \"/\"\nport = 0\nportmapper = false\nallowed_clients = [\"10.0.0.0/8\", \"fd00::/16\"]\nread_only = true\nroot_squash = true\nanon_uid = 1\nanon_gid = 2\nattribute_cache = \"250ms\"\nidle_timeout = \"90s\"\nmax_connections = 100\nmax_connections_per_client = 10\n"
-        + "\n[[wan]]\nbetween = [\"b\", \"a\"]\nrtt = \"1.5ms\"\nbandwidth = \"100Mbit/s\"\n"
+    let t = edit(
+        &t,
+        "allowed_clients = [\"127.0.0.0/8\"]\n",
+        "export_path = \"/\"\nport = 0\nportmapper = false\nallowed_clients = [\"10.0.0.0/8\", \"fd00::/16\"]\nread_only = true\nroot_squash = true\nno_root_squash = [\"10.1.0.0/16\", \"fd00:1::7\"]\nanon_uid = 1\nanon_gid = 2\nattribute_cache = \"250ms\"\nidle_timeout = \"90s\"\nmax_connections = 100\nmax_connections_per_client = 10\n",
+    ) + "\n[[wan]]\nbetween = [\"b\", \"a\"]\nrtt = \"1.5ms\"\nbandwidth = \"100Mbit/s\"\n"
         + "\n[[wan]]\nbetween = [\"a\", \"c\"]\nrtt = \"250us\"\n";
     let c = ClusterConfig::from_toml_str(&t).unwrap();
     let text = c.to_toml_string();
@@ -773,9 +847,27 @@ fn toml_round_trip() {
 }
 
 #[test]
-fn template_is_valid() {
-    let text = include_str!("../../geonfs.example.toml");
-    let c = ClusterConfig::from_toml_str(text).unwrap_or_else(|e| panic!("{e}"));
+fn template_is_valid_once_its_placeholder_secret_is_replaced() {
+    let template = include_str!("../../geonfs.example.toml");
+    let err = ClusterConfig::from_toml_str(template).unwrap_err();
+    assert_eq!(
+        err.problems()
+            .iter()
+            .map(|p| p.key.as_str())
+            .collect::<Vec<_>>(),
+        ["cluster.secret"],
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("the template's placeholder"),
+        "{err}"
+    );
+    let text = edit(
+        template,
+        "change-me-to-a-long-random-string",
+        "3f0c1e29a7d84b6e9c05f1a2b3c4d5e6",
+    );
+    let c = ClusterConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.sites.len(), 3);
     assert_eq!(c.nodes.len(), 15);
     for (i, s) in c.sites.iter().enumerate() {

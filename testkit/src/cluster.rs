@@ -269,7 +269,9 @@ fn config_text(
     }
     // Every test process has its own access servers: NFS on a free port,
     // no portmapper (port 111 is one per address).
+    // Clients are on loopback and run as root, as hypervisors do.
     text += "[nfs]\nport = 0\nportmapper = false\n";
+    text += "allowed_clients = [\"127.0.0.0/8\"]\nno_root_squash = [\"127.0.0.0/8\"]\n";
     if let Some(ttl) = spec.attribute_cache {
         text += &format!(
             "attribute_cache = \"{}\"\n",

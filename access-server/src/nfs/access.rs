@@ -99,12 +99,14 @@ impl Identity {
 pub struct ExportPolicy {
     /// The export path clients mount, e.g. `/geonfs`.
     pub export_path: String,
-    /// Client subnets allowed; empty = everyone.
+    /// Client subnets allowed; empty admits nobody.
     pub allowed_clients: Vec<IpNet>,
     /// Whether changes are refused (`NFS3ERR_ROFS`).
     pub read_only: bool,
     /// Whether uid 0 is mapped to the anonymous ids.
     pub root_squash: bool,
+    /// Client subnets whose uid 0 is kept (the hypervisor hosts).
+    pub no_root_squash: Vec<IpNet>,
     /// Anonymous uid.
     pub anon_uid: u32,
     /// Anonymous gid.
@@ -118,6 +120,7 @@ impl From<&NfsSettings> for ExportPolicy {
             allowed_clients: settings.allowed_clients.clone(),
             read_only: settings.read_only,
             root_squash: settings.root_squash,
+            no_root_squash: settings.no_root_squash.clone(),
             anon_uid: settings.anon_uid,
             anon_gid: settings.anon_gid,
         }
@@ -126,15 +129,15 @@ impl From<&NfsSettings> for ExportPolicy {
 
 impl ExportPolicy {
     /// Whether a client at `addr` may use the export (IPv4-mapped IPv6
-    /// addresses are matched as IPv4).
+    /// addresses are matched as IPv4); nobody when no subnet is listed.
     pub fn admits(&self, addr: IpAddr) -> bool {
-        let addr = addr.to_canonical();
-        self.allowed_clients.is_empty() || self.allowed_clients.iter().any(|n| n.contains(&addr))
+        within(&self.allowed_clients, addr)
     }
 
-    /// The identity of a call's credentials, root-squashed when the export
-    /// says so; `None` for AUTH_NONE.
-    pub fn identity(&self, auth: &CallerAuth) -> Option<Identity> {
+    /// The identity of a call's credentials from a client at `addr`,
+    /// root-squashed when the export says so and the client is not listed
+    /// in `no_root_squash`; `None` for AUTH_NONE.
+    pub fn identity(&self, auth: &CallerAuth, addr: IpAddr) -> Option<Identity> {
         let CallerAuth::Unix(creds) = auth else {
             return None;
         };
@@ -143,7 +146,7 @@ impl ExportPolicy {
             gid: creds.gid,
             gids: creds.aux_gids.clone(),
         };
-        if self.root_squash {
+        if self.root_squash && !within(&self.no_root_squash, addr) {
             if identity.uid == 0 {
                 identity.uid = self.anon_uid;
                 identity.gid = self.anon_gid;
@@ -189,6 +192,12 @@ impl ExportPolicy {
     }
 }
 
+/// Whether `addr` (IPv4-mapped IPv6 matched as IPv4) is in one of `nets`.
+fn within(nets: &[IpNet], addr: IpAddr) -> bool {
+    let addr = addr.to_canonical();
+    nets.iter().any(|n| n.contains(&addr))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +234,7 @@ mod tests {
             allowed_clients: vec!["10.1.0.0/16".parse().unwrap()],
             read_only: false,
             root_squash,
+            no_root_squash: vec!["10.1.9.0/24".parse().unwrap()],
             anon_uid: 65534,
             anon_gid: 65533,
         }
@@ -243,7 +253,11 @@ mod tests {
     #[test]
     fn owner_group_and_other_bits_apply_in_that_order() {
         let file = inode(FileKind::Regular, 0o640, 10, 20);
-        let id = |uid, gid, gids| policy(false).identity(&unix(uid, gid, gids)).unwrap();
+        let id = |uid, gid, gids| {
+            policy(false)
+                .identity(&unix(uid, gid, gids), CLIENT.parse().unwrap())
+                .unwrap()
+        };
         assert_eq!(id(10, 1, vec![]).permissions(&file), READ | WRITE);
         assert_eq!(id(11, 1, vec![20]).permissions(&file), READ);
         assert_eq!(id(11, 20, vec![]).permissions(&file), READ);
@@ -265,15 +279,34 @@ mod tests {
         );
     }
 
+    /// A client address in `allowed_clients`, outside `no_root_squash`.
+    const CLIENT: &str = "10.1.2.3";
+
     #[test]
-    fn root_squash_maps_uid_and_gid_zero() {
-        let squashed = policy(true).identity(&unix(0, 0, vec![0, 5])).unwrap();
+    fn root_squash_maps_uid_and_gid_zero_except_for_listed_hosts() {
+        let client = CLIENT.parse().unwrap();
+        let squashed = policy(true)
+            .identity(&unix(0, 0, vec![0, 5]), client)
+            .unwrap();
         assert_eq!((squashed.uid, squashed.gid), (65534, 65533));
         assert_eq!(squashed.gids, vec![65533, 5]);
         assert!(!squashed.is_root());
-        let user = policy(true).identity(&unix(7, 8, vec![])).unwrap();
+        let user = policy(true).identity(&unix(7, 8, vec![]), client).unwrap();
         assert_eq!((user.uid, user.gid), (7, 8));
-        assert_eq!(policy(false).identity(&CallerAuth::None), None);
+        assert_eq!(policy(false).identity(&CallerAuth::None, client), None);
+        // A hypervisor host listed in no_root_squash keeps root, also
+        // through an IPv4-mapped IPv6 address.
+        for host in ["10.1.9.7", "::ffff:10.1.9.7"] {
+            let root = policy(true)
+                .identity(&unix(0, 0, vec![]), host.parse().unwrap())
+                .unwrap();
+            assert!(root.is_root(), "{host}");
+        }
+        // Without root_squash nobody is squashed.
+        assert!(policy(false)
+            .identity(&unix(0, 0, vec![]), client)
+            .unwrap()
+            .is_root());
     }
 
     #[test]
@@ -282,6 +315,11 @@ mod tests {
         assert!(p.admits("10.1.2.3".parse().unwrap()));
         assert!(p.admits("::ffff:10.1.2.3".parse().unwrap()));
         assert!(!p.admits("10.2.0.1".parse().unwrap()));
+        let nobody = ExportPolicy {
+            allowed_clients: Vec::new(),
+            ..p.clone()
+        };
+        assert!(!nobody.admits("10.1.2.3".parse().unwrap()));
         for ok in [&b"/geonfs"[..], b"/geonfs/", b"/geonfs//", b""] {
             assert_eq!(p.below_export(ok), Some(vec![]), "{ok:?}");
         }

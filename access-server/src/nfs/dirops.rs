@@ -43,9 +43,11 @@ impl NfsProgram {
         Ok(dir)
     }
 
-    /// The reply parts of a new object: handle, attributes, directory wcc.
+    /// The reply parts of a new object made in the directory `dir_fh`
+    /// names (`dir`): handle, attributes, directory wcc.
     async fn made(
         &self,
+        dir_fh: &nfs3_types::nfs3::nfs_fh3,
         dir: u64,
         object: &Inode,
     ) -> (
@@ -54,8 +56,12 @@ impl NfsProgram {
         nfs3_types::nfs3::wcc_data,
     ) {
         let dir_after = self.after(dir).await;
+        let handle = match self.mount_of(dir_fh) {
+            Ok(mount) => Nfs3Option::Some(self.fh(object, mount)),
+            Err(_) => Nfs3Option::None,
+        };
         (
-            Nfs3Option::Some(self.fh(object)),
+            handle,
             post_op(Some(object), self.fsid()),
             wcc(dir_after.as_ref(), self.fsid()),
         )
@@ -87,7 +93,7 @@ impl NfsProgram {
             (false, Some(size)) => self.resize_existing(who, created.inode, size).await?,
             (false, None) => self.current(created.inode).await?,
         };
-        let (obj, obj_attributes, dir_wcc) = self.made(dir.id, &object).await;
+        let (obj, obj_attributes, dir_wcc) = self.made(&args.where_.dir, dir.id, &object).await;
         ok(&CREATE3resok {
             obj,
             obj_attributes,
@@ -131,7 +137,7 @@ impl NfsProgram {
             .mkdir(dir.id, args.where_.name.as_ref(), &attrs)
             .await
             .map_err(status_of)?;
-        let (obj, obj_attributes, dir_wcc) = self.made(dir.id, &object).await;
+        let (obj, obj_attributes, dir_wcc) = self.made(&args.where_.dir, dir.id, &object).await;
         ok(&MKDIR3resok {
             obj,
             obj_attributes,
@@ -156,7 +162,7 @@ impl NfsProgram {
             )
             .await
             .map_err(status_of)?;
-        let (obj, obj_attributes, dir_wcc) = self.made(dir.id, &object).await;
+        let (obj, obj_attributes, dir_wcc) = self.made(&args.where_.dir, dir.id, &object).await;
         ok(&SYMLINK3resok {
             obj,
             obj_attributes,

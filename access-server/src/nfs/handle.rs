@@ -1,16 +1,26 @@
-//! NFS file handles: a fixed 24-byte layout, the same at every access
+//! NFS file handles: a fixed 40-byte layout, the same at every access
 //! server and across restarts (docs/ARCHITECTURE.md#invariant-6).
 //!
 //! ```text
 //! bytes  0..8   handle generation (random, once per cluster, in meta-kvs)
 //! bytes  8..16  file id (never reused)
 //! bytes 16..24  inode generation (random, fixed when the inode is created)
+//! bytes 24..32  file id of the directory the client mounted
+//! bytes 32..40  that directory's inode generation
 //! ```
 //!
-//! All three are big-endian. A handle of another length is
-//! `NFS3ERR_BADHANDLE`; a handle of another handle generation (another
-//! cluster, or a wiped one) is `NFS3ERR_STALE`; so is a file id that no
-//! longer exists or whose inode generation differs.
+//! All are big-endian. A handle of another length (such as the 24-byte
+//! handles before the mount root was added) is `NFS3ERR_BADHANDLE`; a
+//! handle of another handle generation (another cluster, or a wiped one)
+//! is `NFS3ERR_STALE`; so is a file id that no longer exists or whose inode
+//! generation differs.
+//!
+//! The mount root is what keeps a client that mounted a subdirectory
+//! (`/geonfs/vms`, as QEMU's libnfs does for an image below it) below it:
+//! `..` there is the directory itself, and every handle made from one of
+//! its handles carries it on. Inode generations are random 64-bit numbers
+//! a client learns only from handles it was given, so it cannot name a
+//! mount root above its own.
 
 use bytes::Bytes;
 use geonfs_meta_kvs::MetaClient;
@@ -26,7 +36,7 @@ use crate::namespace::{Inode, NamespaceError};
 pub const HANDLE_GENERATION_KEY: &[u8] = b"fs/handle_generation";
 
 /// The length of every handle this server hands out.
-pub const HANDLE_LEN: usize = 24;
+pub const HANDLE_LEN: usize = 40;
 
 /// How often [`HandleCodec::load`] retries reading back the generation.
 const LOAD_ATTEMPTS: u32 = 8;
@@ -38,6 +48,28 @@ pub struct FileHandle {
     pub id: u64,
     /// The inode generation the handle was made for.
     pub generation: u64,
+    /// The directory the client mounted, which it may not climb above.
+    pub mount: MountRoot,
+}
+
+/// The directory a client mounted (the export's root or a directory below
+/// it), as its handles carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MountRoot {
+    /// Its file id.
+    pub id: u64,
+    /// Its inode generation.
+    pub generation: u64,
+}
+
+impl MountRoot {
+    /// A mount of directory `dir`.
+    pub fn of(dir: &Inode) -> Self {
+        MountRoot {
+            id: dir.id,
+            generation: dir.generation,
+        }
+    }
 }
 
 /// Encodes and decodes the handles of one cluster.
@@ -97,19 +129,26 @@ impl HandleCodec {
         self.handle_generation
     }
 
-    /// The handle of `inode`.
-    pub fn encode(&self, inode: &Inode) -> nfs_fh3 {
+    /// The handle of `inode` for a client that mounted `mount`.
+    pub fn encode(&self, inode: &Inode, mount: MountRoot) -> nfs_fh3 {
         nfs_fh3 {
-            data: Opaque::owned(self.encode_bytes(inode.id, inode.generation)),
+            data: Opaque::owned(self.encode_bytes(inode.id, inode.generation, mount)),
         }
     }
 
-    /// The handle bytes of file `id` with inode generation `generation`.
-    pub fn encode_bytes(&self, id: u64, generation: u64) -> Vec<u8> {
+    /// The handle bytes of file `id` with inode generation `generation`,
+    /// for a client that mounted `mount`.
+    pub fn encode_bytes(&self, id: u64, generation: u64, mount: MountRoot) -> Vec<u8> {
         let mut out = Vec::with_capacity(HANDLE_LEN);
-        out.extend_from_slice(&self.handle_generation.to_be_bytes());
-        out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(&generation.to_be_bytes());
+        for word in [
+            self.handle_generation,
+            id,
+            generation,
+            mount.id,
+            mount.generation,
+        ] {
+            out.extend_from_slice(&word.to_be_bytes());
+        }
         out
     }
 
@@ -132,6 +171,10 @@ impl HandleCodec {
         Ok(FileHandle {
             id: word(8)?,
             generation: word(16)?,
+            mount: MountRoot {
+                id: word(24)?,
+                generation: word(32)?,
+            },
         })
     }
 }
@@ -143,18 +186,29 @@ mod tests {
     #[test]
     fn handles_round_trip_and_reject_foreign_ones() {
         let codec = HandleCodec::new(0xfeed);
-        let bytes = codec.encode_bytes(42, 7);
+        let mount = MountRoot {
+            id: 3,
+            generation: 9,
+        };
+        let bytes = codec.encode_bytes(42, 7, mount);
         assert_eq!(bytes.len(), HANDLE_LEN);
         assert_eq!(
             codec.decode(&bytes),
             Ok(FileHandle {
                 id: 42,
-                generation: 7
+                generation: 7,
+                mount,
             })
         );
-        assert_eq!(codec.decode(&bytes[..23]), Err(nfsstat3::NFS3ERR_BADHANDLE));
-        assert_eq!(codec.decode(&[]), Err(nfsstat3::NFS3ERR_BADHANDLE));
-        let other = HandleCodec::new(0xbeef).encode_bytes(42, 7);
+        // A truncated handle (the 24-byte layout without a mount root
+        // among them) is not one of ours.
+        for len in [0, 24, HANDLE_LEN - 1] {
+            assert_eq!(
+                codec.decode(&bytes[..len]),
+                Err(nfsstat3::NFS3ERR_BADHANDLE)
+            );
+        }
+        let other = HandleCodec::new(0xbeef).encode_bytes(42, 7, mount);
         assert_eq!(codec.decode(&other), Err(nfsstat3::NFS3ERR_STALE));
     }
 }

@@ -10,10 +10,12 @@
 //!
 //! Who may do what ([`access`]): NFS calls need AUTH_UNIX (AUTH_NONE is
 //! refused with AUTH_TOOWEAK, except NULL); the caller's uid, gid and
-//! supplementary gids are checked against the mode bits, with uid 0 mapped
-//! to the anonymous ids under `root_squash`; a read-only export answers
-//! `NFS3ERR_ROFS` to changes; a client outside `allowed_clients` gets
-//! `NFS3ERR_ACCES` on every call and `MNT3ERR_ACCES` at MOUNT.
+//! supplementary gids are checked against the mode bits, with uid/gid 0
+//! mapped to the anonymous ids under `root_squash` (the default) unless the
+//! client is in `no_root_squash`; a read-only export answers
+//! `NFS3ERR_ROFS` to changes; a client outside `allowed_clients` (empty
+//! admits nobody) gets `NFS3ERR_ACCES` on every call and `MNT3ERR_ACCES`
+//! at MOUNT.
 //!
 //! [`namespace`]: crate::namespace
 //! [`oncrpc`]: crate::oncrpc
@@ -33,7 +35,7 @@ use futures::future::BoxFuture;
 
 pub use access::{ExportPolicy, Identity};
 pub use attrs::nfs_status;
-pub use handle::{FileHandle, HandleCodec, HANDLE_GENERATION_KEY, HANDLE_LEN};
+pub use handle::{FileHandle, HandleCodec, MountRoot, HANDLE_GENERATION_KEY, HANDLE_LEN};
 pub use mount::MountProgram;
 pub use program::NfsProgram;
 

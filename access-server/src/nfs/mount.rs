@@ -4,10 +4,11 @@
 //! when it is the export), and the empty path libnfs sends for
 //! `nfs://host/file`, answering the root handle; and a directory below the
 //! export (`/geonfs/vms`, which libnfs mounts for `nfs://host/geonfs/vms/disk.img`),
-//! answering that directory's handle. AUTH_UNIX is the only flavor. Paths
-//! outside the export or missing are `MNT3ERR_NOENT`, a file
-//! `MNT3ERR_NOTDIR`; a client outside
-//! `allowed_clients` is `MNT3ERR_ACCES`. Mounts are not recorded: DUMP is
+//! answering that directory's handle. AUTH_UNIX is the only flavor (MNT
+//! with AUTH_NONE is AUTH_TOOWEAK). Paths outside the export or missing are
+//! `MNT3ERR_NOENT`, a file `MNT3ERR_NOTDIR`; a client outside
+//! `allowed_clients` is `MNT3ERR_ACCES` before its arguments are decoded,
+//! and its EXPORT list is empty. Mounts are not recorded: DUMP is
 //! empty and UMNT/UMNTALL do nothing (the handle is what grants access,
 //! and every NFS call is checked on its own).
 
@@ -21,9 +22,9 @@ use nfs3_types::xdr_codec::{List, Opaque};
 
 use super::access::ExportPolicy;
 use super::attrs::{decode, encode};
-use super::handle::HandleCodec;
+use super::handle::{HandleCodec, MountRoot};
 use crate::namespace::{Inode, Namespace, NamespaceError};
-use crate::oncrpc::{CallContext, ProcResult, ProgramId, RpcProgram, MOUNT_ID};
+use crate::oncrpc::{CallContext, CallerAuth, ProcResult, ProgramId, RpcProgram, MOUNT_ID};
 
 /// AUTH_UNIX (AUTH_SYS), the only flavor offered.
 const AUTH_UNIX: u32 = 1;
@@ -47,22 +48,32 @@ impl MountProgram {
     }
 
     async fn mnt(&self, context: &CallContext, args: &[u8]) -> ProcResult {
+        // Who may mount is decided before anything the caller sent is
+        // decoded.
+        let peer = context.caller.addr;
+        if !self.policy.admits(peer.ip()) {
+            tracing::info!(%peer, "MNT refused: client not allowed");
+            return encode(&mountres3::Err(mountstat3::MNT3ERR_ACCES));
+        }
+        // A handle is only handed to AUTH_UNIX callers, the flavor every
+        // NFS call needs (AUTH_NONE gets nothing it could not use anyway).
+        if !matches!(context.caller.auth, CallerAuth::Unix(_)) {
+            return ProcResult::AuthTooWeak;
+        }
         let Some(path) = decode::<dirpath>(args) else {
             return ProcResult::GarbageArgs;
         };
         let path = path.0.as_ref();
-        let peer = context.caller.addr;
-        let result = if !self.policy.admits(peer.ip()) {
-            tracing::info!(%peer, "MNT refused: client not allowed");
-            mountres3::Err(mountstat3::MNT3ERR_ACCES)
-        } else if path.len() > MNTPATHLEN {
+        let result = if path.len() > MNTPATHLEN {
             mountres3::Err(mountstat3::MNT3ERR_NAMETOOLONG)
         } else if let Some(below) = self.policy.below_export(path) {
             match self.directory(&below).await {
                 Ok(dir) => mountres3::Ok(mountres3_ok {
-                    fhandle: fhandle3(Opaque::owned(
-                        self.handles.encode_bytes(dir.id, dir.generation),
-                    )),
+                    fhandle: fhandle3(Opaque::owned(self.handles.encode_bytes(
+                        dir.id,
+                        dir.generation,
+                        MountRoot::of(&dir),
+                    ))),
                     auth_flavors: vec![AUTH_UNIX],
                 }),
                 Err(status) => {
@@ -105,7 +116,11 @@ impl MountProgram {
         Ok(dir)
     }
 
-    fn export(&self) -> ProcResult {
+    fn export(&self, context: &CallContext) -> ProcResult {
+        if !self.policy.admits(context.caller.addr.ip()) {
+            let none: exports = List(Vec::new());
+            return encode(&none);
+        }
         let groups = self
             .policy
             .allowed_clients
@@ -132,7 +147,7 @@ impl MountProgram {
                 None => ProcResult::GarbageArgs,
             },
             Ok(MOUNT_PROGRAM::MOUNTPROC3_UMNTALL) => ProcResult::Success(Vec::new()),
-            Ok(MOUNT_PROGRAM::MOUNTPROC3_EXPORT) => self.export(),
+            Ok(MOUNT_PROGRAM::MOUNTPROC3_EXPORT) => self.export(context),
             Err(_) => ProcResult::ProcUnavail,
         }
     }

@@ -25,7 +25,7 @@ use nfs3_types::xdr_codec::{Opaque, Pack};
 
 use super::access::{ExportPolicy, Identity, EXEC, WRITE};
 use super::attrs::{fattr, ns_time, post_op, set_attrs, status_of, wcc};
-use super::handle::HandleCodec;
+use super::handle::{HandleCodec, MountRoot};
 use super::CapacityProvider;
 use crate::data::FileData;
 use crate::namespace::{FileKind, Inode, Namespace, SetTime, MAX_NAME_LEN};
@@ -57,6 +57,10 @@ pub struct NfsProgram {
 /// The shortest interval between two background re-reads of an owned
 /// inode (bounds the meta-kvs reads when the attribute cache is off).
 const MIN_OWNED_REFRESH: Duration = Duration::from_millis(100);
+
+/// How many directories `..` walks up at most to find the mount root (a
+/// deeper tree answers SERVERFAULT to `..` rather than walk on).
+const MAX_DEPTH: usize = 4096;
 
 /// An inode of a file this access server writes, and when it was read.
 #[derive(Clone, Debug)]
@@ -246,9 +250,53 @@ impl NfsProgram {
         self.handles.handle_generation()
     }
 
-    /// The handle of `inode`.
-    pub(crate) fn fh(&self, inode: &Inode) -> nfs_fh3 {
-        self.handles.encode(inode)
+    /// The handle of `inode` for the client that mounted `mount`.
+    pub(crate) fn fh(&self, inode: &Inode, mount: MountRoot) -> nfs_fh3 {
+        self.handles.encode(inode, mount)
+    }
+
+    /// The directory the client holding `fh` mounted (BADHANDLE or STALE
+    /// as [`HandleCodec::decode`] says).
+    pub(crate) fn mount_of(&self, fh: &nfs_fh3) -> Result<MountRoot, nfsstat3> {
+        Ok(self.handles.decode(fh.data.as_ref())?.mount)
+    }
+
+    /// `..` of directory `dir` for a client that mounted `mount`: `dir`
+    /// itself at the mount's root (as at the export's root), else its
+    /// parent, which must be at or below the mount's root: a directory
+    /// moved out from under it (by a client that mounted higher) is
+    /// `NFS3ERR_ACCES` rather than a way up. A mount root that no longer
+    /// exists is `NFS3ERR_STALE`.
+    pub(crate) async fn parent_within(
+        &self,
+        dir: &Inode,
+        mount: MountRoot,
+    ) -> Result<Inode, nfsstat3> {
+        if dir.id == mount.id && dir.generation == mount.generation {
+            return Ok(dir.clone());
+        }
+        let parent = self.ns.getattr(dir.parent).await.map_err(status_of)?;
+        let mut at = parent.clone();
+        for _ in 0..MAX_DEPTH {
+            if at.id == mount.id {
+                return if at.generation == mount.generation {
+                    Ok(parent)
+                } else {
+                    Err(nfsstat3::NFS3ERR_STALE)
+                };
+            }
+            if at.parent == at.id {
+                // The export's root, and the mount root was not met.
+                tracing::info!(
+                    dir = dir.id,
+                    mount = mount.id,
+                    "`..` refused: not below the mount"
+                );
+                return Err(nfsstat3::NFS3ERR_ACCES);
+            }
+            at = self.ns.getattr(at.parent).await.map_err(status_of)?;
+        }
+        Err(nfsstat3::NFS3ERR_SERVERFAULT)
     }
 
     /// The inode `fh` refers to: BADHANDLE, STALE (another cluster, a
@@ -397,14 +445,16 @@ impl NfsProgram {
         let args = args!(LOOKUP3args, args);
         let dir = self.resolve_dir(&args.what.dir).await?;
         Self::require(who, &dir, EXEC)?;
-        let object = self
-            .ns
-            .lookup(dir.id, args.what.name.as_ref())
-            .await
-            .map_err(status_of)?;
+        let mount = self.mount_of(&args.what.dir)?;
+        let name = args.what.name.as_ref();
+        let object = if name == b".." {
+            self.parent_within(&dir, mount).await?
+        } else {
+            self.ns.lookup(dir.id, name).await.map_err(status_of)?
+        };
         let object = self.current(object).await?;
         ok(&LOOKUP3resok {
-            object: self.fh(&object),
+            object: self.fh(&object, mount),
             obj_attributes: post_op(Some(&object), self.fsid()),
             dir_attributes: post_op(Some(&dir), self.fsid()),
         })
@@ -533,7 +583,10 @@ impl NfsProgram {
             tracing::info!(peer = %context.caller.addr, ?procedure, "client not allowed");
             return failure(procedure, nfsstat3::NFS3ERR_ACCES);
         }
-        let Some(who) = self.policy.identity(&context.caller.auth) else {
+        let Some(who) = self
+            .policy
+            .identity(&context.caller.auth, context.caller.addr.ip())
+        else {
             return ProcResult::AuthTooWeak;
         };
         match self.dispatch(&who, procedure, args).await {

@@ -16,6 +16,7 @@ use nfs3_types::xdr_codec::{List, Opaque};
 
 use super::access::{Identity, READ};
 use super::attrs::{post_op, status_of};
+use super::handle::MountRoot;
 use super::program::{args, ok, NfsProgram, Reply};
 use crate::namespace::Inode;
 
@@ -48,9 +49,11 @@ impl NfsProgram {
     /// The entries of `dir` after `cookie`, `.` and `..` included, as many
     /// as fit: `entry_budget` bounds the sum of the `entry3` parts,
     /// `total_budget` the whole reply (`plus`: with attributes and handles).
+    /// `..` is `dir` itself at the root of the client's mount, `mount`.
     async fn list(
         &self,
         dir: &Inode,
+        mount: MountRoot,
         cookie: u64,
         entry_budget: usize,
         total_budget: usize,
@@ -69,9 +72,10 @@ impl NfsProgram {
             });
         }
         if cookie <= 1 {
+            let at_mount_root = dir.id == mount.id;
             candidates.push(Item {
                 name: b"..".to_vec(),
-                id: dir.parent,
+                id: if at_mount_root { dir.id } else { dir.parent },
                 cookie: 2,
             });
         }
@@ -110,8 +114,11 @@ impl NfsProgram {
         let args = args!(READDIR3args, args);
         let dir = self.resolve_dir(&args.dir).await?;
         Self::require(who, &dir, READ)?;
+        let mount = self.mount_of(&args.dir)?;
         let budget = args.count as usize;
-        let (items, eof) = self.list(&dir, args.cookie, budget, budget, false).await?;
+        let (items, eof) = self
+            .list(&dir, mount, args.cookie, budget, budget, false)
+            .await?;
         let entries = items
             .into_iter()
             .map(|item| entry3 {
@@ -136,9 +143,11 @@ impl NfsProgram {
         let args = args!(READDIRPLUS3args, args);
         let dir = self.resolve_dir(&args.dir).await?;
         Self::require(who, &dir, READ)?;
+        let mount = self.mount_of(&args.dir)?;
         let (items, eof) = self
             .list(
                 &dir,
+                mount,
                 args.cookie,
                 // Some clients send no dircount: then only maxcount bounds.
                 if args.dircount == 0 {
@@ -154,9 +163,13 @@ impl NfsProgram {
             if item.id == dir.id {
                 return Some(dir.clone());
             }
-            self.current(self.ns.getattr(item.id).await.ok()?)
-                .await
-                .ok()
+            let inode = if item.name == b".." {
+                // No handle above the client's mount.
+                self.parent_within(&dir, mount).await.ok()?
+            } else {
+                self.ns.getattr(item.id).await.ok()?
+            };
+            self.current(inode).await.ok()
         }))
         .await;
         let entries = items
@@ -168,7 +181,7 @@ impl NfsProgram {
                 cookie: item.cookie,
                 name_attributes: post_op(inode.as_ref(), self.fsid()),
                 name_handle: match &inode {
-                    Some(inode) => Nfs3Option::Some(self.fh(inode)),
+                    Some(inode) => Nfs3Option::Some(self.fh(inode, mount)),
                     None => Nfs3Option::None,
                 },
             })

@@ -7,6 +7,7 @@
 mod meta;
 mod nfs;
 mod nodes;
+mod secret;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,8 +21,6 @@ use crate::site_map::overlapping_pairs;
 use crate::units::{format_duration, format_size, parse_bandwidth, parse_duration, parse_size};
 use crate::{ClusterConfig, ClusterSettings, Node, Problem, Site, SiteId, WanLink};
 
-/// Minimum length of the cluster secret, in bytes.
-const MIN_SECRET_LEN: usize = 16;
 /// Maximum length of a site name.
 const MAX_SITE_NAME_LEN: usize = 32;
 /// Block size bounds.
@@ -165,11 +164,13 @@ fn parse_socket(ctx: &mut Ctx<'_>, key: &str, s: &str) -> Option<SocketAddr> {
     }
 }
 
-/// Validate a parsed file. `base_dir` resolves a relative `secret_file`.
-/// Returns a best-effort config; it is only meaningful if no problem was added.
+/// Validate a parsed file, read from `config_file` if it came from one (its
+/// directory resolves a relative `secret_file`; an inline secret makes its
+/// permissions matter). Returns a best-effort config; it is only
+/// meaningful if no problem was added.
 pub(crate) fn validate(
     raw: RawConfig,
-    base_dir: Option<&Path>,
+    config_file: Option<&Path>,
     problems: &mut Vec<Problem>,
 ) -> ClusterConfig {
     let mut ctx = Ctx { problems };
@@ -181,11 +182,12 @@ pub(crate) fn validate(
         );
     }
     let rc = raw.cluster.unwrap_or_default();
-    let mut cluster = cluster_settings(&mut ctx, &rc, cluster_present, base_dir);
+    let mut cluster = cluster_settings(&mut ctx, &rc, cluster_present, config_file);
     let sites = sites(&mut ctx, &raw.site);
     let nodes = nodes::nodes(&mut ctx, &raw.node, &sites);
     topology_checks(&mut ctx, &mut cluster, &rc, &sites, &nodes);
-    let nfs = nfs::nfs(&mut ctx, raw.nfs.as_ref());
+    let has_access_nodes = nodes.iter().any(|n| n.roles.access);
+    let nfs = nfs::nfs(&mut ctx, raw.nfs.as_ref(), has_access_nodes);
     let wan = wan(&mut ctx, &raw.wan, &sites);
     let meta = meta::meta(&mut ctx, raw.meta.as_ref(), &wan);
     let timing = crate::MetaTiming::new(&meta, &wan);
@@ -330,7 +332,7 @@ fn cluster_settings(
     ctx: &mut Ctx<'_>,
     rc: &RawCluster,
     present: bool,
-    base_dir: Option<&Path>,
+    config_file: Option<&Path>,
 ) -> ClusterSettings {
     let name = if present {
         ctx.require("cluster.name", &rc.name, "the cluster needs a name")
@@ -344,7 +346,7 @@ fn cluster_settings(
 
     let replication_factor = replication_factor(ctx, rc);
     let block_size = block_size(ctx, rc);
-    let secret = secret(ctx, rc, present, base_dir);
+    let secret = secret::secret(ctx, rc, present, config_file);
     let (ownership_lease, auto_failover_after) = leases(ctx, rc);
     ClusterSettings {
         name,
@@ -366,63 +368,6 @@ const DEFAULT_OWNERSHIP_LEASE: Duration = Duration::from_secs(10);
 const MIN_OWNERSHIP_LEASE: Duration = Duration::from_secs(1);
 /// The longest `cluster.ownership_lease` accepted.
 const MAX_OWNERSHIP_LEASE: Duration = Duration::from_secs(600);
-
-/// `secret` or `secret_file`, exactly one, at least 16 bytes.
-fn secret(ctx: &mut Ctx<'_>, rc: &RawCluster, present: bool, base_dir: Option<&Path>) -> String {
-    let inline = ctx.get("cluster.secret", &rc.secret).cloned();
-    let file = ctx.get("cluster.secret_file", &rc.secret_file).cloned();
-    let short = |len: usize| format!("is {len} bytes long (needs at least {MIN_SECRET_LEN})");
-    match (inline, file) {
-        (Some(_), Some(_)) => {
-            ctx.push(
-                "cluster.secret",
-                "both `secret` and `secret_file` are set (set exactly one)",
-            );
-            String::new()
-        }
-        (Some(s), None) => {
-            if s.len() < MIN_SECRET_LEN {
-                ctx.push("cluster.secret", format!("the secret {}", short(s.len())));
-            }
-            s
-        }
-        (None, Some(f)) => {
-            let path = Path::new(&f);
-            let path = match base_dir {
-                Some(dir) if path.is_relative() => dir.join(path),
-                _ => path.to_path_buf(),
-            };
-            match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    let s = text.trim().to_string();
-                    if s.len() < MIN_SECRET_LEN {
-                        ctx.push(
-                            "cluster.secret_file",
-                            format!("the secret in {:?} {}", path.display(), short(s.len())),
-                        );
-                    }
-                    s
-                }
-                Err(e) => {
-                    ctx.push(
-                        "cluster.secret_file",
-                        format!("cannot read {:?}: {e}", path.display()),
-                    );
-                    String::new()
-                }
-            }
-        }
-        (None, None) => {
-            if present && rc.secret.is_none() && rc.secret_file.is_none() {
-                ctx.push(
-                    "cluster.secret",
-                    format!("missing: set `secret` (at least {MIN_SECRET_LEN} bytes) or `secret_file` (a file holding it)"),
-                );
-            }
-            String::new()
-        }
-    }
-}
 
 /// `[[site]]` tables, including the subnet overlap check.
 fn sites(ctx: &mut Ctx<'_>, raw: &[RawSite]) -> Vec<Site> {

@@ -3,16 +3,22 @@
 
 use std::time::Duration;
 
-use crate::raw::RawNfs;
+use ipnet::IpNet;
+
+use crate::raw::{Leaf, Lenient, RawNfs};
 use crate::units::parse_duration;
 use crate::NfsSettings;
 
 use super::{parse_subnet, Ctx};
 
-/// `[nfs]`.
-pub(super) fn nfs(ctx: &mut Ctx<'_>, raw: Option<&RawNfs>) -> NfsSettings {
+/// `[nfs]`; `has_access_nodes` says whether anything serves the export
+/// (then `allowed_clients` must name who may use it).
+pub(super) fn nfs(ctx: &mut Ctx<'_>, raw: Option<&RawNfs>, has_access_nodes: bool) -> NfsSettings {
     let mut out = NfsSettings::default();
     let Some(r) = raw else {
+        if has_access_nodes {
+            ctx.push("nfs.allowed_clients", NO_ALLOWED_CLIENTS);
+        }
         return out;
     };
     if let Some(p) = ctx.get("nfs.export_path", &r.export_path) {
@@ -27,19 +33,28 @@ pub(super) fn nfs(ctx: &mut Ctx<'_>, raw: Option<&RawNfs>) -> NfsSettings {
     if let Some(&b) = ctx.get("nfs.portmapper", &r.portmapper) {
         out.portmapper = b;
     }
-    if let Some(list) = ctx.get("nfs.allowed_clients", &r.allowed_clients) {
-        for (j, s) in list.iter().enumerate() {
-            let key = format!("nfs.allowed_clients[{j}]");
-            if let Some(net) = parse_subnet(ctx, &key, s, true) {
-                out.allowed_clients.push(net);
-            }
-        }
+    out.allowed_clients = subnets(ctx, "nfs.allowed_clients", &r.allowed_clients);
+    // (A list of the wrong type or with bad entries is reported as such.)
+    let written = match &r.allowed_clients {
+        None => false,
+        Some(Lenient::Ok(list)) => !list.is_empty(),
+        Some(Lenient::Bad(_)) => true,
+    };
+    if has_access_nodes && !written {
+        ctx.push("nfs.allowed_clients", NO_ALLOWED_CLIENTS);
     }
     if let Some(&b) = ctx.get("nfs.read_only", &r.read_only) {
         out.read_only = b;
     }
     if let Some(&b) = ctx.get("nfs.root_squash", &r.root_squash) {
         out.root_squash = b;
+    }
+    out.no_root_squash = subnets(ctx, "nfs.no_root_squash", &r.no_root_squash);
+    if !out.root_squash && !out.no_root_squash.is_empty() {
+        ctx.push(
+            "nfs.no_root_squash",
+            "has no effect with root_squash = false (no client's root is squashed); remove one of them",
+        );
     }
     let max_id = i64::from(u32::MAX);
     if let Some(&v) = ctx.get("nfs.anon_uid", &r.anon_uid) {
@@ -102,6 +117,22 @@ pub(super) fn nfs(ctx: &mut Ctx<'_>, raw: Option<&RawNfs>) -> NfsSettings {
                 out.max_connections_per_client, out.max_connections
             ),
         );
+    }
+    out
+}
+
+/// What an export without `allowed_clients` is told.
+const NO_ALLOWED_CLIENTS: &str = "missing or empty: list the subnets of the hosts that may mount the export (your hypervisors, e.g. [\"10.1.0.0/16\"]); to allow every client write [\"0.0.0.0/0\", \"::/0\"]";
+
+/// The subnets (or single addresses) of list `key`.
+fn subnets(ctx: &mut Ctx<'_>, key: &str, raw: &Leaf<Vec<String>>) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    if let Some(list) = ctx.get(key, raw) {
+        for (j, s) in list.iter().enumerate() {
+            if let Some(net) = parse_subnet(ctx, &format!("{key}[{j}]"), s, true) {
+                out.push(net);
+            }
+        }
     }
     out
 }

@@ -18,6 +18,7 @@ mod namespace;
 mod nfs;
 mod nfs_clients;
 mod nfs_data;
+mod nfs_mount_root;
 mod nfs_readdir;
 mod ownership;
 mod partition;

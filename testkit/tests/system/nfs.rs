@@ -6,35 +6,45 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use geonfs_access_server::namespace::Namespace;
-use geonfs_access_server::nfs::{ExportPolicy, HandleCodec};
+use geonfs_access_server::nfs::{ExportPolicy, HandleCodec, MountRoot};
 use geonfs_access_server::oncrpc::RpcServer;
 use geonfs_testkit::cluster::TestCluster;
-use nfs3_client::nfs3_types::mount::{dirpath, mountstat3};
+use nfs3_client::nfs3_types::mount::{
+    dirpath, mountres3, mountstat3, MOUNT_PROGRAM, PROGRAM as MOUNT_PROGRAM_NUMBER,
+};
 use nfs3_client::nfs3_types::nfs3::*;
 use nfs3_client::nfs3_types::rpc::auth_stat;
+use nfs3_client::nfs3_types::rpc::opaque_auth;
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
-use nfs3_client::{MountError, Nfs3Client, RpcError};
+use nfs3_client::rpc::RpcClient;
+use nfs3_client::{MountClient, MountError, Nfs3Client, RpcError};
 
 use crate::support::cluster;
 use crate::support::nfs::{
     connect, create, dirop, getattr, lookup, mkdir, mode, mount, mounter, nfs, policy, serve,
-    status, Io, CLIENT, EXPORT, OUTSIDER,
+    status, unix, Io, CLIENT, EXPORT, OUTSIDER,
 };
+
+/// An allowed client address outside `no_root_squash`.
+const OTHER_HOST: &str = "127.1.0.10";
+
+/// MOUNT's MNT procedure number.
+const MNT: u32 = MOUNT_PROGRAM::MOUNTPROC3_MNT as u32;
 
 /// A one-site cluster exporting its namespace with [`policy`], and root's
 /// client of it.
-struct Export {
-    cluster: TestCluster,
-    ns: Namespace,
-    handles: HandleCodec,
+pub(crate) struct Export {
+    pub(crate) cluster: TestCluster,
+    pub(crate) ns: Namespace,
+    pub(crate) handles: HandleCodec,
     servers: Vec<RpcServer>,
-    addr: SocketAddr,
-    root: nfs_fh3,
-    c: Nfs3Client<Io>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) root: nfs_fh3,
+    pub(crate) c: Nfs3Client<Io>,
 }
 
 impl Export {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let cluster = cluster().await;
         let meta = cluster.meta_client("a-meta-1").unwrap();
         let ns = Namespace::with_id_range(meta.clone(), 16);
@@ -63,7 +73,9 @@ impl Export {
     }
 
     /// Files `a` and `x`, directory `d` with file `f` in it, in that order.
-    async fn populate(&mut self) -> nfs_fh3 {
+    /// Files `a` and `x` and directory `d` holding file `f` in the root;
+    /// `d`'s handle.
+    pub(crate) async fn populate(&mut self) -> nfs_fh3 {
         let root = self.root.clone();
         for name in ["a", "x"] {
             let res = create(&mut self.c, &root, name, createhow3::GUARDED(mode(0o644))).await;
@@ -81,7 +93,7 @@ impl Export {
         d
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         for server in self.servers {
             server.shutdown(Duration::from_secs(5)).await.unwrap();
         }
@@ -166,9 +178,14 @@ async fn mount_serves_the_export_its_spellings_and_the_directories_below_it() {
     // A directory below the export (libnfs mounts /geonfs/d for
     // nfs://host/geonfs/d/f): that directory's handle; a file or a missing
     // name below the export is refused.
+    // (Its handles name it as their mount root: see nfs_mount_root.)
     let d = e.populate().await;
-    assert_eq!(mount(CLIENT, addr, "/geonfs/d").await.unwrap(), d);
-    assert_eq!(mount(CLIENT, addr, "/geonfs//d/").await.unwrap(), d);
+    let id = |fh: &nfs_fh3| e.handles.decode(fh.data.as_ref()).unwrap().id;
+    for path in ["/geonfs/d", "/geonfs//d/"] {
+        let mounted = mount(CLIENT, addr, path).await.unwrap();
+        let decoded = e.handles.decode(mounted.data.as_ref()).unwrap();
+        assert_eq!((decoded.id, decoded.mount.id), (id(&d), id(&d)), "{path}");
+    }
     for (path, refused) in [
         ("/geonfs/d/f", mountstat3::MNT3ERR_NOTDIR),
         ("/geonfs/nothing", mountstat3::MNT3ERR_NOENT),
@@ -342,7 +359,16 @@ async fn bad_names_and_handles_get_their_nfs_status() {
         nfsstat3::NFS3ERR_BADHANDLE
     );
     let foreign = nfs_fh3 {
-        data: Opaque::owned(HandleCodec::new(e.handles.handle_generation() ^ 1).encode_bytes(1, 1)),
+        data: Opaque::owned(
+            HandleCodec::new(e.handles.handle_generation() ^ 1).encode_bytes(
+                1,
+                1,
+                MountRoot {
+                    id: 1,
+                    generation: 1,
+                },
+            ),
+        ),
     };
     assert_eq!(status(&getattr(c, &foreign).await), nfsstat3::NFS3ERR_STALE);
     e.stop().await;
@@ -462,21 +488,46 @@ async fn a_user_is_held_to_the_mode_bits_and_auth_none_only_reaches_null() {
         matches!(weak, Err(RpcError::Auth(auth_stat::AUTH_TOOWEAK))),
         "{weak:?}"
     );
+    // ... and MNT with AUTH_NONE hands out no handle.
+    let mut anonymous = MountClient::new(connect(CLIENT, addr).await);
+    let weak = anonymous
+        .mnt(dirpath(Opaque::owned(EXPORT.as_bytes().to_vec())))
+        .await;
+    assert!(
+        matches!(
+            weak,
+            Err(MountError::Rpc(RpcError::Auth(auth_stat::AUTH_TOOWEAK)))
+        ),
+        "{weak:?}"
+    );
     e.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn root_squash_gives_roots_files_the_anonymous_ids() {
+async fn root_is_squashed_except_on_the_hosts_listed_in_no_root_squash() {
+    // policy(): root_squash on, no_root_squash = [CLIENT] (the hypervisor).
     let mut e = Export::start().await;
     let root = e.root.clone();
     let public = mkdir(&mut e.c, &root, "pub", 0o777).await;
-    let squash = e
-        .serve_also(ExportPolicy {
-            root_squash: true,
-            ..policy()
-        })
-        .await;
-    let mut squashed = nfs(CLIENT, squash, 0, 0).await;
+    let mut hypervisor_file = create(
+        &mut e.c,
+        &root,
+        "image",
+        createhow3::GUARDED(sattr3::default()),
+    )
+    .await;
+    let Nfs3Result::Ok(made) = &mut hypervisor_file else {
+        panic!(
+            "root's CREATE from the hypervisor: {}",
+            status(&hypervisor_file)
+        )
+    };
+    let Nfs3Option::Some(attrs) = &made.obj_attributes else {
+        panic!("attributes")
+    };
+    assert_eq!((attrs.uid, attrs.gid), (0, 0), "root kept at {CLIENT}");
+    // Root at another allowed address is the anonymous user.
+    let mut squashed = nfs(OTHER_HOST, e.addr, 0, 0).await;
     let res = create(
         &mut squashed,
         &public,
@@ -500,6 +551,23 @@ async fn root_squash_gives_roots_files_the_anonymous_ids() {
     )
     .await;
     assert_eq!(status(&res), nfsstat3::NFS3ERR_ACCES);
+    // With root_squash off, nobody is squashed.
+    let unsquashed = e
+        .serve_also(ExportPolicy {
+            root_squash: false,
+            no_root_squash: Vec::new(),
+            ..policy()
+        })
+        .await;
+    let mut root_elsewhere = nfs(OTHER_HOST, unsquashed, 0, 0).await;
+    let res = create(
+        &mut root_elsewhere,
+        &root,
+        "s",
+        createhow3::GUARDED(sattr3::default()),
+    )
+    .await;
+    assert_eq!(status(&res), nfsstat3::NFS3_OK);
     e.stop().await;
 }
 
@@ -513,6 +581,30 @@ async fn outside_clients_and_writes_to_a_read_only_export_are_refused() {
         refused,
         Err(MountError::Denied(mountstat3::MNT3ERR_ACCES))
     ));
+    // ... before its arguments are decoded: a path announced 4 GiB long
+    // with no bytes is ACCES for it, GARBAGE_ARGS for an allowed client.
+    let garbage = u32::MAX;
+    let mut raw = RpcClient::new_with_auth(
+        connect(OUTSIDER, addr).await,
+        unix(0, 0),
+        opaque_auth::default(),
+    );
+    let refused: Result<mountres3, _> = raw.call(MOUNT_PROGRAM_NUMBER, 3, MNT, &garbage).await;
+    assert!(
+        matches!(refused, Ok(mountres3::Err(mountstat3::MNT3ERR_ACCES))),
+        "{refused:?}"
+    );
+    let mut raw = RpcClient::new_with_auth(
+        connect(CLIENT, addr).await,
+        unix(0, 0),
+        opaque_auth::default(),
+    );
+    let garbled: Result<mountres3, _> = raw.call(MOUNT_PROGRAM_NUMBER, 3, MNT, &garbage).await;
+    assert!(matches!(garbled, Err(RpcError::GarbageArgs)), "{garbled:?}");
+    // EXPORT lists nothing to it.
+    let mut showmount = mounter(OUTSIDER, addr).await;
+    let listed = showmount.export().await.expect("EXPORT");
+    assert!(listed.0.is_empty(), "{listed:?}");
     let mut outsider = nfs(OUTSIDER, addr, 0, 0).await;
     assert_eq!(
         status(&getattr(&mut outsider, &root).await),

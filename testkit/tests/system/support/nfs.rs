@@ -28,7 +28,8 @@ pub(crate) fn policy() -> ExportPolicy {
         export_path: EXPORT.to_string(),
         allowed_clients: vec!["127.1.0.0/16".parse().unwrap()],
         read_only: false,
-        root_squash: false,
+        root_squash: true,
+        no_root_squash: vec![format!("{CLIENT}/32").parse().unwrap()],
         anon_uid: 65534,
         anon_gid: 65534,
     }
