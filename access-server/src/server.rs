@@ -187,8 +187,8 @@ impl AccessServer {
             }),
         ];
         let options = ServerOptions {
-            client_filter: (!settings.allowed_clients.is_empty())
-                .then(|| allow_networks(settings.allowed_clients.clone())),
+            // Empty admits nobody, as the export policy says.
+            client_filter: Some(allow_networks(settings.allowed_clients.clone())),
             metrics: metrics.clone(),
             idle_timeout: settings.idle_timeout,
             max_connections: settings.max_connections,

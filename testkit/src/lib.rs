@@ -11,6 +11,7 @@
 //! - [`thrash`]: the data-path thrasher (random NFS I/O under faults).
 //! - [`replication`]: reading replication metrics and waiting for drains.
 //! - [`rng`]: the seeded random source.
+//! - [`rpc_fuzz`]: a mutation fuzzer of the access server's RPC front door.
 //!
 //! The system tests themselves are in `testkit/tests/system/`.
 //! Invariants are cited as `docs/ARCHITECTURE.md#invariant-N`.
@@ -23,4 +24,5 @@ pub mod linearizability;
 pub mod nfs_client;
 pub mod replication;
 pub mod rng;
+pub mod rpc_fuzz;
 pub mod thrash;

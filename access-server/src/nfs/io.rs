@@ -30,9 +30,25 @@ use super::NfsProgram;
 use crate::data::DataError;
 use crate::namespace::{FileKind, Inode, Timestamp};
 
-/// The NFS status of a file-data failure (logged here, once).
+/// The NFS status of a file-data failure, logged here once: a client's
+/// mistake (INVAL, FBIG) at debug level, a retry or a full site (JUKEBOX,
+/// NOSPC) at info, anything else as a warning.
 pub(crate) fn data_status(file_id: FileId, err: &DataError) -> nfsstat3 {
-    tracing::warn!(%file_id, %err, "file data operation failed");
+    let status = status_of_data_error(err);
+    match status {
+        nfsstat3::NFS3ERR_INVAL | nfsstat3::NFS3ERR_FBIG => {
+            tracing::debug!(%file_id, %err, ?status, "file data operation refused");
+        }
+        nfsstat3::NFS3ERR_JUKEBOX | nfsstat3::NFS3ERR_NOSPC => {
+            tracing::info!(%file_id, %err, ?status, "file data operation failed");
+        }
+        _ => tracing::warn!(%file_id, %err, ?status, "file data operation failed"),
+    }
+    status
+}
+
+/// The NFS status of a file-data failure.
+fn status_of_data_error(err: &DataError) -> nfsstat3 {
     match err.block_error() {
         Some(BlockError::Invalid(_)) => return nfsstat3::NFS3ERR_INVAL,
         // The site cannot place two copies for lack of space: a hypervisor

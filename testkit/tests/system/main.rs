@@ -28,6 +28,7 @@ mod repair;
 mod replication;
 mod replication_changes;
 mod rpc;
+mod rpc_fuzz;
 mod site_writers;
 mod slow_wan;
 mod support;
