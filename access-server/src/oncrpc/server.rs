@@ -35,6 +35,7 @@ use super::limits::{ConnectionCounts, ConnectionSlot};
 use super::metrics::RpcMetrics;
 use super::program::RpcProgram;
 use super::record::{RecordError, RecordReader, DEFAULT_MAX_RECORD_SIZE};
+use super::warn_budget::WarnBudget;
 use crate::error::AccessError;
 
 /// Decides from its address whether a client may connect at all.
@@ -126,6 +127,8 @@ struct Shared {
     options: ServerOptions,
     /// The connections held, in all and per client.
     connections: Arc<ConnectionCounts>,
+    /// How many client-caused warnings reach the log.
+    warnings: WarnBudget,
     /// Cancelled to stop accepting connections and reading calls.
     stop: CancellationToken,
     /// Cancelled when the shutdown deadline passes: in-flight calls are
@@ -160,6 +163,7 @@ impl RpcServer {
         let abort = CancellationToken::new();
         let shared = Arc::new(Shared {
             dispatcher: Dispatcher::new(programs, options.metrics.clone()),
+            warnings: WarnBudget::new(),
             connections: ConnectionCounts::new(
                 options.max_connections,
                 options.max_connections_per_client,
@@ -235,7 +239,9 @@ async fn accept_connections(listener: TcpListener, shared: Arc<Shared>, tasks: T
         };
         if let Some(filter) = &shared.options.client_filter {
             if !filter(peer.ip().to_canonical()) {
-                tracing::warn!(%peer, "refusing connection from a client outside the allowed networks");
+                if let Some(unlogged) = shared.warnings.admit() {
+                    tracing::warn!(%peer, unlogged, "refusing connection from a client outside the allowed networks");
+                }
                 metrics.refused_connections.inc();
                 drop(stream);
                 continue;
@@ -244,7 +250,9 @@ async fn accept_connections(listener: TcpListener, shared: Arc<Shared>, tasks: T
         let slot = match shared.connections.admit(peer.ip().to_canonical()) {
             Ok(slot) => slot,
             Err(refusal) => {
-                tracing::warn!(%peer, ?refusal, "refusing connection: too many connections");
+                if let Some(unlogged) = shared.warnings.admit() {
+                    tracing::warn!(%peer, ?refusal, unlogged, "refusing connection: too many connections");
+                }
                 metrics.refused_connections.inc();
                 drop(stream);
                 continue;
@@ -344,8 +352,10 @@ async fn serve_connection(
             record = tokio::time::timeout(shared.options.record_timeout, records.next_record()) => match record {
                 Ok(record) => record,
                 Err(_) => {
-                    tracing::warn!(timeout = ?shared.options.record_timeout,
-                        "closing connection: a record did not arrive whole in time");
+                    if let Some(unlogged) = shared.warnings.admit() {
+                        tracing::warn!(timeout = ?shared.options.record_timeout, unlogged,
+                            "closing connection: a record did not arrive whole in time");
+                    }
                     shared.options.metrics.error("unknown", "slow_record");
                     break;
                 }
@@ -364,7 +374,9 @@ async fn serve_connection(
                 break;
             }
             Err(error) => {
-                tracing::warn!(%error, "closing connection: bad record");
+                if let Some(unlogged) = shared.warnings.admit() {
+                    tracing::warn!(%error, unlogged, "closing connection: bad record");
+                }
                 shared.options.metrics.error("unknown", "bad_record");
                 break;
             }
@@ -387,7 +399,9 @@ async fn serve_connection(
             }
             RecordAction::Ignore => {}
             RecordAction::Close(problem) => {
-                tracing::warn!(%problem, "closing connection: undecodable RPC message");
+                if let Some(unlogged) = shared.warnings.admit() {
+                    tracing::warn!(%problem, unlogged, "closing connection: undecodable RPC message");
+                }
                 break;
             }
         }
