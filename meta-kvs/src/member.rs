@@ -246,6 +246,10 @@ fn spawn_driver(
         .spawn(move || {
             let _entered = span.enter();
             runtime.block_on(driver.run(rx, killed));
+            // Its tasks (and whatever they hold) end before the member is
+            // reported stopped: a process that exits right after `stop`
+            // has no RocksDB or Raft work left running.
+            drop(runtime);
             let _ = done_tx.send(());
         })
         .map_err(MetaError::Thread)?;

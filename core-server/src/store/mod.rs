@@ -498,7 +498,8 @@ impl BlockStore {
         while Arc::strong_count(&db) > 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if Arc::strong_count(&db) > 1 {
+        let lingering = Arc::strong_count(&db) > 1;
+        if lingering {
             tracing::warn!(path = %self.inner.path.display(), "block store operations still running at close");
         }
         let result = tokio::task::spawn_blocking(move || {
@@ -507,6 +508,14 @@ impl BlockStore {
             } else {
                 Ok(())
             };
+            // An operation still holding the database keeps it open past
+            // this close, maybe past the process's exit: stop RocksDB's
+            // background jobs now, so none runs while the process tears
+            // down the statics they use (an abort, "pthread lock: Invalid
+            // argument", seen once in a test run).
+            if lingering {
+                db.cancel_all_background_work(true);
+            }
             drop(db);
             result
         })
