@@ -379,6 +379,9 @@ async fn closes_the_connection_on_an_oversize_record() {
     let mut stream = connect(&server).await;
     send(&mut stream, &echo_call(3, PROC_NULL, &[])).await;
     assert_eq!(receive(&mut stream).await, (3, Answer::Success(Vec::new())));
+    // Both calls that reached the program were timed.
+    let timed = metrics.call_seconds.with_label_values(&["echo", "null"]);
+    assert_eq!(timed.get_sample_count(), 2);
 }
 
 #[tokio::test]

@@ -153,6 +153,7 @@ impl Dispatcher {
         };
         let args = record.get(header.args_offset..).unwrap_or_default();
         let name = program.id().name;
+        let started = std::time::Instant::now();
         let outcome =
             AssertUnwindSafe(program.call(&context, header.version, header.procedure, args))
                 .catch_unwind()
@@ -171,6 +172,13 @@ impl Dispatcher {
                 (ReplyStatus::SystemErr, Vec::new())
             }
         };
+        let procedure = program
+            .procedure_name(header.version, header.procedure)
+            .unwrap_or(UNKNOWN);
+        self.metrics
+            .call_seconds
+            .with_label_values(&[name, procedure])
+            .observe(started.elapsed().as_secs_f64());
         if status != ReplyStatus::Success {
             tracing::debug!(%peer, xid = context.xid, program = name, procedure = header.procedure, ?status, "call failed");
             self.metrics.error(name, status_kind(status));

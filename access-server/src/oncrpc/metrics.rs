@@ -1,7 +1,7 @@
 //! Prometheus metrics of the ONC RPC server.
 
 use geonfs_rpc::metric::MetricSet;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// The metrics of one or more RPC servers, created unregistered (register
 /// them with [`RpcMetrics::register`]). Clones share the same metrics, so
@@ -10,6 +10,10 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 pub struct RpcMetrics {
     /// Calls received, by `program` and `procedure` name.
     pub calls: IntCounterVec,
+    /// Time from a call's arrival (whole) to its reply being ready, in
+    /// seconds, by `program` and `procedure` (calls that reached their
+    /// program; answers given at the RPC header are not timed).
+    pub call_seconds: HistogramVec,
     /// Calls not answered with SUCCESS and records that closed a
     /// connection, by `program` and `kind` (e.g. `prog_unavail`,
     /// `garbage_args`, `auth_error`, `bad_record`).
@@ -32,6 +36,15 @@ impl RpcMetrics {
                 "geonfs_onc_rpc_calls_total",
                 "ONC RPC calls received, by program and procedure",
                 &["program", "procedure"],
+            ),
+            call_seconds: set.histogram_vec(
+                "geonfs_onc_rpc_call_seconds",
+                "time to execute an ONC RPC call, by program and procedure",
+                &["program", "procedure"],
+                &[
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ],
             ),
             errors: set.counter_vec(
                 "geonfs_onc_rpc_errors_total",
