@@ -4,6 +4,8 @@
 //! - [`handle`]: file handles, stable across access servers and restarts
 //!   (docs/ARCHITECTURE.md#invariant-6).
 //! - [`MountProgram`]: MOUNT v3 (100005) for the one configured export.
+//! - `xdr_check`: every length in a call's arguments is checked against
+//!   the bytes that arrived before the arguments are decoded.
 //! - [`NfsProgram`]: NFS v3 (100003). Every procedure gets an RFC 1813
 //!   answer (LINK and MKNOD: `NFS3ERR_NOTSUPP`); READ, WRITE, COMMIT and
 //!   size changes go through [`crate::data::FileData`] (`io.rs`).
@@ -28,6 +30,7 @@ mod io;
 mod mount;
 mod program;
 mod readdir;
+mod xdr_check;
 
 use std::future::Future;
 

@@ -23,6 +23,7 @@ use nfs3_types::xdr_codec::{List, Opaque};
 use super::access::ExportPolicy;
 use super::attrs::{decode, encode};
 use super::handle::{HandleCodec, MountRoot};
+use super::xdr_check::mount_args_overrun as overrun;
 use crate::namespace::{Inode, Namespace, NamespaceError};
 use crate::oncrpc::{CallContext, CallerAuth, ProcResult, ProgramId, RpcProgram, MOUNT_ID};
 
@@ -59,6 +60,9 @@ impl MountProgram {
         // NFS call needs (AUTH_NONE gets nothing it could not use anyway).
         if !matches!(context.caller.auth, CallerAuth::Unix(_)) {
             return ProcResult::AuthTooWeak;
+        }
+        if overrun(MOUNT_PROGRAM::MOUNTPROC3_MNT, args) {
+            return ProcResult::GarbageArgs;
         }
         let Some(path) = decode::<dirpath>(args) else {
             return ProcResult::GarbageArgs;
@@ -141,6 +145,9 @@ impl MountProgram {
             Ok(MOUNT_PROGRAM::MOUNTPROC3_DUMP) => {
                 let list: mountlist = List(Vec::new());
                 encode(&list)
+            }
+            Ok(MOUNT_PROGRAM::MOUNTPROC3_UMNT) if overrun(MOUNT_PROGRAM::MOUNTPROC3_UMNT, args) => {
+                ProcResult::GarbageArgs
             }
             Ok(MOUNT_PROGRAM::MOUNTPROC3_UMNT) => match decode::<dirpath>(args) {
                 Some(_) => ProcResult::Success(Vec::new()),

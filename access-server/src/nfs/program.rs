@@ -583,6 +583,9 @@ impl NfsProgram {
             tracing::info!(peer = %context.caller.addr, ?procedure, "client not allowed");
             return failure(procedure, nfsstat3::NFS3ERR_ACCES);
         }
+        if super::xdr_check::nfs_args_overrun(procedure, args) {
+            return ProcResult::GarbageArgs;
+        }
         let Some(who) = self
             .policy
             .identity(&context.caller.auth, context.caller.addr.ip())

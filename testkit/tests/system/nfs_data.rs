@@ -467,3 +467,92 @@ async fn a_full_site_answers_nospc_and_writes_again_once_space_is_freed() {
     drop(server);
     cluster.shutdown().await.unwrap();
 }
+
+/// Lets this process map at most `more` bytes beyond what it maps now.
+fn bound_address_space(more: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let limit = Rlimit {
+        current: Some(kib * 1024 + more),
+        maximum: getrlimit(Resource::As).maximum,
+    };
+    setrlimit(Resource::As, limit).unwrap();
+}
+
+/// Argument bytes sent as they are.
+struct RawArgs(Vec<u8>);
+
+impl nfs3_client::nfs3_types::xdr_codec::Pack for RawArgs {
+    fn packed_size(&self) -> usize {
+        self.0.len()
+    }
+
+    fn pack(
+        &self,
+        out: &mut impl std::io::Write,
+    ) -> nfs3_client::nfs3_types::xdr_codec::Result<usize> {
+        out.write_all(&self.0)
+            .map_err(nfs3_client::nfs3_types::xdr_codec::Error::Io)?;
+        Ok(self.0.len())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_announcing_4_gib_of_data_is_garbage_args_and_the_file_is_untouched() {
+    use nfs3_client::nfs3_types::rpc::opaque_auth;
+    use nfs3_client::nfs3_types::xdr_codec::Pack;
+    use nfs3_client::rpc::RpcClient;
+    use nfs3_client::RpcError;
+
+    let Served {
+        cluster,
+        server,
+        mut c,
+        fh,
+        ..
+    } = served_file("announced").await;
+    write(&mut c, &fh, 0, b"kept", stable_how::FILE_SYNC).await;
+    // This test process (nextest runs each test in its own) may now map
+    // only 1 GiB more: had anything tried to allocate the 4 GiB below, the
+    // allocation would have failed and the process aborted.
+    bound_address_space(1 << 30);
+    // WRITE3args with the data's length word set to 4 GiB and no data:
+    // refused before any decoder could allocate 4 GiB for it.
+    let mut args = Vec::new();
+    WRITE3args {
+        file: fh.clone(),
+        offset: 0,
+        count: 4,
+        stable: stable_how::FILE_SYNC,
+        data: Opaque::owned(Vec::new()),
+    }
+    .pack(&mut args)
+    .unwrap();
+    let at = args.len() - 4;
+    args[at..].copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut raw = RpcClient::new_with_auth(
+        crate::support::nfs::connect(CLIENT, server.local_addr()).await,
+        crate::support::nfs::unix(0, 0),
+        opaque_auth::default(),
+    );
+    let refused: Result<WRITE3res, _> = raw
+        .call(
+            nfs3_client::nfs3_types::nfs3::PROGRAM,
+            3,
+            NFS_PROGRAM::NFSPROC3_WRITE as u32,
+            &RawArgs(args),
+        )
+        .await;
+    assert!(matches!(refused, Err(RpcError::GarbageArgs)), "{refused:?}");
+    assert_eq!(read(&mut c, &fh, 0, 16).await.0, b"kept");
+    server
+        .shutdown(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    cluster.shutdown().await.unwrap();
+}
