@@ -10,6 +10,7 @@
 //! - [`linearizability`]: a checker of histories against a register model.
 //! - [`thrash`]: the data-path thrasher (random NFS I/O under faults).
 //! - [`replication`]: reading replication metrics and waiting for drains.
+//! - [`process`]: limits a test process sets on itself.
 //! - [`rng`]: the seeded random source.
 //! - [`rpc_fuzz`]: a mutation fuzzer of the access server's RPC front door.
 //!
@@ -22,6 +23,7 @@
 pub mod cluster;
 pub mod linearizability;
 pub mod nfs_client;
+pub mod process;
 pub mod replication;
 pub mod rng;
 pub mod rpc_fuzz;

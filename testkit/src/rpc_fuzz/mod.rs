@@ -15,11 +15,12 @@
 //! client after its frames.
 //!
 //! What fails a run: a panic anywhere in the process (a hook counts them),
+//! an abort (the process's address space is bounded, so an allocation of
+//! a length a peer announced fails instead of succeeding quietly),
 //! a connection the server neither answers to the end nor closes within a
 //! deadline after the client closed its side (a hang), or an export that
 //! stops answering a well-formed client (probed on a fresh connection
-//! every few hundred connections, and at the end). An abort ends the
-//! process, which fails the run by itself.
+//! every few hundred connections, and at the end).
 
 mod calls;
 
@@ -33,6 +34,7 @@ use tokio::net::TcpSocket;
 
 use crate::cluster::TestCluster;
 use crate::nfs_client::{nfs_fh3, NfsConn};
+use crate::process::bound_address_space;
 use crate::rng::Rng;
 
 pub use calls::Handles;
@@ -51,6 +53,11 @@ pub struct FuzzOptions {
     /// How long a connection may take to be answered and closed once the
     /// client has sent its frames and closed its side.
     pub connection_deadline: Duration,
+    /// When set, the process may map at most this many bytes more than it
+    /// does when the run starts ([`bound_address_space`]): a decoder that
+    /// allocates a length a peer announced (4 GiB) then aborts the run
+    /// instead of going unnoticed on a machine with memory to spare.
+    pub address_space_headroom: Option<u64>,
 }
 
 impl Default for FuzzOptions {
@@ -61,6 +68,7 @@ impl Default for FuzzOptions {
             parallel: 8,
             frames_per_connection: 8,
             connection_deadline: Duration::from_secs(30),
+            address_space_headroom: Some(2 << 30),
         }
     }
 }
@@ -156,6 +164,9 @@ pub async fn run(
     let started = Instant::now();
     let panics_before = panics_so_far();
     let handles = calls::prepare(from, to, export).await?;
+    if let Some(more) = options.address_space_headroom {
+        bound_address_space(more)?;
+    }
     let mut rng = Rng::new(options.seed);
     let mut report = FuzzReport::default();
     let mut sent_so_far = 0u64;

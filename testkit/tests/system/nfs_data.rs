@@ -468,22 +468,6 @@ async fn a_full_site_answers_nospc_and_writes_again_once_space_is_freed() {
     cluster.shutdown().await.unwrap();
 }
 
-/// Lets this process map at most `more` bytes beyond what it maps now.
-fn bound_address_space(more: u64) {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmSize:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    let limit = Rlimit {
-        current: Some(kib * 1024 + more),
-        maximum: getrlimit(Resource::As).maximum,
-    };
-    setrlimit(Resource::As, limit).unwrap();
-}
-
 /// Argument bytes sent as they are.
 struct RawArgs(Vec<u8>);
 
@@ -520,7 +504,7 @@ async fn a_write_announcing_4_gib_of_data_is_garbage_args_and_the_file_is_untouc
     // This test process (nextest runs each test in its own) may now map
     // only 1 GiB more: had anything tried to allocate the 4 GiB below, the
     // allocation would have failed and the process aborted.
-    bound_address_space(1 << 30);
+    geonfs_testkit::process::bound_address_space(1 << 30).unwrap();
     // WRITE3args with the data's length word set to 4 GiB and no data:
     // refused before any decoder could allocate 4 GiB for it.
     let mut args = Vec::new();
