@@ -42,7 +42,7 @@ pub(super) fn secret(
                 if let Some(m) = exposure(path) {
                     ctx.push(
                         "cluster.secret",
-                        format!("{m}, and holds the secret inline: `chmod 600` it, or move the secret to a `secret_file` that is"),
+                        format!("{m}, and holds the secret inline: `chmod 600` it, or move the secret to a `secret_file` only its owner may read"),
                     );
                 }
             }
