@@ -445,6 +445,27 @@ fn bad_values() {
 
     let t = edit(&base(), "name = \"a-core-1\"", "name = \"A_core\"");
     assert_problem(&t, "node[0].name", "may only contain");
+    // A node's name is what its TLS certificate names: a DNS label.
+    let long = "n".repeat(64);
+    for (name, fragment) in [
+        ("-core", "must not start or end with '-'"),
+        ("core-", "must not start or end with '-'"),
+        ("1234", "must contain a letter"),
+        (long.as_str(), "longer than 63 characters"),
+    ] {
+        let t = edit(
+            &base(),
+            "name = \"a-core-1\"",
+            &format!("name = \"{name}\""),
+        );
+        assert_problem(&t, "node[0].name", fragment);
+    }
+    let t = edit(
+        &base(),
+        "name = \"a-core-1\"",
+        &format!("name = \"{}\"", &long[..63]),
+    );
+    ClusterConfig::from_toml_str(&t).unwrap();
 
     let t = edit(
         &base(),

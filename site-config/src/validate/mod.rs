@@ -117,6 +117,27 @@ fn check_name(kind: &str, name: &str, max: Option<usize>) -> Result<(), String> 
     Ok(())
 }
 
+/// A node's name: what its TLS certificate names, so a DNS label
+/// ([`check_name`]'s characters, no `-` at either end, not all digits, at
+/// most 63 characters).
+fn check_node_name(name: &str) -> Result<(), String> {
+    check_name("node", name, Some(MAX_DNS_LABEL))?;
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(format!(
+            "node name {name:?} must not start or end with '-' (it must be a DNS name)"
+        ));
+    }
+    if name.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "node name {name:?} must contain a letter (it must be a DNS name)"
+        ));
+    }
+    Ok(())
+}
+
+/// The longest DNS label.
+const MAX_DNS_LABEL: usize = 63;
+
 /// Parse a subnet in CIDR notation (or, if `bare_ok`, a single address).
 /// Host bits are reported; the truncated subnet is returned anyway.
 fn parse_subnet(ctx: &mut Ctx<'_>, key: &str, s: &str, bare_ok: bool) -> Option<IpNet> {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-use super::{check_name, parse_socket, site_id, Ctx};
+use super::{check_node_name, parse_socket, site_id, Ctx};
 use crate::raw::{Leaf, Lenient, RawNode};
 use crate::site_map::SiteMap;
 use crate::{Node, Roles, Site, SiteId};
@@ -95,7 +95,7 @@ impl Seen<'_> {
             .cloned()
             .unwrap_or_default();
         if matches!(rn.name, Some(Lenient::Ok(_))) {
-            if let Err(m) = check_name("node", &name, None) {
+            if let Err(m) = check_node_name(&name) {
                 ctx.push(key, m);
             } else if let Some(first) = self.names.get(&name) {
                 ctx.push(
