@@ -264,9 +264,10 @@ impl NfsProgram {
     /// `..` of directory `dir` for a client that mounted `mount`: `dir`
     /// itself at the mount's root (as at the export's root), else its
     /// parent, which must be at or below the mount's root: a directory
-    /// moved out from under it (by a client that mounted higher) is
-    /// `NFS3ERR_ACCES` rather than a way up. A mount root that no longer
-    /// exists is `NFS3ERR_STALE`.
+    /// moved out from under it (by a client that mounted higher), or one
+    /// whose mount root is gone, is `NFS3ERR_ACCES` rather than a way up;
+    /// a mount root whose inode generation is not the real one (a forged
+    /// handle) is `NFS3ERR_STALE`.
     pub(crate) async fn parent_within(
         &self,
         dir: &Inode,

@@ -30,6 +30,8 @@ pub(super) struct DiskSpace {
     path: PathBuf,
     sample: Mutex<Option<(Instant, Option<u64>)>>,
     warned: AtomicBool,
+    /// Whether the last check refused a write (logged when it changes).
+    refusing: AtomicBool,
 }
 
 impl DiskSpace {
@@ -39,6 +41,7 @@ impl DiskSpace {
             path,
             sample: Mutex::new(None),
             warned: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
         }
     }
 
@@ -76,8 +79,15 @@ impl Inner {
         };
         self.metrics.disk_available_bytes.set(clamp_i64(available));
         let free = available.saturating_sub(DISK_HEADROOM);
-        if bytes > free {
-            tracing::debug!(path = %self.path.display(), bytes, available, "write refused: the disk is nearly full");
+        let refuse = bytes > free;
+        if refuse != self.disk.refusing.swap(refuse, Ordering::Relaxed) {
+            if refuse {
+                tracing::warn!(path = %self.path.display(), available, headroom = DISK_HEADROOM, "the disk is nearly full: writes are refused (NOSPC) until space returns");
+            } else {
+                tracing::info!(path = %self.path.display(), available, "disk space returned: writes are accepted again");
+            }
+        }
+        if refuse {
             return Err(CoreError::OutOfSpace {
                 needed: bytes,
                 free,
