@@ -16,6 +16,9 @@ const FRAGMENT_LENGTH_MASK: u32 = 0x7fff_ffff;
 /// RPC and NFS headers.
 pub const DEFAULT_MAX_RECORD_SIZE: usize = 4 * 1024 * 1024 + 64 * 1024;
 
+/// What a fragment reserves before its bytes arrive (more as they do).
+const INITIAL_RESERVE: usize = 64 * 1024;
+
 /// Why a record could not be read. Every variant ends the connection.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -87,9 +90,12 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
                     max: self.max_record_size,
                 });
             }
-            // At most `max_record_size` in all (checked above), reserved at
-            // once so a large WRITE is not copied by repeated growth.
-            record.reserve(fragment_length as usize);
+            // Memory follows the bytes that arrive, not what the peer
+            // announced: a record of a few bytes announced 4 MiB long, on
+            // each of thousands of connections, must not commit 4 MiB
+            // each. A large WRITE grows the buffer a few times (copies of
+            // well under its own size).
+            record.reserve((fragment_length as usize).min(INITIAL_RESERVE));
             let before = record.len();
             (&mut self.input)
                 .take(u64::from(fragment_length))
