@@ -133,9 +133,8 @@ fn panics_so_far() -> usize {
 }
 
 /// A one-site cluster (two cores, one meta voter, one access server) and
-/// the fuzzer run against its export from `127.1.0.9` onwards (see
-/// [`source_address`]).
-pub async fn run_on_test_cluster(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
+/// the address of its export, `/geonfs`.
+pub async fn one_site_export() -> anyhow::Result<(TestCluster, SocketAddr)> {
     let cluster = TestCluster::builder()
         .sites(1)
         .cores_per_site(2)
@@ -147,6 +146,13 @@ pub async fn run_on_test_cluster(options: &FuzzOptions) -> anyhow::Result<FuzzRe
     let addr = cluster
         .ready_access("a-access-1", Duration::from_secs(120))
         .await?;
+    Ok((cluster, addr))
+}
+
+/// The fuzzer run against [`one_site_export`] from `127.1.0.9` onwards
+/// (see [`source_address`]).
+pub async fn run_on_test_cluster(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
+    let (cluster, addr) = one_site_export().await?;
     let from: IpAddr = "127.1.0.9".parse()?;
     let report = run(addr, from, "/geonfs", options).await;
     cluster.shutdown().await?;

@@ -3,7 +3,7 @@
 //! panic, no hang, and the export answering a well-formed client after.
 //! The bench's `rpc_fuzz` runs the same with a million frames.
 
-use geonfs_testkit::rpc_fuzz::{run_on_test_cluster, FuzzOptions};
+use geonfs_testkit::rpc_fuzz::{one_site_export, run_on_test_cluster, FuzzOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mutated_frames_never_panic_hang_or_stop_the_export() {
@@ -24,25 +24,10 @@ async fn mutated_frames_never_panic_hang_or_stop_the_export() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_announced_large_commit_memory_only_as_their_bytes_arrive() {
-    use std::time::Duration;
-
-    use geonfs_testkit::cluster::TestCluster;
     use geonfs_testkit::nfs_client::{self, NfsConn};
     use tokio::io::AsyncWriteExt;
 
-    let cluster = TestCluster::builder()
-        .sites(1)
-        .cores_per_site(2)
-        .meta_per_site(1)
-        .access_per_site(1)
-        .replication_factor(1)
-        .start()
-        .await
-        .unwrap();
-    let addr = cluster
-        .ready_access("a-access-1", Duration::from_secs(120))
-        .await
-        .unwrap();
+    let (cluster, addr) = one_site_export().await.unwrap();
     let root = nfs_client::mount("127.1.0.9".parse().unwrap(), addr, "/geonfs")
         .await
         .unwrap();
