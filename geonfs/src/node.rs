@@ -236,6 +236,7 @@ impl RunningNode {
         })?;
         let identity = identity_of(&config, node);
         let registry = Registry::new();
+        register_build_info(&registry)?;
         let mut roles = Roles::default();
         if let Err(err) = roles
             .start(&config, node, addr, &network, options, &registry)
@@ -415,4 +416,18 @@ fn flatten(
             reason: format!("node {name}'s server task failed: {join}"),
         }),
     }
+}
+
+/// `geonfs_build_info{version, commit} 1`: which build a node runs (the
+/// commit from `build.rs`), for dashboards and mixed-version checks.
+fn register_build_info(registry: &Registry) -> Result<(), NodeError> {
+    let info = geonfs_rpc::metric::gauge_vec(
+        "geonfs_build_info",
+        "the build this node runs: version and git commit, value 1",
+        &["version", "commit"],
+    );
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("GEONFS_GIT_COMMIT")])
+        .set(1);
+    registry.register(Box::new(info))?;
+    Ok(())
 }

@@ -291,5 +291,26 @@ async fn each_node_registry_has_its_meta_metrics() {
     // A core-only node has an (empty of meta) registry of its own.
     let core = cluster.node("a-core-1").expect("core");
     assert!(gauge(core.registry(), "geonfs_meta_term").is_none());
+    // Every node says which build it runs.
+    let build = core
+        .registry()
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == "geonfs_build_info")
+        .expect("geonfs_build_info");
+    let labels: Vec<(String, String)> = build.get_metric()[0]
+        .get_label()
+        .iter()
+        .map(|l| (l.name().to_string(), l.value().to_string()))
+        .collect();
+    assert!(
+        labels.contains(&("version".to_string(), env!("CARGO_PKG_VERSION").to_string())),
+        "{labels:?}"
+    );
+    assert!(
+        labels.iter().any(|(n, v)| n == "commit" && !v.is_empty()),
+        "{labels:?}"
+    );
+    assert_eq!(gauge(core.registry(), "geonfs_build_info"), Some(1.0));
     cluster.shutdown().await.expect("shutdown");
 }
