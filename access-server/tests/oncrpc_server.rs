@@ -570,7 +570,8 @@ async fn shutdown_abandons_calls_at_the_deadline() {
 /// A slowloris client cannot hold a connection: one that sends nothing
 /// and one that stops halfway through a record are closed after the idle
 /// and record timeouts, while a client with a call running longer than the
-/// idle timeout keeps its connection and others are served throughout.
+/// idle timeout keeps its connection, and the idle time counts from its
+/// last reply, while others are served throughout.
 #[tokio::test]
 async fn closes_idle_and_half_sent_connections_but_not_busy_ones() {
     let program = EchoProgram::new();
@@ -597,6 +598,11 @@ async fn closes_idle_and_half_sent_connections_but_not_busy_ones() {
     tokio::time::sleep(timeout * 3).await;
     program.open_gate(0);
     assert_eq!(receive(&mut busy).await, (1, Answer::Success(words(&[0]))));
+    // Idle counts from the last reply, not from when the server last
+    // started waiting for bytes: a call sent half the idle timeout after a
+    // long call's reply is still served (the server used to close such a
+    // connection whenever its idle timer happened to fire in between).
+    tokio::time::sleep(timeout / 2).await;
     send(&mut busy, &echo_call(2, PROC_NULL, &[])).await;
     assert_eq!(receive(&mut busy).await, (2, Answer::Success(Vec::new())));
     let mut fresh = connect(&server).await;

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
@@ -306,7 +306,18 @@ async fn serve_connection(
     let stop_reading = shared.stop.child_token();
     let (reply_sender, reply_receiver) = mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
-    tasks.spawn(write_replies(write_half, reply_receiver, stop_reading.clone()).in_current_span());
+    // When the last reply was written: a connection is idle only once
+    // `idle_timeout` has passed since then too.
+    let last_reply = Arc::new(std::sync::Mutex::new(Instant::now()));
+    tasks.spawn(
+        write_replies(
+            write_half,
+            reply_receiver,
+            stop_reading.clone(),
+            Arc::clone(&last_reply),
+        )
+        .in_current_span(),
+    );
     let in_flight = Arc::new(Semaphore::new(
         shared.options.max_in_flight_per_connection.max(1),
     ));
@@ -328,15 +339,23 @@ async fn serve_connection(
         // one slot; replies not yet written hold theirs).
         let idle = shared.options.idle_timeout;
         let most = shared.options.max_in_flight_per_connection.max(1);
+        let mut wait = idle;
         let readable = loop {
             tokio::select! {
                 biased;
                 _ = stop_reading.cancelled() => break false,
                 // An error here is met again, and reported, by the read.
                 _ = records.wait_readable() => break true,
-                _ = tokio::time::sleep(idle) => {
-                    // Not an error: idle mounts are normal, and clients reconnect.
+                _ = tokio::time::sleep(wait) => {
+                    wait = idle;
                     if in_flight.available_permits() + 1 >= most {
+                        let quiet = last_reply.lock().map_or(idle, |at| at.elapsed());
+                        if quiet < idle {
+                            // A call ended less than `idle` ago.
+                            wait = idle - quiet;
+                            continue;
+                        }
+                        // Not an error: idle mounts are normal, and clients reconnect.
                         tracing::debug!(?idle, "closing idle connection");
                         break false;
                     }
@@ -419,17 +438,22 @@ async fn serve_connection(
     tracing::debug!("connection closed");
 }
 
-/// Writes replies as they come; flushes whenever none is waiting.
+/// Writes replies as they come; flushes whenever none is waiting; notes
+/// when the last one was written (`last_reply`, for the idle rule).
 async fn write_replies(
     write_half: OwnedWriteHalf,
     mut replies: mpsc::UnboundedReceiver<QueuedReply>,
     stop_reading: CancellationToken,
+    last_reply: Arc<std::sync::Mutex<Instant>>,
 ) {
     let mut output = BufWriter::with_capacity(64 * 1024, write_half);
     while let Some(queued) = replies.recv().await {
         let mut written = output.write_all(&queued.reply.head).await;
         if written.is_ok() && !queued.reply.body.is_empty() {
             written = output.write_all(&queued.reply.body).await;
+        }
+        if let Ok(mut at) = last_reply.lock() {
+            *at = Instant::now();
         }
         drop(queued);
         if written.is_ok() && replies.is_empty() {
