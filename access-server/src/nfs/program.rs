@@ -28,7 +28,7 @@ use super::attrs::{fattr, ns_time, post_op, set_attrs, status_of, wcc};
 use super::handle::{HandleCodec, MountRoot};
 use super::CapacityProvider;
 use crate::data::FileData;
-use crate::namespace::{FileKind, Inode, Namespace, SetTime, MAX_NAME_LEN};
+use crate::namespace::{FileKind, Inode, Namespace, SetTime, MAX_NAME_LEN, ROOT_ID};
 use crate::oncrpc::{CallContext, ProcResult, ProgramId, RpcProgram, NFS_ID};
 
 /// The largest READ and WRITE offered (and preferred): 1 MiB.
@@ -277,7 +277,13 @@ impl NfsProgram {
             return Ok(dir.clone());
         }
         let parent = self.ns.getattr(dir.parent).await.map_err(status_of)?;
-        let mut at = parent.clone();
+        // A mount of the export's root (the usual one) holds every
+        // directory: only its generation needs checking, not the path up.
+        let mut at = if mount.id == ROOT_ID && parent.id != ROOT_ID {
+            self.ns.getattr(ROOT_ID).await.map_err(status_of)?
+        } else {
+            parent.clone()
+        };
         for _ in 0..MAX_DEPTH {
             if at.id == mount.id {
                 return if at.generation == mount.generation {
