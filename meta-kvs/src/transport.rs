@@ -2,13 +2,13 @@
 //! `RaftTransport.Stream` call, and the receiving `RaftTransport` service.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use geonfs_proto::raft::raft_transport_client::RaftTransportClient;
 use geonfs_proto::raft::raft_transport_server::RaftTransport;
 use geonfs_proto::raft::{RaftAck, RaftBatch};
-use geonfs_rpc::Network;
+use geonfs_rpc::{Network, RpcChannel};
 use protobuf::Message as PbMessage;
 use raft::eraftpb::{Message, MessageType};
 use raft::SnapshotStatus;
@@ -142,6 +142,11 @@ async fn peer_loop(
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut carry: Option<Message> = None;
+    // One channel (one HTTP/2 connection) carries stream after stream: a
+    // new connection costs a TCP and a TLS handshake, two round trips
+    // across the WAN. Dropped when a stream fails, so a restarted peer is
+    // dialled afresh.
+    let mut kept: Option<(SocketAddr, RpcChannel)> = None;
     loop {
         let first = match carry.take() {
             Some(m) => m,
@@ -154,19 +159,28 @@ async fn peer_loop(
             tracing::debug!(to, "no address for raft peer; message dropped");
             continue;
         };
-        let channel = match network.channel(ip, addr) {
-            Ok(c) => c,
-            Err(err) => {
-                tracing::warn!(to, error = %err, "no channel to raft peer");
-                let _ = driver.send(DriverMsg::Unreachable(to)).await;
-                continue;
-            }
+        let channel = match &kept {
+            Some((at, channel)) if *at == addr => channel.clone(),
+            _ => match network.channel(ip, addr) {
+                Ok(c) => {
+                    kept = Some((addr, c.clone()));
+                    c
+                }
+                Err(err) => {
+                    tracing::warn!(to, error = %err, "no channel to raft peer");
+                    let _ = driver.send(DriverMsg::Unreachable(to)).await;
+                    continue;
+                }
+            },
         };
         let mut client = RaftTransportClient::new(channel)
             .max_encoding_message_size(MAX_RAFT_MESSAGE)
             .max_decoding_message_size(MAX_RAFT_MESSAGE);
         if first.get_msg_type() == MessageType::MsgSnapshot {
             let ok = send_snapshot(&mut client, from, to, &first).await;
+            if !ok {
+                kept = None;
+            }
             let status = if ok {
                 SnapshotStatus::Finish
             } else {
@@ -220,6 +234,7 @@ async fn peer_loop(
         };
         drop(btx);
         if failed {
+            kept = None;
             tracing::debug!(from, to, "raft stream to peer failed; reconnecting");
             let _ = driver.send(DriverMsg::Unreachable(to)).await;
             tokio::time::sleep(backoff).await;
