@@ -22,6 +22,9 @@ ACCESS=""
     echo "block_size = \"1MiB\""
     echo "secret = \"$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')\""
     echo
+    echo "[tls]"
+    echo "insecure = true"
+    echo
     for s in $SITES; do
         echo "[[site]]"
         echo "name = \"$s\""

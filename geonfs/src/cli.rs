@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use geonfs_proto::node::node_client::NodeClient;
 use geonfs_proto::node::PingRequest;
+use geonfs_rpc::tls::OPERATOR;
 use geonfs_rpc::{Network, NetworkOptions};
 use geonfs_site_config::{ClusterConfig, ConfigError};
 
@@ -107,6 +108,13 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::quarantine_cli::QuarantineCommand,
     },
+    /// The cluster CA and the TLS certificates of nodes and operators
+    /// (init, issue).
+    Cert {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::cert_cli::CertCommand,
+    },
 }
 
 /// Runs the command line; the process's exit code.
@@ -139,6 +147,7 @@ pub fn main(cli: Cli) -> ExitCode {
             } => failover(&config, &site, to.as_deref(), site_is_fenced).await?,
             Command::Meta { command } => crate::meta_cli::run(command).await?,
             Command::Quarantine { command } => crate::quarantine_cli::run(command).await?,
+            Command::Cert { command } => crate::cert_cli::run(command)?,
         }
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     });
@@ -197,7 +206,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 
 async fn run_node(config_path: &std::path::Path, name: &str) -> anyhow::Result<()> {
     let config = Arc::new(ClusterConfig::load(config_path)?);
-    let network = Network::new(NetworkOptions::from_config(&config))?;
+    let network = Network::new(NetworkOptions::from_config(&config, &[name]))?;
     let mut node =
         RunningNode::bind_and_start(config, name, network, NodeOptions::default()).await?;
     // The only node of this process: its registry takes the RPC metrics too.
@@ -222,7 +231,7 @@ async fn relocate(
     owner_lost: bool,
 ) -> anyhow::Result<()> {
     let config = ClusterConfig::load(config_path)?;
-    let network = Network::new(NetworkOptions::from_config(&config))?;
+    let network = Network::new(NetworkOptions::from_config(&config, &[OPERATOR]))?;
     let started = Instant::now();
     let done = crate::relocate::relocate(&config, network, path, to, owner_lost, |phase, p| {
         crate::relocate::draw_progress(phase, p)
@@ -251,7 +260,7 @@ async fn failover(
     site_is_fenced: bool,
 ) -> anyhow::Result<()> {
     let config = ClusterConfig::load(config_path)?;
-    let network = Network::new(NetworkOptions::from_config(&config))?;
+    let network = Network::new(NetworkOptions::from_config(&config, &[OPERATOR]))?;
     let started = Instant::now();
     let (to, report) = crate::failover::failover(
         &config,
@@ -340,7 +349,7 @@ pub async fn probe_nodes(config: &ClusterConfig, network: &Network) -> Vec<NodeH
 
 async fn status(config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = ClusterConfig::load(config_path)?;
-    let network = Network::new(NetworkOptions::from_config(&config))?;
+    let network = Network::new(NetworkOptions::from_config(&config, &[OPERATOR]))?;
     let health = probe_nodes(&config, &network).await;
     println!(
         "{:<8} {:<16} {:<24} {:<10} detail",

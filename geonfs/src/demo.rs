@@ -19,15 +19,21 @@ use crate::node::{NodeOptions, RunningNode};
 pub const DEMO_RPC_PORT: u16 = 7100;
 /// The port of every demo node's Prometheus `/metrics`.
 pub const DEMO_METRICS_PORT: u16 = 9100;
+/// Where, in the demo's directory, its CA and certificates live.
+pub const DEMO_TLS_DIR: &str = "tls";
 
-/// The demo's configuration, with data under `dir` and a fresh secret.
+/// The demo's configuration, with data under `dir`, TLS certificates in
+/// `dir/tls` and a fresh secret.
 pub fn demo_config_text(dir: &Path, secret: &str) -> String {
     let mut text = format!(
         "# geonfs demo cluster, written by `geonfs demo`; edit freely.\n\
          [cluster]\nname = \"demo\"\nreplication_factor = 3\nblock_size = \"4MiB\"\nsecret = \"{secret}\"\n\n\
+         # Nodes talk TLS, with certificates `geonfs demo` made for them.\n\
+         [tls]\ndir = {tls:?}\n\n\
          # The hypervisors: every loopback address, with root kept as root\n\
          # (qemu-img, nfs-cp and the kernel client run as root).\n\
-         [nfs]\nallowed_clients = [\"127.0.0.0/8\"]\nno_root_squash = [\"127.0.0.0/8\"]\n\n"
+         [nfs]\nallowed_clients = [\"127.0.0.0/8\"]\nno_root_squash = [\"127.0.0.0/8\"]\n\n",
+        tls = dir.join(DEMO_TLS_DIR).display().to_string()
     );
     for (index, site) in ["a", "b", "c"].iter().enumerate() {
         let s = index + 1;
@@ -103,6 +109,20 @@ pub fn mount_lines(config: &ClusterConfig, nodes: &[RunningNode]) -> Vec<String>
     lines
 }
 
+/// Makes the demo's CA in `tls_dir` and a certificate for every node of
+/// the configuration `text` and for the operator (`geonfs status` and the
+/// other commands).
+fn make_certificates(tls_dir: &Path, text: &str) -> anyhow::Result<()> {
+    geonfs_rpc::tls::init_ca(tls_dir)?;
+    // The configuration validates only once the CA exists.
+    let config = ClusterConfig::from_toml_str(text)?;
+    for name in crate::cert_cli::every_identity(&config) {
+        geonfs_rpc::tls::issue(tls_dir, &name, false)
+            .with_context(|| format!("issuing the demo's certificate for {name}"))?;
+    }
+    Ok(())
+}
+
 /// Writes `text` to a new file at `path` that only its owner may read (it
 /// holds the cluster secret).
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -129,11 +149,14 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let config_path = dir.join("geonfs.toml");
     if !config_path.exists() {
         let secret = format!("{:032x}", rand::random::<u128>());
-        write_private(&config_path, &demo_config_text(&dir, &secret))
+        let text = demo_config_text(&dir, &secret);
+        make_certificates(&dir.join(DEMO_TLS_DIR), &text)?;
+        write_private(&config_path, &text)
             .with_context(|| format!("cannot write {}", config_path.display()))?;
     }
     let config = Arc::new(ClusterConfig::load(&config_path)?);
-    let network = Network::new(NetworkOptions::from_config(&config))?;
+    let names: Vec<&str> = config.nodes.iter().map(|node| node.name.as_str()).collect();
+    let network = Network::new(NetworkOptions::from_config(&config, &names))?;
     let mut nodes = Vec::new();
     for node in &config.nodes {
         let running = RunningNode::bind_and_start(
@@ -197,7 +220,22 @@ mod tests {
     fn the_demo_config_is_valid_and_complete() {
         let dir = tempfile::tempdir().unwrap();
         let text = demo_config_text(dir.path(), "0123456789abcdef0123456789abcdef");
+        make_certificates(&dir.path().join(DEMO_TLS_DIR), &text).unwrap();
         let config = ClusterConfig::from_toml_str(&text).unwrap();
+        // TLS by default: a certificate and a private key for every node
+        // and for the operator's commands, all of them loadable.
+        assert_eq!(config.tls.dir, Some(dir.path().join(DEMO_TLS_DIR)));
+        let names = crate::cert_cli::every_identity(&config);
+        assert_eq!(names.len(), 16);
+        for name in &names {
+            let key = geonfs_rpc::tls::key_path(&dir.path().join(DEMO_TLS_DIR), name);
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&key).unwrap().permissions(),
+            );
+            assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Network::new(NetworkOptions::from_config(&config, &names)).unwrap();
         assert_eq!(config.sites.len(), 3);
         assert_eq!(config.nodes.len(), 15);
         assert_eq!(config.cluster.replication_factor, 3);
@@ -231,7 +269,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("geonfs.toml");
         let secret = format!("{:032x}", rand::random::<u128>());
-        write_private(&path, &demo_config_text(dir.path(), &secret)).unwrap();
+        let text = demo_config_text(dir.path(), &secret);
+        make_certificates(&dir.path().join(DEMO_TLS_DIR), &text).unwrap();
+        write_private(&path, &text).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         ClusterConfig::load(&path).unwrap();

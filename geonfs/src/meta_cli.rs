@@ -14,6 +14,7 @@ use geonfs_meta_kvs::{raft_id, MetaClient};
 use geonfs_proto::meta::membership_request::Change;
 use geonfs_proto::meta::meta_admin_client::MetaAdminClient;
 use geonfs_proto::meta::{Member, StatusReply, StatusRequest};
+use geonfs_rpc::tls::OPERATOR;
 use geonfs_rpc::{Network, NetworkOptions};
 use geonfs_site_config::ClusterConfig;
 
@@ -96,7 +97,7 @@ pub async fn run(command: MetaCommand) -> anyhow::Result<()> {
 
 fn load(path: &Path) -> anyhow::Result<(ClusterConfig, Network)> {
     let config = ClusterConfig::load(path)?;
-    let network = Network::new(NetworkOptions::from_config(&config))?;
+    let network = Network::new(NetworkOptions::from_config(&config, &[OPERATOR]))?;
     Ok((config, network))
 }
 

@@ -18,6 +18,7 @@ use geonfs_proto::core::core_data_client::CoreDataClient;
 use geonfs_proto::core::{
     BlockId, ListQuarantineRequest, QuarantineRequest, QuarantinedCopy, StatRequest,
 };
+use geonfs_rpc::tls::OPERATOR;
 use geonfs_rpc::{Network, NetworkOptions, RpcChannel};
 use geonfs_site_config::{ClusterConfig, Node};
 
@@ -331,7 +332,7 @@ fn age(set_aside_ms: u64) -> String {
 
 fn load(path: &Path) -> anyhow::Result<(ClusterConfig, Network)> {
     let config = ClusterConfig::load(path)?;
-    let network = Network::new(NetworkOptions::from_config(&config))?;
+    let network = Network::new(NetworkOptions::from_config(&config, &[OPERATOR]))?;
     Ok((config, network))
 }
 

@@ -12,6 +12,9 @@ name = "t"
 replication_factor = 2
 secret = "0123456789abcdef0123"
 
+[tls]
+insecure = true
+
 [[site]]
 name = "a"
 subnets = ["127.1.0.0/16"]
@@ -52,15 +55,19 @@ capacity = "1GiB"
 allowed_clients = ["10.9.0.0/16"]
 "#;
 
-fn check_config(path: &Path) -> (bool, String) {
+/// Runs `geonfs ARGS`: success, and stdout then stderr.
+fn geonfs(args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_geonfs"))
-        .arg("check-config")
-        .arg(path)
+        .args(args)
         .output()
         .expect("run geonfs");
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
+}
+
+fn check_config(path: &Path) -> (bool, String) {
+    geonfs(&["check-config", &path.display().to_string()])
 }
 
 /// Writes a config file only its owner may read (it holds the secret).
@@ -77,20 +84,52 @@ fn check_config_accepts_the_template_once_its_secret_is_set_and_a_good_config() 
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../geonfs.example.toml");
     let template = std::fs::read_to_string(template).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // As shipped, its only problem is the placeholder secret.
+    // As shipped, its problems are the placeholder secret and the cluster
+    // CA nobody made yet.
     let (ok, text) = check_config(&write(dir.path(), "example.toml", &template));
     assert!(!ok, "{text}");
     assert!(
         text.contains("cluster.secret: the secret is the template's placeholder"),
         "{text}"
     );
-    assert!(text.contains(": 1 problem(s)"), "{text}");
+    assert!(
+        text.contains("tls.dir: cannot read the cluster CA"),
+        "{text}"
+    );
+    assert!(text.contains(": 2 problem(s)"), "{text}");
     let placeholder = "change-me-to-a-long-random-string";
     assert!(template.contains(placeholder));
-    let set = template.replace(placeholder, "3f0c1e29a7d84b6e9c05f1a2b3c4d5e6");
-    let (ok, text) = check_config(&write(dir.path(), "set.toml", &set));
+    let tls = dir.path().join("tls");
+    let set = template
+        .replace(placeholder, "3f0c1e29a7d84b6e9c05f1a2b3c4d5e6")
+        .replace(
+            "\"/etc/geonfs/tls\"",
+            &format!("{:?}", tls.display().to_string()),
+        );
+    let (ok, text) = geonfs(&["cert", "init", "--dir", &tls.display().to_string()]);
+    assert!(ok, "{text}");
+    let set = write(dir.path(), "set.toml", &set);
+    let (ok, text) = check_config(&set);
     assert!(ok, "{text}");
     assert!(text.contains("ok: cluster \"example\", 3 sites"), "{text}");
+    // A certificate per node and one for the operator's commands; a
+    // second CA in the same place is refused.
+    let (ok, text) = geonfs(&["cert", "issue", "--config", &set.display().to_string()]);
+    assert!(ok, "{text}");
+    assert_eq!(text.lines().count(), 16, "{text}");
+    assert!(tls.join("a-core-1.key").exists() && tls.join("operator.crt").exists());
+    let (ok, text) = geonfs(&[
+        "cert",
+        "issue",
+        "-c",
+        &set.display().to_string(),
+        "a-core-1",
+    ]);
+    assert!(!ok && text.contains("already exists"), "{text}");
+    let (ok, text) = geonfs(&["cert", "issue", "-c", &set.display().to_string(), "nobody"]);
+    assert!(!ok && text.contains("neither a node"), "{text}");
+    let (ok, text) = geonfs(&["cert", "init", "--dir", &tls.display().to_string()]);
+    assert!(!ok && text.contains("already exists"), "{text}");
 
     let (ok, text) = check_config(&write(dir.path(), "good.toml", GOOD));
     assert!(ok, "{text}");

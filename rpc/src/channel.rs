@@ -1,5 +1,5 @@
 //! [`RpcChannel`]: a tonic channel to one node with the cluster secret, the
-//! emulated WAN and the fault seam applied.
+//! emulated WAN, the fault seam and TLS applied.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::faults::LinkFaults;
 use crate::network::Network;
-use crate::stream::{GuardedStream, LinkStream};
+use crate::stream::{ClientConn, GuardedStream, LinkStream};
 use crate::{RpcError, SECRET_HEADER};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -42,7 +42,7 @@ impl RpcChannel {
         let connector_network = network.clone();
         let connector = tower::service_fn(move |_uri: http::Uri| {
             let network = connector_network.clone();
-            async move { connect(network, from, to).await.map(TokioIo::new) }
+            async move { connect_secured(network, from, to).await.map(TokioIo::new) }
         });
         let channel = endpoint.connect_with_connector_lazy(connector);
         let remote = match (network.site_of(from), network.site_of(to.ip())) {
@@ -61,6 +61,23 @@ impl RpcChannel {
     /// The address this channel calls.
     pub fn target(&self) -> SocketAddr {
         self.to
+    }
+}
+
+/// Opens one connection `from -> to` (see [`connect`]) and runs TLS over it
+/// unless the cluster runs plain TCP. TLS sits above the WAN relay, so the
+/// emulated WAN carries (and delays) the handshake as a real one would.
+async fn connect_secured(
+    network: Network,
+    from: IpAddr,
+    to: SocketAddr,
+) -> std::io::Result<ClientConn> {
+    let link = connect(network.clone(), from, to).await?;
+    match network.tls() {
+        None => Ok(ClientConn::Plain(link)),
+        Some(tls) => Ok(ClientConn::Tls(Box::new(
+            tls.connect(from, to, link).await?,
+        ))),
     }
 }
 

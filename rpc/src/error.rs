@@ -56,6 +56,20 @@ pub enum RpcError {
         /// The called node's address.
         to: SocketAddr,
     },
+    /// A TLS file (CA, certificate, key) cannot be read, used or written.
+    #[error("TLS: {path}: {reason}")]
+    TlsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// TLS could not be set up (rustls or certificate-making refused it).
+    #[error("TLS: {0}")]
+    TlsSetup(String),
+    /// This process holds no certificate for the connection asked of it.
+    #[error("TLS: {0}")]
+    NoTlsIdentity(String),
 }
 
 impl From<RpcError> for tonic::Status {
@@ -67,7 +81,10 @@ impl From<RpcError> for tonic::Status {
             RpcError::BadEndpoint { .. }
             | RpcError::BadSecret
             | RpcError::Bind { .. }
-            | RpcError::Serve { .. } => tonic::Status::internal(err.to_string()),
+            | RpcError::Serve { .. }
+            | RpcError::TlsFile { .. }
+            | RpcError::TlsSetup(_)
+            | RpcError::NoTlsIdentity(_) => tonic::Status::internal(err.to_string()),
         }
     }
 }

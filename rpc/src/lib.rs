@@ -8,6 +8,8 @@
 //!   pays the emulated WAN on cross-site links and honours injected faults.
 //! - [`server`] serves a node's gRPC services behind the secret check, with
 //!   graceful stop and an abrupt kill for tests.
+//! - [`tls`]: mutual TLS between nodes, and making the cluster CA and the
+//!   node certificates.
 //! - [`metric`] builds and registers every role's Prometheus metrics.
 
 mod channel;
@@ -17,6 +19,7 @@ pub mod metric;
 mod network;
 pub mod server;
 mod stream;
+pub mod tls;
 mod wan;
 
 pub use channel::RpcChannel;

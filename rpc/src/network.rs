@@ -13,8 +13,12 @@ use crate::metric::MetricSet;
 
 use crate::channel::RpcChannel;
 use crate::faults::Faults;
+use crate::tls::{ClusterTls, TlsOptions};
 use crate::wan::{Direction, WanParams};
 use crate::RpcError;
+
+/// The deadline of a new connection, besides its round trips.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a [`Network`] is set up.
 #[derive(Clone, Debug)]
@@ -31,13 +35,17 @@ pub struct NetworkOptions {
     pub always_emulate: bool,
     /// Deadline of a call that sets none itself.
     pub call_timeout: Duration,
-    /// Deadline of establishing a connection.
+    /// Deadline of establishing a connection (TCP, then TLS).
     pub connect_timeout: Duration,
+    /// TLS between nodes (`None`: plain TCP, `[tls] insecure = true`).
+    pub tls: Option<TlsOptions>,
 }
 
 impl NetworkOptions {
-    /// The options a node of `config` runs with.
-    pub fn from_config(config: &ClusterConfig) -> Self {
+    /// The options a process of `config` runs with, presenting the
+    /// certificates of `identities` (its nodes' names, or
+    /// [`crate::tls::OPERATOR`] for a command) when the cluster uses TLS.
+    pub fn from_config(config: &ClusterConfig, identities: &[&str]) -> Self {
         NetworkOptions {
             secret: config.cluster.secret.clone(),
             sites: config.site_map(),
@@ -54,7 +62,17 @@ impl NetworkOptions {
                 .collect(),
             always_emulate: false,
             call_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
+            // A TCP connect and a TLS handshake each take a round trip.
+            connect_timeout: CONNECT_TIMEOUT + 2 * config.meta_timing().inter_site_rtt,
+            tls: config.tls.dir.as_ref().map(|dir| TlsOptions {
+                dir: dir.clone(),
+                identities: identities.iter().map(ToString::to_string).collect(),
+                nodes: config
+                    .nodes
+                    .iter()
+                    .map(|node| (node.name.clone(), node.address))
+                    .collect(),
+            }),
         }
     }
 }
@@ -68,6 +86,10 @@ pub struct RpcMetrics {
     pub injected_faults: IntCounterVec,
     /// Calls refused because of a missing or wrong cluster secret.
     pub auth_rejections: IntCounter,
+    /// Incoming connections refused by TLS, by reason (`handshake`:
+    /// no TLS, another CA, no certificate; `name`: the certificate names
+    /// no node at the peer's address; `timeout`).
+    pub tls_refusals: IntCounterVec,
     set: MetricSet,
 }
 
@@ -89,6 +111,11 @@ impl RpcMetrics {
                 "geonfs_rpc_auth_rejections_total",
                 "Incoming RPCs refused for a missing or wrong cluster secret",
             ),
+            tls_refusals: set.counter_vec(
+                "geonfs_rpc_tls_refusals_total",
+                "Incoming inter-node connections refused by TLS, by reason",
+                &["reason"],
+            ),
             set,
         }
     }
@@ -109,6 +136,7 @@ pub struct Network {
 struct Inner {
     options: NetworkOptions,
     secret: http::HeaderValue,
+    tls: Option<ClusterTls>,
     faults: Faults,
     wan: RwLock<HashMap<(SiteId, SiteId), WanParams>>,
     directions: Mutex<HashMap<(SiteId, SiteId), Arc<Direction>>>,
@@ -130,6 +158,11 @@ impl Network {
             .ok()
             .filter(|_| options.secret.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or(RpcError::BadSecret)?;
+        let tls = options
+            .tls
+            .as_ref()
+            .map(|tls| ClusterTls::load(&tls.dir, &tls.identities, &tls.nodes))
+            .transpose()?;
         let wan = options
             .wan
             .iter()
@@ -139,6 +172,7 @@ impl Network {
             inner: Arc::new(Inner {
                 faults: Faults::new(options.sites.clone()),
                 secret,
+                tls,
                 wan: RwLock::new(wan),
                 directions: Mutex::new(HashMap::new()),
                 metrics: RpcMetrics::new(),
@@ -184,6 +218,11 @@ impl Network {
             Err(poisoned) => poisoned.into_inner(),
         };
         wan.get(&unordered(a, b)).copied().unwrap_or_default()
+    }
+
+    /// TLS between nodes, unless the cluster runs plain TCP.
+    pub(crate) fn tls(&self) -> Option<&ClusterTls> {
+        self.inner.tls.as_ref()
     }
 
     pub(crate) fn secret(&self) -> &http::HeaderValue {

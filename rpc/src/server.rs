@@ -1,6 +1,8 @@
-//! Serving a node's gRPC services: the cluster-secret check in front of every
-//! service, graceful stop, and an abrupt kill (for tests: the in-process
-//! equivalent of `kill -9`, every open connection dropped at once).
+//! Serving a node's gRPC services: TLS with the peer's certificate checked
+//! (unless the cluster runs plain TCP), the cluster-secret check in front
+//! of every service, graceful stop, and an abrupt kill (for tests: the
+//! in-process equivalent of `kill -9`, every open connection dropped at
+//! once).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,18 +10,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use geonfs_proto::node::node_server::{Node, NodeServer};
 use geonfs_proto::node::{NodeIdentity, PingReply, PingRequest};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::service::Routes;
-use tonic::transport::server::TcpConnectInfo;
 
-use crate::stream::GuardedStream;
+use crate::stream::{GuardedStream, PeerInfo, ServerConn};
 use crate::{Network, RpcError, SECRET_HEADER};
+
+/// Connections that finished their TLS handshake and wait for the server.
+const HANDSHAKEN_BACKLOG: usize = 64;
+
+/// How long accepting pauses after the listener fails (out of file
+/// descriptors, say) before it tries again.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Binds a listener on `addr` (port 0 picks a free port; read it back with
 /// `local_addr`).
@@ -51,16 +60,26 @@ pub async fn serve(
         source,
     })?;
     let kill = signals.kill.clone();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
-        conn.map(|tcp| {
-            // Small RPCs must not wait for delayed ACKs (tonic's own TCP
-            // settings do not apply to a custom incoming stream).
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {err}");
+    let mut handshakes = None;
+    let incoming: Pin<Box<dyn Stream<Item = std::io::Result<ServerConn>> + Send>> =
+        match network.tls() {
+            None => Box::pin(
+                tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
+                    conn.map(|tcp| {
+                        no_delay(&tcp);
+                        ServerConn::Plain(GuardedStream::new(tcp, kill.clone().cancelled_owned()))
+                    })
+                }),
+            ),
+            Some(tls) => {
+                let config = tls.server_config(addr)?;
+                let (tx, rx) = mpsc::channel(HANDSHAKEN_BACKLOG);
+                let task = tokio::spawn(accept_tls(listener, network.clone(), config, kill, tx));
+                handshakes = Some(AbortOnDrop(task));
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok))
             }
-            GuardedStream::new(tcp, kill.clone().cancelled_owned())
-        })
-    });
+        };
+    let _handshakes = handshakes;
     let auth = AuthLayer {
         secret: Arc::from(network.secret().as_bytes()),
         network,
@@ -72,6 +91,80 @@ pub async fn serve(
     tokio::select! {
         result = server => result.map_err(|err| RpcError::Serve { addr, reason: err.to_string() }),
         _ = signals.kill.cancelled() => Ok(()),
+    }
+}
+
+/// Small RPCs must not wait for delayed ACKs (tonic's own TCP settings do
+/// not apply to a custom incoming stream).
+fn no_delay(tcp: &tokio::net::TcpStream) {
+    if let Err(err) = tcp.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {err}");
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Accepts connections and runs each one's TLS handshake in its own task
+/// (a slow or silent client delays nobody else), passing on those whose
+/// certificate names a node at their address.
+async fn accept_tls(
+    listener: TcpListener,
+    network: Network,
+    config: Arc<rustls::ServerConfig>,
+    kill: CancellationToken,
+    handshaken: mpsc::Sender<ServerConn>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!("cannot accept an inter-node connection: {err}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = handshaken.closed() => return,
+        };
+        no_delay(&tcp);
+        let (network, config, kill, handshaken) = (
+            network.clone(),
+            config.clone(),
+            kill.clone(),
+            handshaken.clone(),
+        );
+        tokio::spawn(async move {
+            let Some(tls) = network.tls() else { return };
+            match tls.accept(config, tcp, peer).await {
+                Ok((stream, name)) => {
+                    let info = PeerInfo {
+                        addr: Some(peer),
+                        name: Some(name),
+                    };
+                    let conn = ServerConn::Tls(
+                        Box::new(GuardedStream::new(stream, kill.cancelled_owned())),
+                        info,
+                    );
+                    // A server that stopped meanwhile has closed the queue.
+                    let _ = handshaken.send(conn).await;
+                }
+                Err((refusal, reason)) => {
+                    network
+                        .metrics()
+                        .tls_refusals
+                        .with_label_values(&[refusal.label()])
+                        .inc();
+                    tracing::warn!(%peer, "refused an inter-node connection: {reason}");
+                }
+            }
+        });
     }
 }
 
@@ -128,11 +221,9 @@ where
         match self.refusal(&request) {
             None => Box::pin(self.inner.call(request)),
             Some(reason) => {
-                let peer = request
-                    .extensions()
-                    .get::<TcpConnectInfo>()
-                    .and_then(|info| info.remote_addr());
-                tracing::warn!(?peer, path = %request.uri().path(), "refused RPC: {reason}");
+                let peer = request.extensions().get::<PeerInfo>().cloned();
+                let (addr, name) = peer.map_or((None, None), |peer| (peer.addr, peer.name));
+                tracing::warn!(?addr, ?name, path = %request.uri().path(), "refused RPC: {reason}");
                 self.layer.network.metrics().auth_rejections.inc();
                 let status = tonic::Status::unauthenticated(format!(
                     "{reason}: every inter-node call must carry the cluster's secret"

@@ -87,14 +87,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedStream<S> {
     }
 }
 
-impl tonic::transport::server::Connected for GuardedStream<TcpStream> {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
 /// A client connection: direct TCP inside a site, a WAN relay across sites.
 pub enum LinkStream {
     /// Plain TCP (severed by a cut).
@@ -103,42 +95,95 @@ pub enum LinkStream {
     Emulated(DuplexStream),
 }
 
-impl AsyncRead for LinkStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            LinkStream::Direct(s) => Pin::new(s).poll_read(cx, buf),
-            LinkStream::Emulated(s) => Pin::new(s).poll_read(cx, buf),
+/// A client connection as the channel uses it: TLS over the link unless
+/// the cluster runs plain TCP.
+pub enum ClientConn {
+    /// Plain TCP (`[tls] insecure = true`).
+    Plain(LinkStream),
+    /// TLS over the link.
+    Tls(Box<tokio_rustls::client::TlsStream<LinkStream>>),
+}
+
+/// A server connection: plain or TLS, severed when the node is killed.
+pub enum ServerConn {
+    /// Plain TCP.
+    Plain(GuardedStream<TcpStream>),
+    /// TLS, with the verified name of the peer.
+    Tls(
+        Box<GuardedStream<tokio_rustls::server::TlsStream<TcpStream>>>,
+        PeerInfo,
+    ),
+}
+
+/// Who is at the other end of a server connection; tonic puts it in every
+/// request's extensions.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The peer's address.
+    pub addr: Option<std::net::SocketAddr>,
+    /// The node (or operator) its TLS certificate names; `None` on plain TCP.
+    pub name: Option<String>,
+}
+
+impl tonic::transport::server::Connected for ServerConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        match self {
+            ServerConn::Plain(stream) => PeerInfo {
+                addr: stream.inner.peer_addr().ok(),
+                name: None,
+            },
+            ServerConn::Tls(_, peer) => peer.clone(),
         }
     }
 }
 
-impl AsyncWrite for LinkStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            LinkStream::Direct(s) => Pin::new(s).poll_write(cx, buf),
-            LinkStream::Emulated(s) => Pin::new(s).poll_write(cx, buf),
+/// Dispatches the I/O traits to whichever stream a two-variant enum holds.
+macro_rules! either_io {
+    ($type:ident, $a:ident, $b:ident) => {
+        impl AsyncRead for $type {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $type::$a(s, ..) => Pin::new(s).poll_read(cx, buf),
+                    $type::$b(s, ..) => Pin::new(s).poll_read(cx, buf),
+                }
+            }
         }
-    }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            LinkStream::Direct(s) => Pin::new(s).poll_flush(cx),
-            LinkStream::Emulated(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
+        impl AsyncWrite for $type {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $type::$a(s, ..) => Pin::new(s).poll_write(cx, buf),
+                    $type::$b(s, ..) => Pin::new(s).poll_write(cx, buf),
+                }
+            }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            LinkStream::Direct(s) => Pin::new(s).poll_shutdown(cx),
-            LinkStream::Emulated(s) => Pin::new(s).poll_shutdown(cx),
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $type::$a(s, ..) => Pin::new(s).poll_flush(cx),
+                    $type::$b(s, ..) => Pin::new(s).poll_flush(cx),
+                }
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $type::$a(s, ..) => Pin::new(s).poll_shutdown(cx),
+                    $type::$b(s, ..) => Pin::new(s).poll_shutdown(cx),
+                }
+            }
         }
-    }
+    };
 }
+
+either_io!(LinkStream, Direct, Emulated);
+either_io!(ClientConn, Plain, Tls);
+either_io!(ServerConn, Plain, Tls);

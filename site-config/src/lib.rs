@@ -39,6 +39,27 @@ pub struct ClusterConfig {
     pub meta: MetaSettings,
     /// `[[wan]]`: emulated WAN links between site pairs (usually empty).
     pub wan: Vec<WanLink>,
+    /// `[tls]`: how nodes authenticate and encrypt calls to each other.
+    pub tls: TlsSettings,
+}
+
+/// The cluster CA's certificate inside [`TlsSettings::dir`]; each node's
+/// certificate and key sit beside it as `<name>.crt` and `<name>.key`.
+pub const TLS_CA_CERT_FILE: &str = "ca.crt";
+
+/// The name in the certificate `geonfs` commands present to nodes (no
+/// node may have it).
+pub const TLS_OPERATOR_NAME: &str = "operator";
+
+/// How nodes authenticate and encrypt their calls to each other (`[tls]`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsSettings {
+    /// The directory holding `ca.crt` and each node's `<name>.crt` and
+    /// `<name>.key` (relative paths resolved against the config file's
+    /// directory); `None` is plain TCP (`insecure = true`).
+    pub dir: Option<PathBuf>,
+    /// Plain TCP accepted between nodes at non-loopback addresses.
+    pub insecure_beyond_loopback: bool,
 }
 
 /// Cluster-wide settings (`[cluster]`).

@@ -93,6 +93,8 @@ pub(crate) struct RawConfig {
     pub meta: Option<RawMeta>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub wan: Vec<RawWan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
 }
 
 /// `[cluster]`
@@ -191,6 +193,18 @@ pub(crate) struct RawMeta {
     pub election_timeout: Leaf<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval: Leaf<String>,
+}
+
+/// `[tls]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawTls {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Leaf<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure: Leaf<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_beyond_loopback: Leaf<bool>,
 }
 
 /// `[[wan]]`
@@ -293,6 +307,11 @@ impl RawConfig {
                 tick: s("x"),
                 election_timeout: s("x"),
                 heartbeat_interval: s("x"),
+            }),
+            tls: Some(RawTls {
+                dir: s("x"),
+                insecure: leaf(true),
+                insecure_beyond_loopback: leaf(true),
             }),
             wan: vec![RawWan {
                 between: list(&["x", "y"]),
@@ -483,6 +502,20 @@ pub(crate) fn to_raw(c: &ClusterConfig) -> RawConfig {
             };
             (raw != RawMeta::default()).then_some(raw)
         },
+        tls: Some(match &c.tls.dir {
+            Some(dir) => RawTls {
+                dir: s(&dir.to_string_lossy()),
+                ..RawTls::default()
+            },
+            None => RawTls {
+                insecure: leaf(true),
+                insecure_beyond_loopback: c
+                    .tls
+                    .insecure_beyond_loopback
+                    .then_some(Lenient::Ok(true)),
+                ..RawTls::default()
+            },
+        }),
         wan: c
             .wan
             .iter()

@@ -362,6 +362,8 @@ fn bad_values() {
         ("core-", "must not start or end with '-'"),
         ("1234", "must contain a letter"),
         (long.as_str(), "longer than 63 characters"),
+        ("operator", "is reserved"),
+        ("ca", "is reserved"),
     ] {
         let t = edit(
             &base(),
@@ -591,7 +593,7 @@ fn syntax_errors() {
     );
     let err = ClusterConfig::from_toml_str("").unwrap_err();
     let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(keys, ["cluster", "site", "node"]);
+    assert_eq!(keys, ["cluster", "site", "node", "tls"]);
 }
 
 #[test]
@@ -629,17 +631,25 @@ fn template_is_valid_once_its_placeholder_secret_is_replaced() {
             .iter()
             .map(|p| p.key.as_str())
             .collect::<Vec<_>>(),
-        ["cluster.secret"],
+        ["cluster.secret", "tls.dir"],
         "{err}"
     );
     assert!(
         err.to_string().contains("the template's placeholder"),
         "{err}"
     );
+    assert!(err.to_string().contains("geonfs cert init"), "{err}");
+    let tls = tempfile::tempdir().unwrap();
+    std::fs::write(tls.path().join("ca.crt"), "").unwrap();
     let text = edit(
         template,
         "change-me-to-a-long-random-string",
         "3f0c1e29a7d84b6e9c05f1a2b3c4d5e6",
+    );
+    let text = edit(
+        &text,
+        "dir = \"/etc/geonfs/tls\"",
+        &format!("dir = {:?}", tls.path().display().to_string()),
     );
     let c = ClusterConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.sites.len(), 3);

@@ -1,6 +1,7 @@
-//! The `[nfs]` export table and the cluster secret in whole config files:
-//! who may mount, root squash, export paths and connection limits; where
-//! the secret comes from and who may read it.
+//! The `[nfs]` export table, the cluster secret and `[tls]` in whole config
+//! files: who may mount, root squash, export paths and connection limits;
+//! where the secret comes from and who may read it; TLS or plain TCP
+//! between nodes, said explicitly.
 
 // A failed `unwrap` is how a test reports what went wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -168,4 +169,64 @@ fn the_placeholder_secret_is_refused() {
         "secret = \"change-me-to-a-long-random-string\"",
     );
     assert_problem(&t, "cluster.secret", "the template's placeholder");
+}
+
+#[test]
+fn tls_or_plain_tcp_is_said_explicitly() {
+    let plain = "[tls]\ninsecure = true\n";
+    assert!(base().contains(plain));
+    // Neither, both, or a table that says nothing.
+    assert_problem(&edit(&base(), plain, ""), "tls", "missing [tls] table");
+    assert_problem(
+        &edit(&base(), plain, "[tls]\n"),
+        "tls.dir",
+        "missing: set `dir`",
+    );
+    let both = "[tls]\ninsecure = true\ndir = \"/etc/geonfs/tls\"\n";
+    assert_problem(
+        &edit(&base(), plain, both),
+        "tls.insecure",
+        "set exactly one",
+    );
+    // Plain TCP beyond loopback needs saying twice.
+    let routed = edit(&base(), "127.2.0.11:7100", "10.2.0.11:7100");
+    let routed = edit(
+        &routed,
+        "subnets = [\"127.2.0.0/16\"]",
+        "subnets = [\"127.2.0.0/16\", \"10.2.0.0/16\"]",
+    );
+    assert_problem(&routed, "tls.insecure", "b-core-1 at 10.2.0.11:7100");
+    let forced = edit(
+        &routed,
+        plain,
+        "[tls]\ninsecure = true\ninsecure_beyond_loopback = true\n",
+    );
+    let c = ClusterConfig::from_toml_str(&forced).unwrap();
+    assert!(c.tls.dir.is_none() && c.tls.insecure_beyond_loopback);
+    assert_eq!(
+        ClusterConfig::from_toml_str(&c.to_toml_string()).unwrap(),
+        c
+    );
+
+    // A relative `dir` is the config file's directory's; its CA must exist.
+    let dir = tempfile::tempdir().unwrap();
+    let t = edit(&base(), plain, "[tls]\ndir = \"tls\"\n");
+    let path = dir.path().join("geonfs.toml");
+    std::fs::write(&path, &t).unwrap();
+    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&path, private).unwrap();
+    let err = ClusterConfig::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("tls.dir: cannot read the cluster CA certificate"),
+        "{err}"
+    );
+    assert!(err.contains("geonfs cert init"), "{err}");
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    std::fs::write(dir.path().join("tls/ca.crt"), "").unwrap();
+    let c = ClusterConfig::load(&path).unwrap();
+    assert_eq!(c.tls.dir, Some(dir.path().join("tls")));
+    assert_eq!(
+        ClusterConfig::from_toml_str(&c.to_toml_string()).unwrap(),
+        c
+    );
 }

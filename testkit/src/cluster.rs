@@ -55,6 +55,9 @@ pub struct ClusterSpec {
     pub auto_failover_after: Option<Duration>,
     /// Each core's block store capacity in bytes.
     pub core_capacity: u64,
+    /// Nodes talk TLS with certificates from a CA made for the cluster
+    /// (the default, as in production); `false`: `[tls] insecure = true`.
+    pub tls: bool,
 }
 
 impl Default for ClusterSpec {
@@ -74,6 +77,7 @@ impl Default for ClusterSpec {
             attribute_cache: None,
             ownership_lease: None,
             auto_failover_after: None,
+            tls: true,
         }
     }
 }
@@ -168,6 +172,11 @@ impl ClusterBuilder {
         self.spec.auto_failover_after = Some(after);
         self
     }
+    /// Plain TCP between nodes (`[tls] insecure = true`) instead of TLS.
+    pub fn plain_tcp(mut self) -> Self {
+        self.spec.tls = false;
+        self
+    }
     /// Starts the cluster.
     pub async fn start(self) -> anyhow::Result<TestCluster> {
         TestCluster::start(self.spec).await
@@ -235,6 +244,9 @@ pub fn meta_order(spec: &ClusterSpec) -> Vec<String> {
         .collect()
 }
 
+/// Where a test cluster keeps its CA and certificates, in its data directory.
+pub const TEST_TLS_DIR: &str = "tls";
+
 fn config_text(
     spec: &ClusterSpec,
     nodes: &[(PlannedNode, SocketAddr)],
@@ -266,6 +278,12 @@ fn config_text(
             .map(|name| format!("{name:?}"))
             .collect();
         text += &format!("meta_voters = [{}]\n\n", voters.join(", "));
+    }
+    if spec.tls {
+        let dir = data.join(TEST_TLS_DIR).display().to_string();
+        text += &format!("[tls]\ndir = {dir:?}\n\n");
+    } else {
+        text += "[tls]\ninsecure = true\n\n";
     }
     // Every test process has its own access servers: NFS on a free port,
     // no portmapper (port 111 is one per address).
@@ -347,14 +365,25 @@ impl TestCluster {
                 )
             })
             .collect();
+        let mut identities: Vec<&str> = planned.iter().map(|(n, _)| n.name.as_str()).collect();
+        identities.push(geonfs_rpc::tls::OPERATOR);
+        if spec.tls {
+            let dir = data.path().join(TEST_TLS_DIR);
+            geonfs_rpc::tls::init_ca(&dir)?;
+            for name in &identities {
+                geonfs_rpc::tls::issue(&dir, name, false)?;
+            }
+        }
         let config = Arc::new(
             ClusterConfig::from_toml_str(&config_text(&spec, &planned, data.path()))
                 .context("the test cluster's own configuration is invalid")?,
         );
-        let mut options = NetworkOptions::from_config(&config);
+        let mut options = NetworkOptions::from_config(&config, &identities);
         options.always_emulate = true;
         options.call_timeout = Duration::from_secs(10);
-        options.connect_timeout = Duration::from_secs(2);
+        // A TCP connect and a TLS handshake each take a round trip.
+        let rtt = config.meta_timing().inter_site_rtt;
+        options.connect_timeout = Duration::from_secs(2) + 2 * rtt;
         let network = Network::new(options)?;
         for a in 0..spec.sites {
             for b in (a + 1)..spec.sites {

@@ -23,6 +23,10 @@
 //!    one (which throttles it by round trips) — that measured the
 //!    replication load, not the ack path. The replication backlog (jobs
 //!    queued on site `a`'s primaries) is read when the writers stop.
+//! 4. **Plain TCP vs TLS between nodes** — scenario 1's two-copy workloads
+//!    on two 1-site × 2-core clusters, one with `[tls] insecure = true`,
+//!    one with mutual TLS (the default): what encryption costs the
+//!    acknowledgement path.
 //!
 //! Every writer owns a disjoint set of blocks (so versions it issues for a
 //! block only grow); the blocks of scenarios 1 and 2 are first filled (held
@@ -390,11 +394,13 @@ async fn run_load(setup: &Setup, load: Load, args: &Args) -> anyhow::Result<Samp
 }
 
 /// The compared workloads: scenario id, description, variant A, variant B.
-const CASES: [(&str, &str, &str, &str); 4] = [
+const CASES: [(&str, &str, &str, &str); 6] = [
     ("1a", "4k random write", "1-copy", "2-copies"),
     ("1b", "1m sequential write", "1-copy", "2-copies"),
     ("2", "4k random write, group commit", "on", "off"),
     ("3", "1m write at site a, repl on", "rtt-0ms", "rtt-Nms"),
+    ("4a", "4k random write, 2 copies", "plain-tcp", "tls"),
+    ("4b", "1m sequential write, 2 copies", "plain-tcp", "tls"),
 ];
 
 /// One measurement: which case, which variant (0 = A, 1 = B), which round.
@@ -413,8 +419,8 @@ fn variant_name(args: &Args, case: usize, variant: usize) -> String {
 
 fn workload_name(args: &Args, case: usize, variant: usize) -> String {
     match (case, variant) {
-        (0, _) | (2, 0) => format!("qd{}", args.queue_depth),
-        (1, _) | (2, _) => "qd1".to_string(),
+        (0 | 4, _) | (2, 0) => format!("qd{}", args.queue_depth),
+        (1 | 5, _) | (2, _) => "qd1".to_string(),
         _ => format!("{} writers", args.wan_writers),
     }
 }
@@ -470,8 +476,14 @@ fn client(cluster: &TestCluster) -> anyhow::Result<BlockClient> {
     )?)
 }
 
-/// Scenario 1, one variant: sequential 1 MiB, then random 4 KiB.
-async fn copies(args: &Args, variant: usize, round: usize) -> anyhow::Result<Vec<Record>> {
+/// Scenario 1 or 4, one variant: sequential 1 MiB, then random 4 KiB.
+async fn copies(
+    args: &Args,
+    scenario: u8,
+    variant: usize,
+    round: usize,
+) -> anyhow::Result<Vec<Record>> {
+    let (seq_case, random_case) = if scenario == 1 { (1, 0) } else { (5, 4) };
     let seq = Load {
         pattern: Pattern::Sequential,
         record: LARGE,
@@ -487,7 +499,7 @@ async fn copies(args: &Args, variant: usize, round: usize) -> anyhow::Result<Vec
     let run = |setup: Setup| async move {
         setup.prefill(args.blocks).await?;
         let mut out = Vec::new();
-        for (case, load) in [(1, seq), (0, random)] {
+        for (case, load) in [(seq_case, seq), (random_case, random)] {
             let sample = run_load(&setup, load, args).await?;
             out.push(Record {
                 case,
@@ -498,7 +510,7 @@ async fn copies(args: &Args, variant: usize, round: usize) -> anyhow::Result<Vec
         }
         anyhow::Ok(out)
     };
-    if variant == 0 {
+    if scenario == 1 && variant == 0 {
         let (dir, store) = open_store()?;
         let outcome = run(Setup::new(
             Target::Store(store.clone()),
@@ -508,12 +520,16 @@ async fn copies(args: &Args, variant: usize, round: usize) -> anyhow::Result<Vec
         close_store(dir, store).await?;
         return outcome;
     }
-    let cluster = TestCluster::builder()
+    let mut builder = TestCluster::builder()
         .sites(1)
         .cores_per_site(2)
         .meta_per_site(1)
         .access_per_site(0)
-        .without_replication()
+        .without_replication();
+    if scenario == 4 && variant == 0 {
+        builder = builder.plain_tcp();
+    }
+    let cluster = builder
         .start()
         .await
         .context("starting the 1-site × 2-core cluster")?;
@@ -769,13 +785,13 @@ async fn main() -> anyhow::Result<()> {
         records.push(record);
     };
     for round in 0..args.rounds {
-        for (scenario, case) in [(1, 0), (2, 2), (3, 3)] {
+        for (scenario, case) in [(1, 0), (2, 2), (3, 3), (4, 4)] {
             for variant in 0..2 {
                 let name = variant_name(&args, case, variant);
                 eprintln!("round {} scenario {scenario} {name}", round + 1);
                 match scenario {
-                    1 => {
-                        for record in copies(&args, variant, round).await? {
+                    1 | 4 => {
+                        for record in copies(&args, scenario, variant, round).await? {
                             keep(record, &mut records);
                         }
                     }

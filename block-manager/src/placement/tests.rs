@@ -13,7 +13,7 @@ use super::{Placement, PlacementError};
 /// (in MiB) of that site's core servers; cores are named `<site>-core-<i>`.
 fn config(sites: &[&[u64]], n: usize) -> ClusterConfig {
     let mut text = format!(
-        "[cluster]\nname = \"t\"\nreplication_factor = {n}\nsecret = \"0123456789abcdef0123\"\n\n"
+        "[cluster]\nname = \"t\"\nreplication_factor = {n}\nsecret = \"0123456789abcdef0123\"\n\n[tls]\ninsecure = true\ninsecure_beyond_loopback = true\n\n"
     );
     for (s, _) in sites.iter().enumerate() {
         let name = char::from(b'a' + s as u8);

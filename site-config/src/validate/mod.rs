@@ -8,6 +8,7 @@ mod meta;
 mod nfs;
 mod nodes;
 mod secret;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -132,6 +133,11 @@ fn check_node_name(name: &str) -> Result<(), String> {
             "node name {name:?} must contain a letter (it must be a DNS name)"
         ));
     }
+    if name == crate::TLS_OPERATOR_NAME || name == "ca" {
+        return Err(format!(
+            "node name {name:?} is reserved (the TLS directory's {name}.crt is not a node's)"
+        ));
+    }
     Ok(())
 }
 
@@ -213,6 +219,7 @@ pub(crate) fn validate(
     let meta = meta::meta(&mut ctx, raw.meta.as_ref(), &wan);
     let timing = crate::MetaTiming::new(&meta, &wan);
     lease_against_rtt(&mut ctx, &mut cluster, &rc, timing.inter_site_rtt);
+    let tls = tls::tls(&mut ctx, raw.tls.as_ref(), &nodes, config_file);
     ClusterConfig {
         cluster,
         sites,
@@ -220,6 +227,7 @@ pub(crate) fn validate(
         nfs,
         meta,
         wan,
+        tls,
     }
 }
 

@@ -12,6 +12,9 @@ pub fn base() -> String {
 name = "demo"
 replication_factor = 3
 secret = "0123456789abcdef-secret"
+
+[tls]
+insecure = true
 "#,
     );
     for (i, s) in ["a", "b", "c"].iter().enumerate() {

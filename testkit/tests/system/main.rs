@@ -33,4 +33,5 @@ mod site_writers;
 mod slow_wan;
 mod support;
 mod thrash;
+mod tls;
 mod trimmed_copy;

@@ -89,10 +89,13 @@ async fn wan_emulation_limits_bandwidth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_without_the_right_secret_are_rejected() {
     init_logging();
+    // Plain TCP, so that calls reach the secret check (with TLS, a caller
+    // without a node certificate never gets that far: see tls.rs).
     let cluster = TestCluster::builder()
         .sites(1)
         .cores_per_site(2)
         .access_per_site(0)
+        .plain_tcp()
         .start()
         .await
         .unwrap();
@@ -110,7 +113,7 @@ async fn calls_without_the_right_secret_are_rejected() {
     assert_eq!(reply.node.unwrap().name, "a-core-1");
 
     // A wrong secret: refused, no data returned.
-    let mut options = NetworkOptions::from_config(cluster.config());
+    let mut options = NetworkOptions::from_config(cluster.config(), &[]);
     options.secret = "not-the-cluster-secret".into();
     let impostor = Network::new(options).unwrap();
     let channel = impostor
