@@ -89,6 +89,8 @@ pub struct MetaMember {
     handle: DriverHandle,
     /// Signalled when the driver's thread ends.
     done: Option<oneshot::Receiver<()>>,
+    /// The driver's thread, joined before the member is reported gone.
+    thread: Option<std::thread::JoinHandle<()>>,
     /// Set to end the driver before its next step, persisting nothing more.
     killed: Arc<AtomicBool>,
     metrics: MetaMetrics,
@@ -149,7 +151,7 @@ impl MetaMember {
             options.clone(),
         )?;
         let killed = Arc::new(AtomicBool::new(false));
-        let done = spawn_driver(name, driver, rx, killed.clone())?;
+        let (done, thread) = spawn_driver(name, driver, rx, killed.clone())?;
         let handle = DriverHandle::new(tx.clone(), options.request_timeout, dir);
         tracing::info!(member = %name, id, "meta member started");
         Ok(MetaMember {
@@ -158,6 +160,7 @@ impl MetaMember {
             tx,
             handle,
             done: Some(done),
+            thread: Some(thread),
             killed,
             metrics,
         })
@@ -205,6 +208,7 @@ impl MetaMember {
                 let _ = done.await;
             }
         }
+        self.join_thread().await;
         tracing::info!(member = %self.name, "meta member stopped");
     }
 
@@ -216,14 +220,34 @@ impl MetaMember {
         if let Some(done) = self.done.take() {
             let _ = done.await;
         }
+        self.join_thread().await;
         tracing::info!(member = %self.name, "meta member killed");
+    }
+
+    /// Joins the driver's thread, whose end was signalled: it may still be
+    /// running its thread-exit destructors (RocksDB's among them), and a
+    /// process that exits meanwhile aborts ("pthread lock: Invalid
+    /// argument").
+    async fn join_thread(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }
 
 impl Drop for MetaMember {
-    /// A member dropped without `stop` ends its driver too.
+    /// A member dropped without `stop` or `kill` (a test that ends with its
+    /// cluster in scope) ends its driver and waits for its thread: a
+    /// driver step is synchronous and short (its sends to peers never
+    /// block), and a process must not exit while the driver's RocksDB
+    /// store is open or its thread still exiting — C++ static destructors
+    /// would run under it and abort the process.
     fn drop(&mut self) {
         self.killed.store(true, Ordering::Release);
+        let _ = self.tx.try_send(DriverMsg::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -234,14 +258,14 @@ fn spawn_driver(
     driver: Driver,
     rx: mpsc::Receiver<DriverMsg>,
     killed: Arc<AtomicBool>,
-) -> Result<oneshot::Receiver<()>, MetaError> {
+) -> Result<(oneshot::Receiver<()>, std::thread::JoinHandle<()>), MetaError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(MetaError::Thread)?;
     let (done_tx, done) = oneshot::channel();
     let span = tracing::Span::current();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("meta-{name}"))
         .spawn(move || {
             let _entered = span.enter();
@@ -253,7 +277,7 @@ fn spawn_driver(
             let _ = done_tx.send(());
         })
         .map_err(MetaError::Thread)?;
-    Ok(done)
+    Ok((done, thread))
 }
 
 /// Bootstraps a new cluster's store when needed: the initial voters only.
@@ -270,4 +294,45 @@ fn bootstrap_if_needed(
         store.bootstrap(&cs)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-member cluster whose member stores in `data_dir`.
+    fn one_member(data_dir: &Path) -> ClusterConfig {
+        let text = format!(
+            "[cluster]\nname = \"t\"\nreplication_factor = 1\nsecret = \"0123456789abcdef0123\"\n\n\
+             [tls]\ninsecure = true\n\n\
+             [[site]]\nname = \"a\"\nsubnets = [\"127.0.0.0/8\"]\ntakes_writes = false\n\n\
+             [[node]]\nname = \"m\"\naddress = \"127.0.0.1:1\"\nroles = [\"core\", \"meta\"]\ncapacity = \"1GiB\"\ndata_dir = {:?}\n",
+            data_dir.display().to_string()
+        );
+        ClusterConfig::from_toml_str(&text).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_dropped_without_stop_has_closed_its_store_when_the_drop_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = one_member(dir.path());
+        let network = Network::new(geonfs_rpc::NetworkOptions::from_config(&config, &[])).unwrap();
+        let address = config.node("m").unwrap().address;
+        for round in 0..10 {
+            let member = MetaMember::start(
+                &config,
+                "m",
+                address,
+                network.clone(),
+                dir.path(),
+                MetaOptions::default(),
+            )
+            .unwrap();
+            drop(member);
+            // RocksDB locks its directory while open: opening it again
+            // right away works only if the driver closed it already.
+            let reopened = MetaStore::open_in_data_dir(dir.path());
+            assert!(reopened.is_ok(), "round {round}: {reopened:?}");
+        }
+    }
 }
