@@ -109,6 +109,14 @@ pub fn mount_lines(config: &ClusterConfig, nodes: &[RunningNode]) -> Vec<String>
     lines
 }
 
+/// The demo process's network: it presents every node's certificate, and
+/// the operator's for its own status probe.
+fn demo_network(config: &ClusterConfig) -> anyhow::Result<Network> {
+    let names = crate::cert_cli::every_identity(config);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    Ok(Network::new(NetworkOptions::from_config(config, &names))?)
+}
+
 /// Makes the demo's CA in `tls_dir` and a certificate for every node of
 /// the configuration `text` and for the operator (`geonfs status` and the
 /// other commands).
@@ -155,8 +163,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", config_path.display()))?;
     }
     let config = Arc::new(ClusterConfig::load(&config_path)?);
-    let names: Vec<&str> = config.nodes.iter().map(|node| node.name.as_str()).collect();
-    let network = Network::new(NetworkOptions::from_config(&config, &names))?;
+    let network = demo_network(&config)?;
     let mut nodes = Vec::new();
     for node in &config.nodes {
         let running = RunningNode::bind_and_start(
@@ -234,8 +241,17 @@ mod tests {
             );
             assert_eq!(mode & 0o777, 0o600, "{}", key.display());
         }
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        Network::new(NetworkOptions::from_config(&config, &names)).unwrap();
+        // The demo's own status probe has a certificate to present: with
+        // no demo running, every node is down for want of a listener.
+        let network = demo_network(&config).unwrap();
+        let health = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(crate::cli::probe_nodes(&config, &network));
+        for node in health {
+            if let Err(why) = node.answer {
+                assert!(!why.contains("TLS"), "{}: {why}", node.name);
+            }
+        }
         assert_eq!(config.sites.len(), 3);
         assert_eq!(config.nodes.len(), 15);
         assert_eq!(config.cluster.replication_factor, 3);

@@ -72,13 +72,14 @@ async fn connect_secured(
     from: IpAddr,
     to: SocketAddr,
 ) -> std::io::Result<ClientConn> {
+    let Some(tls) = network.tls() else {
+        return Ok(ClientConn::Plain(connect(network, from, to).await?));
+    };
+    let (connector, name) = tls.client_for(from, to)?;
     let link = connect(network.clone(), from, to).await?;
-    match network.tls() {
-        None => Ok(ClientConn::Plain(link)),
-        Some(tls) => Ok(ClientConn::Tls(Box::new(
-            tls.connect(from, to, link).await?,
-        ))),
-    }
+    Ok(ClientConn::Tls(Box::new(
+        connector.connect(name, link).await?,
+    )))
 }
 
 /// Opens one connection `from -> to`, relayed through the WAN emulation when

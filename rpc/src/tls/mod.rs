@@ -29,7 +29,6 @@ use tokio::net::TcpStream;
 
 pub use issue::{cert_path, init_ca, issue, key_path, CA_KEY_FILE};
 
-use crate::stream::LinkStream;
 use crate::RpcError;
 
 /// The name of the certificate `geonfs` commands present (status,
@@ -129,15 +128,15 @@ impl ClusterTls {
         })
     }
 
-    /// Wraps a client connection `from -> to` in TLS: presents the
-    /// certificate of a node at `from` (else the operator's) and expects
-    /// the node configured at `to`.
-    pub(crate) async fn connect(
+    /// How a client connection `from -> to` is wrapped in TLS: presenting
+    /// the certificate of a node at `from` (else the operator's), expecting
+    /// the node configured at `to`. Asked before dialling, so that a
+    /// process without the certificate never opens the connection.
+    pub(crate) fn client_for(
         &self,
         from: IpAddr,
         to: SocketAddr,
-        stream: LinkStream,
-    ) -> std::io::Result<tokio_rustls::client::TlsStream<LinkStream>> {
+    ) -> std::io::Result<(tokio_rustls::TlsConnector, ServerName<'static>)> {
         let config = self.client_config(from).map_err(refused)?;
         let expected = self.node_at.get(&to).ok_or_else(|| {
             refused(RpcError::NoTlsIdentity(format!(
@@ -146,9 +145,7 @@ impl ClusterTls {
         })?;
         let name = ServerName::try_from(expected.clone())
             .map_err(|err| refused(RpcError::TlsSetup(format!("node name {expected:?}: {err}"))))?;
-        tokio_rustls::TlsConnector::from(config)
-            .connect(name, stream)
-            .await
+        Ok((tokio_rustls::TlsConnector::from(config), name))
     }
 
     /// The client configuration for a connection from `from`.
