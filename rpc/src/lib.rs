@@ -10,6 +10,7 @@
 //!   graceful stop and an abrupt kill for tests.
 //! - [`tls`]: mutual TLS between nodes, and making the cluster CA and the
 //!   node certificates.
+//! - [`warn_budget`] keeps warnings that peers cause from flooding the log.
 //! - [`metric`] builds and registers every role's Prometheus metrics.
 
 mod channel;
@@ -21,6 +22,7 @@ pub mod server;
 mod stream;
 pub mod tls;
 mod wan;
+pub mod warn_budget;
 
 pub use channel::RpcChannel;
 pub use error::RpcError;

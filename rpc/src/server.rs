@@ -21,6 +21,7 @@ use tonic::body::Body;
 use tonic::service::Routes;
 
 use crate::stream::{GuardedStream, PeerInfo, ServerConn};
+use crate::warn_budget::WarnBudget;
 use crate::{Network, RpcError, SECRET_HEADER};
 
 /// Connections that finished their TLS handshake and wait for the server.
@@ -121,6 +122,7 @@ async fn accept_tls(
     kill: CancellationToken,
     handshaken: mpsc::Sender<ServerConn>,
 ) {
+    let warnings = Arc::new(WarnBudget::new());
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -134,11 +136,12 @@ async fn accept_tls(
             () = handshaken.closed() => return,
         };
         no_delay(&tcp);
-        let (network, config, kill, handshaken) = (
+        let (network, config, kill, handshaken, warnings) = (
             network.clone(),
             config.clone(),
             kill.clone(),
             handshaken.clone(),
+            warnings.clone(),
         );
         tokio::spawn(async move {
             let Some(tls) = network.tls() else { return };
@@ -161,7 +164,9 @@ async fn accept_tls(
                         .tls_refusals
                         .with_label_values(&[refusal.label()])
                         .inc();
-                    tracing::warn!(%peer, "refused an inter-node connection: {reason}");
+                    if let Some(unlogged) = warnings.admit() {
+                        tracing::warn!(%peer, unlogged, "refused an inter-node connection: {reason}");
+                    }
                 }
             }
         });

@@ -46,7 +46,6 @@ mod portmap;
 mod program;
 pub mod record;
 mod server;
-mod warn_budget;
 
 pub use message::{CallerAuth, UnixCredentials};
 pub use metrics::RpcMetrics;

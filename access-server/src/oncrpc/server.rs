@@ -35,8 +35,8 @@ use super::limits::{ConnectionCounts, ConnectionSlot};
 use super::metrics::RpcMetrics;
 use super::program::RpcProgram;
 use super::record::{RecordError, RecordReader, DEFAULT_MAX_RECORD_SIZE};
-use super::warn_budget::WarnBudget;
 use crate::error::AccessError;
+use geonfs_rpc::warn_budget::WarnBudget;
 
 /// Decides from its address whether a client may connect at all.
 pub type ClientFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;

@@ -1,6 +1,6 @@
-//! A budget for the warnings clients can cause (bad records, refused
-//! connections): a hostile or broken client opening thousands of
-//! connections a second must not flood the log. Every event is still
+//! A budget for the warnings peers can cause (bad records, refused
+//! connections, failed TLS handshakes): a hostile or broken client opening
+//! thousands of connections a second must not flood the log. Every event is still
 //! counted in the metrics; the log gets the first few per minute and, with
 //! the next one let through, how many were left out.
 
@@ -12,9 +12,9 @@ const PER_WINDOW: u32 = 20;
 /// The window.
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// Decides which client-caused warnings reach the log.
+/// Decides which peer-caused warnings reach the log.
 #[derive(Debug)]
-pub(super) struct WarnBudget {
+pub struct WarnBudget {
     state: Mutex<Window>,
 }
 
@@ -25,9 +25,15 @@ struct Window {
     left_out: u64,
 }
 
+impl Default for WarnBudget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl WarnBudget {
     /// A fresh budget.
-    pub(super) fn new() -> Self {
+    pub fn new() -> Self {
         WarnBudget {
             state: Mutex::new(Window {
                 started: Instant::now(),
@@ -39,7 +45,7 @@ impl WarnBudget {
 
     /// `Some(warnings left out since the last one let through)` when this
     /// warning may be logged, `None` when it is left out.
-    pub(super) fn admit(&self) -> Option<u64> {
+    pub fn admit(&self) -> Option<u64> {
         self.admit_at(Instant::now())
     }
 
