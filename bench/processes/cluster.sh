@@ -2,8 +2,10 @@
 # folder (sourced, not run): sites a, b, c on 127.41/42/43.0.0/16, one
 # `geonfs run` process per node (an access server, three cores and a meta
 # voter per site), n = 3, 1 MiB blocks, NFS on port 2049 of each site's
-# access server, an emulated 20 ms WAN between the sites; each core serves
-# Prometheus /metrics on port 9100 of its address.
+# access server (root clients on loopback allowed, as hypervisors), an
+# emulated 20 ms WAN between the sites, TLS between the nodes (a CA and
+# certificates made in $RUN_DIR/tls); each core serves Prometheus /metrics
+# on port 9100 of its address.
 #
 # The caller sets RUN_DIR, GEONFS and CLUSTER_NAME and defines `say` and
 # `fail`; it may define `before_stop` (run first by `stop_all`, which is
@@ -23,7 +25,7 @@ ACCESS=""
     echo "secret = \"$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')\""
     echo
     echo "[tls]"
-    echo "insecure = true"
+    echo "dir = \"$RUN_DIR/tls\""
     echo
     for s in $SITES; do
         echo "[[site]]"
@@ -50,6 +52,8 @@ ACCESS=""
     echo "[nfs]"
     echo "port = 2049"
     echo "portmapper = false"
+    echo "allowed_clients = [\"127.0.0.0/8\"]"
+    echo "no_root_squash = [\"127.0.0.0/8\"]"
     echo
     for pair in "a b" "a c" "b c"; do
         set -- $pair
@@ -60,11 +64,16 @@ ACCESS=""
         echo
     done
 } > "$CONFIG"
+chmod 600 "$CONFIG" # it holds the cluster secret
 for s in $SITES; do
     ACCESS="$ACCESS $s-access"
     for c in 1 2 3; do CORES="$CORES $s-core-$c"; done
 done
+[ -e "$RUN_DIR/tls/ca.crt" ] || "$GEONFS" cert init --dir "$RUN_DIR/tls" > /dev/null ||
+    fail "cannot make the cluster CA"
 "$GEONFS" check-config "$CONFIG" > /dev/null || fail "the generated configuration is invalid"
+"$GEONFS" cert issue --replace --config "$CONFIG" > /dev/null ||
+    fail "cannot issue the node certificates"
 
 start() { # node
     "$GEONFS" run --config "$CONFIG" --node "$1" >> "$RUN_DIR/logs/$1.log" 2>&1 &
