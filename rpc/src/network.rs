@@ -21,7 +21,7 @@ use crate::RpcError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a [`Network`] is set up.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NetworkOptions {
     /// The cluster secret sent on, and required of, every inter-node call.
     pub secret: String,
@@ -74,6 +74,21 @@ impl NetworkOptions {
                     .collect(),
             }),
         }
+    }
+}
+
+impl std::fmt::Debug for NetworkOptions {
+    /// Like a derived `Debug`, but never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkOptions")
+            .field("secret", &"<redacted>")
+            .field("sites", &self.sites)
+            .field("wan", &self.wan)
+            .field("always_emulate", &self.always_emulate)
+            .field("call_timeout", &self.call_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
+            .finish()
     }
 }
 
@@ -154,10 +169,13 @@ fn unordered(a: SiteId, b: SiteId) -> (SiteId, SiteId) {
 impl Network {
     /// Builds the network; fails if the secret cannot travel as metadata.
     pub fn new(options: NetworkOptions) -> Result<Self, RpcError> {
-        let secret = http::HeaderValue::from_str(&options.secret)
+        let mut secret = http::HeaderValue::from_str(&options.secret)
             .ok()
             .filter(|_| options.secret.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or(RpcError::BadSecret)?;
+        // Never printed by `Debug` (of a channel, a network, a request),
+        // and kept out of HTTP/2 header compression tables.
+        secret.set_sensitive(true);
         let tls = options
             .tls
             .as_ref()
@@ -262,5 +280,36 @@ impl Network {
     /// `from` as its source address, and reconnects after failures.
     pub fn channel(&self, from: IpAddr, to: SocketAddr) -> Result<RpcChannel, RpcError> {
         RpcChannel::new(self.clone(), from, to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_secret_is_never_printed() {
+        let secret = "the-cluster-secret-nobody-may-read";
+        let config = ClusterConfig::from_toml_str(&format!(
+            "[cluster]\nname = \"t\"\nreplication_factor = 1\nsecret = \"{secret}\"\n\n\
+             [tls]\ninsecure = true\n\n\
+             [[site]]\nname = \"a\"\nsubnets = [\"127.0.0.0/8\"]\ntakes_writes = false\n\n\
+             [[node]]\nname = \"c\"\naddress = \"127.0.0.1:1\"\nroles = [\"core\", \"meta\"]\n\
+             capacity = \"1GiB\"\ndata_dir = \"/nonexistent\"\n"
+        ))
+        .unwrap();
+        let options = NetworkOptions::from_config(&config, &[]);
+        assert_eq!(options.secret, secret);
+        let network = Network::new(options.clone()).unwrap();
+        let channel = network
+            .channel("127.0.0.1".parse().unwrap(), "127.0.0.1:1".parse().unwrap())
+            .unwrap();
+        for shown in [
+            format!("{options:?}"),
+            format!("{network:?}"),
+            format!("{channel:?}"),
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
     }
 }
