@@ -174,10 +174,19 @@ async fn accept_tls(
 }
 
 /// The tower layer that refuses calls without the right cluster secret.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AuthLayer {
     secret: Arc<[u8]>,
     network: Network,
+}
+
+impl std::fmt::Debug for AuthLayer {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> tower::Layer<S> for AuthLayer {
