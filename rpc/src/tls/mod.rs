@@ -92,10 +92,16 @@ impl ClusterTls {
             })?;
         }
         let roots = Arc::new(roots);
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|err| RpcError::TlsSetup(err.to_string()))?;
         let mut clients = HashMap::new();
         let mut servers = HashMap::new();
         for name in identities {
             let chain = read_certs(&cert_path(dir, name))?;
+            if let Some(leaf) = chain.first() {
+                check_names(&cert_path(dir, name), leaf, name)?;
+            }
             let key = read_key(&key_path(dir, name))?;
             let client = ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13])
@@ -103,14 +109,10 @@ impl ClusterTls {
                 .with_root_certificates(roots.clone())
                 .with_client_auth_cert(chain.clone(), key.clone_key())
                 .map_err(|err| key_mismatch(dir, name, err))?;
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                    .build()
-                    .map_err(|err| RpcError::TlsSetup(err.to_string()))?;
             let server = ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13])
                 .map_err(setup)?
-                .with_client_cert_verifier(verifier)
+                .with_client_cert_verifier(verifier.clone())
                 .with_single_cert(chain, key)
                 .map_err(|err| key_mismatch(dir, name, err))?;
             clients.insert(name.clone(), Arc::new(with_h2(client)));
@@ -266,6 +268,25 @@ fn key_mismatch(dir: &Path, name: &str, err: rustls::Error) -> RpcError {
 
 fn refused(err: RpcError) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::PermissionDenied, err.to_string())
+}
+
+/// Refuses a certificate file for `name` whose leaf names another node:
+/// every peer would refuse it, each with a less telling error.
+fn check_names(path: &Path, leaf: &CertificateDer<'_>, name: &str) -> Result<(), RpcError> {
+    let bad = |reason: String| RpcError::TlsFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let leaf = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|err| bad(format!("not a usable certificate: {err}")))?;
+    let expected = ServerName::try_from(name)
+        .map_err(|err| bad(format!("{name:?} cannot be a certificate's name: {err}")))?;
+    leaf.verify_is_valid_for_subject_name(&expected)
+        .map_err(|_| {
+            bad(format!(
+                "does not name {name:?} (a certificate issued for another node?)"
+            ))
+        })
 }
 
 /// Every certificate in a PEM file (at least one).

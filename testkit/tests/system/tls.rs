@@ -8,6 +8,7 @@ use geonfs_proto::node::node_client::NodeClient;
 use geonfs_proto::node::PingRequest;
 use geonfs_rpc::tls::{self, OPERATOR};
 use geonfs_rpc::{Network, NetworkOptions};
+use geonfs_site_config::ClusterConfig;
 use geonfs_testkit::cluster::{TestCluster, TEST_TLS_DIR};
 
 use crate::support::{eventually, init_logging, ping};
@@ -38,6 +39,18 @@ async fn one_site() -> TestCluster {
 fn copy_identity(src: &Path, from: &str, dst: &Path, to: &str) {
     std::fs::copy(tls::cert_path(src, from), tls::cert_path(dst, to)).unwrap();
     std::fs::copy(tls::key_path(src, from), tls::key_path(dst, to)).unwrap();
+}
+
+/// The cluster's configuration with the addresses of nodes `a` and `b`
+/// swapped.
+fn swapped(cluster: &TestCluster, a: &str, b: &str) -> ClusterConfig {
+    let mut config = (**cluster.config()).clone();
+    let i = config.nodes.iter().position(|n| n.name == a).unwrap();
+    let j = config.nodes.iter().position(|n| n.name == b).unwrap();
+    let (at_i, at_j) = (config.nodes[i].address, config.nodes[j].address);
+    config.nodes[i].address = at_j;
+    config.nodes[j].address = at_i;
+    config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,11 +89,11 @@ async fn peers_with_another_ca_another_nodes_name_or_no_tls_are_refused() {
     .await;
 
     // The cluster's certificate of another node (a-meta-1), presented
-    // from a-core-2's address.
-    let borrowed = tempfile::tempdir().unwrap();
-    std::fs::copy(cluster_tls.join("ca.crt"), borrowed.path().join("ca.crt")).unwrap();
-    copy_identity(&cluster_tls, "a-meta-1", borrowed.path(), "a-core-2");
-    let impostor = network_with(&cluster, borrowed.path(), "a-core-2");
+    // from a-core-2's address: the impostor's configuration puts a-meta-1
+    // there (a certificate file for a-core-2 naming a-meta-1 is refused
+    // when loaded, see below).
+    let moved = swapped(&cluster, "a-meta-1", "a-core-2");
+    let impostor = Network::new(NetworkOptions::from_config(&moved, &["a-meta-1"])).unwrap();
     let refused = ping(&impostor.channel(caller_ip, server).unwrap(), vec![]).await;
     assert!(refused.is_err(), "another node's certificate was accepted");
     eventually(Duration::from_secs(10), "a name refusal", || async {
@@ -114,6 +127,18 @@ async fn peers_with_another_ca_another_nodes_name_or_no_tls_are_refused() {
     )
     .await;
 
+    // A certificate file whose certificate names another node is refused
+    // when loaded.
+    let borrowed = tempfile::tempdir().unwrap();
+    std::fs::copy(cluster_tls.join("ca.crt"), borrowed.path().join("ca.crt")).unwrap();
+    copy_identity(&cluster_tls, "a-meta-1", borrowed.path(), "a-core-2");
+    let mut options = NetworkOptions::from_config(cluster.config(), &["a-core-2"]);
+    if let Some(tls) = options.tls.as_mut() {
+        tls.dir = borrowed.path().to_path_buf();
+    }
+    let err = Network::new(options).unwrap_err().to_string();
+    assert!(err.contains("does not name \"a-core-2\""), "{err}");
+
     // The operator's certificate is accepted from any address; and the
     // cluster still works for its own nodes.
     let operator = network_with(&cluster, &cluster_tls, OPERATOR);
@@ -136,20 +161,8 @@ async fn a_caller_refuses_a_server_whose_certificate_names_another_node() {
     // the caller expects a-core-1 at a-core-2's address (as if a-core-2
     // had taken a-core-1's place): a-core-2's certificate does not name
     // a-core-1, so the caller hangs up.
-    let mut config = (**cluster.config()).clone();
-    let a1 = config
-        .nodes
-        .iter()
-        .position(|n| n.name == "a-core-1")
-        .unwrap();
-    let a2 = config
-        .nodes
-        .iter()
-        .position(|n| n.name == "a-core-2")
-        .unwrap();
-    let (addr1, addr2) = (config.nodes[a1].address, config.nodes[a2].address);
-    config.nodes[a1].address = addr2;
-    config.nodes[a2].address = addr1;
+    let addr2 = cluster.addr("a-core-2").unwrap();
+    let config = swapped(&cluster, "a-core-1", "a-core-2");
     let caller = Network::new(NetworkOptions::from_config(&config, &[OPERATOR])).unwrap();
     let unspecified = std::net::IpAddr::from([0, 0, 0, 0]);
     let refused = ping(&caller.channel(unspecified, addr2).unwrap(), vec![]).await;
