@@ -103,7 +103,8 @@ pub struct RpcMetrics {
     pub auth_rejections: IntCounter,
     /// Incoming connections refused by TLS, by reason (`handshake`:
     /// no TLS, another CA, no certificate; `name`: the certificate names
-    /// no node at the peer's address; `timeout`).
+    /// no node at the peer's address; `timeout`; `abandoned`: the caller
+    /// hung up mid-handshake).
     pub tls_refusals: IntCounterVec,
     set: MetricSet,
 }

@@ -21,6 +21,7 @@ use tonic::body::Body;
 use tonic::service::Routes;
 
 use crate::stream::{GuardedStream, PeerInfo, ServerConn};
+use crate::tls::Refusal;
 use crate::warn_budget::WarnBudget;
 use crate::{Network, RpcError, SECRET_HEADER};
 
@@ -164,7 +165,9 @@ async fn accept_tls(
                         .tls_refusals
                         .with_label_values(&[refusal.label()])
                         .inc();
-                    if let Some(unlogged) = warnings.admit() {
+                    if refusal == Refusal::Abandoned {
+                        tracing::debug!(%peer, "an inter-node connection ended in its handshake: {reason}");
+                    } else if let Some(unlogged) = warnings.admit() {
                         tracing::warn!(%peer, unlogged, "refused an inter-node connection: {reason}");
                     }
                 }

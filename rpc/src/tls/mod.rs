@@ -58,6 +58,9 @@ pub(crate) enum Refusal {
     Handshake,
     /// The handshake did not finish in time.
     Timeout,
+    /// The caller hung up during the handshake (it gave up, its link was
+    /// cut, it died): no verdict on its certificate.
+    Abandoned,
     /// The certificate is the CA's but names no node at the peer's address.
     Name,
 }
@@ -69,6 +72,7 @@ impl Refusal {
             Refusal::Handshake => "handshake",
             Refusal::Timeout => "timeout",
             Refusal::Name => "name",
+            Refusal::Abandoned => "abandoned",
         }
     }
 }
@@ -192,6 +196,9 @@ impl ClusterTls {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Err(_) => return Err((Refusal::Timeout, "TLS handshake timed out".into())),
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err((Refusal::Abandoned, format!("TLS handshake: {err}")))
+            }
             Ok(Err(err)) => return Err((Refusal::Handshake, format!("TLS handshake: {err}"))),
             Ok(Ok(tls)) => tls,
         };

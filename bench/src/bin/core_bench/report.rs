@@ -142,4 +142,3 @@ pub(super) fn table(args: &Args, records: &[Record]) -> String {
     out += &t.render();
     out
 }
-
