@@ -43,6 +43,27 @@ pub struct ClusterConfig {
     pub tls: TlsSettings,
 }
 
+/// Why `path` exposes a secret (the cluster secret, a private key) to
+/// others, if it does: group or others may read it.
+#[cfg(unix)]
+pub fn readable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{:?} may be read by group or others (mode {:o})",
+            path.display(),
+            mode & 0o777
+        )
+    })
+}
+
+/// Why `path` exposes a secret to others: not checked off Unix.
+#[cfg(not(unix))]
+pub fn readable_by_others(_path: &Path) -> Option<String> {
+    None
+}
+
 /// The cluster CA's certificate inside [`TlsSettings::dir`]; each node's
 /// certificate and key sit beside it as `<name>.crt` and `<name>.key`.
 pub const TLS_CA_CERT_FILE: &str = "ca.crt";

@@ -318,19 +318,8 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, RpcError> {
         path: path.to_path_buf(),
         reason,
     };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|err| bad(err.to_string()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(bad(format!(
-                "may be read by group or others (mode {:o}): `chmod 600` it",
-                mode & 0o777
-            )));
-        }
+    if let Some(exposed) = geonfs_site_config::readable_by_others(path) {
+        return Err(bad(format!("{exposed}: `chmod 600` it")));
     }
     PrivateKeyDer::from_pem_file(path).map_err(|err| bad(pem_reason(err)))
 }
@@ -352,4 +341,37 @@ pub struct TlsOptions {
     pub identities: Vec<String>,
     /// Every configured node: name and address.
     pub nodes: Vec<(String, SocketAddr)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_key_others_may_read_is_refused_and_a_reissue_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path()).unwrap();
+        issue(dir.path(), "n1", false).unwrap();
+        let nodes = [("n1".to_string(), SocketAddr::from(([127, 0, 0, 1], 1)))];
+        let me = ["n1".to_string()];
+        ClusterTls::load(dir.path(), &me, &nodes).unwrap();
+
+        let key = key_path(dir.path(), "n1");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = ClusterTls::load(dir.path(), &me, &nodes)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("may be read by group or others"), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
+
+        let again = issue(dir.path(), "n1", false).unwrap_err().to_string();
+        assert!(again.contains("already exists"), "{again}");
+        issue(dir.path(), "n1", true).unwrap();
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        ClusterTls::load(dir.path(), &me, &nodes).unwrap();
+        let ca_again = init_ca(dir.path()).unwrap_err().to_string();
+        assert!(ca_again.contains("already exists"), "{ca_again}");
+    }
 }

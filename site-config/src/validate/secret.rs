@@ -39,7 +39,7 @@ pub(super) fn secret(
                 ctx.push("cluster.secret", format!("the secret {m}"));
             }
             if let Some(path) = config_file {
-                if let Some(m) = exposure(path) {
+                if let Some(m) = crate::readable_by_others(path) {
                     ctx.push(
                         "cluster.secret",
                         format!("{m}, and holds the secret inline: `chmod 600` it, or move the secret to a `secret_file` only its owner may read"),
@@ -63,7 +63,7 @@ pub(super) fn secret(
                             format!("the secret in {:?} {m}", path.display()),
                         );
                     }
-                    if let Some(m) = exposure(&path) {
+                    if let Some(m) = crate::readable_by_others(&path) {
                         ctx.push("cluster.secret_file", format!("{m}: `chmod 600` it"));
                     }
                     s
@@ -103,26 +103,5 @@ fn weakness(secret: &str) -> Option<String> {
                 .to_string(),
         );
     }
-    None
-}
-
-/// Why `path` exposes a secret to others, if it does: group or others may
-/// read it.
-#[cfg(unix)]
-fn exposure(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "{:?} may be read by group or others (mode {:o})",
-            path.display(),
-            mode & 0o777
-        )
-    })
-}
-
-/// Why `path` exposes a secret to others: not checked off Unix.
-#[cfg(not(unix))]
-fn exposure(_path: &Path) -> Option<String> {
     None
 }
