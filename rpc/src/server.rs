@@ -62,10 +62,10 @@ pub async fn serve(
         source,
     })?;
     let kill = signals.kill.clone();
-    let mut handshakes = None;
-    let incoming: Pin<Box<dyn Stream<Item = std::io::Result<ServerConn>> + Send>> =
-        match network.tls() {
-            None => Box::pin(
+    // With TLS, the accepting task lives as long as this server.
+    let (incoming, _handshakes): (Incoming, Option<AbortOnDrop>) = match network.tls() {
+        None => (
+            Box::pin(
                 tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
                     conn.map(|tcp| {
                         no_delay(&tcp);
@@ -73,15 +73,18 @@ pub async fn serve(
                     })
                 }),
             ),
-            Some(tls) => {
-                let config = tls.server_config(addr)?;
-                let (tx, rx) = mpsc::channel(HANDSHAKEN_BACKLOG);
-                let task = tokio::spawn(accept_tls(listener, network.clone(), config, kill, tx));
-                handshakes = Some(AbortOnDrop(task));
-                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok))
-            }
-        };
-    let _handshakes = handshakes;
+            None,
+        ),
+        Some(tls) => {
+            let config = tls.server_config(addr)?;
+            let (tx, rx) = mpsc::channel(HANDSHAKEN_BACKLOG);
+            let task = tokio::spawn(accept_tls(listener, network.clone(), config, kill, tx));
+            (
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok)),
+                Some(AbortOnDrop(task)),
+            )
+        }
+    };
     let auth = AuthLayer {
         secret: Arc::from(network.secret().as_bytes()),
         network,
@@ -95,6 +98,9 @@ pub async fn serve(
         _ = signals.kill.cancelled() => Ok(()),
     }
 }
+
+/// The connections a server is handed, plain or past their TLS handshake.
+type Incoming = Pin<Box<dyn Stream<Item = std::io::Result<ServerConn>> + Send>>;
 
 /// Small RPCs must not wait for delayed ACKs (tonic's own TCP settings do
 /// not apply to a custom incoming stream).

@@ -107,20 +107,23 @@ impl ClusterTls {
                 check_names(&cert_path(dir, name), leaf, name)?;
             }
             let key = read_key(&key_path(dir, name))?;
-            let client = ClientConfig::builder_with_provider(provider.clone())
+            let mut client = ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13])
                 .map_err(setup)?
                 .with_root_certificates(roots.clone())
                 .with_client_auth_cert(chain.clone(), key.clone_key())
                 .map_err(|err| key_mismatch(dir, name, err))?;
-            let server = ServerConfig::builder_with_provider(provider.clone())
+            let mut server = ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13])
                 .map_err(setup)?
                 .with_client_cert_verifier(verifier.clone())
                 .with_single_cert(chain, key)
                 .map_err(|err| key_mismatch(dir, name, err))?;
-            clients.insert(name.clone(), Arc::new(with_h2(client)));
-            servers.insert(name.clone(), Arc::new(with_h2_server(server)));
+            // gRPC runs HTTP/2 on these connections.
+            client.alpn_protocols = vec![b"h2".to_vec()];
+            server.alpn_protocols = vec![b"h2".to_vec()];
+            clients.insert(name.clone(), Arc::new(client));
+            servers.insert(name.clone(), Arc::new(server));
         }
         let mut nodes_on: HashMap<IpAddr, Vec<String>> = HashMap::new();
         for (name, addr) in nodes {
@@ -246,17 +249,6 @@ fn provider() -> CryptoProvider {
         rustls::crypto::ring::kx_group::SECP256R1,
     ];
     provider
-}
-
-/// gRPC runs HTTP/2 on these connections.
-fn with_h2(mut config: ClientConfig) -> ClientConfig {
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    config
-}
-
-fn with_h2_server(mut config: ServerConfig) -> ServerConfig {
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    config
 }
 
 fn setup(err: rustls::Error) -> RpcError {
